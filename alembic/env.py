@@ -1,0 +1,89 @@
+"""Alembic's environment, shared by the invoke tasks and plain `alembic` commands.
+
+Tasks hand over their connection, environment and models through `config.attributes`; a plain
+`alembic current` resolves them here from ENVIRONMENT and the DATABASE_URL_* variables, the same
+way the tasks do (see `tasks/environments.py`). Always a synchronous engine.
+"""
+
+from __future__ import annotations
+
+from logging.config import fileConfig
+
+from alembic.util import CommandError
+
+from alembic import context
+from tasks.alembic_support import EnvHandover, context_options
+from tasks.engines import connect
+from tasks.environments import environment_for_alembic, resolve_environment
+from tasks.errors import MigrationsError
+from tasks.models import load_metadata
+from tasks.settings import load_project_settings
+
+config = context.config
+handover: EnvHandover | None = config.attributes.get("handover")
+
+if handover is None and config.config_file_name is not None:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+
+def _from_handover_or_environment() -> EnvHandover:
+    """The task's handover, or one built from ENVIRONMENT for plain `alembic` commands."""
+    if handover is not None:
+        return handover
+    try:
+        settings = load_project_settings()
+        name = environment_for_alembic(settings)
+        environment = resolve_environment(settings, name)
+        return EnvHandover(
+            environment=environment,
+            metadata_path=settings.metadata,
+            connect_timeout=settings.connect_timeout,
+        )
+    except MigrationsError as error:
+        raise CommandError(str(error)) from None
+
+
+def _metadata(target: EnvHandover):  # type: ignore[no-untyped-def]
+    if target.metadata is None:
+        try:
+            target.metadata = load_metadata(target.metadata_path)
+        except MigrationsError as error:
+            raise CommandError(str(error)) from None
+    return target.metadata
+
+
+def run_migrations_offline() -> None:
+    """Emit SQL for the environment's dialect without connecting."""
+    target = _from_handover_or_environment()
+    context.configure(
+        url=target.environment.url,
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+        **context_options(_metadata(target), target.environment.dialect, target),
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    """Run on the task's connection, or on one opened here for plain `alembic` commands."""
+    target = _from_handover_or_environment()
+    options = context_options(_metadata(target), target.environment.dialect, target)
+    if target.connection is not None:
+        context.configure(connection=target.connection, **options)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    try:
+        with connect(target.environment, target.connect_timeout) as connection:
+            context.configure(connection=connection, **options)
+            with context.begin_transaction():
+                context.run_migrations()
+    except MigrationsError as error:
+        raise CommandError(str(error)) from None
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

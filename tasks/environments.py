@@ -1,0 +1,156 @@
+"""Which database an environment means: variables, `.env` files and URL normalisation.
+
+The order is the process environment, then `.env.<environment>`, then `.env`; a file never
+overrides the process. A task's collection names its environment explicitly, so a stale
+`ENVIRONMENT` in the shell only ever steers plain `alembic` commands.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tasks.errors import ConfigError
+from tasks.redaction import mask_url, register_secret
+from tasks.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+# Alembic drives a synchronous engine: async drivers map to the sync driver this project installs.
+# A bare `postgresql://` means psycopg 3 to SQLAlchemy 2.1; the project installs psycopg2.
+SYNC_DRIVERS: dict[str, str] = {
+    "postgres": "postgresql+psycopg2",
+    "postgresql": "postgresql+psycopg2",
+    "postgresql+asyncpg": "postgresql+psycopg2",
+    "postgresql+psycopg_async": "postgresql+psycopg2",
+    "sqlite+aiosqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite",
+    "mysql": "mysql+pymysql",
+    "mysql+aiomysql": "mysql+pymysql",
+    "mysql+asyncmy": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+    "mariadb+aiomysql": "mariadb+pymysql",
+    "mariadb+asyncmy": "mariadb+pymysql",
+}
+
+
+@dataclass(frozen=True)
+class Environment:
+    """A resolved environment: its name, its database and where that came from."""
+
+    name: str
+    url: URL
+    url_variable: str
+    source: str  # "process environment", ".env.development", ".env" or "default"
+    protected: bool
+
+    @property
+    def masked_url(self) -> str:
+        return mask_url(self.url)
+
+    @property
+    def dialect(self) -> str:
+        return self.url.get_backend_name()
+
+
+def resolve_environment(
+    settings: Settings, name: str, environ: Mapping[str, str] | None = None
+) -> Environment:
+    """Find `name`'s URL or fail with one line naming the variable and the places searched."""
+    env_settings = settings.environment(name)
+    variable = env_settings.url_variable
+    raw, source = _lookup(settings.root, name, variable, os.environ if environ is None else environ)
+    if raw is None and env_settings.default_url:
+        raw, source = env_settings.default_url, "default"
+    if raw is None:
+        places = ", ".join(["the process environment", *_dotenv_files(settings.root, name)])
+        raise ConfigError(f"{variable} is not set for environment {name!r} (searched {places})")
+    url = normalize_url(raw, variable, settings.root)
+    return Environment(name, url, variable, source, env_settings.protected)
+
+
+def environment_for_alembic(settings: Settings, environ: Mapping[str, str] | None = None) -> str:
+    """Plain `alembic` commands follow ENVIRONMENT (default from the configuration)."""
+    environ = os.environ if environ is None else environ
+    return environ.get("ENVIRONMENT") or settings.default_environment
+
+
+def normalize_url(raw: str, variable: str, root: Path) -> URL:
+    """Parse a URL, map it to a synchronous driver and anchor relative SQLite paths at `root`."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(raw.strip())
+    except (ArgumentError, ValueError):
+        raise ConfigError(
+            f"{variable} is not a valid database URL (expected driver://...)"
+        ) from None
+    register_secret(url.password)
+    url = url.set(drivername=SYNC_DRIVERS.get(url.drivername, url.drivername))
+    _require_dialect(url, variable)
+    if url.get_backend_name() == "sqlite":
+        url = _anchor_sqlite(url, root)
+    return url
+
+
+def _require_dialect(url: URL, variable: str) -> None:
+    from sqlalchemy.exc import NoSuchModuleError
+
+    try:
+        url.get_dialect()
+    except NoSuchModuleError:
+        raise ConfigError(
+            f"{variable} names an unknown database driver {url.drivername!r} ({mask_url(url)})"
+        ) from None
+
+
+def _anchor_sqlite(url: URL, root: Path) -> URL:
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return url
+    path = Path(database).expanduser()
+    return url if path.is_absolute() else url.set(database=str(root / path))
+
+
+def _dotenv_files(root: Path, name: str) -> list[str]:
+    return [f".env.{name}", ".env"]
+
+
+def _lookup(
+    root: Path, name: str, variable: str, environ: Mapping[str, str]
+) -> tuple[str | None, str]:
+    value = environ.get(variable)
+    if value:
+        return value, "process environment"
+    for filename in _dotenv_files(root, name):
+        values = read_dotenv(root / filename)
+        if values.get(variable):
+            return values[variable], filename
+    return None, ""
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Values of a `.env` file; a line python-dotenv cannot parse is an error, not a warning.
+
+    A garbled line is often the very URL the operator meant to set, so guessing past it is the
+    wrong default for a tool that picks databases.
+    """
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
+
+    try:
+        with path.open(encoding="utf-8") as stream:
+            for binding in parse_stream(stream):
+                if binding.error:
+                    line = binding.original.line
+                    raise ConfigError(f"{path.name} line {line}: cannot parse this line")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path.name}: cannot read ({type(error).__name__})") from None
+    return {key: value for key, value in dotenv_values(path).items() if value is not None}

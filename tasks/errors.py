@@ -1,0 +1,55 @@
+"""Typed errors and the exit codes they become.
+
+Every failure a task can meet is one of these classes; the shared task context turns them into
+an exit code and one line on stderr in a single place (`tasks.context`). Keeping the codes here
+lets the README, the tests and scripts agree on what a code means.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILED = 1  # the operation ran and failed: database error, migration error, unreachable host
+    USAGE = 2  # bad input or configuration: missing/malformed URL, unknown revision, bad flag
+    REFUSED = 3  # a guard said no: confirmation declined or impossible, not an owner, not at head
+    DIFFERENCES = 4  # a check found the models and the database differ
+    NEEDS_REVISION = 5  # differences that only a revision or a manual step can resolve
+
+
+class MigrationsError(Exception):
+    """Base of every error the tasks report to the operator as one line."""
+
+    exit_code: ExitCode = ExitCode.FAILED
+    outcome: str = "failed"
+
+
+class UsageError(MigrationsError):
+    """The operator asked for something that cannot mean anything (unknown revision, bad flag)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ConfigError(UsageError):
+    """The configuration or environment is incomplete or malformed (missing URL, bad .env)."""
+
+
+class Refused(MigrationsError):
+    """A guard stopped the task before it changed anything."""
+
+    exit_code = ExitCode.REFUSED
+    outcome = "refused"
+
+
+class DatabaseError(MigrationsError):
+    """The database could not be reached or rejected a statement (message already masked)."""
+
+
+class DifferencesFound(MigrationsError):
+    """A read-only check found differences; the exit code says which kind."""
+
+    def __init__(self, message: str, exit_code: ExitCode = ExitCode.DIFFERENCES) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -1,0 +1,410 @@
+"""Alembic operations for one environment, each a short function over a Session.
+
+Modelled on `alembic.command`: every function resolves what it will do before doing it, shows
+it, asks when the operation is dangerous, then lets Alembic act on the task's own connection.
+Revision arguments are validated against the scripts first, so a typo never reaches a prompt or
+a database.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tasks import drift
+from tasks.alembic_support import EnvHandover, alembic_config
+from tasks.engines import describe_database_error
+from tasks.errors import DatabaseError, DifferencesFound, Refused, UsageError
+from tasks.redaction import redact
+from tasks.session import Session
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationStep
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.engine import Connection
+
+
+# --- read-only ------------------------------------------------------------------------------
+
+
+def current(session: Session) -> list[str]:
+    """Print the database's revision(s) and whether they are the scripts' head(s)."""
+    script = _script(session)
+    with session.connect() as connection:
+        heads = _database_heads(connection, session)
+    script_heads = set(script.get_heads())
+    name = session.environment.name
+    if not heads:
+        session.console.line(f"{name}: no revision applied (base); head is {_ids(script_heads)}")
+    for revision in heads:
+        marker = " (head)" if revision in script_heads else ""
+        session.console.line(f"{name}: {revision}{marker} {_doc(script, revision)}".rstrip())
+    pending = _upgrade_steps(script, "heads", heads) if script_heads else []
+    if pending:
+        session.console.line(f"{name}: behind head by {len(pending)} revision(s)")
+    else:
+        session.console.line(f"{name}: at head")
+    return list(heads)
+
+
+def history(session: Session, *, verbose: bool = False) -> None:
+    """Alembic's history, newest first, with the database's revision marked (current)."""
+    from alembic import command
+
+    with session.connect() as connection:
+        _database_heads(connection, session)
+        config = _config(session, connection)
+        _alembic(session, command.history, config, indicate_current=True, verbose=verbose)
+
+
+def heads(session: Session) -> list[str]:
+    """The scripts' head revision(s); more than one means a merge is needed."""
+    script = _script(session)
+    revisions = list(script.get_heads())
+    for revision in revisions:
+        session.console.line(f"{revision} (head) {_doc(script, revision)}".rstrip())
+    if len(revisions) > 1:
+        session.console.warning(
+            f"{len(revisions)} heads: merge them (alembic merge heads) before upgrading to 'head'"
+        )
+    return revisions
+
+
+def check(session: Session) -> None:
+    """Compare the models with the live database, read-only; differences are an error."""
+    with session.connect() as connection:
+        _database_heads(connection, session)
+        try:
+            differences = drift.compare(connection, session.metadata())
+        except Exception as error:
+            raise _as_database_error(session, error) from None
+        connection.rollback()
+    name = session.environment.name
+    if not differences:
+        session.console.line(f"{name}: models and database match")
+        return
+    for difference in differences:
+        session.console.line(f"  {drift.describe(difference)}")
+    session.record.details["differences"] = [drift.describe(d) for d in differences]
+    raise DifferencesFound(f"{name}: {len(differences)} difference(s) between models and database")
+
+
+# --- changes --------------------------------------------------------------------------------
+
+
+def upgrade(session: Session, revision: str = "head", *, sql: bool = False) -> None:
+    """Apply pending revisions up to `revision`; protected environments ask first."""
+    from alembic import command
+
+    if sql:
+        _offline(session, command.upgrade, revision)
+        return
+    script = _script(session)
+    with session.connect() as connection:
+        before = _database_heads(connection, session)
+        steps = _upgrade_steps(script, revision, before)
+        name = session.environment.name
+        if not steps:
+            session.console.line(f"{name}: nothing to upgrade, already at {_ids(before) or 'base'}")
+            session.record.revision_after = list(before)
+            return
+        _show_steps(session, f"{name}: {len(steps)} revision(s) to apply", steps)
+        if session.environment.protected:
+            session.confirm(f"Upgrade {name} ({session.environment.masked_url}) to {revision}")
+        _apply(session, connection, steps, command.upgrade, revision)
+
+
+def downgrade(session: Session, revision: str, *, sql: bool = False) -> None:
+    """Revert revisions down to `revision` (-1, base or an id), always after confirmation."""
+    from alembic import command
+
+    if sql:
+        _offline(session, command.downgrade, revision)
+        return
+    script = _script(session)
+    with session.connect() as connection:
+        before = _database_heads(connection, session)
+        steps = _downgrade_steps(script, revision, before)
+        name = session.environment.name
+        if not steps:
+            session.console.line(
+                f"{name}: nothing to downgrade, already at {_ids(before) or 'base'}"
+            )
+            session.record.revision_after = list(before)
+            return
+        _show_steps(session, f"{name}: {len(steps)} revision(s) to revert", steps)
+        session.console.warning("a downgrade can drop tables and columns and lose their data")
+        session.confirm(f"Downgrade {name} ({session.environment.masked_url}) to {revision}")
+        _apply(session, connection, steps, command.downgrade, revision)
+
+
+def stamp(session: Session, revision: str, *, sql: bool = False) -> None:
+    """Record `revision` as applied without running anything, after confirmation."""
+    from alembic import command
+
+    script = _script(session)
+    _validate_revision(script, revision)
+    if sql:
+        _offline(session, command.stamp, revision)
+        return
+    with session.connect() as connection:
+        before = _database_heads(connection, session)
+        name = session.environment.name
+        session.console.line(f"{name}: at {_ids(before) or 'base'}, stamping {revision}")
+        session.confirm(f"Stamp {name} ({session.environment.masked_url}) as {revision}")
+        _apply(session, connection, [], command.stamp, revision)
+
+
+def revision(session: Session, message: str, *, autogenerate: bool = False) -> Path | None:
+    """Write a new revision file; with autogenerate, from the models' differences.
+
+    Refuses unless the database is at head: autogenerate against a lagging database writes the
+    pending revisions' changes a second time.
+    """
+    from alembic import command
+
+    if not message.strip():
+        raise UsageError("a revision needs a message: -m 'what it changes'")
+    script = _script(session)
+    script_heads = tuple(script.get_heads())
+    if len(script_heads) > 1:
+        raise UsageError(
+            f"several heads {_ids(script_heads)}: merge them first (alembic merge heads)"
+        )
+    with session.connect() as connection:
+        current_heads = _database_heads(connection, session)
+        connection.rollback()
+        if set(current_heads) != set(script_heads):
+            raise Refused(
+                f"{session.environment.name} database is at {_ids(current_heads) or 'base'}, "
+                f"not at head {_ids(script_heads) or 'base'}; upgrade it first"
+            )
+        handover = _handover(session, connection)
+        handover.write_empty_revision = not autogenerate
+        config = alembic_config(session.settings, handover, stdout=io.StringIO())
+        created = _alembic(
+            session, command.revision, config, message=message, autogenerate=autogenerate
+        )
+        connection.rollback()
+    scripts = created if isinstance(created, list) else [created]
+    scripts = [item for item in scripts if item is not None]
+    if not scripts:
+        session.console.line("no changes between the models and the database: no revision written")
+        return None
+    path = Path(scripts[0].path)
+    session.record.details["revision_file"] = str(path)
+    session.console.line(f"created {path.relative_to(session.settings.root)}")
+    _report_operations(session, handover.revision_directives)
+    return path
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _script(session: Session) -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config(session.settings))
+
+
+def _config(session: Session, connection: Connection | None) -> Config:
+    return alembic_config(
+        session.settings, _handover(session, connection), stdout=_StdoutProxy(session)
+    )
+
+
+def _handover(session: Session, connection: Connection | None) -> EnvHandover:
+    return EnvHandover(
+        environment=session.environment,
+        metadata_path=session.settings.metadata,
+        connection=connection,
+        metadata=session._metadata,
+        connect_timeout=session.settings.connect_timeout,
+    )
+
+
+class _StdoutProxy(io.TextIOBase):
+    """Alembic's printed output, routed through the console (and its masking)."""
+
+    def __init__(self, session: Session) -> None:
+        self._console = session.console
+        self._buffer = ""
+
+    def write(self, text: str) -> int:
+        self._buffer += text
+        *lines, self._buffer = self._buffer.split("\n")
+        for line in lines:
+            self._console.line(line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._buffer:
+            self._console.line(self._buffer)
+            self._buffer = ""
+
+
+def _database_heads(connection: Connection, session: Session) -> tuple[str, ...]:
+    from alembic.migration import MigrationContext
+
+    try:
+        heads = MigrationContext.configure(connection).get_current_heads()
+    except Exception as error:
+        raise _as_database_error(session, error) from None
+    connection.rollback()  # end the read so Alembic starts each revision in its own transaction
+    if session.record.revision_before is None:
+        session.record.revision_before = list(heads)
+    return tuple(heads)
+
+
+def _upgrade_steps(
+    script: ScriptDirectory, revision: str, heads: tuple[str, ...]
+) -> list[MigrationStep]:
+    """What `alembic upgrade` would run (Alembic's own planner, not a re-implementation)."""
+    return _plan(lambda: script._upgrade_revs(revision, heads), revision)
+
+
+def _downgrade_steps(
+    script: ScriptDirectory, revision: str, heads: tuple[str, ...]
+) -> list[MigrationStep]:
+    return _plan(lambda: script._downgrade_revs(revision, heads), revision)
+
+
+def _plan(planner: Callable[[], list[MigrationStep]], revision: str) -> list[MigrationStep]:
+    from alembic.script.revision import RevisionError
+    from alembic.util import CommandError
+
+    try:
+        return planner()
+    except (CommandError, RevisionError) as error:
+        raise UsageError(f"revision {revision!r}: {_first_line(error)}") from None
+
+
+def _validate_revision(script: ScriptDirectory, revision: str) -> None:
+    _plan(lambda: list(script.get_revisions(revision)), revision)
+
+
+def _show_steps(session: Session, title: str, steps: list[MigrationStep]) -> None:
+    session.console.line(title + ":")
+    for step in steps:
+        revision_id = step.revision.revision  # type: ignore[attr-defined]
+        session.console.line(f"  {revision_id} {step.doc or ''}".rstrip())
+
+
+def _apply(
+    session: Session,
+    connection: Connection,
+    steps: list[MigrationStep],
+    operation: Callable[..., Any],
+    revision: str,
+) -> None:
+    applied: list[str] = []
+
+    def on_applied(revision_id: str, doc: str, is_upgrade: bool) -> None:
+        applied.append(revision_id)
+        verb = "applied" if is_upgrade else "reverted"
+        session.console.line(f"  {verb} {revision_id} {doc}".rstrip())
+
+    handover = _handover(session, connection)
+    handover.on_revision_applied = on_applied
+    config = alembic_config(session.settings, handover, stdout=_StdoutProxy(session))
+    try:
+        _alembic(session, operation, config, revision)
+    except DatabaseError as error:
+        failed = _failed_step(steps, applied)
+        if failed:
+            raise DatabaseError(f"revision {failed} failed: {error}") from None
+        raise
+    finally:
+        after = _database_heads(connection, session)
+        session.record.revision_after = list(after)
+    session.console.line(f"{session.environment.name}: now at {_ids(after) or 'base'}")
+
+
+def _failed_step(steps: list[MigrationStep], applied: list[str]) -> str | None:
+    for step in steps:
+        revision_id = step.revision.revision  # type: ignore[attr-defined]
+        if revision_id not in applied:
+            return revision_id
+    return None
+
+
+def _offline(session: Session, operation: Callable[..., Any], revision: str) -> None:
+    """Print the SQL Alembic would run; no connection is opened."""
+    config = alembic_config(
+        session.settings,
+        _handover(session, None),
+        stdout=_StdoutProxy(session),
+        sql_output=_StdoutProxy(session),
+    )
+    _alembic(session, operation, config, revision, sql=True)
+
+
+def _alembic(session: Session, operation: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run an Alembic command; its errors become our typed, masked one-liners."""
+    from alembic.script.revision import RevisionError
+    from alembic.util import CommandError
+
+    try:
+        return operation(*args, **kwargs)
+    except (CommandError, RevisionError) as error:
+        raise UsageError(redact(_first_line(error))) from None
+    except Refused:
+        raise
+    except Exception as error:
+        raise _as_database_error(session, error) from None
+
+
+def _as_database_error(session: Session, error: Exception) -> Exception:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from tasks.errors import MigrationsError
+
+    if isinstance(error, MigrationsError):
+        return error
+    if isinstance(error, SQLAlchemyError):
+        return DatabaseError(f"{session.environment.name}: {describe_database_error(error)}")
+    return DatabaseError(
+        f"{session.environment.name}: {type(error).__name__}: {redact(str(error))}"
+    )
+
+
+def _report_operations(session: Session, directives: list[Any]) -> None:
+    """One line per operation in the new revision; drops are shouted about."""
+    drops: list[str] = []
+    for directive in directives:
+        upgrade_ops = getattr(directive, "upgrade_ops", None)
+        if upgrade_ops is None:
+            continue
+        for difference in drift.flatten(upgrade_ops.as_diffs()):
+            line = drift.describe(difference)
+            session.console.line(f"  {line}")
+            if difference[0] in drift.DESTRUCTIVE_KINDS:
+                drops.append(line)
+    if drops:
+        session.record.details["drops"] = drops
+        session.console.warning(
+            "THIS REVISION DROPS " + "; ".join(drops) + ". If a model was not imported "
+            "(database/imports.py, migrations.metadata), delete the file instead of applying it."
+        )
+
+
+def _ids(revisions: Any) -> str:
+    return ", ".join(sorted(revisions))
+
+
+def _doc(script: ScriptDirectory, revision: str) -> str:
+    from alembic.script.revision import RevisionError
+
+    try:
+        found = script.get_revision(revision)
+    except RevisionError:
+        return "(unknown to the scripts in alembic/versions)"
+    return f"- {found.doc}" if found is not None and found.doc else ""
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

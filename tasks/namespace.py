@@ -1,0 +1,27 @@
+"""The root collection: one sub-collection per environment, configuration defaults attached."""
+
+from __future__ import annotations
+
+from invoke import Collection
+
+from tasks.settings import COLLECTIONS, DEFAULTS
+
+# Collections that may write revision files. Staging and production only run what exists.
+REVISION_COLLECTIONS = frozenset({"local", "dev"})
+
+
+def build_namespace() -> Collection:
+    from tasks.alembic_tasks import alembic_tasks
+    from tasks.local_tasks import local_tasks
+
+    root = Collection()
+    root.configure({"migrations": DEFAULTS})
+    for collection in COLLECTIONS:
+        sub = Collection(collection)
+        for task in alembic_tasks(collection, with_revision=collection in REVISION_COLLECTIONS):
+            sub.add_task(task)
+        if collection == "local":
+            for task in local_tasks():
+                sub.add_task(task)
+        root.add_collection(sub)
+    return root

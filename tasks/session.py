@@ -1,0 +1,69 @@
+"""The shared task context: everything a core operation needs, independent of Invoke.
+
+A `Session` is one task run against one environment: settings, the resolved database, the
+confirmation hook, the console and the run record that ends up in the log. Core functions
+(`tasks.migrations`, `tasks.sync`, ...) take a Session, so they run the same from Invoke, tests
+or any other caller.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING
+
+from tasks.confirmation import Confirmer
+from tasks.environments import Environment
+from tasks.redaction import redact
+from tasks.run_log import RunRecord
+from tasks.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import MetaData
+    from sqlalchemy.engine import Connection
+
+
+@dataclass
+class Console:
+    """Readable lines for people: results to stdout, warnings to stderr, secrets masked."""
+
+    stdout: IO[str] = field(default_factory=lambda: sys.stdout)
+    stderr: IO[str] = field(default_factory=lambda: sys.stderr)
+
+    def line(self, text: str = "") -> None:
+        print(redact(text), file=self.stdout, flush=True)
+
+    def warning(self, text: str) -> None:
+        print(f"WARNING: {redact(text)}", file=self.stderr, flush=True)
+
+
+@dataclass
+class Session:
+    settings: Settings
+    environment: Environment
+    record: RunRecord
+    confirmer: Confirmer = field(default_factory=Confirmer)
+    console: Console = field(default_factory=Console)
+    _metadata: MetaData | None = None
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        from tasks.engines import connect
+
+        with connect(self.environment, self.settings.connect_timeout) as connection:
+            yield connection
+
+    def metadata(self) -> MetaData:
+        """The configured models, imported once per run."""
+        if self._metadata is None:
+            from tasks.models import load_metadata
+
+            self._metadata = load_metadata(self.settings.metadata)
+        return self._metadata
+
+    def confirm(self, action: str, *, protected_word: bool = False) -> None:
+        """Ask before `action`; on a protected environment the operator types its name."""
+        word = self.environment.name if (protected_word or self.environment.protected) else None
+        self.confirmer.ask(action, type_to_confirm=word)

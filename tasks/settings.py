@@ -1,0 +1,166 @@
+"""The `migrations:` configuration: its defaults and a typed view of it.
+
+Invoke merges defaults, `invoke.yaml`, `INVOKE_MIGRATIONS_*` variables and `-f` files; this module
+only gives the merged mapping a shape. `alembic/env.py` loads the same files through
+`load_project_settings()`, so plain `alembic` commands and the tasks never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tasks.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Collection name -> environment name. Collections are built at import time, before Invoke reads
+# any configuration, so this mapping is fixed in code; everything about each environment is not.
+COLLECTIONS: dict[str, str] = {
+    "local": "local",
+    "dev": "development",
+    "staging": "staging",
+    "prod": "production",
+}
+
+DEFAULTS: dict[str, Any] = {
+    "metadata": "database.imports:import_all_models",
+    "default_environment": "development",
+    "environments": {
+        "local": {
+            "url_variable": "DATABASE_URL_LOCAL",
+            "default_url": "sqlite:///local.sqlite3",
+            "protected": False,
+        },
+        "development": {"url_variable": "DATABASE_URL_DEVELOPMENT", "protected": False},
+        "staging": {"url_variable": "DATABASE_URL_STAGING", "protected": False},
+        "production": {"url_variable": "DATABASE_URL_PRODUCTION", "protected": True},
+    },
+    "owners": "",
+    "log_file": "logs/migrations.jsonl",
+    "backup_dir": "backups",
+    "connect_timeout": 5,
+    "alembic_ini": "alembic.ini",
+}
+
+
+@dataclass(frozen=True)
+class EnvironmentSettings:
+    name: str
+    url_variable: str
+    default_url: str | None = None
+    protected: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    metadata: str
+    default_environment: str
+    environments: dict[str, EnvironmentSettings]
+    owners: tuple[str, ...] = ()
+    log_file: Path = PROJECT_ROOT / "logs" / "migrations.jsonl"
+    backup_dir: Path = PROJECT_ROOT / "backups"
+    connect_timeout: float = 5
+    alembic_ini: Path = PROJECT_ROOT / "alembic.ini"
+    root: Path = PROJECT_ROOT
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def environment(self, name: str) -> EnvironmentSettings:
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments))
+            raise ConfigError(f"unknown environment {name!r} (configured: {known})") from None
+
+    def path(self, value: str | Path) -> Path:
+        """Relative paths in the configuration are relative to the project, not the shell."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.root / path
+
+
+def settings_from_mapping(raw: Mapping[str, Any], root: Path = PROJECT_ROOT) -> Settings:
+    """Validate the merged `migrations:` mapping; a wrong value is a one-line ConfigError."""
+    environments = {
+        name: _environment(name, values)
+        for name, values in _mapping(raw.get("environments", {}), "environments").items()
+    }
+    for name in COLLECTIONS.values():
+        if name not in environments:
+            raise ConfigError(f"migrations.environments.{name} is missing from the configuration")
+    base = Settings(metadata="", default_environment="", environments={}, root=root)
+    known = set(DEFAULTS)
+    return Settings(
+        metadata=_text(raw.get("metadata"), "metadata"),
+        default_environment=_text(raw.get("default_environment"), "default_environment"),
+        environments=environments,
+        owners=_owners(raw.get("owners")),
+        log_file=base.path(_text(raw.get("log_file"), "log_file")),
+        backup_dir=base.path(_text(raw.get("backup_dir"), "backup_dir")),
+        connect_timeout=_number(raw.get("connect_timeout"), "connect_timeout"),
+        alembic_ini=base.path(_text(raw.get("alembic_ini"), "alembic_ini")),
+        root=root,
+        extra={key: value for key, value in raw.items() if key not in known},
+    )
+
+
+def load_project_settings(root: Path = PROJECT_ROOT) -> Settings:
+    """Settings for code outside Invoke (plain `alembic`), read the way Invoke reads them."""
+    from invoke import Config
+
+    config = Config(defaults={"migrations": DEFAULTS}, project_location=str(root))
+    config.load_project()
+    config.load_shell_env()
+    return settings_from_mapping(config.migrations, root)
+
+
+def _environment(name: str, values: Any) -> EnvironmentSettings:
+    values = _mapping(values, f"environments.{name}")
+    default_url = values.get("default_url")
+    return EnvironmentSettings(
+        name=name,
+        url_variable=_text(values.get("url_variable"), f"environments.{name}.url_variable"),
+        default_url=str(default_url) if default_url else None,
+        protected=_flag(values.get("protected", False), f"environments.{name}.protected"),
+    )
+
+
+def _mapping(value: Any, key: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"migrations.{key} must be a mapping")
+    return value
+
+
+def _text(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"migrations.{key} must be a non-empty string")
+    return value.strip()
+
+
+def _number(value: Any, key: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"migrations.{key} must be a number") from None
+    if number <= 0:
+        raise ConfigError(f"migrations.{key} must be positive")
+    return number
+
+
+def _flag(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"true", "yes", "1", "false", "no", "0", ""}:
+        return value.lower() in {"true", "yes", "1"}
+    raise ConfigError(f"migrations.{key} must be true or false")
+
+
+def _owners(value: Any) -> tuple[str, ...]:
+    """Owners come as a YAML list or, from an environment variable, a comma-separated string."""
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ConfigError("migrations.owners must be a list or a comma-separated string")
+    return tuple(str(item).strip().lower() for item in items if str(item).strip())
