@@ -63,11 +63,12 @@ def resolve_environment(
     """Find `name`'s URL or fail with one line naming the variable and the places searched."""
     env_settings = settings.environment(name)
     variable = env_settings.url_variable
-    raw, source = _lookup(settings.root, name, variable, os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
+    raw, source = _lookup(settings.dotenv_dir, name, variable, environ)
     if raw is None and env_settings.default_url:
         raw, source = env_settings.default_url, "default"
     if raw is None:
-        places = ", ".join(["the process environment", *_dotenv_files(settings.root, name)])
+        places = ", ".join(["the process environment", *_dotenv_files(name)])
         raise ConfigError(f"{variable} is not set for environment {name!r} (searched {places})")
     url = normalize_url(raw, variable, settings.root)
     return Environment(name, url, variable, source, env_settings.protected)
@@ -117,18 +118,18 @@ def _anchor_sqlite(url: URL, root: Path) -> URL:
     return url if path.is_absolute() else url.set(database=str(root / path))
 
 
-def _dotenv_files(root: Path, name: str) -> list[str]:
+def _dotenv_files(name: str) -> list[str]:
     return [f".env.{name}", ".env"]
 
 
 def _lookup(
-    root: Path, name: str, variable: str, environ: Mapping[str, str]
+    directory: Path, name: str, variable: str, environ: Mapping[str, str]
 ) -> tuple[str | None, str]:
     value = environ.get(variable)
     if value:
         return value, "process environment"
-    for filename in _dotenv_files(root, name):
-        values = read_dotenv(root / filename)
+    for filename in _dotenv_files(name):
+        values = read_dotenv(directory / filename)
         if values.get(variable):
             return values[variable], filename
     return None, ""

@@ -43,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "backup_dir": "backups",
     "connect_timeout": 5,
     "alembic_ini": "alembic.ini",
+    "dotenv_dir": ".",
 }
 
 
@@ -64,6 +65,7 @@ class Settings:
     backup_dir: Path = PROJECT_ROOT / "backups"
     connect_timeout: float = 5
     alembic_ini: Path = PROJECT_ROOT / "alembic.ini"
+    dotenv_dir: Path = PROJECT_ROOT
     root: Path = PROJECT_ROOT
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -100,6 +102,7 @@ def settings_from_mapping(raw: Mapping[str, Any], root: Path = PROJECT_ROOT) -> 
         backup_dir=base.path(_text(raw.get("backup_dir"), "backup_dir")),
         connect_timeout=_number(raw.get("connect_timeout"), "connect_timeout"),
         alembic_ini=base.path(_text(raw.get("alembic_ini"), "alembic_ini")),
+        dotenv_dir=base.path(_text(raw.get("dotenv_dir"), "dotenv_dir")),
         root=root,
         extra={key: value for key, value in raw.items() if key not in known},
     )

@@ -1,0 +1,214 @@
+"""Shared fixtures: throwaway databases on the real servers, an isolated project environment,
+and a way to run tasks the way users do (Invoke's Program in-process, or a subprocess)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = bool(os.environ.get("CI"))
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+MYSQL_ADMIN_URL = os.environ.get("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+
+# Variables a developer's shell may carry that would steer the tasks away from test databases.
+ISOLATED_PREFIXES = ("DATABASE_URL_", "INVOKE_MIGRATIONS_", "MIGRATIONS_")
+ISOLATED_NAMES = ("ENVIRONMENT",)
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@dataclass
+class Project:
+    """The repository as a user's shell sees it, with logs, backups and .env files in tmp."""
+
+    tmp: Path
+    log_file: Path
+    backup_dir: Path
+    dotenv_dir: Path
+    monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str]
+
+    def setenv(self, name: str, value: str) -> None:
+        self.monkeypatch.setenv(name, value)
+
+    def invoke(self, *argv: str) -> Result:
+        """Run `invoke ARGV...` in-process through Invoke's own Program, as the CLI does."""
+        from invoke import Program
+
+        self.capsys.readouterr()
+        code = 0
+        try:
+            Program(name="invoke", binary="invoke").run(
+                ["invoke", "--search-root", str(ROOT), *argv], exit=True
+            )
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        captured = self.capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    def run(self, *argv: str, input: str | None = None, timeout: float = 300) -> Result:
+        """Run a command in a subprocess from the repository root with this environment."""
+        completed = subprocess.run(
+            argv,
+            cwd=ROOT,
+            env=dict(os.environ),
+            input=input if input is not None else "",
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        return Result(completed.returncode, completed.stdout, completed.stderr)
+
+    def invoke_subprocess(self, *argv: str, input: str | None = None) -> Result:
+        return self.run(sys.executable, "-m", "invoke", *argv, input=input)
+
+    def log_records(self) -> list[dict]:
+        import json
+
+        if not self.log_file.exists():
+            return []
+        return [json.loads(line) for line in self.log_file.read_text().splitlines() if line]
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> Iterator[Project]:
+    for name in list(os.environ):
+        if name.startswith(ISOLATED_PREFIXES) or name in ISOLATED_NAMES:
+            monkeypatch.delenv(name)
+    dotenv_dir = tmp_path / "dotenv"
+    dotenv_dir.mkdir()
+    log_file = tmp_path / "logs" / "migrations.jsonl"
+    backup_dir = tmp_path / "backups"
+    monkeypatch.setenv("INVOKE_MIGRATIONS_LOG_FILE", str(log_file))
+    monkeypatch.setenv("INVOKE_MIGRATIONS_BACKUP_DIR", str(backup_dir))
+    monkeypatch.setenv("INVOKE_MIGRATIONS_DOTENV_DIR", str(dotenv_dir))
+    monkeypatch.setenv("MIGRATIONS_OPERATOR", "tester@example.com")
+    # The local default is a file in the repository; tests never touch it.
+    monkeypatch.setenv("DATABASE_URL_LOCAL", f"sqlite:///{tmp_path / 'local.sqlite3'}")
+    monkeypatch.chdir(ROOT)
+    yield Project(tmp_path, log_file, backup_dir, dotenv_dir, monkeypatch, capsys)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'test.sqlite3'}"
+
+
+def _server_or_skip(admin_url: str, what: str, *, required_in_ci: bool):
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(
+        admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
+    )
+    try:
+        with engine.connect():
+            pass
+    except Exception as error:
+        engine.dispose()
+        message = f"{what} is not reachable at {admin_url}: {type(error).__name__}"
+        if IN_CI and required_in_ci:
+            pytest.fail(message)
+        pytest.skip(message)
+    return engine
+
+
+def _throwaway_name(request: pytest.FixtureRequest) -> str:
+    module = request.module.__name__.rsplit(".", 1)[-1]
+    return f"t_{module}_{uuid.uuid4().hex[:8]}".lower()
+
+
+@pytest.fixture(scope="module")
+def pg_server():
+    """An admin engine on the PostgreSQL server; PostgreSQL tests fail instead of skipping in CI."""
+    engine = _server_or_skip(POSTGRES_ADMIN_URL, "PostgreSQL", required_in_ci=True)
+    yield engine
+    engine.dispose()
+
+
+def create_pg_database(pg_server, name: str) -> str:
+    import sqlalchemy
+
+    with pg_server.connect() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    return pg_server.url.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_pg_database(pg_server, name: str) -> None:
+    import sqlalchemy
+
+    with pg_server.connect() as connection:
+        connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="module")
+def pg_module_url(request: pytest.FixtureRequest, pg_server) -> Iterator[str]:
+    """A PostgreSQL database for the whole test module, dropped afterwards."""
+    name = _throwaway_name(request)
+    url = create_pg_database(pg_server, name)
+    yield url
+    drop_pg_database(pg_server, name)
+
+
+@pytest.fixture
+def pg_url(request: pytest.FixtureRequest, pg_server) -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    name = _throwaway_name(request)
+    url = create_pg_database(pg_server, name)
+    yield url
+    drop_pg_database(pg_server, name)
+
+
+@pytest.fixture
+def mysql_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh MariaDB/MySQL database for one test; skipped when the server is not reachable."""
+    import sqlalchemy
+
+    engine = _server_or_skip(MYSQL_ADMIN_URL, "MariaDB/MySQL", required_in_ci=False)
+    name = _throwaway_name(request)
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE DATABASE `{name}`"))
+    yield engine.url.set(database=name).render_as_string(hide_password=False)
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS `{name}`"))
+    engine.dispose()
+
+
+def schema_snapshot(url: str) -> dict:
+    """Tables, columns, indexes and alembic_version of a database, to prove nothing changed."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            inspector = sqlalchemy.inspect(connection)
+            snapshot: dict = {}
+            for table in sorted(inspector.get_table_names()):
+                columns = [(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)]
+                indexes = sorted(i["name"] or "" for i in inspector.get_indexes(table))
+                snapshot[table] = {"columns": columns, "indexes": indexes}
+            if "alembic_version" in snapshot:
+                rows = connection.execute(sqlalchemy.text("SELECT version_num FROM alembic_version"))
+                snapshot["alembic_version"]["rows"] = sorted(row[0] for row in rows)
+            return snapshot
+    finally:
+        engine.dispose()
