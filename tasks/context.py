@@ -1,9 +1,10 @@
-"""Running a task inside the shared context: settings, log, ownership, errors -> exit codes.
+"""Running a task inside the shared context: settings, log, ownership, lock, audit, exit codes.
 
 This is the one place where Invoke meets the core. `run_task` resolves the environment the
 task's collection names, opens the run log before touching a database, applies the ownership
-policy, hands a Session to the core operation, and turns whatever it raises into one line on
-stderr and a documented exit code. Nothing else in the project calls `sys.exit` or `Exit`.
+policy, takes the migration lock for tasks that change the database, hands a Session to the
+core operation, records the run in the audit table of shared databases, and turns whatever was
+raised into one line on stderr and a documented exit code. Nothing else calls `Exit`.
 """
 
 from __future__ import annotations
@@ -11,18 +12,40 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from invoke import Context, Exit
 
 from tasks.confirmation import Confirmer
-from tasks.environments import resolve_environment
-from tasks.errors import ExitCode, MigrationsError
-from tasks.ownership import current_operator, policy_applies, require_owner
+from tasks.environments import Environment, resolve_environment
+from tasks.errors import ExitCode, MigrationsError, UsageError
+from tasks.ownership import (
+    UNRESTRICTED_ENVIRONMENTS,
+    current_operator,
+    policy_applies,
+    require_owner,
+)
 from tasks.redaction import redact
 from tasks.run_log import RunLog, RunRecord
-from tasks.session import Session
-from tasks.settings import COLLECTIONS, settings_from_mapping
+from tasks.session import Console, Session
+from tasks.settings import COLLECTIONS, Settings, settings_from_mapping
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """How the shared context treats a task: what it guards and what it records."""
+
+    collection: str
+    task: str
+    changes_database: bool
+    creates_revision: bool = False
+    assume_yes: bool = False
+    lock_timeout: float | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.collection}.{self.task}"
 
 
 def run_task(
@@ -35,52 +58,122 @@ def run_task(
     changes_database: bool,
     creates_revision: bool = False,
     assume_yes: bool = False,
+    lock_timeout: float | None = None,
 ) -> None:
     """Run `operation` for `collection.task` and exit with its documented code."""
-    name = f"{collection}.{task}"
-    record = RunRecord(environment=COLLECTIONS[collection], task=name, arguments=arguments)
-    started = time.perf_counter()
-    log: RunLog | None = None
-    try:
-        settings = settings_from_mapping(c.config.migrations)
-        log = RunLog(settings.log_file)
-        record.operator = current_operator()
-        environment = resolve_environment(settings, record.environment)
-        record.database = environment.masked_url
-        log.started(record)
+    spec = TaskSpec(collection, task, changes_database, creates_revision, assume_yes, lock_timeout)
+    record = RunRecord(environment=COLLECTIONS[collection], task=spec.name, arguments=arguments)
+    _Run(spec, record).execute(c.config.migrations, operation)
+
+
+class _Run:
+    def __init__(self, spec: TaskSpec, record: RunRecord) -> None:
+        self.spec = spec
+        self.record = record
+        self.started = time.perf_counter()
+        self.log: RunLog | None = None
+        self.settings: Settings | None = None
+        self.environment: Environment | None = None
+        self.console = Console()
+
+    def execute(self, raw_settings: Any, operation: Callable[[Session], Any]) -> None:
+        try:
+            session = self._prepare(raw_settings)
+            if self.spec.changes_database:
+                with self._lock():
+                    operation(session)
+            else:
+                operation(session)
+        except MigrationsError as error:
+            self._finish(error.outcome, str(error))
+            raise Exit(_one_line(f"{self.spec.name}: {error}"), code=int(error.exit_code)) from None
+        except KeyboardInterrupt:
+            self._finish("failed", "interrupted")
+            raise Exit(f"{self.spec.name}: interrupted", code=130) from None
+        except (
+            Exception
+        ) as error:  # a bug or an unforeseen failure: one line here, details in the log
+            detail = f"{type(error).__name__}: {error}"
+            self.record.details["traceback"] = traceback.format_exc()
+            self._finish("failed", detail)
+            message = f"{self.spec.name}: unexpected error: {detail}"
+            raise Exit(_one_line(message), code=int(ExitCode.FAILED)) from None
+        else:
+            self._finish("ok", None)
+        finally:
+            if self.log is not None:
+                self.log.close()
+
+    def _prepare(self, raw_settings: Any) -> Session:
+        self.settings = settings_from_mapping(raw_settings)
+        self.log = RunLog(self.settings.log_file)
+        self.record.operator = current_operator()
+        self.environment = resolve_environment(self.settings, self.record.environment)
+        self.record.database = self.environment.masked_url
+        self.log.started(self.record)
+        spec = self.spec
         if policy_applies(
-            record.environment, changes_database=changes_database, creates_revision=creates_revision
+            self.record.environment,
+            changes_database=spec.changes_database,
+            creates_revision=spec.creates_revision,
         ):
-            require_owner(settings.owners, record.operator, name)
-        session = Session(settings, environment, record, Confirmer(assume_yes=assume_yes))
-        operation(session)
-    except MigrationsError as error:
-        _finish(log, record, started, error.outcome, str(error))
-        raise Exit(_one_line(f"{name}: {error}"), code=int(error.exit_code)) from None
-    except KeyboardInterrupt:
-        _finish(log, record, started, "failed", "interrupted")
-        raise Exit(f"{name}: interrupted", code=130) from None
-    except Exception as error:  # a bug or an unforeseen failure: one line here, details in the log
-        detail = f"{type(error).__name__}: {error}"
-        record.details["traceback"] = traceback.format_exc()
-        _finish(log, record, started, "failed", detail)
-        raise Exit(
-            _one_line(f"{name}: unexpected error: {detail}"), code=int(ExitCode.FAILED)
-        ) from None
-    else:
-        _finish(log, record, started, "ok", None)
-    finally:
-        if log is not None:
-            log.close()
+            require_owner(self.settings.owners, self.record.operator, spec.name)
+        confirmer = Confirmer(assume_yes=spec.assume_yes)
+        return Session(self.settings, self.environment, self.record, confirmer, self.console)
 
+    def _lock(self):  # type: ignore[no-untyped-def]
+        from tasks.locking import migration_lock
 
-def _finish(
-    log: RunLog | None, record: RunRecord, started: float, outcome: str, error: str | None
-) -> None:
-    if log is None:
-        return
-    duration_ms = (time.perf_counter() - started) * 1000
-    log.finished(record, outcome=outcome, duration_ms=duration_ms, error=error)
+        assert self.settings is not None and self.environment is not None
+        timeout = self.spec.lock_timeout
+        if timeout is None:
+            timeout = self.settings.lock_timeout
+        if timeout < 0:
+            raise UsageError("--lock-timeout must be zero or more seconds")
+        label = f"{self.record.operator or self.record.user}@{self.record.host} {self.spec.name}"
+        return migration_lock(
+            self.environment,
+            label=label,
+            timeout=timeout,
+            connect_timeout=self.settings.connect_timeout,
+            on_wait=self.console.line,
+        )
+
+    def _finish(self, outcome: str, error: str | None) -> None:
+        duration_ms = (time.perf_counter() - self.started) * 1000
+        if self.log is not None:
+            self.log.finished(self.record, outcome=outcome, duration_ms=duration_ms, error=error)
+        if self._audited():
+            self._audit(outcome, error, duration_ms)
+
+    def _audited(self) -> bool:
+        """Shared databases keep their own record of every attempt to change them."""
+        return (
+            self.spec.changes_database
+            and self.environment is not None
+            and self.environment.name not in UNRESTRICTED_ENVIRONMENTS
+        )
+
+    def _audit(self, outcome: str, error: str | None, duration_ms: float) -> None:
+        from tasks.audit import record_run
+
+        assert self.settings is not None and self.environment is not None
+        try:
+            record_run(
+                self.environment,
+                self.record,
+                outcome=outcome,
+                error=redact(error) if error else None,
+                duration_ms=duration_ms,
+                root=self.settings.root,
+                connect_timeout=self.settings.connect_timeout,
+            )
+        except Exception as audit_error:  # the run's own outcome matters more than its audit row
+            message = f"could not write the audit row: {_one_line(str(audit_error))}"
+            if self.log is not None:
+                self.log.event("audit failed", task=self.spec.name, error=message)
+            if outcome == "ok":  # on failure the run's own error is the one line that matters
+                self.console.warning(message)
 
 
 def _one_line(message: str) -> str:

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from tasks.environments import Environment
 
 
-def create_engine(url: URL, connect_timeout: float = 5) -> Engine:
+def create_engine(
+    url: URL, connect_timeout: float = 5, *, application_name: str = "migration-tasks"
+) -> Engine:
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
@@ -28,7 +30,7 @@ def create_engine(url: URL, connect_timeout: float = 5) -> Engine:
     connect_args: dict[str, object] = {}
     if backend == "postgresql":
         connect_args["connect_timeout"] = max(1, round(connect_timeout))
-        connect_args["application_name"] = "migration-tasks"
+        connect_args["application_name"] = application_name
     elif backend in {"mysql", "mariadb"}:
         connect_args["connect_timeout"] = max(1, round(connect_timeout))
     elif backend == "sqlite":
@@ -53,9 +55,14 @@ def _make_sqlite_transactional(engine: Engine) -> None:
 
 
 @contextmanager
-def connect(environment: Environment, connect_timeout: float = 5) -> Iterator[Connection]:
+def connect(
+    environment: Environment,
+    connect_timeout: float = 5,
+    *,
+    application_name: str = "migration-tasks",
+) -> Iterator[Connection]:
     """A connection to the environment's database; failures become one masked line."""
-    engine = create_engine(environment.url, connect_timeout)
+    engine = create_engine(environment.url, connect_timeout, application_name=application_name)
     try:
         try:
             connection = engine.connect()

@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     REFUSED = 3  # a guard said no: confirmation declined or impossible, not an owner, not at head
     DIFFERENCES = 4  # a check found the models and the database differ
     NEEDS_REVISION = 5  # differences that only a revision or a manual step can resolve
+    LOCKED = 6  # another migration held the database's migration lock past --lock-timeout
 
 
 class MigrationsError(Exception):
@@ -40,6 +41,13 @@ class Refused(MigrationsError):
     """A guard stopped the task before it changed anything."""
 
     exit_code = ExitCode.REFUSED
+    outcome = "refused"
+
+
+class LockTimeout(MigrationsError):
+    """Another runner kept the migration lock longer than we were willing to wait."""
+
+    exit_code = ExitCode.LOCKED
     outcome = "refused"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import socket
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,9 +32,12 @@ class RunRecord:
     revision_before: list[str] | None = None
     revision_after: list[str] | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def fields(self) -> dict[str, Any]:
-        return asdict(self)
+        fields = asdict(self)
+        del fields["started_at"]  # the event's own timestamp says when
+        return fields
 
 
 def _redact_values(value: Any) -> Any:
@@ -87,6 +91,9 @@ class RunLog:
             duration_ms=round(duration_ms, 1),
             error=error,
         )
+
+    def event(self, name: str, **fields: Any) -> None:
+        self._logger.warning(name, **fields)
 
     def close(self) -> None:
         self._file.close()

@@ -44,6 +44,8 @@ DEFAULTS: dict[str, Any] = {
     "connect_timeout": 5,
     "alembic_ini": "alembic.ini",
     "dotenv_dir": ".",
+    # Seconds a task waits for another runner's migration lock before giving up.
+    "lock_timeout": 60,
 }
 
 
@@ -66,6 +68,7 @@ class Settings:
     connect_timeout: float = 5
     alembic_ini: Path = PROJECT_ROOT / "alembic.ini"
     dotenv_dir: Path = PROJECT_ROOT
+    lock_timeout: float = 60
     root: Path = PROJECT_ROOT
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -103,6 +106,7 @@ def settings_from_mapping(raw: Mapping[str, Any], root: Path = PROJECT_ROOT) -> 
         connect_timeout=_number(raw.get("connect_timeout"), "connect_timeout"),
         alembic_ini=base.path(_text(raw.get("alembic_ini"), "alembic_ini")),
         dotenv_dir=base.path(_text(raw.get("dotenv_dir"), "dotenv_dir")),
+        lock_timeout=_number(raw.get("lock_timeout"), "lock_timeout", allow_zero=True),
         root=root,
         extra={key: value for key, value in raw.items() if key not in known},
     )
@@ -141,12 +145,12 @@ def _text(value: Any, key: str) -> str:
     return value.strip()
 
 
-def _number(value: Any, key: str) -> float:
+def _number(value: Any, key: str, *, allow_zero: bool = False) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"migrations.{key} must be a number") from None
-    if number <= 0:
+    if number < 0 or (number == 0 and not allow_zero):
         raise ConfigError(f"migrations.{key} must be positive")
     return number
 

@@ -1,0 +1,131 @@
+"""The audit trail inside each shared database: who changed what, when, and how it went.
+
+The JSON-lines log lives on the operator's machine; this table travels with the database, so
+anyone with access to production can answer "who ran that downgrade" without the laptop that
+ran it. Created on first use, in its own MetaData, and listed in TOOL_TABLES so autogenerate and
+sync never see it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tasks.engines import connect
+
+if TYPE_CHECKING:
+    from sqlalchemy import Table
+
+    from tasks.environments import Environment
+    from tasks.run_log import RunRecord
+
+AUDIT_TABLE = "migration_audit"
+
+
+@cache
+def audit_table() -> Table:
+    from sqlalchemy import Column, DateTime, Float, Integer, MetaData, String, Table, Text
+
+    return Table(
+        AUDIT_TABLE,
+        MetaData(),
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("started_at", DateTime(timezone=True), nullable=False),
+        Column("finished_at", DateTime(timezone=True), nullable=False),
+        Column("duration_ms", Float, nullable=False),
+        Column("environment", String(64), nullable=False),
+        Column("task", String(128), nullable=False),
+        Column("arguments", Text),
+        Column("operator", String(255)),
+        Column("host", String(255)),
+        Column("revision_before", String(255)),
+        Column("revision_after", String(255)),
+        Column("outcome", String(16), nullable=False),
+        Column("error", Text),
+        Column("git_commit", String(64)),
+    )
+
+
+def record_run(
+    environment: Environment,
+    record: RunRecord,
+    *,
+    outcome: str,
+    error: str | None,
+    duration_ms: float,
+    root: Path,
+    connect_timeout: float,
+) -> None:
+    """Append one row for this run, creating the table the first time."""
+    finished = datetime.now(UTC)
+    row = {
+        "started_at": record.started_at,
+        "finished_at": finished,
+        "duration_ms": round(duration_ms, 1),
+        "environment": environment.name,
+        "task": record.task,
+        "arguments": json.dumps(record.arguments, default=str),
+        "operator": record.operator,
+        "host": record.host,
+        "revision_before": _revisions(record.revision_before),
+        "revision_after": _revisions(record.revision_after),
+        "outcome": outcome,
+        "error": error,
+        "git_commit": git_commit(root),
+    }
+    table = audit_table()
+    with connect(environment, connect_timeout) as connection:
+        with connection.begin():
+            table.create(connection, checkfirst=True)
+        with connection.begin():
+            connection.execute(table.insert().values(**row))
+
+
+def read_runs(
+    environment: Environment, *, limit: int, connect_timeout: float
+) -> list[dict[str, Any]]:
+    """The latest `limit` runs, newest first; an empty list when nothing was recorded yet."""
+    from sqlalchemy import inspect, select
+
+    table = audit_table()
+    with connect(environment, connect_timeout) as connection:
+        if not inspect(connection).has_table(AUDIT_TABLE):
+            return []
+        query = select(table).order_by(table.c.id.desc()).limit(limit)
+        return [dict(row._mapping) for row in connection.execute(query)]
+
+
+def _revisions(revisions: list[str] | None) -> str | None:
+    return None if revisions is None else ",".join(revisions)
+
+
+@cache
+def git_commit(root: Path) -> str | None:
+    """The repository's commit, marked -dirty when the working tree has changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = head.stdout.strip()
+    if not commit:
+        return None
+    return f"{commit}-dirty" if dirty.stdout.strip() else commit
