@@ -28,4 +28,4 @@ def test_upgrade_then_downgrade_to_base(project, dev_url):
 
     downgraded = project.invoke("dev.downgrade", "--rev", "base", "--yes")
     assert downgraded.code == 0, downgraded.output
-    assert set(schema_snapshot(dev_url)) == {"alembic_version", "migration_audit"}
+    assert set(schema_snapshot(dev_url)) == {"alembic_version"}
