@@ -36,7 +36,15 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
     @task
     def heads(c: Context) -> None:
         """Show the head revision(s) of the migration scripts."""
-        run_task(c, collection, "heads", {}, migrations.heads, changes_database=False)
+        run_task(
+            c,
+            collection,
+            "heads",
+            {},
+            migrations.heads,
+            changes_database=False,
+            needs_database=False,
+        )
 
     @task(help={"rev": "target revision (default: head)", "sql": SQL_HELP, "yes": YES_HELP})
     def upgrade(c: Context, rev: str = "head", sql: bool = False, yes: bool = False) -> None:

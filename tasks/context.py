@@ -18,7 +18,7 @@ from typing import Any
 from invoke import Context, Exit
 
 from tasks.confirmation import Confirmer
-from tasks.environments import Environment, resolve_environment
+from tasks.environments import Environment
 from tasks.errors import ExitCode, MigrationsError, UsageError
 from tasks.ownership import (
     UNRESTRICTED_ENVIRONMENTS,
@@ -42,6 +42,7 @@ class TaskSpec:
     creates_revision: bool = False
     assume_yes: bool = False
     lock_timeout: float | None = None
+    needs_database: bool = True
 
     @property
     def name(self) -> str:
@@ -59,9 +60,18 @@ def run_task(
     creates_revision: bool = False,
     assume_yes: bool = False,
     lock_timeout: float | None = None,
+    needs_database: bool = True,
 ) -> None:
     """Run `operation` for `collection.task` and exit with its documented code."""
-    spec = TaskSpec(collection, task, changes_database, creates_revision, assume_yes, lock_timeout)
+    spec = TaskSpec(
+        collection,
+        task,
+        changes_database,
+        creates_revision,
+        assume_yes,
+        lock_timeout,
+        needs_database,
+    )
     record = RunRecord(environment=COLLECTIONS[collection], task=spec.name, arguments=arguments)
     _Run(spec, record).execute(c.config.migrations, operation)
 
@@ -73,8 +83,13 @@ class _Run:
         self.started = time.perf_counter()
         self.log: RunLog | None = None
         self.settings: Settings | None = None
-        self.environment: Environment | None = None
+        self.session: Session | None = None
         self.console = Console()
+
+    @property
+    def environment(self) -> Environment | None:
+        """The environment if it was resolved (the audit needs it; `heads` may never)."""
+        return self.session._environment if self.session is not None else None
 
     def execute(self, raw_settings: Any, operation: Callable[[Session], Any]) -> None:
         try:
@@ -90,9 +105,7 @@ class _Run:
         except KeyboardInterrupt:
             self._finish("failed", "interrupted")
             raise Exit(f"{self.spec.name}: interrupted", code=130) from None
-        except (
-            Exception
-        ) as error:  # a bug or an unforeseen failure: one line here, details in the log
+        except Exception as error:  # a bug or an unforeseen failure: details go to the log
             detail = f"{type(error).__name__}: {error}"
             self.record.details["traceback"] = traceback.format_exc()
             self._finish("failed", detail)
@@ -108,8 +121,10 @@ class _Run:
         self.settings = settings_from_mapping(raw_settings)
         self.log = RunLog(self.settings.log_file)
         self.record.operator = current_operator()
-        self.environment = resolve_environment(self.settings, self.record.environment)
-        self.record.database = self.environment.masked_url
+        confirmer = Confirmer(assume_yes=self.spec.assume_yes)
+        session = self.session = Session(self.settings, self.record, confirmer, self.console)
+        if self.spec.needs_database:
+            session.environment  # noqa: B018 - resolve now: a missing URL fails before anything
         self.log.started(self.record)
         spec = self.spec
         if policy_applies(
@@ -118,13 +133,12 @@ class _Run:
             creates_revision=spec.creates_revision,
         ):
             require_owner(self.settings.owners, self.record.operator, spec.name)
-        confirmer = Confirmer(assume_yes=spec.assume_yes)
-        return Session(self.settings, self.environment, self.record, confirmer, self.console)
+        return session
 
     def _lock(self):  # type: ignore[no-untyped-def]
         from tasks.locking import migration_lock
 
-        assert self.settings is not None and self.environment is not None
+        assert self.settings is not None and self.session is not None
         timeout = self.spec.lock_timeout
         if timeout is None:
             timeout = self.settings.lock_timeout
@@ -132,7 +146,7 @@ class _Run:
             raise UsageError("--lock-timeout must be zero or more seconds")
         label = f"{self.record.operator or self.record.user}@{self.record.host} {self.spec.name}"
         return migration_lock(
-            self.environment,
+            self.session.environment,
             label=label,
             timeout=timeout,
             connect_timeout=self.settings.connect_timeout,

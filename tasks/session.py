@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
 
 from tasks.confirmation import Confirmer
-from tasks.environments import Environment
+from tasks.environments import Environment, resolve_environment
 from tasks.redaction import redact
 from tasks.run_log import RunRecord
 from tasks.settings import Settings
@@ -42,17 +42,27 @@ class Console:
 @dataclass
 class Session:
     settings: Settings
-    environment: Environment
     record: RunRecord
     confirmer: Confirmer = field(default_factory=Confirmer)
     console: Console = field(default_factory=Console)
+    _environment: Environment | None = None
     _metadata: MetaData | None = None
+
+    @property
+    def environment(self) -> Environment:
+        """The run's database, resolved on first use: `heads` never needs a URL."""
+        if self._environment is None:
+            self._environment = resolve_environment(self.settings, self.record.environment)
+            self.record.database = self._environment.masked_url
+        return self._environment
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
         from tasks.engines import connect
 
-        with connect(self.environment, self.settings.connect_timeout) as connection:
+        environment = self.environment
+        with connect(environment, self.settings.connect_timeout) as connection:
+            _apply_session_timeouts(connection, self.settings, environment)
             yield connection
 
     def metadata(self) -> MetaData:
@@ -67,3 +77,33 @@ class Session:
         """Ask before `action`; on a protected environment the operator types its name."""
         word = self.environment.name if (protected_word or self.environment.protected) else None
         self.confirmer.ask(action, type_to_confirm=word)
+
+
+def _apply_session_timeouts(
+    connection: Connection, settings: Settings, environment: Environment
+) -> None:
+    """PostgreSQL migrations fail fast on a busy table instead of queueing traffic behind them."""
+    if environment.dialect != "postgresql":
+        return
+    configured = settings.environment(environment.name)
+    values = {
+        "lock_timeout": configured.postgres_lock_timeout,
+        "statement_timeout": configured.postgres_statement_timeout,
+    }
+    from tasks.engines import describe_database_error
+    from tasks.errors import ConfigError
+
+    for name, value in values.items():
+        if not value:
+            continue
+        try:
+            connection.exec_driver_sql(
+                "SELECT set_config(%(name)s, %(value)s, false)", {"name": name, "value": value}
+            )
+        except Exception as error:
+            connection.rollback()
+            raise ConfigError(
+                f"postgres_{name} {value!r} for {environment.name} is not valid: "
+                f"{describe_database_error(error)}"
+            ) from None
+    connection.commit()

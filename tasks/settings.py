@@ -34,9 +34,26 @@ DEFAULTS: dict[str, Any] = {
             "default_url": "sqlite:///local.sqlite3",
             "protected": False,
         },
-        "development": {"url_variable": "DATABASE_URL_DEVELOPMENT", "protected": False},
-        "staging": {"url_variable": "DATABASE_URL_STAGING", "protected": False},
-        "production": {"url_variable": "DATABASE_URL_PRODUCTION", "protected": True},
+        # PostgreSQL session settings for migrations on shared databases: fail fast instead of
+        # queueing traffic behind a lock, and never let one statement run unbounded.
+        "development": {
+            "url_variable": "DATABASE_URL_DEVELOPMENT",
+            "protected": False,
+            "postgres_lock_timeout": "5s",
+            "postgres_statement_timeout": "30min",
+        },
+        "staging": {
+            "url_variable": "DATABASE_URL_STAGING",
+            "protected": False,
+            "postgres_lock_timeout": "5s",
+            "postgres_statement_timeout": "30min",
+        },
+        "production": {
+            "url_variable": "DATABASE_URL_PRODUCTION",
+            "protected": True,
+            "postgres_lock_timeout": "5s",
+            "postgres_statement_timeout": "30min",
+        },
     },
     "owners": "",
     "log_file": "logs/migrations.jsonl",
@@ -46,6 +63,11 @@ DEFAULTS: dict[str, Any] = {
     "dotenv_dir": ".",
     # Seconds a task waits for another runner's migration lock before giving up.
     "lock_timeout": 60,
+    "lint": {
+        # Rule names (ours or squawk's) never reported; a list or a comma-separated string.
+        "ignore": "prefer-robust-stmts,prefer-bigint-over-int,prefer-bigint-over-smallint,"
+        "prefer-identity",
+    },
 }
 
 
@@ -55,6 +77,8 @@ class EnvironmentSettings:
     url_variable: str
     default_url: str | None = None
     protected: bool = False
+    postgres_lock_timeout: str | None = None
+    postgres_statement_timeout: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +93,7 @@ class Settings:
     alembic_ini: Path = PROJECT_ROOT / "alembic.ini"
     dotenv_dir: Path = PROJECT_ROOT
     lock_timeout: float = 60
+    lint_ignore: frozenset[str] = frozenset()
     root: Path = PROJECT_ROOT
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -107,6 +132,9 @@ def settings_from_mapping(raw: Mapping[str, Any], root: Path = PROJECT_ROOT) -> 
         alembic_ini=base.path(_text(raw.get("alembic_ini"), "alembic_ini")),
         dotenv_dir=base.path(_text(raw.get("dotenv_dir"), "dotenv_dir")),
         lock_timeout=_number(raw.get("lock_timeout"), "lock_timeout", allow_zero=True),
+        lint_ignore=frozenset(
+            _names(_mapping(raw.get("lint", {}), "lint").get("ignore"), "lint.ignore")
+        ),
         root=root,
         extra={key: value for key, value in raw.items() if key not in known},
     )
@@ -130,6 +158,8 @@ def _environment(name: str, values: Any) -> EnvironmentSettings:
         url_variable=_text(values.get("url_variable"), f"environments.{name}.url_variable"),
         default_url=str(default_url) if default_url else None,
         protected=_flag(values.get("protected", False), f"environments.{name}.protected"),
+        postgres_lock_timeout=_optional_text(values.get("postgres_lock_timeout")),
+        postgres_statement_timeout=_optional_text(values.get("postgres_statement_timeout")),
     )
 
 
@@ -163,11 +193,19 @@ def _flag(value: Any, key: str) -> bool:
     raise ConfigError(f"migrations.{key} must be true or false")
 
 
-def _owners(value: Any) -> tuple[str, ...]:
-    """Owners come as a YAML list or, from an environment variable, a comma-separated string."""
+def _optional_text(value: Any) -> str | None:
+    return str(value).strip() or None if value not in (None, False) else None
+
+
+def _names(value: Any, key: str) -> tuple[str, ...]:
+    """Lists come from YAML as lists and from environment variables as comma-separated strings."""
     if value is None:
         return ()
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list | tuple):
-        raise ConfigError("migrations.owners must be a list or a comma-separated string")
-    return tuple(str(item).strip().lower() for item in items if str(item).strip())
+        raise ConfigError(f"migrations.{key} must be a list or a comma-separated string")
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+def _owners(value: Any) -> tuple[str, ...]:
+    return tuple(owner.lower() for owner in _names(value, "owners"))
