@@ -47,18 +47,38 @@ def alembic_config(
     stdout: IO[str] | None = None,
     sql_output: IO[str] | None = None,
 ) -> Config:
-    from alembic.config import Config
-
-    config = Config(
+    config = _task_config_class()(
         str(settings.alembic_ini),
         stdout=stdout,
         output_buffer=sql_output,
         cmd_opts=argparse.Namespace(quiet=True),
     )
-    config.set_main_option("script_location", str(settings.root / "alembic"))
+    # The ini's script_location (`%(here)s/alembic` in the project's) wins, so an alembic.ini
+    # elsewhere (`migrations.alembic_ini`) brings its own scripts; without one, the project's.
+    if not config.get_main_option("script_location"):
+        config.set_main_option("script_location", str(settings.root / "alembic"))
     if handover is not None:
         config.attributes["handover"] = handover
     return config
+
+
+def _task_config_class() -> type[Config]:
+    """Alembic's Config, except that `print_stdout` ignores `quiet`.
+
+    `quiet` keeps Alembic's status chatter ("Generating ... done") off the real stdout, but
+    Alembic's Config also drops everything `print_stdout` writes when quiet, which is the whole
+    output of `history`, `heads` and `current`. The tasks route that output to `stdout` already.
+    """
+    from alembic.config import Config
+
+    from alembic import util
+
+    class TaskConfig(Config):
+        def print_stdout(self, text: str, *arg: Any) -> None:
+            output = str(text) % arg if arg else str(text)
+            util.write_outstream(self.stdout, output, "\n")
+
+    return TaskConfig
 
 
 def include_name(name: str | None, type_: str, _parent_names: dict[str, Any]) -> bool:

@@ -1,0 +1,252 @@
+"""Every "Bad input" bullet of the foundation issue: one line on stderr, the documented exit code,
+no traceback, and the database exactly as it was (a real PostgreSQL database one revision behind
+head, so both an upgrade and a downgrade would show)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from tasks.errors import ExitCode
+from tests.conftest import schema_snapshot
+from tests.helpers import (
+    FIRST,
+    FakeTerminal,
+    assert_ok,
+    assert_one_line_error,
+    copy_scripts,
+    version_rows,
+)
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def db(project, pg_url):
+    """A PostgreSQL database at the first revision, used by dev, staging and prod alike."""
+    for variable in ("DEVELOPMENT", "STAGING", "PRODUCTION"):
+        project.setenv(f"DATABASE_URL_{variable}", pg_url)
+    assert_ok(project.invoke("dev.upgrade", "--rev", FIRST))
+    before = schema_snapshot(pg_url)
+    assert version_rows(before) == [FIRST]
+    yield pg_url
+    assert schema_snapshot(pg_url) == before, "bad input changed the database"
+
+
+# --- unknown environment or flag (Invoke's parser) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("qa.upgrade",),
+        ("production.upgrade",),
+        ("dev.upgrade", "--bogus"),
+        ("dev.downgrade", "--rev"),
+        ("prod.revision", "-m", "x"),
+    ],
+    ids=["unknown-collection", "environment-name-not-collection", "flag", "flag-value", "task"],
+)
+def test_unknown_environment_task_or_flag(project, db, argv):
+    result = project.invoke(*argv)
+
+    assert result.code != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Invoke's own parser errors (unknown task or flag) exit 1 = ExitCode.FAILED, not "
+    "ExitCode.USAGE (2); invoke.Program.run hard-codes sys.exit(1) for ParseError",
+)
+def test_unknown_flag_exits_with_the_usage_code(project, db):
+    assert project.invoke("dev.upgrade", "--bogus").code == ExitCode.USAGE
+
+
+def test_plain_alembic_with_unknown_environment(project, db):
+    project.setenv("ENVIRONMENT", "qa")
+
+    result = project.run(sys.executable, "-m", "alembic", "upgrade", "head")
+
+    assert result.code != 0
+    assert "unknown environment 'qa'" in result.output
+    assert "Traceback" not in result.output
+
+
+# --- configuration --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "variable"),
+    [
+        (("dev.upgrade",), "DATABASE_URL_DEVELOPMENT"),
+        (("staging.upgrade",), "DATABASE_URL_STAGING"),
+        (("prod.upgrade", "--yes"), "DATABASE_URL_PRODUCTION"),
+        (("dev.downgrade", "--rev", "base", "--yes"), "DATABASE_URL_DEVELOPMENT"),
+    ],
+)
+def test_missing_url_variable(project, db, argv, variable):
+    project.monkeypatch.delenv(variable)
+
+    result = project.invoke(*argv)
+
+    assert_one_line_error(result, ExitCode.USAGE, variable, "not set")
+
+
+@pytest.mark.parametrize("url", ["postgresql//no-colon", "postgresql://u:p@h:port/db"])
+def test_malformed_url(project, db, url):
+    project.setenv("DATABASE_URL_DEVELOPMENT", url)
+
+    result = project.invoke("dev.upgrade")
+
+    assert_one_line_error(result, ExitCode.USAGE, "DATABASE_URL_DEVELOPMENT", "not a valid")
+
+
+def test_unreachable_host_gives_up_quickly_with_the_url_masked(project, db):
+    project.setenv(
+        "DATABASE_URL_DEVELOPMENT", "postgresql://postgres:hunter22pw@127.0.0.1:9/unreachable"
+    )
+
+    started = time.monotonic()
+    result = project.invoke("dev.upgrade")
+    elapsed = time.monotonic() - started
+
+    line = assert_one_line_error(result, ExitCode.FAILED, "cannot connect", "127.0.0.1:9")
+    assert elapsed < 15
+    assert "postgres:***@" in line
+    assert "hunter22pw" not in result.output
+
+
+# --- revisions ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("dev.upgrade", "--rev", "nosuchrev"),
+        ("dev.upgrade", "--rev", "+5"),
+        ("dev.downgrade", "--rev", "nosuchrev", "--yes"),
+        ("dev.downgrade", "--rev", "-5", "--yes"),
+        ("dev.stamp", "--rev", "nosuchrev", "--yes"),
+        ("prod.upgrade", "--rev", "nosuchrev", "--yes"),
+    ],
+)
+def test_unknown_revision(project, db, argv):
+    result = project.invoke(*argv)
+
+    line = assert_one_line_error(result, ExitCode.USAGE)
+    assert argv[2] in line
+
+
+@pytest.mark.parametrize("argv", [("dev.downgrade", "--yes"), ("dev.stamp", "--yes")])
+def test_downgrade_and_stamp_need_an_explicit_revision(project, db, argv):
+    result = project.invoke(*argv)
+
+    assert_one_line_error(result, ExitCode.USAGE, "--rev")
+
+
+def test_several_heads_when_the_target_is_head(project, db):
+    scripts = copy_scripts(project.tmp / "scripts")
+    scripts.add_branch()
+    project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(scripts.ini))
+
+    result = project.invoke("dev.upgrade")
+
+    assert_one_line_error(result, ExitCode.USAGE, "head")
+    assert "Multiple head" in result.stderr or "several heads" in result.stderr
+
+
+# --- guards ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "what"),
+    [
+        (("prod.upgrade",), "Upgrade production"),
+        (("dev.stamp", "--rev", "base"), "Stamp development"),
+    ],
+)
+def test_no_terminal_without_yes(project, db, argv, what):
+    project.monkeypatch.setattr(sys, "stdin", __import__("io").StringIO("y\nproduction\n"))
+
+    result = project.invoke(*argv)
+
+    assert_one_line_error(result, ExitCode.REFUSED, what, "--yes")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="tasks/migrations.py downgrade() prints 'WARNING: a downgrade can drop tables...' to "
+    "stderr before asking, so a refused downgrade ends with two stderr lines, not one",
+)
+def test_no_terminal_without_yes_on_downgrade(project, db):
+    project.monkeypatch.setattr(sys, "stdin", __import__("io").StringIO("y\n"))
+
+    result = project.invoke("dev.downgrade", "--rev", "base")
+
+    assert_one_line_error(result, ExitCode.REFUSED, "Downgrade development", "--yes")
+
+
+def test_no_terminal_without_yes_in_a_real_process(project, db):
+    """stdin is a pipe carrying 'yes': piped input is not consent."""
+    result = project.invoke_subprocess("prod.upgrade", input="production\nyes\ny\n")
+
+    assert_one_line_error(result, ExitCode.REFUSED, "no terminal", "--yes")
+
+
+@pytest.mark.parametrize(
+    ("argv", "answer", "what"),
+    [
+        (("prod.upgrade",), "prod\n", "does not match"),
+        (("prod.upgrade",), "Production\n", "does not match"),
+        (("prod.upgrade",), "y\n", "does not match"),
+        (("prod.upgrade",), "", "input closed"),
+        (("dev.stamp", "--rev", "head"), "n\n", "not confirmed"),
+        (("dev.stamp", "--rev", "head"), "\n", "not confirmed"),
+        (("dev.stamp", "--rev", "head"), "yess\n", "not confirmed"),
+    ],
+)
+def test_wrong_confirmation(project, db, argv, answer, what):
+    project.monkeypatch.setattr(sys, "stdin", FakeTerminal(answer))
+
+    result = project.invoke(*argv)
+
+    assert_one_line_error(result, ExitCode.REFUSED, what)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="tasks/migrations.py downgrade() prints 'WARNING: a downgrade can drop tables...' to "
+    "stderr before asking, so a declined downgrade ends with two stderr lines, not one",
+)
+def test_wrong_confirmation_on_downgrade(project, db):
+    project.monkeypatch.setattr(sys, "stdin", FakeTerminal("n\n"))
+
+    result = project.invoke("dev.downgrade", "--rev", "base")
+
+    assert_one_line_error(result, ExitCode.REFUSED, "not confirmed")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("dev.upgrade",),
+        ("dev.downgrade", "--rev", "base", "--yes"),
+        ("dev.stamp", "--rev", "head", "--yes"),
+        ("staging.upgrade",),
+        ("prod.upgrade", "--yes"),
+    ],
+)
+def test_non_owner_when_owners_are_set(project, db, argv):
+    project.setenv("INVOKE_MIGRATIONS_OWNERS", "a@x.example,b@y.example")
+    project.setenv("MIGRATIONS_OPERATOR", "mallory@z.example")
+
+    result = project.invoke(*argv)
+
+    assert_one_line_error(
+        result, ExitCode.REFUSED, "a@x.example", "b@y.example", "mallory@z.example"
+    )
