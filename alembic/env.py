@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from logging.config import fileConfig
 
+from alembic import context
 from alembic.util import CommandError
 
-from alembic import context
 from tasks.alembic_support import EnvHandover, context_options
 from tasks.engines import connect
 from tasks.environments import environment_for_alembic, resolve_environment

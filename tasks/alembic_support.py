@@ -69,9 +69,8 @@ def _task_config_class() -> type[Config]:
     Alembic's Config also drops everything `print_stdout` writes when quiet, which is the whole
     output of `history`, `heads` and `current`. The tasks route that output to `stdout` already.
     """
-    from alembic.config import Config
-
     from alembic import util
+    from alembic.config import Config
 
     class TaskConfig(Config):
         def print_stdout(self, text: str, *arg: Any) -> None:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from tasks.environments import Environment
     from tasks.run_log import RunRecord
+    from tasks.session import Session
 
 AUDIT_TABLE = "migration_audit"
 
@@ -129,3 +130,29 @@ def git_commit(root: Path) -> str | None:
     if not commit:
         return None
     return f"{commit}-dirty" if dirty.stdout.strip() else commit
+
+
+def show_runs(session: Session, *, limit: int = 20, as_json: bool = False) -> list[dict[str, Any]]:
+    """Print the latest audit rows of the session's database, newest first."""
+    from tasks.errors import UsageError
+
+    if limit < 1:
+        raise UsageError("--limit must be at least 1")
+    rows = read_runs(
+        session.environment, limit=limit, connect_timeout=session.settings.connect_timeout
+    )
+    if as_json:
+        session.console.line(json.dumps(rows, indent=2, default=str))
+        return rows
+    if not rows:
+        session.console.line(f"{session.environment.name}: no audited runs yet")
+    for row in rows:
+        change = f"{row['revision_before'] or 'base'} -> {row['revision_after'] or 'base'}"
+        session.console.line(
+            f"{row['started_at']:%Y-%m-%d %H:%M:%S} {row['outcome']:<8} {row['task']:<16} "
+            f"{change:<30} {row['operator'] or '?'}@{row['host'] or '?'} "
+            f"{row['duration_ms']:.0f} ms {row['git_commit'] or ''}".rstrip()
+        )
+        if row["error"]:
+            session.console.line(f"    error: {row['error']}")
+    return rows

@@ -20,13 +20,16 @@ class Confirmer:
     stdin: IO[str] = field(default_factory=lambda: sys.stdin)
     stdout: IO[str] = field(default_factory=lambda: sys.stdout)
 
-    def ask(self, action: str, *, type_to_confirm: str | None = None) -> None:
+    def ask(
+        self, action: str, *, type_to_confirm: str | None = None, honour_yes: bool = True
+    ) -> None:
         """Return if the operator agrees to `action`; raise Refused otherwise.
 
         With `type_to_confirm` the operator must type that word (the environment's name on a
-        protected environment); otherwise a plain y/N question.
+        protected environment); otherwise a plain y/N question. With `honour_yes` False,
+        `--yes` does not answer (destructive statements need their own flag).
         """
-        if self.assume_yes:
+        if self.assume_yes and honour_yes:
             return
         if not self._interactive():
             raise Refused(

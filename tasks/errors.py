@@ -18,6 +18,11 @@ class ExitCode(IntEnum):
     DIFFERENCES = 4  # a check found the models and the database differ
     NEEDS_REVISION = 5  # differences that only a revision or a manual step can resolve
     LOCKED = 6  # another migration held the database's migration lock past --lock-timeout
+    # preflight: the first check that failed
+    PREFLIGHT_HEADS = 10  # several heads and no explicit target
+    PREFLIGHT_UNKNOWN_REVISION = 11  # the database is at a revision the scripts do not know
+    PREFLIGHT_DESTRUCTIVE = 12  # pending revisions contain destructive statements
+    PREFLIGHT_MODELS = 13  # the models differ from what the migration history builds
 
 
 class MigrationsError(Exception):
@@ -55,9 +60,16 @@ class DatabaseError(MigrationsError):
     """The database could not be reached or rejected a statement (message already masked)."""
 
 
-class DifferencesFound(MigrationsError):
-    """A read-only check found differences; the exit code says which kind."""
+class CheckFailed(MigrationsError):
+    """A read-only check did not pass; the exit code says which check."""
 
-    def __init__(self, message: str, exit_code: ExitCode = ExitCode.DIFFERENCES) -> None:
+    def __init__(self, message: str, exit_code: ExitCode) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class DifferencesFound(CheckFailed):
+    """A read-only comparison found differences; the exit code says which kind."""
+
+    def __init__(self, message: str, exit_code: ExitCode = ExitCode.DIFFERENCES) -> None:
+        super().__init__(message, exit_code)

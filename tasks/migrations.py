@@ -9,6 +9,7 @@ a database.
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,8 @@ from tasks import drift
 from tasks.alembic_support import EnvHandover, alembic_config
 from tasks.engines import describe_database_error
 from tasks.errors import DatabaseError, DifferencesFound, Refused, UsageError
+from tasks.ownership import UNRESTRICTED_ENVIRONMENTS
+from tasks.plan import Plan, build_plan, print_plan
 from tasks.redaction import redact
 from tasks.session import Session
 
@@ -92,11 +95,141 @@ def check(session: Session) -> None:
     raise DifferencesFound(f"{name}: {len(differences)} difference(s) between models and database")
 
 
+def preflight(session: Session, revision: str = "head", *, allow_destructive: bool = False) -> None:
+    """Gate for deploy pipelines: every check runs and prints; the first failure sets the code."""
+    from tasks.errors import CheckFailed, ExitCode
+
+    script = _script(session)
+    failures: list[tuple[ExitCode, str]] = []
+
+    def report(ok: bool, code: ExitCode, text: str) -> None:
+        session.console.line(f"  {'ok    ' if ok else 'FAILED'} {text}")
+        if not ok:
+            failures.append((code, text))
+
+    script_heads = tuple(script.get_heads())
+    single = len(script_heads) == 1 or revision not in {"head"}
+    report(single, ExitCode.PREFLIGHT_HEADS, f"heads: {_ids(script_heads) or 'none'}")
+    with session.connect() as connection:
+        current_heads = _database_heads(connection, session)
+    unknown = [head for head in current_heads if not _known(script, head)]
+    report(
+        not unknown,
+        ExitCode.PREFLIGHT_UNKNOWN_REVISION,
+        f"database revision {_ids(current_heads) or 'base'}"
+        + (f": unknown to the scripts: {_ids(unknown)}" if unknown else " is known to the scripts"),
+    )
+    if single and not unknown:
+        steps = _upgrade_steps(script, revision, current_heads)
+        planned = build_plan(
+            session, script, steps, direction="upgrade", current=current_heads, target=revision
+        )
+        destructive = planned.destructive()
+        report(
+            allow_destructive or not destructive,
+            ExitCode.PREFLIGHT_DESTRUCTIVE,
+            f"{len(steps)} pending revision(s), {len(destructive)} destructive statement(s)"
+            + ("" if not destructive else " (--allow-destructive to accept)"),
+        )
+        for item in planned.revisions:
+            rules = ", ".join(sorted({finding.rule for finding in item.findings})) or "clean"
+            session.console.line(f"           {item.revision} {item.message}: {rules}")
+        session.record.details["pending"] = [item.revision for item in planned.revisions]
+    differences = history_differences(session)
+    report(
+        not differences,
+        ExitCode.PREFLIGHT_MODELS,
+        "models match the migration history"
+        if not differences
+        else f"models differ from the migration history: {'; '.join(differences)}",
+    )
+    if failures:
+        code, text = failures[0]
+        raise CheckFailed(f"preflight failed: {text}", code)
+
+
+def history_differences(session: Session) -> list[str]:
+    """Upgrade a throwaway SQLite database to head and compare it with the models.
+
+    SQLite keeps this independent of any server and of the environment's credentials; a
+    history that only PostgreSQL can build reports the error instead of a false pass.
+    """
+    import tempfile
+
+    from alembic import command
+    from sqlalchemy.engine import URL
+
+    from tasks.engines import create_engine
+    from tasks.environments import Environment
+
+    with tempfile.TemporaryDirectory(prefix="migrations-history-") as directory:
+        url = URL.create("sqlite", database=f"{directory}/history.sqlite3")
+        throwaway = Environment("history-check", url, "(throwaway)", "preflight", protected=False)
+        engine = create_engine(url)
+        try:
+            with engine.connect() as connection:
+                handover = EnvHandover(
+                    environment=throwaway,
+                    metadata_path=session.settings.metadata,
+                    connection=connection,
+                    metadata=session.metadata(),
+                )
+                config = alembic_config(session.settings, handover, stdout=io.StringIO())
+                try:
+                    command.upgrade(config, "heads")
+                    connection.commit()
+                    return [
+                        drift.describe(d) for d in drift.compare(connection, session.metadata())
+                    ]
+                except Exception as error:
+                    return [f"the history does not build on SQLite: {_first_line(error)}"]
+        finally:
+            engine.dispose()
+
+
+def _known(script: ScriptDirectory, revision: str) -> bool:
+    from alembic.script.revision import RevisionError
+
+    try:
+        return script.get_revision(revision) is not None
+    except RevisionError:
+        return False
+
+
 # --- changes --------------------------------------------------------------------------------
 
 
-def upgrade(session: Session, revision: str = "head", *, sql: bool = False) -> None:
-    """Apply pending revisions up to `revision`; protected environments ask first."""
+def plan(session: Session, revision: str = "head", *, as_json: bool = False) -> Plan:
+    """Read-only: the pending revisions up to `revision`, their SQL and their lint findings."""
+    script = _script(session)
+    with session.connect() as connection:
+        before = _database_heads(connection, session)
+    steps = _upgrade_steps(script, revision, before)
+    planned = build_plan(
+        session, script, steps, direction="upgrade", current=before, target=revision
+    )
+    if as_json:
+        session.console.line(json.dumps(planned.as_dict(), indent=2))
+    else:
+        print_plan(session.console, planned, show_sql=True)
+    session.record.details["pending"] = [item.revision for item in planned.revisions]
+    return planned
+
+
+def upgrade(
+    session: Session,
+    revision: str = "head",
+    *,
+    sql: bool = False,
+    backup: bool = True,
+    allow_destructive: bool = False,
+) -> None:
+    """Apply pending revisions up to `revision`.
+
+    On a protected environment: the plan with SQL and lint, a backup (unless `backup` is
+    False), a typed confirmation, destructive statements only with `allow_destructive` (or
+    typed consent), then a check that the database reached the target.
+    """
     from alembic import command
 
     if sql:
@@ -111,14 +244,31 @@ def upgrade(session: Session, revision: str = "head", *, sql: bool = False) -> N
             session.console.line(f"{name}: nothing to upgrade, already at {_ids(before) or 'base'}")
             session.record.revision_after = list(before)
             return
-        _show_steps(session, f"{name}: {len(steps)} revision(s) to apply", steps)
         if session.environment.protected:
+            planned = build_plan(
+                session, script, steps, direction="upgrade", current=before, target=revision
+            )
+            print_plan(session.console, planned, show_sql=True)
+            _backup_before(session, requested=backup, mandatory=False)
+            _require_consent(session, planned, allow_destructive)
             session.confirm(f"Upgrade {name} ({session.environment.masked_url}) to {revision}")
+        else:
+            _show_steps(session, f"{name}: {len(steps)} revision(s) to apply", steps)
         _apply(session, connection, steps, command.upgrade, revision)
 
 
-def downgrade(session: Session, revision: str, *, sql: bool = False) -> None:
-    """Revert revisions down to `revision` (-1, base or an id), always after confirmation."""
+def downgrade(
+    session: Session,
+    revision: str,
+    *,
+    sql: bool = False,
+    backup: bool = True,
+) -> None:
+    """Revert revisions down to `revision` (-1, base or an id), always after confirmation.
+
+    On shared environments the plan shows each statement that loses data and a backup is taken
+    first (mandatory on protected ones).
+    """
     from alembic import command
 
     if sql:
@@ -135,10 +285,48 @@ def downgrade(session: Session, revision: str, *, sql: bool = False) -> None:
             )
             session.record.revision_after = list(before)
             return
-        _show_steps(session, f"{name}: {len(steps)} revision(s) to revert", steps)
+        if name in UNRESTRICTED_ENVIRONMENTS:
+            _show_steps(session, f"{name}: {len(steps)} revision(s) to revert", steps)
+        else:
+            planned = build_plan(
+                session, script, steps, direction="downgrade", current=before, target=revision
+            )
+            print_plan(session.console, planned, show_sql=True)
+            _backup_before(session, requested=backup, mandatory=session.environment.protected)
         session.console.warning("a downgrade can drop tables and columns and lose their data")
         session.confirm(f"Downgrade {name} ({session.environment.masked_url}) to {revision}")
         _apply(session, connection, steps, command.downgrade, revision)
+
+
+def _backup_before(session: Session, *, requested: bool, mandatory: bool) -> None:
+    """A backup before a risky change; skipping it must be explicit, and is not always allowed."""
+    if not requested:
+        if mandatory:
+            raise Refused(
+                f"a backup is mandatory before this on {session.environment.name}; drop --no-backup"
+            )
+        session.console.warning("--no-backup: going ahead without a backup")
+        session.record.details["backup"] = None
+        return
+    from tasks.backups import create_backup
+
+    path = create_backup(session)
+    session.record.details["backup"] = str(path)
+
+
+def _require_consent(session: Session, planned: Plan, allow_destructive: bool) -> None:
+    """Destructive statements need --allow-destructive or typed consent; --yes is not enough."""
+    destructive = planned.destructive()
+    if not destructive or allow_destructive:
+        return
+    rules = ", ".join(sorted({f"{revision}:{finding.rule}" for revision, finding in destructive}))
+    session.record.details["destructive"] = rules
+    session.confirmer.ask(
+        f"{len(destructive)} destructive statement(s) pending ({rules}); "
+        "pass --allow-destructive to apply them",
+        type_to_confirm="allow-destructive",
+        honour_yes=False,
+    )
 
 
 def stamp(session: Session, revision: str, *, sql: bool = False) -> None:
@@ -301,11 +489,13 @@ def _apply(
     revision: str,
 ) -> None:
     applied: list[str] = []
+    total = len(steps)
 
     def on_applied(revision_id: str, doc: str, is_upgrade: bool) -> None:
         applied.append(revision_id)
         verb = "applied" if is_upgrade else "reverted"
-        session.console.line(f"  {verb} {revision_id} {doc}".rstrip())
+        counter = f"[{len(applied)}/{total}] " if total else ""
+        session.console.line(f"  {counter}{verb} {revision_id} {doc}".rstrip())
 
     handover = _handover(session, connection)
     handover.on_revision_applied = on_applied
@@ -320,7 +510,25 @@ def _apply(
     finally:
         after = _database_heads(connection, session)
         session.record.revision_after = list(after)
+    _verify_reached(session, steps, after)
     session.console.line(f"{session.environment.name}: now at {_ids(after) or 'base'}")
+
+
+def _verify_reached(session: Session, steps: list[MigrationStep], after: tuple[str, ...]) -> None:
+    """Alembic returning is not proof: the version table must show the planned end state."""
+    if not steps:
+        return
+    last = steps[-1]
+    expected = set(last.to_revisions)
+    if last.is_upgrade:
+        reached = expected <= set(after)
+    else:
+        reached = expected <= set(after) and last.from_revisions[0] not in after
+    if not reached:
+        raise DatabaseError(
+            f"{session.environment.name}: expected to reach {_ids(expected) or 'base'}, "
+            f"database is at {_ids(after) or 'base'}"
+        )
 
 
 def _failed_step(steps: list[MigrationStep], applied: list[str]) -> str | None:

@@ -207,11 +207,15 @@ def schema_snapshot(url: str) -> dict:
             inspector = sqlalchemy.inspect(connection)
             snapshot: dict = {}
             for table in sorted(set(inspector.get_table_names()) - {"migration_audit"}):
-                columns = [(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)]
+                columns = [
+                    (c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)
+                ]
                 indexes = sorted(i["name"] or "" for i in inspector.get_indexes(table))
                 snapshot[table] = {"columns": columns, "indexes": indexes}
             if "alembic_version" in snapshot:
-                rows = connection.execute(sqlalchemy.text("SELECT version_num FROM alembic_version"))
+                rows = connection.execute(
+                    sqlalchemy.text("SELECT version_num FROM alembic_version")
+                )
                 snapshot["alembic_version"]["rows"] = sorted(row[0] for row in rows)
             return snapshot
     finally:

@@ -8,7 +8,6 @@ Create Date: 2026-11-25 16:50:55.647861+00:00
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision: str = "299ef84b3388"
