@@ -1,62 +1,99 @@
 """The Alembic tasks every environment collection has. Each parses flags and calls one core
-function from `tasks.migrations` through the shared context; nothing else happens here."""
+function through the shared context (`tasks.context.run_task`); nothing else happens here."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from invoke import Context, Task, task
 
+from tasks import audit as audit_trail
 from tasks import migrations
 from tasks.context import run_task
 from tasks.errors import UsageError
+from tasks.session import Session
 
-YES_HELP = "answer the confirmation prompt (scripts, CI); never implied"
+YES_HELP = "answer the confirmation prompt (scripts, CI); never implies --allow-destructive"
 SQL_HELP = "print the SQL instead of running it (offline mode; opens no connection)"
+LOCK_HELP = "seconds to wait for another runner's migration lock (default: configuration, 60)"
+BACKUP_HELP = "--no-backup skips the backup taken first on protected and shared databases"
+JSON_HELP = "print JSON for machines"
 
 
 def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
     """Build the tasks bound to `collection`; closures keep the environment out of the flags."""
 
+    def run(
+        c: Context,
+        name: str,
+        arguments: dict[str, Any],
+        operation: Callable[[Session], Any],
+        **how: Any,
+    ) -> None:
+        run_task(c, collection, name, arguments, operation, **how)
+
     @task
     def current(c: Context) -> None:
         """Show the database's revision(s) and whether it is at head."""
-        run_task(c, collection, "current", {}, migrations.current, changes_database=False)
+        run(c, "current", {}, migrations.current, changes_database=False)
 
     @task(help={"verbose": "show full revision details"})
     def history(c: Context, verbose: bool = False) -> None:
         """List revisions, newest first, with the database's current one marked."""
-        run_task(
-            c,
-            collection,
-            "history",
-            {"verbose": verbose},
-            lambda s: migrations.history(s, verbose=verbose),
-            changes_database=False,
-        )
+        operation = lambda s: migrations.history(s, verbose=verbose)  # noqa: E731
+        run(c, "history", {"verbose": verbose}, operation, changes_database=False)
 
     @task
     def heads(c: Context) -> None:
-        """Show the head revision(s) of the migration scripts."""
-        run_task(
-            c,
-            collection,
-            "heads",
-            {},
-            migrations.heads,
-            changes_database=False,
-            needs_database=False,
-        )
+        """Show the head revision(s) of the migration scripts (needs no database)."""
+        run(c, "heads", {}, migrations.heads, changes_database=False, needs_database=False)
 
-    @task(help={"rev": "target revision (default: head)", "sql": SQL_HELP, "yes": YES_HELP})
-    def upgrade(c: Context, rev: str = "head", sql: bool = False, yes: bool = False) -> None:
-        """Apply pending revisions up to --rev (protected environments ask first)."""
-        run_task(
+    @task(help={"rev": "target revision (default: head)", "json": JSON_HELP})
+    def plan(c: Context, rev: str = "head", json: bool = False) -> None:
+        """Read-only: pending revisions with the SQL each would run and its lint findings."""
+        operation = lambda s: migrations.plan(s, rev, as_json=json)  # noqa: E731
+        run(c, "plan", {"rev": rev, "json": json}, operation, changes_database=False)
+
+    @task(
+        help={
+            "rev": "target revision (default: head)",
+            "sql": SQL_HELP,
+            "yes": YES_HELP,
+            "backup": BACKUP_HELP,
+            "allow_destructive": "apply revisions that drop, retype, rename or tighten",
+            "lock_timeout": LOCK_HELP,
+        },
+        auto_shortflags=False,
+    )
+    def upgrade(
+        c: Context,
+        rev: str = "head",
+        sql: bool = False,
+        yes: bool = False,
+        backup: bool = True,
+        allow_destructive: bool = False,
+        lock_timeout: int = -1,
+    ) -> None:
+        """Apply pending revisions up to --rev (protected environments: plan, backup, confirm)."""
+        arguments = {
+            "rev": rev,
+            "sql": sql,
+            "yes": yes,
+            "backup": backup,
+            "allow_destructive": allow_destructive,
+        }
+        operation = lambda s: migrations.upgrade(  # noqa: E731
+            s, rev, sql=sql, backup=backup, allow_destructive=allow_destructive
+        )
+        run(
             c,
-            collection,
             "upgrade",
-            {"rev": rev, "sql": sql, "yes": yes},
-            lambda s: migrations.upgrade(s, rev, sql=sql),
+            arguments,
+            operation,
             changes_database=not sql,
             assume_yes=yes,
+            lock_timeout=_seconds(lock_timeout),
         )
 
     @task(
@@ -64,18 +101,32 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
             "rev": "required: -1 (one step), base (everything) or a revision id",
             "sql": SQL_HELP + "; needs a FROM:TO range",
             "yes": YES_HELP,
-        }
+            "backup": BACKUP_HELP + " (not allowed on protected ones)",
+            "lock_timeout": LOCK_HELP,
+        },
+        auto_shortflags=False,
     )
-    def downgrade(c: Context, rev: str = "", sql: bool = False, yes: bool = False) -> None:
+    def downgrade(
+        c: Context,
+        rev: str = "",
+        sql: bool = False,
+        yes: bool = False,
+        backup: bool = True,
+        lock_timeout: int = -1,
+    ) -> None:
         """Revert revisions down to --rev, after confirmation (downgrades can lose data)."""
-        run_task(
+        arguments = {"rev": rev, "sql": sql, "yes": yes, "backup": backup}
+        operation = lambda s: migrations.downgrade(  # noqa: E731
+            s, _required_rev(rev, "downgrade"), sql=sql, backup=backup
+        )
+        run(
             c,
-            collection,
             "downgrade",
-            {"rev": rev, "sql": sql, "yes": yes},
-            lambda s: migrations.downgrade(s, _required_rev(rev, "downgrade"), sql=sql),
+            arguments,
+            operation,
             changes_database=not sql,
             assume_yes=yes,
+            lock_timeout=_seconds(lock_timeout),
         )
 
     @task(
@@ -83,24 +134,47 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
             "rev": "required: revision to record (an id, head or base)",
             "sql": SQL_HELP,
             "yes": YES_HELP,
-        }
+            "lock_timeout": LOCK_HELP,
+        },
+        auto_shortflags=False,
     )
-    def stamp(c: Context, rev: str = "", sql: bool = False, yes: bool = False) -> None:
+    def stamp(
+        c: Context, rev: str = "", sql: bool = False, yes: bool = False, lock_timeout: int = -1
+    ) -> None:
         """Record --rev as the database's revision without running anything, after confirmation."""
-        run_task(
+        operation = lambda s: migrations.stamp(s, _required_rev(rev, "stamp"), sql=sql)  # noqa: E731
+        run(
             c,
-            collection,
             "stamp",
             {"rev": rev, "sql": sql, "yes": yes},
-            lambda s: migrations.stamp(s, _required_rev(rev, "stamp"), sql=sql),
+            operation,
             changes_database=not sql,
             assume_yes=yes,
+            lock_timeout=_seconds(lock_timeout),
         )
 
     @task
     def check(c: Context) -> None:
         """Compare the models with the live database (read-only); exit 4 when they differ."""
-        run_task(c, collection, "check", {}, migrations.check, changes_database=False)
+        run(c, "check", {}, migrations.check, changes_database=False)
+
+    @task(
+        help={
+            "rev": "target revision (default: head)",
+            "allow_destructive": "do not fail on destructive pending statements",
+        }
+    )
+    def preflight(c: Context, rev: str = "head", allow_destructive: bool = False) -> None:
+        """Deploy gate: one head, known revision, pending lint, models match history."""
+        operation = lambda s: migrations.preflight(s, rev, allow_destructive=allow_destructive)  # noqa: E731
+        arguments = {"rev": rev, "allow_destructive": allow_destructive}
+        run(c, "preflight", arguments, operation, changes_database=False)
+
+    @task(help={"limit": "how many runs to show (default 20)", "json": JSON_HELP})
+    def audit(c: Context, limit: int = 20, json: bool = False) -> None:
+        """Show the runs recorded in the database's audit table, newest first."""
+        operation = lambda s: audit_trail.show_runs(s, limit=limit, as_json=json)  # noqa: E731
+        run(c, "audit", {"limit": limit, "json": json}, operation, changes_database=False)
 
     @task(
         help={
@@ -110,17 +184,11 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
     )
     def revision(c: Context, message: str = "", autogenerate: bool = False) -> None:
         """Write a new revision file (the database must be at head); warns when it drops things."""
-        run_task(
-            c,
-            collection,
-            "revision",
-            {"message": message, "autogenerate": autogenerate},
-            lambda s: migrations.revision(s, message, autogenerate=autogenerate),
-            changes_database=False,
-            creates_revision=True,
-        )
+        operation = lambda s: migrations.revision(s, message, autogenerate=autogenerate)  # noqa: E731
+        arguments = {"message": message, "autogenerate": autogenerate}
+        run(c, "revision", arguments, operation, changes_database=False, creates_revision=True)
 
-    built = [current, history, heads, upgrade, downgrade, stamp, check]
+    built = [current, history, heads, plan, upgrade, downgrade, stamp, check, preflight, audit]
     return [*built, revision] if with_revision else built
 
 
@@ -128,3 +196,8 @@ def _required_rev(rev: str, task_name: str) -> str:
     if not rev.strip():
         raise UsageError(f"{task_name} needs --rev: -1 (one step), base or a revision id")
     return rev.strip()
+
+
+def _seconds(lock_timeout: int) -> float | None:
+    """-1 (the flag's default) means the configured timeout."""
+    return None if lock_timeout == -1 else float(lock_timeout)
