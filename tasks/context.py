@@ -72,7 +72,9 @@ def run_task(
         lock_timeout,
         needs_database,
     )
-    record = RunRecord(environment=COLLECTIONS[collection], task=spec.name, arguments=arguments)
+    # Collections without an environment of their own (`ci`) log under their own name.
+    environment = COLLECTIONS.get(collection, collection)
+    record = RunRecord(environment=environment, task=spec.name, arguments=arguments)
     _Run(spec, record).execute(c.config.migrations, operation)
 
 
