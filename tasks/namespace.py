@@ -12,6 +12,7 @@ REVISION_COLLECTIONS = frozenset({"local", "dev"})
 
 def build_namespace() -> Collection:
     from tasks.alembic_tasks import alembic_tasks
+    from tasks.ci_tasks import ci_tasks
     from tasks.local_tasks import local_tasks
 
     root = Collection()
@@ -24,4 +25,5 @@ def build_namespace() -> Collection:
             for task in local_tasks():
                 sub.add_task(task)
         root.add_collection(sub)
+    root.add_collection(Collection("ci", *ci_tasks()))
     return root

@@ -8,7 +8,7 @@ only gives the merged mapping a shape. `alembic/env.py` loads the same files thr
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,15 @@ DEFAULTS: dict[str, Any] = {
     "dotenv_dir": ".",
     # Seconds a task waits for another runner's migration lock before giving up.
     "lock_timeout": 60,
+    "ci": {
+        # How many heads `ci.check` accepts (more than one only for deliberate branches).
+        "allowed_heads": 1,
+        # Server on which `ci.check` creates and drops throwaway PostgreSQL databases;
+        # empty to run the SQLite legs only.
+        "postgres_url": "postgresql://postgres@127.0.0.1:5432/postgres",
+        # Lint severities that fail `ci.check` (upgrade direction): destructive, warning.
+        "fail_on": "destructive",
+    },
     "lint": {
         # Rule names (ours or squawk's) never reported; a list or a comma-separated string.
         "ignore": "prefer-robust-stmts,prefer-bigint-over-int,prefer-bigint-over-smallint,"
@@ -120,7 +129,8 @@ def settings_from_mapping(raw: Mapping[str, Any], root: Path = PROJECT_ROOT) -> 
         if name not in environments:
             raise ConfigError(f"migrations.environments.{name} is missing from the configuration")
     base = Settings(metadata="", default_environment="", environments={}, root=root)
-    known = set(DEFAULTS)
+    # Sections without a typed field (`ci`, a team's own keys) stay available in `extra`.
+    typed = {field.name for field in fields(Settings)} | {"lint"}
     return Settings(
         metadata=_text(raw.get("metadata"), "metadata"),
         default_environment=_text(raw.get("default_environment"), "default_environment"),
@@ -136,7 +146,7 @@ def settings_from_mapping(raw: Mapping[str, Any], root: Path = PROJECT_ROOT) -> 
             _names(_mapping(raw.get("lint", {}), "lint").get("ignore"), "lint.ignore")
         ),
         root=root,
-        extra={key: value for key, value in raw.items() if key not in known},
+        extra={key: value for key, value in raw.items() if key not in typed},
     )
 
 

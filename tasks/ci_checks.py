@@ -1,0 +1,362 @@
+"""`ci.check`: what a pipeline verifies on every change to the migrations.
+
+Built on Alembic's own API (ScriptDirectory, command.upgrade/downgrade, compare_metadata)
+rather than pytest-alembic, so the same checks run as a task, outside pytest, with the project's
+env.py and configuration. Every check runs; each failure names its check and the revision.
+
+- heads: exactly `ci.allowed_heads` heads, and the whole graph loads (no dangling down_revision);
+- downgrades: every revision has a real downgrade (not `pass`, not NotImplementedError);
+- stairway: for each revision in order, upgrade to it, downgrade one step, upgrade again, on a
+  throwaway SQLite database and a throwaway PostgreSQL database (catches downgrades that leave
+  enum types, indexes or rows behind, and upgrades that cannot be re-run);
+- models: the database built by the whole history matches the models;
+- lint: each revision's upgrade SQL, classified and (on PostgreSQL) squawked, fails on the
+  configured severities.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tasks import drift
+from tasks.alembic_support import EnvHandover, alembic_config
+from tasks.errors import CheckFailed, ConfigError, ExitCode
+from tasks.session import Session
+
+if TYPE_CHECKING:
+    from alembic.script import Script, ScriptDirectory
+    from sqlalchemy.engine import Connection
+
+    from tasks.environments import Environment
+
+
+@dataclass(frozen=True)
+class Outcome:
+    check: str
+    ok: bool
+    detail: str
+    code: ExitCode
+
+    def line(self) -> str:
+        return f"  {'ok    ' if self.ok else 'FAILED'} {self.check}: {self.detail}"
+
+
+def run_checks(session: Session) -> list[Outcome]:
+    """Run every check, print each outcome, and fail with the first failing check's code."""
+    from alembic.script import ScriptDirectory
+
+    options = _ci_options(session)
+    try:
+        script = ScriptDirectory.from_config(alembic_config(session.settings))
+        revisions = list(reversed(list(script.walk_revisions())))  # base first
+    except Exception as error:
+        outcome = Outcome(
+            "heads", False, f"the revision graph does not load: {error}", ExitCode.CI_HEADS
+        )
+        return _report(session, [outcome])
+    outcomes = [check_heads(script, options["allowed_heads"]), *check_downgrades(revisions)]
+    for backend in _backends(options):
+        with throwaway_database(session, backend, options) as (environment, connection):
+            outcomes += stairway(session, environment, connection, revisions)
+            outcomes.append(models_match(session, environment, connection))
+    outcomes += lint_revisions(session, script, options)
+    return _report(session, outcomes)
+
+
+def _report(session: Session, outcomes: list[Outcome]) -> list[Outcome]:
+    for outcome in outcomes:
+        session.console.line(outcome.line())
+    failed = [outcome for outcome in outcomes if not outcome.ok]
+    session.record.details["failed"] = [f"{o.check}: {o.detail}" for o in failed]
+    if failed:
+        first = failed[0]
+        raise CheckFailed(
+            f"{len(failed)} check(s) failed; first: {first.check}: {first.detail}", first.code
+        )
+    return outcomes
+
+
+def _ci_options(session: Session) -> dict[str, Any]:
+    raw = session.settings.extra.get("ci", {})
+    try:
+        allowed = int(raw.get("allowed_heads", 1))
+    except (TypeError, ValueError):
+        raise ConfigError("migrations.ci.allowed_heads must be a whole number") from None
+    fail_on = raw.get("fail_on", "destructive")
+    severities = fail_on.split(",") if isinstance(fail_on, str) else list(fail_on or [])
+    return {
+        "allowed_heads": allowed,
+        "postgres_url": str(raw.get("postgres_url") or "").strip(),
+        "fail_on": {item.strip() for item in severities if item.strip()},
+    }
+
+
+def _backends(options: dict[str, Any]) -> list[str]:
+    return ["sqlite", "postgresql"] if options["postgres_url"] else ["sqlite"]
+
+
+# --- checks ---------------------------------------------------------------------------------
+
+
+def check_heads(script: ScriptDirectory, allowed: int) -> Outcome:
+    heads = sorted(script.get_heads())
+    ok = len(heads) == allowed
+    detail = f"{len(heads)} head(s) {', '.join(heads)}" + ("" if ok else f"; {allowed} allowed")
+    return Outcome("heads", ok, detail, ExitCode.CI_HEADS)
+
+
+def check_downgrades(revisions: list[Script]) -> list[Outcome]:
+    missing = [revision.revision for revision in revisions if not has_real_downgrade(revision)]
+    if not missing:
+        return [
+            Outcome(
+                "downgrades",
+                True,
+                f"{len(revisions)} revision(s) can be reverted",
+                ExitCode.CI_DOWNGRADES,
+            )
+        ]
+    return [
+        Outcome(
+            "downgrades",
+            False,
+            f"revision {revision} has no real downgrade()",
+            ExitCode.CI_DOWNGRADES,
+        )
+        for revision in missing
+    ]
+
+
+def has_real_downgrade(revision: Script) -> bool:
+    """A downgrade that does something; merge points and empty revisions need none."""
+    if isinstance(revision.down_revision, tuple | list):
+        return True
+    tree = ast.parse(Path(revision.path).read_text(encoding="utf-8"))
+    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    if "downgrade" not in functions:
+        return False
+    if _is_empty(functions.get("upgrade")):
+        return True
+    return not _is_empty(functions["downgrade"]) and not _raises_not_implemented(
+        functions["downgrade"]
+    )
+
+
+def _is_empty(function: ast.FunctionDef | None) -> bool:
+    if function is None:
+        return True
+    return all(
+        isinstance(statement, ast.Pass)
+        or (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant))
+        for statement in function.body
+    )
+
+
+def _raises_not_implemented(function: ast.FunctionDef) -> bool:
+    for node in ast.walk(function):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            target = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            if isinstance(target, ast.Name) and target.id == "NotImplementedError":
+                return True
+    return False
+
+
+def stairway(
+    session: Session, environment: Environment, connection: Connection, revisions: list[Script]
+) -> list[Outcome]:
+    """Up, down one step, up again, for every revision in order."""
+    from alembic import command
+
+    run = _runner(session, environment, connection)
+    for revision in revisions:
+        steps = [
+            ("upgrade", command.upgrade, revision.revision),
+            ("downgrade", command.downgrade, _one_step_down(revision)),
+            ("upgrade again", command.upgrade, revision.revision),
+        ]
+        for step, operation, target in steps:
+            try:
+                run(operation, target)
+            except Exception as error:
+                detail = (
+                    f"{environment.dialect}: revision {revision.revision}: {step} failed: "
+                    f"{_first_line(error)}"
+                )
+                return [Outcome("stairway", False, detail, ExitCode.CI_STAIRWAY)]
+    detail = f"{environment.dialect}: {len(revisions)} revision(s) up, down and up again"
+    return [Outcome("stairway", True, detail, ExitCode.CI_STAIRWAY)]
+
+
+def _one_step_down(revision: Script) -> str:
+    down = revision.down_revision
+    if down is None:
+        return "base"
+    return down if isinstance(down, str) else f"{revision.revision}-1"
+
+
+def models_match(session: Session, environment: Environment, connection: Connection) -> Outcome:
+    """After the whole history, the database must be what the models describe."""
+    from alembic import command
+
+    try:
+        _runner(session, environment, connection)(command.upgrade, "heads")
+        differences = drift.compare(connection, session.metadata())
+        connection.rollback()
+    except Exception as error:
+        detail = f"{environment.dialect}: could not build the history: {_first_line(error)}"
+        return Outcome("models", False, detail, ExitCode.CI_MODELS)
+    if differences:
+        listed = "; ".join(drift.describe(difference) for difference in differences)
+        return Outcome("models", False, f"{environment.dialect}: {listed}", ExitCode.CI_MODELS)
+    return Outcome(
+        "models", True, f"{environment.dialect}: models match the migrations", ExitCode.CI_MODELS
+    )
+
+
+def lint_revisions(
+    session: Session, script: ScriptDirectory, options: dict[str, Any]
+) -> list[Outcome]:
+    """Lint each revision's upgrade as it would run on the dialect CI builds (PostgreSQL first)."""
+    from tasks.plan import build_plan
+
+    url = options["postgres_url"] or "sqlite://"
+    linted = _session_for(session, _environment_for_lint(url))
+    steps = script._upgrade_revs("heads", ())
+    planned = build_plan(linted, script, steps, direction="upgrade", current=(), target="heads")
+    failing = options["fail_on"]
+    outcomes = []
+    for item in planned.revisions:
+        bad = [finding for finding in item.findings if finding.severity in failing]
+        if bad:
+            rules = ", ".join(sorted({finding.rule for finding in bad}))
+            outcomes.append(
+                Outcome("lint", False, f"revision {item.revision}: {rules}", ExitCode.CI_LINT)
+            )
+    if not outcomes:
+        total = sum(len(item.findings) for item in planned.revisions)
+        detail = (
+            f"{len(planned.revisions)} revision(s), {total} finding(s), none of {sorted(failing)}"
+        )
+        outcomes.append(Outcome("lint", True, detail, ExitCode.CI_LINT))
+    return outcomes
+
+
+# --- throwaway databases --------------------------------------------------------------------
+
+
+@contextmanager
+def throwaway_database(
+    session: Session, backend: str, options: dict[str, Any]
+) -> Iterator[tuple[Environment, Connection]]:
+    """A database that exists only for this check, created and dropped here."""
+    factory = _throwaway_sqlite if backend == "sqlite" else _throwaway_postgres
+    with factory(options) as url:
+        from tasks.engines import create_engine
+
+        environment = _throwaway_environment(url)
+        engine = create_engine(url, session.settings.connect_timeout)
+        try:
+            with engine.connect() as connection:
+                yield environment, connection
+        finally:
+            engine.dispose()
+
+
+@contextmanager
+def _throwaway_sqlite(_options: dict[str, Any]) -> Iterator[Any]:
+    import tempfile
+
+    from sqlalchemy.engine import URL
+
+    with tempfile.TemporaryDirectory(prefix="ci-check-") as directory:
+        yield URL.create("sqlite", database=f"{directory}/ci.sqlite3")
+
+
+@contextmanager
+def _throwaway_postgres(options: dict[str, Any]) -> Iterator[Any]:
+    from sqlalchemy import text
+
+    from tasks.engines import create_engine, describe_database_error
+    from tasks.environments import normalize_url
+    from tasks.errors import DatabaseError
+    from tasks.settings import PROJECT_ROOT
+
+    admin_url = normalize_url(options["postgres_url"], "migrations.ci.postgres_url", PROJECT_ROOT)
+    name = f"ci_check_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as error:
+        admin.dispose()
+        raise DatabaseError(
+            f"ci.postgres_url: cannot create a throwaway database: {describe_database_error(error)}"
+        ) from None
+    try:
+        yield admin_url.set(database=name)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _throwaway_environment(url: Any) -> Environment:
+    from tasks.environments import Environment
+
+    # Named after production so lint judges SQL under production's session settings.
+    return Environment("production", url, "(throwaway)", "ci.check", protected=False)
+
+
+def _environment_for_lint(url: str) -> Environment:
+    from sqlalchemy.engine import make_url
+
+    from tasks.environments import SYNC_DRIVERS
+
+    parsed = make_url(url)
+    return _throwaway_environment(
+        parsed.set(drivername=SYNC_DRIVERS.get(parsed.drivername, parsed.drivername))
+    )
+
+
+def _session_for(session: Session, environment: Environment) -> Session:
+    return Session(
+        session.settings,
+        session.record,
+        session.confirmer,
+        session.console,
+        _environment=environment,
+        _metadata=session._metadata,
+    )
+
+
+def _runner(
+    session: Session, environment: Environment, connection: Connection
+) -> Callable[..., None]:
+    def run(operation: Callable[..., Any], revision: str) -> None:
+        handover = EnvHandover(
+            environment=environment,
+            metadata_path=session.settings.metadata,
+            connection=connection,
+            metadata=session.metadata(),
+        )
+        try:
+            operation(alembic_config(session.settings, handover, stdout=io.StringIO()), revision)
+            connection.commit()
+        except Exception:
+            connection.rollback()
+            raise
+
+    return run
+
+
+def _first_line(error: BaseException) -> str:
+    from tasks.engines import describe_database_error
+
+    return describe_database_error(error)

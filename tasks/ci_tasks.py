@@ -1,0 +1,26 @@
+"""The `ci` collection: checks a pipeline runs on every change to the migrations."""
+
+from __future__ import annotations
+
+from invoke import Context, Task, task
+
+from tasks.context import run_task
+
+
+def ci_tasks() -> list[Task]:
+    @task
+    def check(c: Context) -> None:
+        """Heads, real downgrades, stairway on SQLite and PostgreSQL, models vs history, lint."""
+        from tasks import ci_checks
+
+        run_task(
+            c,
+            "ci",
+            "check",
+            {},
+            ci_checks.run_checks,
+            changes_database=False,
+            needs_database=False,
+        )
+
+    return [check]
