@@ -38,11 +38,19 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         """Show the database's revision(s) and whether it is at head."""
         run(c, "current", {}, migrations.current, changes_database=False)
 
-    @task(help={"verbose": "show full revision details"})
-    def history(c: Context, verbose: bool = False) -> None:
+    @task(
+        help={
+            "verbose": "show full revision details",
+            "graph": "draw the revision graph: branches, merges, heads, current marked",
+        }
+    )
+    def history(c: Context, verbose: bool = False, graph: bool = False) -> None:
         """List revisions, newest first, with the database's current one marked."""
-        operation = lambda s: migrations.history(s, verbose=verbose)  # noqa: E731
-        run(c, "history", {"verbose": verbose}, operation, changes_database=False)
+        from tasks.graph import show_graph
+
+        operation = show_graph if graph else lambda s: migrations.history(s, verbose=verbose)
+        arguments = {"verbose": verbose, "graph": graph}
+        run(c, "history", arguments, operation, changes_database=False)
 
     @task
     def heads(c: Context) -> None:

@@ -1,0 +1,146 @@
+"""`history --graph`: the revision graph in the terminal, newest first, like `git log --graph`.
+
+Each revision gets a row with `*` in its lane; `|` carries lanes past it. A branch point (a
+revision with several children) closes the extra lanes with `/`; a merge point opens a lane per
+extra parent with `\\`. Heads, branch and merge points and the database's revision(s) are marked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from alembic.script import Script, ScriptDirectory
+
+    from tasks.session import Session
+
+
+@dataclass(frozen=True)
+class GraphRow:
+    lanes: str
+    text: str
+
+    def render(self) -> str:
+        return f"{self.lanes}  {self.text}".rstrip() if self.text else self.lanes.rstrip()
+
+
+def show_graph(session: Session) -> list[GraphRow]:
+    """Print the graph with the database's current revision(s) marked."""
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from tasks.alembic_support import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config(session.settings))
+    with session.connect() as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+        connection.rollback()
+    session.record.revision_before = sorted(current)
+    rows = graph_rows(script, current)
+    for row in rows:
+        session.console.line(row.render())
+    if not current:
+        session.console.line(f"({session.environment.name} is at base: no revision applied)")
+    return rows
+
+
+def graph_rows(script: ScriptDirectory, current: set[str]) -> list[GraphRow]:
+    """Rows of the graph; pure, so it can be tested on any revision map."""
+    revisions = list(script.walk_revisions())  # heads first, each before its ancestors
+    heads = set(script.get_heads())
+    lanes: list[str | None] = []
+    rows: list[GraphRow] = []
+    for revision in revisions:
+        column = _lane_of(lanes, revision.revision)
+        _close_duplicate_lanes(lanes, column, revision.revision, rows)
+        _trim(lanes)
+        rows.append(GraphRow(_draw(lanes, column, "*"), _label(revision, heads, current)))
+        _continue_with_parents(lanes, column, revision, rows)
+        _trim(lanes)
+    return rows
+
+
+def _trim(lanes: list[str | None]) -> None:
+    while lanes and lanes[-1] is None:
+        lanes.pop()
+
+
+def _lane_of(lanes: list[str | None], revision: str) -> int:
+    if revision in lanes:
+        return lanes.index(revision)
+    if None in lanes:
+        free = lanes.index(None)
+        lanes[free] = revision
+        return free
+    lanes.append(revision)
+    return len(lanes) - 1
+
+
+def _close_duplicate_lanes(
+    lanes: list[str | None], column: int, revision: str, rows: list[GraphRow]
+) -> None:
+    """Several children reached this revision on their own lanes: a branch point."""
+    others = [index for index, lane in enumerate(lanes) if lane == revision and index != column]
+    if not others:
+        return
+    marks = {index: "/" for index in others}
+    for index in others:
+        lanes[index] = None
+    rows.append(GraphRow(_draw(lanes, column, "|", marks), ""))
+
+
+def _continue_with_parents(
+    lanes: list[str | None], column: int, revision: Script, rows: list[GraphRow]
+) -> None:
+    parents = _parents(revision)
+    if not parents:
+        lanes[column] = None
+        return
+    lanes[column] = parents[0]
+    opened = {}
+    for parent in parents[1:]:
+        if parent in lanes:
+            continue  # the other parent already has a lane; it joins there
+        slot = _lane_of(lanes, parent)
+        opened[slot] = "\\"
+    if opened:
+        rows.append(GraphRow(_draw(lanes, column, "|", opened), ""))
+
+
+def _parents(revision: Script) -> list[str]:
+    down = revision.down_revision
+    if down is None:
+        return []
+    return [down] if isinstance(down, str) else list(down)
+
+
+def _draw(
+    lanes: list[str | None], column: int, mark: str, extra: dict[int, str] | None = None
+) -> str:
+    extra = extra or {}
+    cells = []
+    for index in range(max(len(lanes), column + 1, *(key + 1 for key in extra))):
+        if index == column:
+            cells.append(mark)
+        elif index in extra:
+            cells.append(extra[index])
+        elif index < len(lanes) and lanes[index] is not None:
+            cells.append("|")
+        else:
+            cells.append(" ")
+    return " ".join(cells)
+
+
+def _label(revision: Script, heads: set[str], current: set[str]) -> str:
+    tags = []
+    if revision.revision in heads:
+        tags.append("head")
+    if revision.revision in current:
+        tags.append("current")
+    if revision.is_branch_point:
+        tags.append("branchpoint")
+    if revision.is_merge_point:
+        tags.append("mergepoint")
+    marks = f" ({', '.join(tags)})" if tags else ""
+    return f"{revision.revision}{marks} {revision.doc or ''}".rstrip()
