@@ -133,3 +133,25 @@ def scripts_inside_project() -> Iterator[ScriptCopy]:
         yield copy_scripts(destination)
     finally:
         shutil.rmtree(destination, ignore_errors=True)
+
+
+def prepare(project, url: str, revision: str = HEAD) -> str:
+    """Bring the database at `url` to `revision` through the unprotected dev collection (no
+    prompt, no backup, no ownership policy), leaving the environment variables as they were."""
+    import os
+
+    saved = {name: os.environ.get(name) for name in PREPARE_OVERRIDES}
+    project.setenv("DATABASE_URL_DEVELOPMENT", url)
+    project.monkeypatch.delenv("INVOKE_MIGRATIONS_OWNERS", raising=False)
+    try:
+        assert_ok(project.invoke("dev.upgrade", "--rev", revision))
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                project.monkeypatch.delenv(name, raising=False)
+            else:
+                project.setenv(name, value)
+    return url
+
+
+PREPARE_OVERRIDES = ("DATABASE_URL_DEVELOPMENT", "INVOKE_MIGRATIONS_OWNERS")
