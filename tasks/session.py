@@ -107,3 +107,31 @@ def _apply_session_timeouts(
                 f"{describe_database_error(error)}"
             ) from None
     connection.commit()
+    _detect_dead_client(connection)
+
+
+# Seconds between the server's checks that a migration's client is still there (PostgreSQL 14+).
+CLIENT_CHECK_INTERVAL = "1s"
+
+
+def _detect_dead_client(connection: Connection) -> None:
+    """Make the server abort a statement whose client died (SIGKILL, lost VM) within a second.
+
+    Without this, a runner killed in the middle of a long statement leaves its server session
+    running until the statement ends on its own, still holding the revision's locks and
+    uncommitted DDL: the lock is free, but the next run blocks on those locks and fails on its
+    lock_timeout. Off by default in PostgreSQL, settable by any user, absent before 14 and on
+    platforms without the kernel support (then we do without it).
+    """
+    version = connection.dialect.server_version_info or (0,)
+    if version < (14,):
+        return
+    try:
+        connection.exec_driver_sql(
+            "SELECT set_config('client_connection_check_interval', %(value)s, false)",
+            {"value": CLIENT_CHECK_INTERVAL},
+        )
+    except Exception:
+        connection.rollback()
+        return
+    connection.commit()
