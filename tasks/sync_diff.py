@@ -1,0 +1,1031 @@
+"""Models against a live database, compared by Alembic's rules but read in bulk.
+
+Alembic's `compare_metadata` turns every reflected table into a `Table` object before comparing;
+on hundreds of tables that takes seconds, and a check that takes seconds gets skipped. Here the
+database is read with SQLAlchemy's multi-table reflection (`Inspector.get_multi_*`: a few catalog
+queries for the whole schema on PostgreSQL) and compared as plain reflected records.
+
+The rules are Alembic's, so `local.sync --check` and `alembic check` agree (the tests hold the two
+side by side): names and column signatures for indexes and unique constraints, signatures for
+foreign keys, and the dialect's own `compare_type` / `compare_server_default` whenever the quick
+textual comparison is not conclusive. Tables with constructs the quick path does not model
+(expression indexes, identity and computed columns) are handed to Alembic whole.
+
+The result is a flat list of `Change`s named like Alembic's diffs (`add_column`, `modify_type`,
+...). `tasks.sync` decides what it can apply; this module never writes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+from tasks.alembic_support import TOOL_TABLES
+
+if TYPE_CHECKING:
+    from sqlalchemy import Column, ForeignKeyConstraint, Index, MetaData, Table, UniqueConstraint
+    from sqlalchemy.engine import Connection, Dialect
+    from sqlalchemy.engine.reflection import Inspector
+
+TableKey = tuple[str | None, str]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One difference, named like Alembic's diff of the same thing.
+
+    `op` is Alembic's diff name: add_table, remove_table, add_column, remove_column,
+    modify_type, modify_nullable, modify_default, modify_comment, add_index, remove_index,
+    add_constraint, remove_constraint (unique constraints), add_fk, remove_fk,
+    add_table_comment, remove_table_comment.
+    """
+
+    op: str
+    table: str
+    name: str | None = None
+    schema: str | None = None
+    # add_*: the model's object; remove_*: the reflected record; modify_*: the model's column.
+    model: Any = field(default=None, compare=False, repr=False)
+    database: Any = field(default=None, compare=False, repr=False)
+    # Columns (and uniqueness, target) that identify an index, constraint or foreign key.
+    signature: tuple[Any, ...] = ()
+    before: str | None = None
+    after: str | None = None
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """What the change is about, in a form both this module and Alembic's diffs produce."""
+        if self.op in {"add_fk", "remove_fk"}:
+            return (self.op, self.table, fk_text(self.signature))
+        if self.op in {"add_constraint", "remove_constraint"} and not self.name:
+            return (self.op, self.table, "(" + ", ".join(self.signature) + ")")
+        return (self.op, self.table, self.name or "")
+
+
+def fk_text(signature: tuple[Any, ...]) -> str:
+    """`(a, b) -> parent(x, y)` from a foreign key signature."""
+    _schema, _table, columns, target_schema, target, target_columns = signature[:6]
+    target_name = f"{target_schema}.{target}" if target_schema else target
+    return f"({', '.join(columns)}) -> {target_name}({', '.join(target_columns)})"
+
+
+# --- entry points -----------------------------------------------------------------------------
+
+
+def compare(
+    connection: Connection, metadata: MetaData, exclude: Iterable[str] = TOOL_TABLES
+) -> list[Change]:
+    """Every difference between `metadata` and the database, without changing anything."""
+    from sqlalchemy import inspect
+
+    context = _Context(connection, inspect(connection))
+    excluded = frozenset(exclude)
+    changes: list[Change] = []
+    for schema, model_tables in _model_tables(metadata, context, excluded).items():
+        changes.extend(_compare_schema(context, metadata, schema, model_tables, excluded))
+    return changes
+
+
+def keys_from_alembic(diffs: Iterable[Any]) -> set[tuple[str, ...]]:
+    """The `Change.key`s of Alembic's `compare_metadata` result, to hold the two side by side."""
+    return {change.key for change in _from_alembic(_flatten(diffs))}
+
+
+# --- per schema -------------------------------------------------------------------------------
+
+
+class _Context:
+    """The connection plus caches that make comparing thousands of columns cheap."""
+
+    def __init__(self, connection: Connection, inspector: Inspector) -> None:
+        self.connection = connection
+        self.inspector = inspector
+        self.dialect: Dialect = connection.dialect
+        self.backend = self.dialect.name
+        self._impl: Any = None
+        self._rendered_types: dict[Any, str] = {}
+        self._type_verdicts: dict[tuple[str, str], bool] = {}
+        self._default_verdicts: dict[tuple[Any, ...], bool] = {}
+        self._rendered_defaults: dict[Any, str | None] = {}
+
+    @property
+    def impl(self) -> Any:
+        """Alembic's implementation for this dialect, imported only when a comparison needs it."""
+        if self._impl is None:
+            from alembic.migration import MigrationContext
+
+            self._impl = MigrationContext.configure(self.connection).impl
+        return self._impl
+
+    def constraint_name(self, constraint: Index | UniqueConstraint) -> str | None:
+        """The name as the database will store it (naming conventions, truncation)."""
+        if constraint.name is None:
+            return None
+        return self.dialect.identifier_preparer.format_constraint(constraint, _alembic_quote=False)
+
+    def render_type(self, type_: Any) -> str:
+        """The dialect's DDL for a type, cached by class and state (types repeat a lot)."""
+        try:
+            key = (type(type_), tuple(type_.__dict__.items()))
+            cached = self._rendered_types.get(key)
+        except TypeError:  # unhashable state (Enum's value lists): render every time
+            return self.dialect.type_compiler.process(type_)
+        if cached is None:
+            cached = self._rendered_types[key] = self.dialect.type_compiler.process(type_)
+        return cached
+
+
+def _model_tables(
+    metadata: MetaData, context: _Context, excluded: frozenset[str]
+) -> dict[str | None, dict[str, Table]]:
+    """The models' tables by schema; the database's default schema is spelled None."""
+    default = context.inspector.default_schema_name
+    by_schema: dict[str | None, dict[str, Table]] = {None: {}}
+    for table in metadata.tables.values():
+        if table.name in excluded:
+            continue
+        schema = None if table.schema == default else table.schema
+        by_schema.setdefault(schema, {})[table.name] = table
+    return by_schema
+
+
+@dataclass
+class _Reflected:
+    columns: dict[TableKey, list[dict[str, Any]]]
+    indexes: dict[TableKey, list[dict[str, Any]]]
+    uniques: dict[TableKey, list[dict[str, Any]]] | None
+    foreign_keys: dict[TableKey, list[dict[str, Any]]]
+    comments: dict[TableKey, dict[str, Any]] | None
+    primary_keys: dict[TableKey, dict[str, Any]] | None
+
+
+def _reflect(
+    context: _Context, schema: str | None, common: list[str], extra: list[str]
+) -> _Reflected:
+    """One bulk call per kind of object, for all compared tables of the schema at once."""
+    inspector = context.inspector
+    both = common + extra
+    try:
+        uniques = inspector.get_multi_unique_constraints(schema=schema, filter_names=common)
+    except NotImplementedError:
+        uniques = None
+    comments = None
+    if context.dialect.supports_comments and common:
+        comments = inspector.get_multi_table_comment(schema=schema, filter_names=common)
+    primary_keys = None
+    if context.backend in {"mysql", "mariadb"} and common:  # its default comparison reads PKs
+        primary_keys = inspector.get_multi_pk_constraint(schema=schema, filter_names=common)
+    # MySQL names the index it adds for a foreign key after it: dropped tables need their FKs.
+    fk_names = both if primary_keys is not None else common
+    return _Reflected(
+        columns=inspector.get_multi_columns(schema=schema, filter_names=common) if common else {},
+        indexes=inspector.get_multi_indexes(schema=schema, filter_names=both) if both else {},
+        uniques=uniques if common else {},
+        foreign_keys=(
+            inspector.get_multi_foreign_keys(schema=schema, filter_names=fk_names)
+            if fk_names
+            else {}
+        ),
+        comments=comments,
+        primary_keys=primary_keys,
+    )
+
+
+def _compare_schema(
+    context: _Context,
+    metadata: MetaData,
+    schema: str | None,
+    model_tables: dict[str, Table],
+    excluded: frozenset[str],
+) -> list[Change]:
+    database_names = set(context.inspector.get_table_names(schema=schema)) - excluded
+    common = sorted(database_names.intersection(model_tables))
+    extra = sorted(database_names.difference(model_tables))
+    reflected = _reflect(context, schema, common, extra)
+    changes: list[Change] = []
+    for name in sorted(set(model_tables).difference(database_names)):
+        changes.extend(_added_table(context, schema, model_tables[name]))
+    for name in extra:
+        changes.extend(_removed_table(context, schema, name, reflected))
+    delegated = []
+    for name in common:
+        table = model_tables[name]
+        if _needs_alembic(table, (schema, name), reflected):
+            delegated.append(name)
+            continue
+        changes.extend(_compare_table(context, schema, table, reflected))
+    if delegated:
+        changes.extend(_alembic_changes(context, metadata, schema, delegated))
+    return changes
+
+
+def _added_table(context: _Context, schema: str | None, table: Table) -> list[Change]:
+    """A missing table; Alembic also lists its indexes as added (they are separate DDL)."""
+    from sqlalchemy import Column
+
+    changes = [Change("add_table", table.name, schema=schema, model=table)]
+    for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
+        plain = all(isinstance(expression, Column) for expression in index.expressions)
+        if context.backend == "sqlite" and not plain:
+            continue  # Alembic cannot reflect these on SQLite and leaves them out
+        changes.append(_index_change("add_index", context, schema, table.name, index))
+    return changes
+
+
+def _removed_table(
+    context: _Context, schema: str | None, name: str, reflected: _Reflected
+) -> list[Change]:
+    """A table the models no longer have, with its indexes (Alembic lists those too)."""
+    changes = [Change("remove_table", name, schema=schema)]
+    key = (schema, name)
+    foreign_keys = reflected.foreign_keys.get(key, [])
+    indexes = _database_indexes(context, reflected.indexes.get(key, []), foreign_keys)
+    for record in indexes:
+        changes.append(
+            Change(
+                "remove_index",
+                name,
+                record["name"],
+                schema,
+                database=record,
+                signature=_reflected_index_sig(record),
+            )
+        )
+    return changes
+
+
+def _needs_alembic(table: Table, key: TableKey, reflected: _Reflected) -> bool:
+    """Constructs the quick path does not model: Alembic compares these tables itself."""
+    from sqlalchemy import Column, Computed, Identity
+
+    for column in table.columns:
+        if isinstance(column.server_default, Computed | Identity):
+            return True
+    for record in reflected.columns.get(key, []):
+        if record.get("computed") or record.get("identity"):
+            return True
+    for index in table.indexes:
+        if any(not isinstance(expression, Column) for expression in index.expressions):
+            return True
+    for record in reflected.indexes.get(key, []):
+        if None in record["column_names"] or record.get("column_sorting"):
+            return True
+    return False
+
+
+# --- one table ----------------------------------------------------------------------------------
+
+
+def _compare_table(
+    context: _Context, schema: str | None, table: Table, reflected: _Reflected
+) -> list[Change]:
+    key = (schema, table.name)
+    changes = _compare_columns(context, schema, table, reflected.columns.get(key, []), reflected)
+    changes.extend(_compare_indexes_and_uniques(context, schema, table, reflected))
+    changes.extend(
+        _compare_foreign_keys(context, schema, table, reflected.foreign_keys.get(key, []))
+    )
+    if reflected.comments is not None:
+        changes.extend(_compare_table_comment(schema, table, reflected.comments.get(key)))
+    return changes
+
+
+def _compare_columns(
+    context: _Context,
+    schema: str | None,
+    table: Table,
+    records: list[dict[str, Any]],
+    reflected: _Reflected,
+) -> list[Change]:
+    database = {record["name"]: record for record in records}
+    primary_key = _primary_key_columns(reflected, (schema, table.name))
+    changes: list[Change] = []
+    names = set()
+    for column in table.columns:
+        if column.system:
+            continue
+        names.add(column.name)
+        record = database.get(column.name)
+        if record is None:
+            changes.append(Change("add_column", table.name, column.name, schema, model=column))
+            continue
+        changes.extend(_compare_column(context, schema, table, column, record, primary_key))
+    for name, record in database.items():
+        if name not in names:
+            changes.append(Change("remove_column", table.name, name, schema, database=record))
+    return changes
+
+
+def _primary_key_columns(reflected: _Reflected, key: TableKey) -> frozenset[str]:
+    if reflected.primary_keys is None:
+        return frozenset()
+    return frozenset(reflected.primary_keys.get(key, {}).get("constrained_columns") or ())
+
+
+def _compare_column(
+    context: _Context,
+    schema: str | None,
+    table: Table,
+    column: Column[Any],
+    record: dict[str, Any],
+    primary_key: frozenset[str],
+) -> list[Change]:
+    """Type, nullability, server default and comment, in Alembic's order."""
+    changes: list[Change] = []
+
+    def modified(op: str, before: str | None, after: str | None) -> None:
+        changes.append(
+            Change(
+                op,
+                table.name,
+                column.name,
+                schema,
+                model=column,
+                database=record,
+                before=before,
+                after=after,
+            )
+        )
+
+    type_change = _type_change(context, column, record)
+    if type_change is not None:
+        modified("modify_type", *type_change)
+    if bool(record["nullable"]) is not bool(column.nullable):
+        modified(
+            "modify_nullable",
+            "NULL" if record["nullable"] else "NOT NULL",
+            "NULL" if column.nullable else "NOT NULL",
+        )
+    default_change = _default_change(context, table, column, record, primary_key)
+    if default_change is not None:
+        modified("modify_default", *default_change)
+    if context.dialect.supports_comments:
+        before, after = record.get("comment") or None, column.comment or None
+        if before != after:
+            modified("modify_comment", before, after)
+    return changes
+
+
+def _type_change(
+    context: _Context, column: Column[Any], record: dict[str, Any]
+) -> tuple[str, str] | None:
+    """(database type, model type) when Alembic's `compare_type` says they differ."""
+    from sqlalchemy import Enum
+    from sqlalchemy.types import NullType
+
+    database_type, model_type = record["type"], column.type
+    if database_type._type_affinity is NullType or model_type._type_affinity is NullType:
+        return None  # Alembic cannot compare an unknown type either
+    before, after = context.render_type(database_type), context.render_type(model_type)
+    mysql_enums = (
+        context.backend in {"mysql", "mariadb"}
+        and isinstance(database_type, Enum)
+        and isinstance(model_type, Enum)
+    )
+    if before == after and not mysql_enums:
+        return None
+    if mysql_enums:  # MySQL's comparison looks at the enum values, not the DDL
+        differs = context.impl.compare_type(SimpleNamespace(type=database_type), column)
+    else:  # the default comparison depends on the two DDL strings only
+        verdict = context._type_verdicts.get((before, after))
+        if verdict is None:
+            verdict = context.impl.compare_type(SimpleNamespace(type=database_type), column)
+            context._type_verdicts[(before, after)] = verdict
+        differs = verdict
+    return (before, after) if differs else None
+
+
+_NEXTVAL = re.compile(r"nextval\('(.+?)'::regclass\)")
+
+
+def _default_change(
+    context: _Context,
+    table: Table,
+    column: Column[Any],
+    record: dict[str, Any],
+    primary_key: frozenset[str],
+) -> tuple[str | None, str | None] | None:
+    """(database default, model default) when Alembic would report a server-default change."""
+    from sqlalchemy.schema import DefaultClause
+
+    model_default = column.server_default
+    database_default = record.get("default")
+    if model_default is None and database_default is None:
+        return None
+    if model_default is not None and not isinstance(model_default, DefaultClause):
+        return None  # FetchedValue and friends: Alembic does not compare them
+    rendered = _render_model_default(context, model_default)
+    quick = context.backend in {"postgresql", "sqlite"} and not (
+        database_default and _NEXTVAL.match(database_default)
+    )
+    if quick and rendered == database_default:
+        return None
+    differs = _dialect_default_differs(context, table, column, record, rendered, primary_key)
+    return (database_default, rendered) if differs else None
+
+
+def _render_model_default(context: _Context, default: Any) -> str | None:
+    """Alembic's rendering of a model's server default, cached for the common constant ones."""
+    if default is None:
+        return None
+    argument = default.arg
+    if isinstance(argument, str):
+        return argument
+    key = _default_cache_key(argument)
+    if key is not None and key in context._rendered_defaults:
+        return context._rendered_defaults[key]
+    rendered = str(
+        argument.compile(dialect=context.dialect, compile_kwargs={"literal_binds": True})
+    )
+    if key is not None:
+        context._rendered_defaults[key] = rendered
+    return rendered
+
+
+def _default_cache_key(argument: Any) -> tuple[Any, ...] | None:
+    """A key for defaults that always render the same: text(), true(), now()."""
+    from sqlalchemy.sql.elements import False_, Null, TextClause, True_
+    from sqlalchemy.sql.functions import FunctionElement
+
+    if isinstance(argument, TextClause) and not argument._bindparams:
+        return ("text", argument.text)
+    if isinstance(argument, True_ | False_ | Null):
+        return (type(argument),)
+    if isinstance(argument, FunctionElement) and not len(argument.clauses):
+        return (
+            type(argument),
+            getattr(argument, "name", None),
+            *getattr(argument, "packagenames", ()),
+        )
+    return None
+
+
+def _dialect_default_differs(
+    context: _Context,
+    table: Table,
+    column: Column[Any],
+    record: dict[str, Any],
+    rendered: str | None,
+    primary_key: frozenset[str],
+) -> bool:
+    """Alembic's dialect comparison (normalisation, or a query on PostgreSQL), cached."""
+    from sqlalchemy import Column, text
+    from sqlalchemy.schema import DefaultClause
+
+    if (
+        context.backend == "postgresql"
+        and column.primary_key
+        and column is table._autoincrement_column
+    ):
+        return False  # Alembic never compares a SERIAL key's default
+    info = dict(record)
+    context.impl.autogen_column_reflect(context.inspector, SimpleNamespace(name=table.name), info)
+    database_default = info.get("default")
+    if database_default is None and column.server_default is None:
+        return False
+    key = (
+        database_default,
+        rendered,
+        column.primary_key and column is table._autoincrement_column,
+        type(info["type"]),
+        isinstance(column.server_default.arg, str) if column.server_default is not None else None,
+        column.name in primary_key,
+        info.get("autoincrement"),
+        context.render_type(column.type),
+    )
+    verdict = context._default_verdicts.get(key)
+    if verdict is None:
+        stand_in = Column(
+            column.name,
+            info["type"],
+            primary_key=column.name in primary_key,
+            autoincrement=info.get("autoincrement", "auto"),
+            server_default=(
+                DefaultClause(text(database_default)) if database_default is not None else None
+            ),
+        )
+        verdict = _run_default_comparison(context, stand_in, column, rendered, database_default)
+        context._default_verdicts[key] = verdict
+    return verdict
+
+
+def _run_default_comparison(
+    context: _Context, stand_in: Column[Any], column: Column[Any], rendered: Any, database: Any
+) -> bool:
+    """PostgreSQL's comparison runs a query: inside a savepoint, so a failure aborts nothing."""
+    from sqlalchemy.exc import DBAPIError
+
+    if context.backend != "postgresql":
+        return bool(context.impl.compare_server_default(stand_in, column, rendered, database))
+    try:
+        with context.connection.begin_nested():
+            return bool(context.impl.compare_server_default(stand_in, column, rendered, database))
+    except DBAPIError:
+        return True  # not comparable on the server: report it rather than guess
+
+
+def _compare_table_comment(
+    schema: str | None, table: Table, record: dict[str, Any] | None
+) -> list[Change]:
+    before = (record or {}).get("text") or None
+    after = table.comment or None
+    if before == after:
+        return []
+    op = "remove_table_comment" if after is None else "add_table_comment"
+    return [Change(op, table.name, schema=schema, model=table, before=before, after=after)]
+
+
+# --- indexes and unique constraints -------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Sig:
+    """An index or unique constraint from either side, with what Alembic compares."""
+
+    is_index: bool
+    name: str | None
+    columns: tuple[str, ...]
+    unique: bool
+    options: tuple[str, ...]
+    obj: Any  # the model's object, or the reflected record
+    duplicates: str | None = None  # MySQL: the unique index this constraint is; PG: the reverse
+
+    @property
+    def unnamed(self) -> tuple[Any, ...]:
+        if self.is_index:
+            return (self.unique, *self.columns)
+        return tuple(sorted(self.columns))
+
+
+def _model_sigs(context: _Context, table: Table) -> tuple[list[_Sig], list[_Sig]]:
+    from sqlalchemy import UniqueConstraint
+
+    uniques = [
+        _Sig(
+            False,
+            context.constraint_name(c),
+            tuple(col.name for col in c.columns),
+            True,
+            _pg_options(context, c.dialect_kwargs),
+            c,
+        )
+        for c in table.constraints
+        if isinstance(c, UniqueConstraint)
+    ]
+    indexes = [
+        _Sig(
+            True,
+            context.constraint_name(ix),
+            tuple(col.name for col in ix.columns),
+            bool(ix.unique),
+            _pg_options(context, ix.dialect_kwargs),
+            ix,
+        )
+        for ix in table.indexes
+    ]
+    return uniques, indexes
+
+
+def _pg_options(context: _Context, options: dict[str, Any]) -> tuple[str, ...]:
+    """The one index option Alembic compares (PostgreSQL's NULLS NOT DISTINCT)."""
+    if context.backend == "postgresql" and options.get("postgresql_nulls_not_distinct"):
+        return ("nulls_not_distinct",)
+    return ()
+
+
+def _database_indexes(
+    context: _Context, records: list[dict[str, Any]], fk_names: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Reflected indexes minus the ones the database adds by itself.
+
+    PostgreSQL lists the index behind each unique constraint; MySQL adds an index for every
+    foreign key (named after the column or the constraint). Alembic ignores both.
+    """
+    kept = []
+    for record in records:
+        if context.backend == "postgresql" and record.get("duplicates_constraint"):
+            continue
+        if context.backend in {"mysql", "mariadb"} and _mysql_implicit_index(record, fk_names):
+            continue
+        kept.append(record)
+    return kept
+
+
+def _mysql_implicit_index(record: dict[str, Any], foreign_keys: list[dict[str, Any]]) -> bool:
+    if record["unique"]:
+        return False
+    for column in record["column_names"]:
+        if record["name"] == column:
+            return True
+        for fk in foreign_keys:
+            if column in fk["constrained_columns"] and fk["name"] == record["name"]:
+                return True
+    return False
+
+
+def _reflected_index_sig(record: dict[str, Any]) -> tuple[Any, ...]:
+    return (bool(record["unique"]), *record["column_names"])
+
+
+def _compare_indexes_and_uniques(
+    context: _Context, schema: str | None, table: Table, reflected: _Reflected
+) -> list[Change]:
+    """Alembic's `_compare_indexes_and_uniques`, on reflected records."""
+    key = (schema, table.name)
+    model_uniques, model_indexes = _model_sigs(context, table)
+    supports_uniques = reflected.uniques is not None
+    foreign_keys = reflected.foreign_keys.get(key, [])
+    index_records = _database_indexes(context, reflected.indexes.get(key, []), foreign_keys)
+    removed_implicit = {
+        record["name"] for record in reflected.indexes.get(key, []) if record not in index_records
+    }
+    if context.backend in {"mysql", "mariadb"}:  # Alembic drops their model twins too (#202)
+        model_indexes = [sig for sig in model_indexes if sig.name not in removed_implicit]
+    database_uniques = [
+        _Sig(
+            False,
+            record["name"],
+            tuple(record["column_names"]),
+            True,
+            _pg_options(context, record.get("dialect_options") or {}),
+            record,
+            record.get("duplicates_index"),
+        )
+        for record in (reflected.uniques or {}).get(key, [])
+    ]
+    database_indexes = [
+        _Sig(
+            True,
+            record["name"],
+            tuple(record["column_names"]),
+            bool(record["unique"]),
+            _pg_options(context, record.get("dialect_options") or {}),
+            record,
+        )
+        for record in index_records
+    ]
+    if any(sig.duplicates for sig in database_uniques):
+        database_uniques, database_indexes = _dedupe_mysql_uniques(
+            database_uniques, database_indexes, model_uniques, model_indexes
+        )
+    return _match_indexes_and_uniques(
+        context,
+        schema,
+        table,
+        model_uniques,
+        model_indexes,
+        database_uniques,
+        database_indexes,
+        supports_uniques,
+    )
+
+
+def _dedupe_mysql_uniques(
+    database_uniques: list[_Sig],
+    database_indexes: list[_Sig],
+    model_uniques: list[_Sig],
+    model_indexes: list[_Sig],
+) -> tuple[list[_Sig], list[_Sig]]:
+    """MySQL reports each unique constraint twice; keep the form the models use (Alembic #276)."""
+    model_unique_names = {sig.name for sig in model_uniques if sig.name}
+    unnamed_model_uniques = {sig.unnamed for sig in model_uniques if not sig.name}
+    model_unique_index_names = {sig.name for sig in model_indexes if sig.unique}
+    unique_index_names = {sig.name for sig in database_indexes if sig.unique}
+    drop_uniques, drop_indexes = set(), set()
+    for sig in database_uniques:
+        if not sig.duplicates:
+            continue
+        if sig.name not in model_unique_names:
+            if sig.unnamed not in unnamed_model_uniques:
+                drop_uniques.add(sig.name)
+        elif sig.name not in model_unique_index_names and sig.name in unique_index_names:
+            drop_indexes.add(sig.name)
+    return (
+        [sig for sig in database_uniques if sig.name not in drop_uniques],
+        [sig for sig in database_indexes if not (sig.unique and sig.name in drop_indexes)],
+    )
+
+
+def _match_indexes_and_uniques(
+    context: _Context,
+    schema: str | None,
+    table: Table,
+    model_uniques: list[_Sig],
+    model_indexes: list[_Sig],
+    database_uniques: list[_Sig],
+    database_indexes: list[_Sig],
+    supports_uniques: bool,
+) -> list[Change]:
+    changes: list[Change] = []
+    name = table.name
+
+    def added(sig: _Sig) -> None:
+        if sig.is_index:
+            changes.append(_index_change("add_index", context, schema, name, sig.obj))
+        elif supports_uniques:
+            changes.append(
+                Change(
+                    "add_constraint", name, sig.name, schema, model=sig.obj, signature=sig.columns
+                )
+            )
+
+    def removed(sig: _Sig) -> None:
+        if sig.is_index:
+            if sig.unique and not supports_uniques:
+                return
+            changes.append(
+                Change(
+                    "remove_index", name, sig.name, schema, database=sig.obj, signature=sig.unnamed
+                )
+            )
+        else:
+            changes.append(
+                Change(
+                    "remove_constraint",
+                    name,
+                    sig.name,
+                    schema,
+                    database=sig.obj,
+                    signature=sig.columns,
+                )
+            )
+
+    model_names = {sig.name: sig for sig in [*model_uniques, *model_indexes] if sig.name}
+    database_names = {sig.name: sig for sig in [*database_uniques, *database_indexes] if sig.name}
+    uniques_by_name = {sig.name: sig for sig in database_uniques}
+    indexes_by_name = {sig.name: sig for sig in database_indexes}
+    doubled = {
+        key: (uniques_by_name[key], indexes_by_name[key])
+        for key in set(uniques_by_name).intersection(indexes_by_name)
+    }
+    database_uniques_by_sig = {sig.unnamed: sig for sig in database_uniques}
+    model_uniques_by_sig = {sig.unnamed: sig for sig in model_uniques}
+    unnamed_model_uniques = {sig.unnamed: sig for sig in model_uniques if not sig.name}
+
+    for key in sorted(set(database_names).difference(model_names)):
+        sig = database_names[key]
+        if not sig.is_index and sig.unnamed in unnamed_model_uniques:
+            continue
+        if key in doubled:
+            unique, index = doubled[key]
+            if (
+                all(index.unnamed != model.unnamed for model in model_indexes)
+                and unique.unnamed not in model_uniques_by_sig
+            ):
+                removed(unique)
+                removed(index)
+        else:
+            removed(sig)
+
+    for key in sorted(set(model_names).intersection(database_names)):
+        model = model_names[key]
+        if key in doubled:
+            database = doubled[key][1] if model.is_index else doubled[key][0]
+        else:
+            database = database_names[key]
+        if model.is_index != database.is_index or _differs(context, model, database):
+            removed(database)
+            added(model)
+
+    for key in sorted(set(model_names).difference(database_names)):
+        added(model_names[key])
+    for unnamed, sig in unnamed_model_uniques.items():
+        if unnamed not in database_uniques_by_sig:
+            added(sig)
+    return changes
+
+
+def _differs(context: _Context, model: _Sig, database: _Sig) -> bool:
+    """Alembic's compare_indexes / compare_unique_constraint for plain-column objects."""
+    if model.is_index:
+        if model.unique != database.unique:
+            return True
+        if context.backend == "postgresql":  # compared as lower-cased, unquoted expressions
+            if [c.lower() for c in model.columns] != [c.lower() for c in database.columns]:
+                return True
+            return model.options != database.options
+        return model.columns != database.columns
+    if model.unnamed != database.unnamed:
+        return True
+    return context.backend == "postgresql" and model.options != database.options
+
+
+def _index_change(
+    op: str, context: _Context, schema: str | None, table: str, index: Index
+) -> Change:
+    return Change(
+        op,
+        table,
+        context.constraint_name(index),
+        schema,
+        model=index,
+        signature=(bool(index.unique), *(column.name for column in index.columns)),
+    )
+
+
+# --- foreign keys -------------------------------------------------------------------------------
+
+
+def _model_fk_spec(fk: ForeignKeyConstraint) -> tuple[Any, ...]:
+    table = fk.parent
+    target = fk.elements[0].column.table
+    return (
+        table.schema,
+        table.name,
+        tuple(fk.columns[key].name for key in fk.column_keys),
+        target.schema,
+        target.name,
+        tuple(element.column.name for element in fk.elements),
+    )
+
+
+def _options(onupdate: Any, ondelete: Any, deferrable: Any, initially: Any) -> tuple[Any, ...]:
+    def action(value: Any) -> str | None:
+        return None if not value or value.lower() == "no action" else value.lower()
+
+    if initially and initially.lower() == "deferred":
+        deferral = "initially_deferrable"
+    else:
+        deferral = "deferrable" if deferrable else "not deferrable"
+    return (action(onupdate), action(ondelete), deferral)
+
+
+def _compare_foreign_keys(
+    context: _Context, schema: str | None, table: Table, records: list[dict[str, Any]]
+) -> list[Change]:
+    """Alembic's `_compare_foreign_keys`: by signature, options included when reflected."""
+    from sqlalchemy import ForeignKeyConstraint
+
+    models = [c for c in table.constraints if isinstance(c, ForeignKeyConstraint)]
+    model_specs = {_model_fk_spec(fk): fk for fk in models}
+    with_options = bool(records) and "options" in records[0]
+    database: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for record in records:
+        spec = (
+            schema,
+            table.name,
+            tuple(record["constrained_columns"]),
+            record["referred_schema"],
+            record["referred_table"],
+            tuple(record["referred_columns"]),
+        )
+        options = dict(record.get("options") or {})
+        twin = model_specs.get(spec)
+        if twin is not None and context.backend in {"mysql", "mariadb"}:
+            for rule in ("ondelete", "onupdate"):  # MySQL does not report RESTRICT, its default
+                if (getattr(twin, rule) or "").lower() == "restrict" and not options.get(rule):
+                    options[rule] = "RESTRICT"
+        full = spec + _options(
+            options.get("onupdate"),
+            options.get("ondelete"),
+            options.get("deferrable"),
+            options.get("initially"),
+        )
+        database[full if with_options else spec] = record
+    model: dict[tuple[Any, ...], ForeignKeyConstraint] = {}
+    for spec, fk in model_specs.items():
+        full = spec + _options(fk.onupdate, fk.ondelete, fk.deferrable, fk.initially)
+        model[full if with_options else spec] = fk
+    changes = [
+        Change("remove_fk", table.name, record["name"], schema, database=record, signature=sig)
+        for sig, record in database.items()
+        if sig not in model
+    ]
+    changes.extend(
+        Change("add_fk", table.name, _fk_name(context, fk), schema, model=fk, signature=sig)
+        for sig, fk in model.items()
+        if sig not in database
+    )
+    return changes
+
+
+def _fk_name(context: _Context, fk: ForeignKeyConstraint) -> str | None:
+    return context.constraint_name(fk)  # type: ignore[arg-type]
+
+
+# --- Alembic, for what the quick path does not model --------------------------------------------
+
+
+def _alembic_changes(
+    context: _Context, metadata: MetaData, schema: str | None, tables: list[str]
+) -> list[Change]:
+    """Alembic's own comparison, limited to `tables` of `schema`."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from tasks.alembic_support import comparison_options
+
+    wanted = set(tables)
+
+    def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
+        if type_ == "table":
+            return name in wanted and parent_names.get("schema_name") == schema
+        return True
+
+    def include_object(obj: Any, name: str | None, type_: str, *_: Any) -> bool:
+        return type_ != "table" or (name in wanted and obj.schema in {schema, None})
+
+    options = {**comparison_options(), "include_name": include_name}
+    options["include_object"] = include_object
+    migration = MigrationContext.configure(context.connection, opts=options)
+    return _from_alembic(_flatten(compare_metadata(migration, metadata)))
+
+
+def _flatten(diffs: Iterable[Any]) -> list[tuple[Any, ...]]:
+    flat: list[tuple[Any, ...]] = []
+    for diff in diffs:
+        flat.extend(diff if isinstance(diff, list) else [diff])
+    return flat
+
+
+def _from_alembic(diffs: list[tuple[Any, ...]]) -> list[Change]:
+    """Alembic's diff tuples as Changes (same op names, same keys)."""
+    changes = []
+    for diff in diffs:
+        converter = _ALEMBIC_CONVERTERS.get(diff[0])
+        if converter is not None:
+            changes.append(converter(diff))
+    return changes
+
+
+def _from_table(diff: tuple[Any, ...]) -> Change:
+    table = diff[1]
+    comment = getattr(table, "comment", None)
+    return Change(diff[0], table.name, schema=table.schema, model=table, after=comment)
+
+
+def _from_column(diff: tuple[Any, ...]) -> Change:
+    _op, schema, table, column = diff
+    return Change(diff[0], table, column.name, schema, model=column)
+
+
+def _from_modify(diff: tuple[Any, ...]) -> Change:
+    op, schema, table, column, _existing, before, after = diff
+    return Change(op, table, column, schema, before=_as_text(before), after=_as_text(after))
+
+
+def _from_index(diff: tuple[Any, ...]) -> Change:
+    index = diff[1]
+    signature = (bool(index.unique), *(getattr(c, "name", None) for c in index.expressions))
+    model = index if diff[0] == "add_index" else None
+    return Change(
+        diff[0], index.table.name, index.name, index.table.schema, model=model, signature=signature
+    )
+
+
+def _from_constraint(diff: tuple[Any, ...]) -> Change:
+    constraint = diff[1]
+    name = constraint.name if isinstance(constraint.name, str) else None
+    columns = tuple(column.name for column in constraint.columns)
+    model = constraint if diff[0] == "add_constraint" else None
+    return Change(
+        diff[0],
+        constraint.table.name,
+        name,
+        constraint.table.schema,
+        model=model,
+        signature=columns,
+    )
+
+
+def _from_fk(diff: tuple[Any, ...]) -> Change:
+    fk = diff[1]
+    name = fk.name if isinstance(fk.name, str) else None
+    model = fk if diff[0] == "add_fk" else None
+    return Change(
+        diff[0], fk.parent.name, name, fk.parent.schema, model=model, signature=_model_fk_spec(fk)
+    )
+
+
+def _as_text(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "NULL" if value else "NOT NULL"
+    if value is None:
+        return None
+    argument = getattr(value, "arg", None)
+    if argument is not None:
+        return str(getattr(argument, "text", argument))
+    return str(value)
+
+
+_ALEMBIC_CONVERTERS: dict[str, Callable[[tuple[Any, ...]], Change]] = {
+    "add_table": _from_table,
+    "remove_table": _from_table,
+    "add_column": _from_column,
+    "remove_column": _from_column,
+    "modify_type": _from_modify,
+    "modify_nullable": _from_modify,
+    "modify_default": _from_modify,
+    "modify_comment": _from_modify,
+    "add_index": _from_index,
+    "remove_index": _from_index,
+    "add_constraint": _from_constraint,
+    "remove_constraint": _from_constraint,
+    "add_fk": _from_fk,
+    "remove_fk": _from_fk,
+    "add_table_comment": _from_table,
+    "remove_table_comment": _from_table,
+}
