@@ -675,16 +675,23 @@ def _no_alter(dialect: str, what: str, item: Item) -> str | None:
 
 
 def _fk_blocker(dialect: str, item: Item, columns: dict[tuple[str, str], Item]) -> str | None:
-    """SQLite adds a foreign key only inline, with a new single column (ADD COLUMN REFERENCES)."""
+    """SQLite adds a foreign key only inline, with a new single column (ADD COLUMN REFERENCES);
+    SQLAlchemy cannot read ON DELETE/UPDATE or DEFERRABLE back from that form, so those wait."""
     if dialect != "sqlite":
         return None
+    fk = item.changes[0].model
     fk_columns = item.changes[0].signature[2]
     column_item = columns.get((item.table, fk_columns[0])) if len(fk_columns) == 1 else None
-    fk = item.changes[0].model
-    if column_item is not None and column_item.can_apply and fk is not None:
-        item.inline_with = column_item
-        return None
-    return _no_alter(dialect, "a foreign key", item)
+    if column_item is None or not column_item.can_apply or fk is None:
+        return _no_alter(dialect, "a foreign key", item)
+    if fk.ondelete or fk.onupdate or fk.deferrable is not None or fk.initially:
+        return (
+            "SQLite adds a foreign key only together with its column, and its ON DELETE/ON "
+            f"UPDATE/DEFERRABLE options would not read back: a revision with "
+            f"op.batch_alter_table({item.table!r}) recreates the table"
+        )
+    item.inline_with = column_item
+    return None
 
 
 # --- applying -----------------------------------------------------------------------------------
@@ -701,15 +708,15 @@ def apply_plan(session: Session, connection: Connection, metadata: MetaData, pla
     try:
         _execute(connection, plan, progress)
         after = make_plan(connection, metadata)
-        missed = "; ".join(item.detail for item in after.to_apply[:5])
+        missed = "; ".join(item.detail for item in _unexpected(plan, after)[:5])
         if missed and connection.dialect.name not in _NON_TRANSACTIONAL:
             connection.rollback()
             raise DatabaseError(
-                f"sync did not converge, nothing was changed; still missing: {missed}"
+                f"sync did not converge, nothing was changed; still different: {missed}"
             )
         connection.commit()
         if missed:
-            session.console.warning(f"still missing after applying: {missed}")
+            session.console.warning(f"still different after applying: {missed}")
     except DatabaseError:
         raise
     except Exception as error:
@@ -720,6 +727,12 @@ def apply_plan(session: Session, connection: Connection, metadata: MetaData, pla
 
 
 _NON_TRANSACTIONAL = frozenset({"mysql", "mariadb"})
+
+
+def _unexpected(before: Plan, after: Plan) -> list[Item]:
+    """Differences after applying that are not the ones sync meant to leave alone."""
+    left = {key for item in before.left_alone for key in item.alembic_keys}
+    return [item for item in after.items if not set(item.alembic_keys) <= left]
 
 
 def _execute(connection: Connection, plan: Plan, progress: list[str]) -> None:

@@ -287,9 +287,51 @@ SCENARIOS.update(
 )
 
 
+def additive() -> MetaData:
+    """Everything sync can add on every dialect at once: a table, columns, an index and foreign
+    keys (one on a new column, which is how SQLite can add it)."""
+    metadata = _with_table(base())
+    child = metadata.tables["child"]
+    child.append_column(Column("sku", String(30)))
+    child.append_column(Column("rank", Integer, nullable=False, server_default=text("7")))
+    child.append_column(Column("owner_id", Integer, ForeignKey("parent.id")))
+    Index("ix_child_sku", child.c.sku)
+    return metadata
+
+
+def failing_apply() -> MetaData:
+    """A column sync can add, then a unique index the existing rows violate."""
+    metadata = _with_column(base(), Column("note", String(100)))
+    Index("ix_parent_code_unique", metadata.tables["parent"].c.code, unique=True)
+    return metadata
+
+
+def additive_with_options() -> MetaData:
+    """What SQLite cannot add to an existing table: a unique constraint, a foreign key with
+    ON DELETE; PostgreSQL and MySQL can."""
+    metadata = base(code_unique=True)
+    metadata.tables["child"].append_column(
+        Column("owner_id", Integer, ForeignKey("parent.id", ondelete="SET NULL"))
+    )
+    return metadata
+
+
+APPLY_SCENARIOS = {
+    "additive": additive,
+    "additive_with_options": additive_with_options,
+    "failing_apply": failing_apply,
+    "additive_and_type_change": lambda: _with_column(base(parent_name=120), Column("note", Text)),
+    "new_column_with_foreign_key": lambda: _with_column(
+        base(), Column("owner_id", Integer, ForeignKey("parent.id"))
+    ),
+}
+
+
 def __getattr__(name: str) -> Callable[[], MetaData]:
     """`models__<scenario>` / `database__<scenario>` for INVOKE_MIGRATIONS_METADATA."""
     side, _, scenario = name.partition("__")
     if side in {"models", "database"} and scenario in SCENARIOS:
         return getattr(SCENARIOS[scenario], side)
+    if side == "models" and scenario in APPLY_SCENARIOS:
+        return APPLY_SCENARIOS[scenario]
     raise AttributeError(name)
