@@ -3,9 +3,10 @@
 Two sources of findings:
 - our classifier, for every dialect: statements that drop, retype, rename or tighten
   (destructive) against everything else (ordinary, not reported);
-- squawk (the `squawk-cli` package), on PostgreSQL: lock and rewrite hazards under its own
-  rule names (`adding-required-field`, `require-concurrent-index-creation`, ...), reported as
-  warnings.
+- squawk (the `squawk-cli` package), on PostgreSQL, under its own rule names: lock and rewrite
+  hazards (`adding-required-field`, `require-concurrent-index-creation`, ...) are blocking,
+  the rest (`ban-drop-column`, which our classifier reports too, `prefer-text-field`) warnings.
+Destructive and blocking findings are what a protected upgrade needs consent for.
 Rules named in `migrations.lint.ignore` are dropped from both.
 """
 
@@ -19,8 +20,11 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-DESTRUCTIVE = "destructive"
+DESTRUCTIVE = "destructive"  # loses data or breaks code still using the old shape
+BLOCKING = "blocking"  # takes locks or rewrites that stall traffic on a live table
 WARNING = "warning"
+# Findings a protected upgrade only applies with --allow-destructive (or typed consent).
+NEEDS_CONSENT = frozenset({DESTRUCTIVE, BLOCKING})
 
 # Alembic's bookkeeping, not the revision's own work.
 _VERSION_TABLE = re.compile(r"\balembic_version\b", re.I)
@@ -108,44 +112,143 @@ def _classify_statement(statement: str, rebuilt: set[str]) -> Finding | None:
     return None
 
 
-def squawk(sql: str, ignored: frozenset[str] = frozenset(), preamble: str = "") -> list[Finding]:
-    """Squawk's warnings for PostgreSQL SQL; an empty list when squawk is not installed."""
+# Squawk's lock and rewrite hazards. Its drop rules (ban-drop-column, ...) stay warnings: our
+# classifier already reports those statements as destructive, on every dialect, and counting
+# them twice would double the destructive count. Other rules are advice (prefer-text-field).
+SQUAWK_BLOCKING = frozenset(
+    {
+        "adding-field-with-default",
+        "adding-foreign-key-constraint",
+        "adding-not-nullable-field",
+        "adding-required-field",
+        "adding-serial-primary-key-field",
+        "ban-alter-domain-with-add-constraint",
+        "ban-concurrent-index-creation-in-transaction",
+        "changing-column-type",
+        "constraint-missing-not-valid",
+        "disallowed-unique-constraint",
+        "renaming-column",
+        "renaming-table",
+        "require-concurrent-index-creation",
+        "require-concurrent-index-deletion",
+    }
+)
+
+
+def squawk(
+    sql: str,
+    ignored: frozenset[str] = frozenset(),
+    preamble: str = "",
+    pg_version: str | None = None,
+) -> list[Finding]:
+    """Squawk's findings for PostgreSQL SQL; an empty list when squawk is not installed.
+
+    Squawk sees the revision's real transaction structure (Alembic's BEGIN/COMMIT per revision,
+    and the COMMIT ... BEGIN around an `autocommit_block()`), so CREATE INDEX CONCURRENTLY in
+    an autocommit block is judged outside a transaction, as it will run. Ignored rules are
+    filtered here rather than passed to `--exclude`, which rejects names squawk does not know
+    (ours, such as drop-column) and would then report nothing at all.
+    """
     binary = squawk_binary()
-    if binary is None or not statements(sql):
+    parts = _squawk_statements(sql)
+    if binary is None or not any(part.upper() not in {"BEGIN", "COMMIT"} for part in parts):
         return []
-    excluded = ",".join(sorted(ignored))
-    command = [
-        binary,
-        "--reporter",
-        "json",
-        "--assume-in-transaction",
-        "--stdin-filepath",
-        "revision.sql",
-    ]
-    if excluded:
-        command += ["--exclude", excluded]
-    source = preamble + ";\n\n".join(statements(sql)) + ";\n"
+    command = [binary, "--reporter", "json", "--stdin-filepath", "revision.sql"]
+    if not any(part.upper() == "BEGIN" for part in parts):
+        command.append("--assume-in-transaction")  # Alembic runs it inside one
+    if pg_version:
+        command += ["--pg-version", pg_version]
+    lines = preamble.splitlines()
+    owner: list[str] = [""] * len(lines)  # the statement each source line belongs to
+    for part in parts:
+        text = part + ";"
+        lines += text.splitlines()
+        owner += [part] * len(text.splitlines())
     result = subprocess.run(
-        command, input=source, capture_output=True, text=True, timeout=60, check=False
+        command,
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     try:
-        reports = json.loads(result.stdout or "[]")
+        reports = json.loads(result.stdout) if result.returncode in {0, 1} else None
     except json.JSONDecodeError:
-        return [
-            Finding("squawk-failed", WARNING, _short(result.stderr or result.stdout), "", "squawk")
-        ]
-    lines = source.splitlines()
-    return [
-        Finding(
-            report.get("rule_name", "squawk"),
-            WARNING,
-            report.get("message", ""),
-            _short(lines[report["line"]] if 0 <= report.get("line", -1) < len(lines) else ""),
-            "squawk",
+        reports = None
+    if not isinstance(reports, list):
+        problem = _short(result.stderr or result.stdout or f"exit {result.returncode}")
+        return [Finding("squawk-failed", WARNING, problem, "", "squawk")]
+    findings = []
+    for report in reports:
+        rule = report.get("rule_name", "squawk")
+        if rule in ignored:
+            continue
+        line = report.get("line", -1)
+        statement = owner[line] if 0 <= line < len(owner) else ""
+        findings.append(
+            Finding(
+                rule, _squawk_severity(rule), report.get("message", ""), _short(statement), "squawk"
+            )
         )
-        for report in reports
-        if report.get("rule_name") not in ignored
+    return findings
+
+
+def _squawk_severity(rule: str) -> str:
+    return BLOCKING if rule in SQUAWK_BLOCKING else WARNING
+
+
+def _squawk_statements(sql: str) -> list[str]:
+    """Like `statements`, but keeping BEGIN and COMMIT: the transaction structure squawk needs."""
+    found = []
+    for chunk in re.split(r";\s*\n", sql):
+        lines = [line for line in chunk.splitlines() if not line.strip().startswith("--")]
+        text = "\n".join(lines).strip()
+        if text and not _VERSION_TABLE.search(text):
+            found.append(text)
+    return found
+
+
+# Operations in a revision's Python source that lose data, for revisions whose SQL cannot be
+# rendered offline: (rule, pattern) over one call or line of the function body.
+_SOURCE_RULES: list[tuple[str, re.Pattern[str]]] = [
+    (rule, re.compile(pattern, re.S))
+    for rule, pattern in [
+        ("drop-table", r"\.drop_table\("),
+        ("drop-column", r"\.drop_column\("),
+        ("drop-index", r"\.drop_index\("),
+        ("drop-constraint", r"\.drop_constraint\("),
+        ("change-column-type", r"\.alter_column\((?:[^()]|\([^()]*\))*\btype_\s*="),
+        ("set-not-null", r"\.alter_column\((?:[^()]|\([^()]*\))*\bnullable\s*=\s*False"),
+        ("rename", r"\.rename_table\(|\bnew_column_name\s*="),
+        ("raw-sql", r"(?i)[\"']\s*(DROP|TRUNCATE|DELETE\s+FROM|ALTER\s+TABLE\s+\S+\s+DROP)\b"),
     ]
+]
+
+
+def scan_source(source: str, upgrade: bool, ignored: frozenset[str] = frozenset()) -> list[Finding]:
+    """Destructive operations in a revision's upgrade() or downgrade() body, read from source.
+
+    The fallback when Alembic cannot render a revision offline (it reads the database while
+    migrating): weaker than classifying SQL, but a drop_column hidden behind a SELECT must not
+    pass as harmless.
+    """
+    body = _function_body(source, "upgrade" if upgrade else "downgrade")
+    findings = []
+    for rule, pattern in _SOURCE_RULES:
+        if rule in ignored:
+            continue
+        for match in pattern.finditer(body):
+            line = body[body.rfind("\n", 0, match.start()) + 1 :].split("\n", 1)[0]
+            message = "found in the revision's source (its SQL could not be rendered)"
+            findings.append(Finding(rule, DESTRUCTIVE, message, _short(line), "source"))
+    return findings
+
+
+def _function_body(source: str, name: str) -> str:
+    """The text of top-level `def name(...)` up to the next top-level statement."""
+    match = re.search(rf"^def\s+{name}\s*\(.*?(?=^\S)", source + "\n#", re.M | re.S)
+    return match.group(0) if match else ""
 
 
 def squawk_binary() -> str | None:
@@ -154,10 +257,17 @@ def squawk_binary() -> str | None:
     return str(beside) if beside.exists() else shutil.which("squawk")
 
 
-def lint(sql: str, dialect: str, ignored: frozenset[str], preamble: str = "") -> list[Finding]:
+def lint(
+    sql: str,
+    dialect: str,
+    ignored: frozenset[str],
+    preamble: str = "",
+    pg_version: str | None = None,
+) -> list[Finding]:
+    """Our classifier on every dialect, squawk as well on PostgreSQL."""
     findings = classify(sql, ignored)
     if dialect == "postgresql":
-        findings += squawk(sql, ignored, preamble)
+        findings += squawk(sql, ignored, preamble, pg_version)
     return findings
 
 

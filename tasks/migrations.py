@@ -112,6 +112,7 @@ def preflight(session: Session, revision: str = "head", *, allow_destructive: bo
     report(single, ExitCode.PREFLIGHT_HEADS, f"heads: {_ids(script_heads) or 'none'}")
     with session.connect() as connection:
         current_heads = _database_heads(connection, session)
+        version = _server_version(session, connection)
     unknown = [head for head in current_heads if not _known(script, head)]
     report(
         not unknown,
@@ -122,14 +123,22 @@ def preflight(session: Session, revision: str = "head", *, allow_destructive: bo
     if single and not unknown:
         steps = _upgrade_steps(script, revision, current_heads)
         planned = build_plan(
-            session, script, steps, direction="upgrade", current=current_heads, target=revision
+            session,
+            script,
+            steps,
+            direction="upgrade",
+            current=current_heads,
+            target=revision,
+            server_version=version,
         )
-        destructive = planned.destructive()
+        pending = planned.needing_consent()
+        blocking = sum(finding.severity == "blocking" for _, finding in pending)
         report(
-            allow_destructive or not destructive,
+            allow_destructive or not pending,
             ExitCode.PREFLIGHT_DESTRUCTIVE,
-            f"{len(steps)} pending revision(s), {len(destructive)} destructive statement(s)"
-            + ("" if not destructive else " (--allow-destructive to accept)"),
+            f"{len(steps)} pending revision(s), {len(pending) - blocking} destructive and "
+            f"{blocking} blocking statement(s)"
+            + ("" if not pending else " (--allow-destructive to accept)"),
         )
         for item in planned.revisions:
             rules = ", ".join(sorted({finding.rule for finding in item.findings})) or "clean"
@@ -200,13 +209,24 @@ def _known(script: ScriptDirectory, revision: str) -> bool:
 
 
 def plan(session: Session, revision: str = "head", *, as_json: bool = False) -> Plan:
-    """Read-only: the pending revisions up to `revision`, their SQL and their lint findings."""
+    """Read-only: the revisions between the database and `revision`, their SQL and lint.
+
+    A target below the database's revision (-1, base, an ancestor) plans the downgrade, linted
+    the same way, so the revert can be reviewed before anyone runs it.
+    """
     script = _script(session)
     with session.connect() as connection:
         before = _database_heads(connection, session)
-    steps = _upgrade_steps(script, revision, before)
+        version = _server_version(session, connection)
+    direction, steps = _steps_towards(script, revision, before)
     planned = build_plan(
-        session, script, steps, direction="upgrade", current=before, target=revision
+        session,
+        script,
+        steps,
+        direction=direction,
+        current=before,
+        target=revision,
+        server_version=version,
     )
     if as_json:
         session.console.line(json.dumps(planned.as_dict(), indent=2))
@@ -214,6 +234,36 @@ def plan(session: Session, revision: str = "head", *, as_json: bool = False) -> 
         print_plan(session.console, planned, show_sql=True)
     session.record.details["pending"] = [item.revision for item in planned.revisions]
     return planned
+
+
+def _steps_towards(
+    script: ScriptDirectory, revision: str, heads: tuple[str, ...]
+) -> tuple[str, list[MigrationStep]]:
+    """("upgrade", steps) when `revision` is ahead of the database, else ("downgrade", steps)."""
+    if revision.startswith("-") or (revision == "base" and heads):
+        return "downgrade", _downgrade_steps(script, revision, heads)
+    try:
+        steps = _upgrade_steps(script, revision, heads)
+    except UsageError as upgrade_error:
+        try:
+            return "downgrade", _downgrade_steps(script, revision, heads)
+        except UsageError:
+            raise upgrade_error from None
+    if not steps and heads:  # at the target already, or below it: then it is a downgrade
+        try:
+            reverts = _downgrade_steps(script, revision, heads)
+        except UsageError:
+            reverts = []
+        if reverts:
+            return "downgrade", reverts
+    return "upgrade", steps
+
+
+def _server_version(session: Session, connection: Connection) -> tuple[int, ...] | None:
+    """PostgreSQL's version, so squawk applies the rules of the server the plan is for."""
+    if session.environment.dialect != "postgresql":
+        return None
+    return connection.dialect.server_version_info
 
 
 def upgrade(
@@ -246,12 +296,20 @@ def upgrade(
             return
         if session.environment.protected:
             planned = build_plan(
-                session, script, steps, direction="upgrade", current=before, target=revision
+                session,
+                script,
+                steps,
+                direction="upgrade",
+                current=before,
+                target=revision,
+                server_version=_server_version(session, connection),
             )
             print_plan(session.console, planned, show_sql=True)
+            action = f"Upgrade {name} ({session.environment.masked_url}) to {revision}"
+            _refuse_before_backup(session, planned, action, allow_destructive)
             _backup_before(session, requested=backup, mandatory=False)
             _require_consent(session, planned, allow_destructive)
-            session.confirm(f"Upgrade {name} ({session.environment.masked_url}) to {revision}")
+            session.confirm(action)
         else:
             _show_steps(session, f"{name}: {len(steps)} revision(s) to apply", steps)
         _apply(session, connection, steps, command.upgrade, revision)
@@ -285,17 +343,42 @@ def downgrade(
             )
             session.record.revision_after = list(before)
             return
+        action = f"Downgrade {name} ({session.environment.masked_url}) to {revision}"
         if name in UNRESTRICTED_ENVIRONMENTS:
             _show_steps(session, f"{name}: {len(steps)} revision(s) to revert", steps)
         else:
             planned = build_plan(
-                session, script, steps, direction="downgrade", current=before, target=revision
+                session,
+                script,
+                steps,
+                direction="downgrade",
+                current=before,
+                target=revision,
+                server_version=_server_version(session, connection),
             )
             print_plan(session.console, planned, show_sql=True)
+            if not session.can_prompt():
+                session.confirm(action)  # no --yes and nobody to ask: refuse before the backup
             _backup_before(session, requested=backup, mandatory=session.environment.protected)
-        session.console.warning("a downgrade can drop tables and columns and lose their data")
-        session.confirm(f"Downgrade {name} ({session.environment.masked_url}) to {revision}")
+        # On stdout, next to the question: stderr keeps the one line that says how it ended.
+        session.console.line("WARNING: a downgrade can drop tables and columns and lose their data")
+        session.confirm(action)
         _apply(session, connection, steps, command.downgrade, revision)
+
+
+def _refuse_before_backup(
+    session: Session, planned: Plan, action: str, allow_destructive: bool
+) -> None:
+    """Refusals that need no human are made before the backup, not after it.
+
+    Without a terminal, destructive or blocking statements without --allow-destructive, or a
+    protected upgrade without --yes, can only end in a refusal: a backup of a large production
+    database first would cost its whole duration for nothing.
+    """
+    if session.can_prompt():
+        return
+    _require_consent(session, planned, allow_destructive)
+    session.confirm(action)
 
 
 def _backup_before(session: Session, *, requested: bool, mandatory: bool) -> None:
@@ -315,17 +398,18 @@ def _backup_before(session: Session, *, requested: bool, mandatory: bool) -> Non
 
 
 def _require_consent(session: Session, planned: Plan, allow_destructive: bool) -> None:
-    """Destructive statements need --allow-destructive or typed consent; --yes is not enough."""
-    destructive = planned.destructive()
-    if not destructive or allow_destructive:
+    """Destructive and blocking statements need --allow-destructive or typed consent; --yes
+    answers the environment's confirmation, never this one."""
+    pending = planned.needing_consent()
+    if not pending or allow_destructive:
         return
-    rules = ", ".join(sorted({f"{revision}:{finding.rule}" for revision, finding in destructive}))
-    session.record.details["destructive"] = rules
+    rules = ", ".join(sorted({f"{revision}:{finding.rule}" for revision, finding in pending}))
+    session.record.details["needs_consent"] = rules
+    what = f"{len(pending)} destructive or blocking statement(s) pending ({rules})"
+    if not session.can_prompt():
+        raise Refused(f"{what}: pass --allow-destructive to apply them; nothing changed")
     session.confirmer.ask(
-        f"{len(destructive)} destructive statement(s) pending ({rules}); "
-        "pass --allow-destructive to apply them",
-        type_to_confirm="allow-destructive",
-        honour_yes=False,
+        f"{what}; to apply them anyway", type_to_confirm="allow-destructive", honour_yes=False
     )
 
 
@@ -384,7 +468,7 @@ def revision(session: Session, message: str, *, autogenerate: bool = False) -> P
         return None
     path = Path(scripts[0].path)
     session.record.details["revision_file"] = str(path)
-    session.console.line(f"created {path.relative_to(session.settings.root)}")
+    session.console.line(f"created {_display_path(session, path)}")
     _report_operations(session, handover.revision_directives)
     return path
 
@@ -597,6 +681,14 @@ def _report_operations(session: Session, directives: list[Any]) -> None:
             "THIS REVISION DROPS " + "; ".join(drops) + ". If a model was not imported "
             "(database/imports.py, migrations.metadata), delete the file instead of applying it."
         )
+
+
+def _display_path(session: Session, path: Path) -> str:
+    """Relative to the project when inside it; the scripts may live elsewhere (alembic_ini)."""
+    try:
+        return str(path.resolve().relative_to(session.settings.root))
+    except ValueError:
+        return str(path)
 
 
 def _ids(revisions: Any) -> str:

@@ -2,13 +2,16 @@
 
 Each pending step's SQL is rendered in Alembic's offline mode, one step at a time through
 Alembic's own planner, so the SQL shown is the SQL that will run; `tasks.lint` classifies it.
-Revisions that read the database while migrating cannot be rendered offline (alembic #740): the
-plan says so for that revision instead of failing.
+Revisions that read the database while migrating cannot be rendered offline (alembic #740). On
+SQLite (where every batch operation reflects its table) the plan then rehearses the pending
+revisions on a copy of the database file and shows the SQL they really ran; elsewhere it says so
+for that revision and scans its source for destructive operations instead of failing.
 """
 
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +33,15 @@ class PlannedRevision:
     findings: list[lint.Finding] = field(default_factory=list)
     render_error: str | None = None
 
+    rendered: str = "offline"  # or "rehearsal" (run on a copy of a SQLite file), or "none"
+
     @property
     def destructive(self) -> list[lint.Finding]:
         return [finding for finding in self.findings if finding.severity == lint.DESTRUCTIVE]
+
+    @property
+    def needing_consent(self) -> list[lint.Finding]:
+        return [finding for finding in self.findings if finding.severity in lint.NEEDS_CONSENT]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +49,7 @@ class PlannedRevision:
             "message": self.message,
             "file": self.path,
             "sql": self.sql,
+            "rendered": self.rendered,
             "findings": [finding.as_dict() for finding in self.findings],
             "render_error": self.render_error,
         }
@@ -56,14 +66,23 @@ class Plan:
     def destructive(self) -> list[tuple[str, lint.Finding]]:
         return [(item.revision, finding) for item in self.revisions for finding in item.destructive]
 
+    def needing_consent(self) -> list[tuple[str, lint.Finding]]:
+        """Destructive and blocking findings: what --allow-destructive (or typing it) accepts."""
+        return [
+            (item.revision, finding) for item in self.revisions for finding in item.needing_consent
+        ]
+
     def as_dict(self) -> dict[str, Any]:
+        severities = [finding.severity for _, finding in self.needing_consent()]
         return {
             "environment": self.environment,
             "direction": self.direction,
             "current": self.current,
             "target": self.target,
             "revisions": [item.as_dict() for item in self.revisions],
-            "destructive": len(self.destructive()),
+            "destructive": severities.count(lint.DESTRUCTIVE),
+            "blocking": severities.count(lint.BLOCKING),
+            "needs_consent": len(severities),
         }
 
 
@@ -75,24 +94,144 @@ def build_plan(
     direction: str,
     current: tuple[str, ...],
     target: str,
+    server_version: tuple[int, ...] | None = None,
 ) -> Plan:
-    """Render and lint every step; no connection is used."""
-    planned = [_plan_step(session, script, step) for step in steps]
+    """Render and lint every step; the database itself is never changed.
+
+    `server_version` (PostgreSQL's, when the caller is connected) tells squawk which rules
+    apply to that server.
+    """
+    pg_version = ".".join(str(part) for part in server_version[:2]) if server_version else None
+    planned = [_plan_step(session, script, step, pg_version) for step in steps]
+    if session.environment.dialect == "sqlite" and any(item.render_error for item in planned):
+        _rehearse_on_copy(session, steps, planned, direction, target)
     return Plan(session.environment.name, direction, list(current), target, planned)
 
 
-def _plan_step(session: Session, script: ScriptDirectory, step: MigrationStep) -> PlannedRevision:
+def _plan_step(
+    session: Session, script: ScriptDirectory, step: MigrationStep, pg_version: str | None
+) -> PlannedRevision:
     revision = step.revision  # type: ignore[attr-defined]
     path = _relative(session, revision.path)
+    ignored = session.settings.lint_ignore
     try:
         sql = render_step_sql(session, script, step)
     except Exception as error:
         reason = " ".join(str(error).split()) or type(error).__name__
         finding = lint.Finding("not-renderable", lint.WARNING, f"no offline SQL: {reason}", "")
-        return PlannedRevision(revision.revision, revision.doc or "", path, "", [finding], reason)
+        source = lint.scan_source(_source(revision.path), step.is_upgrade, ignored)
+        return PlannedRevision(
+            revision.revision, revision.doc or "", path, "", [finding, *source], reason, "none"
+        )
     dialect = session.environment.dialect
-    findings = lint.lint(sql, dialect, session.settings.lint_ignore, _squawk_preamble(session))
+    findings = lint.lint(sql, dialect, ignored, _squawk_preamble(session), pg_version)
     return PlannedRevision(revision.revision, revision.doc or "", path, sql, findings)
+
+
+def _source(path: str) -> str:
+    from pathlib import Path
+
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
+def _rehearse_on_copy(
+    session: Session,
+    steps: list[MigrationStep],
+    planned: list[PlannedRevision],
+    direction: str,
+    target: str,
+) -> None:
+    """Run the pending steps on a copy of the SQLite file and keep the SQL each one ran.
+
+    Alembic's batch mode reflects the table it rebuilds, which offline mode cannot do: without
+    this, every SQLite revision autogenerate writes for an ALTER would be unrenderable and its
+    rebuild (and the columns it loses) invisible. The copy is made with SQLite's backup API,
+    so it is consistent even while the database is in use, and is deleted afterwards.
+    """
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="migrations-rehearsal-") as directory:
+            ran = _rehearse(session, steps, direction, target, f"{directory}/copy.sqlite3")
+    except Exception as error:
+        reason = f"rehearsal on a copy failed: {' '.join(str(error).split())[:300]}"
+        for item in planned:
+            if item.render_error:
+                item.findings.append(lint.Finding("rehearsal-failed", lint.WARNING, reason, ""))
+        return
+    for item in planned:
+        if item.render_error and item.revision in ran:
+            item.sql = "".join(f"{statement};\n\n" for statement in ran[item.revision])
+            item.findings = lint.classify(item.sql, session.settings.lint_ignore)
+            item.render_error = None
+            item.rendered = "rehearsal"
+
+
+def _rehearse(
+    session: Session, steps: list[MigrationStep], direction: str, target: str, copy: str
+) -> dict[str, list[str]]:
+    import sqlite3
+
+    from alembic import command
+    from sqlalchemy import event
+    from sqlalchemy.engine import URL
+
+    from tasks.engines import create_engine
+    from tasks.environments import Environment
+
+    original = session.environment.url.database
+    destination = sqlite3.connect(copy)
+    try:
+        if original and original != ":memory:":
+            from pathlib import Path
+
+            if Path(original).exists():
+                source = sqlite3.connect(f"file:{original}?mode=ro", uri=True)
+                try:
+                    source.backup(destination)
+                finally:
+                    source.close()
+    finally:
+        destination.close()
+    url = URL.create("sqlite", database=copy)
+    name = session.environment.name
+    rehearsal = Environment(name, url, "(rehearsal)", "rehearsal", protected=False)
+    engine = create_engine(url)
+    ran: dict[str, list[str]] = {}
+    current: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _capture(_conn, _cursor, statement, _params, _context, _many) -> None:  # type: ignore[no-untyped-def]
+        if not _REHEARSAL_NOISE.match(statement):
+            current.append(statement.strip())
+
+    def cut(revision_id: str, _doc: str, _is_upgrade: bool) -> None:
+        ran[revision_id] = list(current)
+        current.clear()
+
+    try:
+        with engine.connect() as connection:
+            handover = EnvHandover(
+                environment=rehearsal,
+                metadata_path=session.settings.metadata,
+                connection=connection,
+                metadata=session._metadata,
+                on_revision_applied=cut,
+            )
+            config = alembic_config(session.settings, handover, stdout=io.StringIO())
+            operation = command.upgrade if direction == "upgrade" else command.downgrade
+            operation(config, target)
+            connection.rollback()
+    finally:
+        engine.dispose()
+    return ran
+
+
+# Reads and bookkeeping a rehearsal runs besides the revisions' own statements.
+_REHEARSAL_NOISE = re.compile(r"\s*(PRAGMA|SELECT|BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE)\b", re.I)
 
 
 def render_step_sql(session: Session, script: ScriptDirectory, step: MigrationStep) -> str:
@@ -151,12 +290,19 @@ def print_plan(console: Console, plan: Plan, *, show_sql: bool) -> None:
     for item in plan.revisions:
         console.line(f"  {item.revision} {item.message}  [{item.path}]".rstrip())
         for finding in item.findings:
-            tag = "DESTRUCTIVE" if finding.severity == lint.DESTRUCTIVE else "warning"
+            tag = _TAGS.get(finding.severity, finding.severity)
             where = f": {finding.statement}" if finding.statement else ""
             console.line(f"    {tag} {finding.rule} ({finding.message}){where}")
         if show_sql and item.sql:
             for line in lint.statements(item.sql):
                 console.line("    | " + line.replace("\n", "\n    | ") + ";")
-    destructive = plan.destructive()
-    if destructive:
-        console.warning(f"{len(destructive)} destructive statement(s) in this plan")
+    consent = plan.needing_consent()
+    if consent:
+        blocking = sum(finding.severity == lint.BLOCKING for _, finding in consent)
+        console.line(  # part of the plan, on stdout: stderr says how the run ended
+            f"WARNING: {len(consent) - blocking} destructive and {blocking} blocking "
+            "statement(s) in this plan"
+        )
+
+
+_TAGS = {lint.DESTRUCTIVE: "DESTRUCTIVE", lint.BLOCKING: "BLOCKING", lint.WARNING: "warning"}

@@ -73,6 +73,13 @@ class Session:
             self._metadata = load_metadata(self.settings.metadata)
         return self._metadata
 
+    def can_prompt(self) -> bool:
+        """Whether a human can answer a prompt (stdin is a terminal); --yes aside."""
+        try:
+            return bool(self.confirmer.stdin.isatty())
+        except (AttributeError, ValueError):
+            return False
+
     def confirm(self, action: str, *, protected_word: bool = False) -> None:
         """Ask before `action`; on a protected environment the operator types its name."""
         word = self.environment.name if (protected_word or self.environment.protected) else None
