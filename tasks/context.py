@@ -157,6 +157,8 @@ class _Run:
 
     def _finish(self, outcome: str, error: str | None) -> None:
         duration_ms = (time.perf_counter() - self.started) * 1000
+        if outcome == "refused" and self.record.revision_after is None:
+            self.record.revision_after = self.record.revision_before  # a refusal changes nothing
         if self.log is not None:
             self.log.finished(self.record, outcome=outcome, duration_ms=duration_ms, error=error)
         if self._audited():
