@@ -8,6 +8,7 @@ a database.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from collections.abc import Callable
@@ -45,6 +46,9 @@ def current(session: Session) -> list[str]:
     for revision in heads:
         marker = " (head)" if revision in script_heads else ""
         session.console.line(f"{name}: {revision}{marker} {_doc(script, revision)}".rstrip())
+    if _unknown(script, heads):
+        session.console.line(f"{name}: at a revision the scripts do not know")
+        return list(heads)
     pending = _upgrade_steps(script, "heads", heads) if script_heads else []
     if pending:
         session.console.line(f"{name}: behind head by {len(pending)} revision(s)")
@@ -158,50 +162,57 @@ def preflight(session: Session, revision: str = "head", *, allow_destructive: bo
 
 
 def history_differences(session: Session) -> list[str]:
-    """Upgrade a throwaway SQLite database to head and compare it with the models.
+    """Build the whole history in a throwaway database and compare it with the models.
 
-    SQLite keeps this independent of any server and of the environment's credentials; a
-    history that only PostgreSQL can build reports the error instead of a false pass.
+    For a PostgreSQL environment the throwaway database is made on ci.check's scratch server
+    (`migrations.ci.postgres_url`), so a history only PostgreSQL can build (SET LOCAL,
+    extensions, partial indexes) is judged where it will run. Otherwise, or when that server
+    cannot be used, a SQLite file: independent of any server and of the environment's
+    credentials, and a history SQLite cannot build reports the error instead of a false pass.
     """
-    import tempfile
+    from tasks.ci_checks import models_match, throwaway_database
 
-    from alembic import command
-    from sqlalchemy.engine import URL
-
-    from tasks.engines import create_engine
-    from tasks.environments import Environment
-
-    with tempfile.TemporaryDirectory(prefix="migrations-history-") as directory:
-        url = URL.create("sqlite", database=f"{directory}/history.sqlite3")
-        throwaway = Environment("history-check", url, "(throwaway)", "preflight", protected=False)
-        engine = create_engine(url)
+    scratch = str(session.settings.extra.get("ci", {}).get("postgres_url") or "").strip()
+    backends = ["sqlite"]
+    if session.environment.dialect == "postgresql" and scratch:
+        backends.insert(0, "postgresql")
+    for backend in backends:
         try:
-            with engine.connect() as connection:
-                handover = EnvHandover(
-                    environment=throwaway,
-                    metadata_path=session.settings.metadata,
-                    connection=connection,
-                    metadata=session.metadata(),
-                )
-                config = alembic_config(session.settings, handover, stdout=io.StringIO())
-                try:
-                    command.upgrade(config, "heads")
-                    connection.commit()
-                    return [
-                        drift.describe(d) for d in drift.compare(connection, session.metadata())
-                    ]
-                except Exception as error:
-                    return [f"the history does not build on SQLite: {_first_line(error)}"]
-        finally:
-            engine.dispose()
+            with throwaway_database(session, backend, {"postgres_url": scratch}) as (
+                environment,
+                connection,
+            ):
+                outcome = models_match(session, environment, connection)
+        except DatabaseError as error:  # the scratch server is unusable: fall back to SQLite
+            session.console.line(f"  (history check on SQLite: {error})")
+            continue
+        return [] if outcome.ok else [outcome.detail]
+    return ["no throwaway database to build the history in"]
+
+
+def _unknown(script: ScriptDirectory, heads: tuple[str, ...]) -> list[str]:
+    return [head for head in heads if not _known(script, head)]
+
+
+def _require_known(session: Session, script: ScriptDirectory, heads: tuple[str, ...]) -> None:
+    """Nothing can be planned from a revision the scripts lack; say so instead of blaming --rev."""
+    unknown = _unknown(script, heads)
+    if unknown:
+        raise Refused(
+            f"{session.environment.name} database is at {_ids(unknown)}, which the scripts do "
+            "not know (a revision file missing from this checkout?); update the checkout, or "
+            "stamp a known revision"
+        )
 
 
 def _known(script: ScriptDirectory, revision: str) -> bool:
+    """Whether the scripts have `revision` (ScriptDirectory raises CommandError when not)."""
     from alembic.script.revision import RevisionError
+    from alembic.util import CommandError
 
     try:
         return script.get_revision(revision) is not None
-    except RevisionError:
+    except (CommandError, RevisionError):
         return False
 
 
@@ -218,6 +229,7 @@ def plan(session: Session, revision: str = "head", *, as_json: bool = False) -> 
     with session.connect() as connection:
         before = _database_heads(connection, session)
         version = _server_version(session, connection)
+    _require_known(session, script, before)
     direction, steps = _steps_towards(script, revision, before)
     planned = build_plan(
         session,
@@ -288,6 +300,7 @@ def upgrade(
     script = _script(session)
     with session.connect() as connection:
         before = _database_heads(connection, session)
+        _require_known(session, script, before)
         steps = _upgrade_steps(script, revision, before)
         name = session.environment.name
         if not steps:
@@ -335,6 +348,7 @@ def downgrade(
     script = _script(session)
     with session.connect() as connection:
         before = _database_heads(connection, session)
+        _require_known(session, script, before)
         steps = _downgrade_steps(script, revision, before)
         name = session.environment.name
         if not steps:
@@ -426,8 +440,16 @@ def stamp(session: Session, revision: str, *, sql: bool = False) -> None:
         before = _database_heads(connection, session)
         name = session.environment.name
         session.console.line(f"{name}: at {_ids(before) or 'base'}, stamping {revision}")
+        operation: Callable[..., Any] = command.stamp
+        unknown = _unknown(script, before)
+        if unknown:
+            # Alembic cannot move from a revision it does not know; purge replaces it outright.
+            session.console.line(
+                f"WARNING: {_ids(unknown)} is unknown to the scripts and will be replaced"
+            )
+            operation = functools.partial(command.stamp, purge=True)
         session.confirm(f"Stamp {name} ({session.environment.masked_url}) as {revision}")
-        _apply(session, connection, [], command.stamp, revision)
+        _apply(session, connection, [], operation, revision)
 
 
 def revision(session: Session, message: str, *, autogenerate: bool = False) -> Path | None:
@@ -696,12 +718,9 @@ def _ids(revisions: Any) -> str:
 
 
 def _doc(script: ScriptDirectory, revision: str) -> str:
-    from alembic.script.revision import RevisionError
-
-    try:
-        found = script.get_revision(revision)
-    except RevisionError:
+    if not _known(script, revision):
         return "(unknown to the scripts in alembic/versions)"
+    found = script.get_revision(revision)
     return f"- {found.doc}" if found is not None and found.doc else ""
 
 
