@@ -19,6 +19,7 @@ from tasks.engines import connect
 
 if TYPE_CHECKING:
     from sqlalchemy import Table
+    from sqlalchemy.engine import Connection
 
     from tasks.environments import Environment
     from tasks.run_log import RunRecord
@@ -80,10 +81,30 @@ def record_run(
     }
     table = audit_table()
     with connect(environment, connect_timeout) as connection:
-        with connection.begin():
-            table.create(connection, checkfirst=True)
+        _ensure_table(connection, table)
         with connection.begin():
             connection.execute(table.insert().values(**row))
+
+
+def _ensure_table(connection: Connection, table: Table) -> None:
+    """Create the audit table unless it exists, also when several runners finish at once.
+
+    Runners write their row after releasing the migration lock, so the first rows of a fresh
+    database can race to create the table: both see it missing, one CREATE wins and the other
+    fails (on PostgreSQL with a unique violation in pg_type). The loser finds the table there
+    and writes its row; losing the row would lose the record of a run.
+    """
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        with connection.begin():
+            table.create(connection, checkfirst=True)
+    except DBAPIError:
+        exists = inspect(connection).has_table(table.name)
+        connection.rollback()
+        if not exists:
+            raise
 
 
 def read_runs(
