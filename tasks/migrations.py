@@ -594,30 +594,51 @@ def _apply(
     operation: Callable[..., Any],
     revision: str,
 ) -> None:
+    """Run `operation`, reporting each revision as it completes and naming the one that fails.
+
+    Progress is a ticking live line on a terminal and one plain line per revision elsewhere;
+    each revision's duration also goes to the run log.
+    """
+    from tasks.session import Progress
+
     applied: list[str] = []
-    total = len(steps)
+    durations: list[dict[str, Any]] = []
+    session.record.details["revisions"] = durations
+    names = [_step_name(step) for step in steps]
+    verb = "applying" if not steps or steps[0].is_upgrade else "reverting"
 
-    def on_applied(revision_id: str, doc: str, is_upgrade: bool) -> None:
-        applied.append(revision_id)
-        verb = "applied" if is_upgrade else "reverted"
-        counter = f"[{len(applied)}/{total}] " if total else ""
-        session.console.line(f"  {counter}{verb} {revision_id} {doc}".rstrip())
+    with Progress(session.console, len(steps), verb) as progress:
 
-    handover = _handover(session, connection)
-    handover.on_revision_applied = on_applied
-    config = alembic_config(session.settings, handover, stdout=_StdoutProxy(session))
-    try:
-        _alembic(session, operation, config, revision)
-    except DatabaseError as error:
-        failed = _failed_step(steps, applied)
-        if failed:
-            raise DatabaseError(f"revision {failed} failed: {error}") from None
-        raise
-    finally:
-        after = _database_heads(connection, session)
-        session.record.revision_after = list(after)
+        def on_applied(revision_id: str, doc: str, is_upgrade: bool) -> None:
+            applied.append(revision_id)
+            done = "applied" if is_upgrade else "reverted"
+            seconds = progress.finish(f"{done} {revision_id} {doc}".rstrip())
+            durations.append({"revision": revision_id, "seconds": round(seconds, 3)})
+            if len(applied) < len(names):
+                progress.start(names[len(applied)])
+
+        if names:
+            progress.start(names[0])
+        handover = _handover(session, connection)
+        handover.on_revision_applied = on_applied
+        config = alembic_config(session.settings, handover, stdout=_StdoutProxy(session))
+        try:
+            _alembic(session, operation, config, revision)
+        except DatabaseError as error:
+            failed = _failed_step(steps, applied)
+            if failed:
+                raise DatabaseError(f"revision {failed} failed: {error}") from None
+            raise
+        finally:
+            after = _database_heads(connection, session)
+            session.record.revision_after = list(after)
     _verify_reached(session, steps, after)
     session.console.line(f"{session.environment.name}: now at {_ids(after) or 'base'}")
+
+
+def _step_name(step: MigrationStep) -> str:
+    revision_id = step.revision.revision  # type: ignore[attr-defined]
+    return f"{revision_id} {step.doc or ''}".rstrip()
 
 
 def _verify_reached(session: Session, steps: list[MigrationStep], after: tuple[str, ...]) -> None:
