@@ -12,7 +12,8 @@ textual comparison is not conclusive. Tables with constructs the quick path does
 (expression indexes, identity and computed columns) are handed to Alembic whole.
 
 The result is a flat list of `Change`s named like Alembic's diffs (`add_column`, `modify_type`,
-...). `tasks.sync` decides what it can apply; this module never writes.
+...). `tasks.sync` decides what it can apply; this module never writes. It is imported only when a
+comparison runs (never by `invoke --list`), so it imports SQLAlchemy at the top.
 """
 
 from __future__ import annotations
@@ -23,10 +24,27 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import (
+    Column,
+    Enum,
+    Float,
+    ForeignKeyConstraint,
+    Index,
+    MetaData,
+    Numeric,
+    Table,
+    UniqueConstraint,
+    inspect,
+    text,
+)
+from sqlalchemy.exc import CompileError, DBAPIError
+from sqlalchemy.schema import DefaultClause
+from sqlalchemy.sql.elements import False_, Null, TextClause, True_
+from sqlalchemy.sql.functions import FunctionElement
+
 from tasks.alembic_support import TOOL_TABLES
 
 if TYPE_CHECKING:
-    from sqlalchemy import Column, ForeignKeyConstraint, Index, MetaData, Table, UniqueConstraint
     from sqlalchemy.engine import Connection, Dialect
     from sqlalchemy.engine.reflection import Inspector
 
@@ -79,8 +97,6 @@ def compare(
     connection: Connection, metadata: MetaData, exclude: Iterable[str] = TOOL_TABLES
 ) -> list[Change]:
     """Every difference between `metadata` and the database, without changing anything."""
-    from sqlalchemy import inspect
-
     context = _Context(connection, inspect(connection))
     excluded = frozenset(exclude)
     changes: list[Change] = []
@@ -105,6 +121,12 @@ class _Context:
         self.inspector = inspector
         self.dialect: Dialect = connection.dialect
         self.backend = self.dialect.name
+        self.is_mysql = self.backend in {"mysql", "mariadb"}
+        self.quick_defaults = self.backend in {"postgresql", "sqlite"}
+        self._max_name = min(
+            self.dialect.max_identifier_length,
+            self.dialect.max_index_name_length or self.dialect.max_identifier_length,
+        )
         self._impl: Any = None
         self._rendered_types: dict[Any, str] = {}
         self._type_verdicts: dict[tuple[str, str], bool] = {}
@@ -122,8 +144,11 @@ class _Context:
 
     def constraint_name(self, constraint: Index | UniqueConstraint) -> str | None:
         """The name as the database will store it (naming conventions, truncation)."""
-        if constraint.name is None:
+        name = constraint.name
+        if name is None:
             return None
+        if isinstance(name, str) and len(name) <= self._max_name:
+            return name  # what format_constraint returns for a name that needs no truncation
         return self.dialect.identifier_preparer.format_constraint(constraint, _alembic_quote=False)
 
     def render_type(self, type_: Any) -> str:
@@ -163,30 +188,38 @@ class _Reflected:
 
 
 def _reflect(
-    context: _Context, schema: str | None, common: list[str], extra: list[str]
+    context: _Context, schema: str | None, common: list[str], extra: list[str], total: int
 ) -> _Reflected:
     """One bulk call per kind of object, for all compared tables of the schema at once."""
     inspector = context.inspector
     both = common + extra
-    try:
-        uniques = inspector.get_multi_unique_constraints(schema=schema, filter_names=common)
-    except NotImplementedError:
-        uniques = None
+    # Asking for most of a schema by name costs more than asking for all of it (the same
+    # heuristic as SQLAlchemy's and Alembic's); the extra rows are ignored.
+    everything = None if len(both) > 100 and len(both) > total / 2 else both
+    names = everything if everything is None else common
     comments = None
     if context.dialect.supports_comments and common:
-        comments = inspector.get_multi_table_comment(schema=schema, filter_names=common)
+        comments = inspector.get_multi_table_comment(schema=schema, filter_names=names)
     primary_keys = None
-    if context.backend in {"mysql", "mariadb"} and common:  # its default comparison reads PKs
-        primary_keys = inspector.get_multi_pk_constraint(schema=schema, filter_names=common)
+    if context.is_mysql and common:  # its default comparison reads primary keys
+        primary_keys = inspector.get_multi_pk_constraint(schema=schema, filter_names=names)
+    try:
+        uniques = (
+            inspector.get_multi_unique_constraints(schema=schema, filter_names=names)
+            if common
+            else {}
+        )
+    except NotImplementedError:
+        uniques = None
     # MySQL names the index it adds for a foreign key after it: dropped tables need their FKs.
-    fk_names = both if primary_keys is not None else common
+    fk_names = everything if everything is None or context.is_mysql else common
     return _Reflected(
-        columns=inspector.get_multi_columns(schema=schema, filter_names=common) if common else {},
-        indexes=inspector.get_multi_indexes(schema=schema, filter_names=both) if both else {},
-        uniques=uniques if common else {},
+        columns=inspector.get_multi_columns(schema=schema, filter_names=names) if common else {},
+        indexes=inspector.get_multi_indexes(schema=schema, filter_names=everything) if both else {},
+        uniques=uniques,
         foreign_keys=(
             inspector.get_multi_foreign_keys(schema=schema, filter_names=fk_names)
-            if fk_names
+            if fk_names is None or fk_names
             else {}
         ),
         comments=comments,
@@ -201,10 +234,11 @@ def _compare_schema(
     model_tables: dict[str, Table],
     excluded: frozenset[str],
 ) -> list[Change]:
-    database_names = set(context.inspector.get_table_names(schema=schema)) - excluded
+    all_names = context.inspector.get_table_names(schema=schema)
+    database_names = set(all_names) - excluded
     common = sorted(database_names.intersection(model_tables))
     extra = sorted(database_names.difference(model_tables))
-    reflected = _reflect(context, schema, common, extra)
+    reflected = _reflect(context, schema, common, extra, len(all_names))
     changes: list[Change] = []
     for name in sorted(set(model_tables).difference(database_names)):
         changes.extend(_added_table(context, schema, model_tables[name]))
@@ -212,11 +246,11 @@ def _compare_schema(
         changes.extend(_removed_table(context, schema, name, reflected))
     delegated = []
     for name in common:
-        table = model_tables[name]
-        if _needs_alembic(table, (schema, name), reflected):
+        table_changes = _compare_table(context, schema, model_tables[name], reflected)
+        if table_changes is None:
             delegated.append(name)
-            continue
-        changes.extend(_compare_table(context, schema, table, reflected))
+        else:
+            changes.extend(table_changes)
     if delegated:
         changes.extend(_alembic_changes(context, metadata, schema, delegated))
     return changes
@@ -224,8 +258,6 @@ def _compare_schema(
 
 def _added_table(context: _Context, schema: str | None, table: Table) -> list[Change]:
     """A missing table; Alembic also lists its indexes as added (they are separate DDL)."""
-    from sqlalchemy import Column
-
     changes = [Change("add_table", table.name, schema=schema, model=table)]
     for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
         plain = all(isinstance(expression, Column) for expression in index.expressions)
@@ -257,23 +289,15 @@ def _removed_table(
     return changes
 
 
-def _needs_alembic(table: Table, key: TableKey, reflected: _Reflected) -> bool:
-    """Constructs the quick path does not model: Alembic compares these tables itself."""
-    from sqlalchemy import Column, Computed, Identity
-
-    for column in table.columns:
-        if isinstance(column.server_default, Computed | Identity):
-            return True
-    for record in reflected.columns.get(key, []):
-        if record.get("computed") or record.get("identity"):
-            return True
+def _plain_indexes(table: Table, key: TableKey, reflected: _Reflected) -> bool:
+    """Indexes on plain columns only; expression or sorted ones are Alembic's to compare."""
     for index in table.indexes:
         if any(not isinstance(expression, Column) for expression in index.expressions):
-            return True
-    for record in reflected.indexes.get(key, []):
+            return False
+    for record in reflected.indexes.get(key, ()):
         if None in record["column_names"] or record.get("column_sorting"):
-            return True
-    return False
+            return False
+    return True
 
 
 # --- one table ----------------------------------------------------------------------------------
@@ -281,9 +305,15 @@ def _needs_alembic(table: Table, key: TableKey, reflected: _Reflected) -> bool:
 
 def _compare_table(
     context: _Context, schema: str | None, table: Table, reflected: _Reflected
-) -> list[Change]:
+) -> list[Change] | None:
+    """The table's differences, or None when Alembic must compare it (constructs the quick
+    path does not model: identity and computed columns, expression indexes)."""
     key = (schema, table.name)
+    if not _plain_indexes(table, key, reflected):
+        return None
     changes = _compare_columns(context, schema, table, reflected.columns.get(key, []), reflected)
+    if changes is None:
+        return None
     changes.extend(_compare_indexes_and_uniques(context, schema, table, reflected))
     changes.extend(
         _compare_foreign_keys(context, schema, table, reflected.foreign_keys.get(key, []))
@@ -299,12 +329,19 @@ def _compare_columns(
     table: Table,
     records: list[dict[str, Any]],
     reflected: _Reflected,
-) -> list[Change]:
-    database = {record["name"]: record for record in records}
+) -> list[Change] | None:
+    """Added, removed and modified columns; None for identity or computed columns."""
+    database = {}
+    for record in records:
+        if "computed" in record or "identity" in record:
+            return None
+        database[record["name"]] = record
     primary_key = _primary_key_columns(reflected, (schema, table.name))
     changes: list[Change] = []
     names = set()
     for column in table.columns:
+        if column.computed is not None or column.identity is not None:
+            return None
         if column.system:
             continue
         names.add(column.name)
@@ -373,17 +410,14 @@ def _type_change(
     context: _Context, column: Column[Any], record: dict[str, Any]
 ) -> tuple[str, str] | None:
     """(database type, model type) when Alembic's `compare_type` says they differ."""
-    from sqlalchemy import Enum
-    from sqlalchemy.types import NullType
-
     database_type, model_type = record["type"], column.type
-    if database_type._type_affinity is NullType or model_type._type_affinity is NullType:
-        return None  # Alembic cannot compare an unknown type either
-    before, after = context.render_type(database_type), context.render_type(model_type)
+    try:
+        before = context.render_type(database_type)
+        after = context.render_type(model_type)
+    except CompileError:  # NullType: a type nobody can name; Alembic does not compare it either
+        return None
     mysql_enums = (
-        context.backend in {"mysql", "mariadb"}
-        and isinstance(database_type, Enum)
-        and isinstance(model_type, Enum)
+        context.is_mysql and isinstance(database_type, Enum) and isinstance(model_type, Enum)
     )
     if before == after and not mysql_enums:
         return None
@@ -409,8 +443,6 @@ def _default_change(
     primary_key: frozenset[str],
 ) -> tuple[str | None, str | None] | None:
     """(database default, model default) when Alembic would report a server-default change."""
-    from sqlalchemy.schema import DefaultClause
-
     model_default = column.server_default
     database_default = record.get("default")
     if model_default is None and database_default is None:
@@ -418,13 +450,47 @@ def _default_change(
     if model_default is not None and not isinstance(model_default, DefaultClause):
         return None  # FetchedValue and friends: Alembic does not compare them
     rendered = _render_model_default(context, model_default)
-    quick = context.backend in {"postgresql", "sqlite"} and not (
-        database_default and _NEXTVAL.match(database_default)
-    )
-    if quick and rendered == database_default:
+    if _surely_equal(context, column, rendered, database_default):
         return None
     differs = _dialect_default_differs(context, table, column, record, rendered, primary_key)
     return (database_default, rendered) if differs else None
+
+
+_SQLITE_PARENS = re.compile(r"^\((.+)\)$")
+_SQLITE_QUOTES = re.compile(r"^\"?'(.+)'\"?$")
+_PG_CAST_LITERAL = re.compile(r"^'((?:[^']|'')*)'::[\w .\"\[\]()]+$")
+
+
+def _surely_equal(
+    context: _Context, column: Column[Any], rendered: str | None, database: str | None
+) -> bool:
+    """Defaults that Alembic's dialect comparison would call equal, decided without it.
+
+    Only ever says "equal": anything else goes to Alembic, so the two cannot disagree. Saves
+    importing Alembic (and, on PostgreSQL, a query per default) in the everyday cases: string
+    literals, which databases store quoted or cast, and SQLite's parenthesised expressions.
+    """
+    if not context.quick_defaults or rendered is None or database is None:
+        return False
+    if _NEXTVAL.match(database):
+        return False
+    if rendered == database:
+        return True
+    if context.backend == "sqlite":  # Alembic's SQLite normalisation, applied to both sides
+        return _sqlite_normal(rendered) == _sqlite_normal(database)
+    literal = _PG_CAST_LITERAL.match(database)
+    argument = column.server_default.arg  # type: ignore[union-attr]
+    return (
+        literal is not None
+        and isinstance(argument, str)
+        and "'" not in argument
+        and not isinstance(column.type, Numeric | Float)
+        and literal.group(1) == argument
+    )
+
+
+def _sqlite_normal(default: str) -> str:
+    return _SQLITE_QUOTES.sub(r"\1", _SQLITE_PARENS.sub(r"\1", default))
 
 
 def _render_model_default(context: _Context, default: Any) -> str | None:
@@ -447,9 +513,6 @@ def _render_model_default(context: _Context, default: Any) -> str | None:
 
 def _default_cache_key(argument: Any) -> tuple[Any, ...] | None:
     """A key for defaults that always render the same: text(), true(), now()."""
-    from sqlalchemy.sql.elements import False_, Null, TextClause, True_
-    from sqlalchemy.sql.functions import FunctionElement
-
     if isinstance(argument, TextClause) and not argument._bindparams:
         return ("text", argument.text)
     if isinstance(argument, True_ | False_ | Null):
@@ -472,9 +535,6 @@ def _dialect_default_differs(
     primary_key: frozenset[str],
 ) -> bool:
     """Alembic's dialect comparison (normalisation, or a query on PostgreSQL), cached."""
-    from sqlalchemy import Column, text
-    from sqlalchemy.schema import DefaultClause
-
     if (
         context.backend == "postgresql"
         and column.primary_key
@@ -516,8 +576,6 @@ def _run_default_comparison(
     context: _Context, stand_in: Column[Any], column: Column[Any], rendered: Any, database: Any
 ) -> bool:
     """PostgreSQL's comparison runs a query: inside a savepoint, so a failure aborts nothing."""
-    from sqlalchemy.exc import DBAPIError
-
     if context.backend != "postgresql":
         return bool(context.impl.compare_server_default(stand_in, column, rendered, database))
     try:
@@ -561,8 +619,6 @@ class _Sig:
 
 
 def _model_sigs(context: _Context, table: Table) -> tuple[list[_Sig], list[_Sig]]:
-    from sqlalchemy import UniqueConstraint
-
     uniques = [
         _Sig(
             False,
@@ -857,8 +913,6 @@ def _compare_foreign_keys(
     context: _Context, schema: str | None, table: Table, records: list[dict[str, Any]]
 ) -> list[Change]:
     """Alembic's `_compare_foreign_keys`: by signature, options included when reflected."""
-    from sqlalchemy import ForeignKeyConstraint
-
     models = [c for c in table.constraints if isinstance(c, ForeignKeyConstraint)]
     model_specs = {_model_fk_spec(fk): fk for fk in models}
     with_options = bool(records) and "options" in records[0]

@@ -143,7 +143,12 @@ def rich(*, changed: bool = False, expression_index: bool = False) -> MetaData:
         metadata,
         Column("id", BigInteger, primary_key=True),
         Column("parent_id", Integer, ForeignKey("parent.id", ondelete="CASCADE"), index=True),
-        Column("title", String(200), nullable=False, server_default="untitled"),
+        Column(
+            "title",
+            String(200),
+            nullable=False,
+            server_default="unnamed" if changed else "untitled",
+        ),
         Column("colour", Enum(Shade if changed else Colour, name="colour")),
         Column("active", Boolean, nullable=False, server_default=false() if changed else true()),
         Column("price", Numeric(12, 2) if changed else Numeric(10, 2)),
