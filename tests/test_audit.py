@@ -16,6 +16,7 @@ from tasks.audit import AUDIT_TABLE, record_run
 from tasks.run_log import RunRecord
 from tests.conftest import ROOT
 from tests.helpers import FIRST, HEAD, assert_ok, sqlite_url
+from tests.revision_chains import repository_chain
 from tests.test_lock_concurrency import environment_for
 
 FIELDS = {
@@ -104,10 +105,17 @@ def test_local_runs_are_not_audited(project):
 
 
 def test_the_audit_table_is_invisible_to_check_and_autogenerate(project, dev):
+    scripts = repository_chain(project.tmp / "scripts").use(project).scripts
     assert_ok(project.invoke("dev.upgrade"))
     assert rows(project)  # the table exists now
+    files = scripts.files()
 
     assert_ok(project.invoke("dev.check"))
+    result = project.invoke("dev.revision", "--autogenerate", "--message", "nothing to do")
+
+    assert_ok(result)
+    assert "no revision written" in result.stdout
+    assert scripts.files() == files
 
 
 @pytest.mark.postgres

@@ -159,6 +159,19 @@ def test_a_protected_downgrade_takes_a_backup_first(project, pg_url):
     assert result.stdout.index("backup written to") < result.stdout.index(f"reverted {chain.head}")
 
 
+def test_a_shared_downgrade_takes_a_backup_by_default(project, pg_url):
+    chain = chain_at_accounts(project, pg_url)
+    project.setenv("DATABASE_URL_STAGING", pg_url)
+
+    result = project.invoke("staging.downgrade", "--rev", "-1", "--yes")
+
+    assert_ok(result)
+    (backup,) = backups(project)
+    assert "accounts" in dump_tables(backup)
+    assert "DESTRUCTIVE drop-table" in result.stdout  # the plan names what is lost
+    assert version_rows(schema_snapshot(pg_url)) == [chain.ids[0]]
+
+
 def test_a_failing_protected_upgrade_names_the_revision(project, pg_url):
     chain = chain_at_accounts(project, pg_url)
     good = chain.add("e00000000002", "good", create_table("good"))

@@ -104,3 +104,45 @@ def test_mariadb_lock_is_per_database(project, mysql_url, tmp_path):
         project.setenv("DATABASE_URL_DEVELOPMENT", mysql_url)
         empty_chain(tmp_path / "scripts").use(project)
         assert_ok(project.invoke("dev.upgrade", "--lock-timeout", "0"))
+
+
+CHANGING = [
+    ("local.upgrade",),
+    ("local.downgrade", "--rev", "base", "--yes"),
+    ("local.stamp", "--rev", "head", "--yes"),
+    ("local.sync",),
+    ("local.reset", "--yes"),
+    ("local.restore", "--file", "any.sqlite3", "--yes"),
+]
+READ_ONLY = [
+    ("local.current",),
+    ("local.plan",),
+    ("local.check",),
+    ("local.history",),
+    ("local.upgrade", "--sql"),
+]
+
+
+@pytest.fixture
+def local_locked(project):
+    """The local SQLite database with its migration lock held by someone else."""
+    url = sqlite_url(project.tmp / "local.sqlite3")
+    project.setenv("DATABASE_URL_LOCAL", url)
+    project.setenv("INVOKE_MIGRATIONS_LOCK_TIMEOUT", "0")
+    with migration_lock(environment_for(url), label="someone else", timeout=0):
+        yield url
+
+
+@pytest.mark.parametrize("argv", CHANGING, ids=[argv[0] for argv in CHANGING])
+def test_every_changing_task_takes_the_lock(project, local_locked, argv):
+    result = project.invoke(*argv)
+
+    assert_one_line_error(result, ExitCode.LOCKED, "someone else")
+
+
+@pytest.mark.parametrize("argv", READ_ONLY, ids=[" ".join(argv) for argv in READ_ONLY])
+def test_read_only_tasks_do_not_wait_for_the_lock(project, local_locked, argv):
+    result = project.invoke(*argv)
+
+    assert result.code != ExitCode.LOCKED, result.output
+    assert "migration lock" not in result.output
