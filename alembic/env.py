@@ -7,10 +7,17 @@ way the tasks do (see `tasks/environments.py`). Always a synchronous engine.
 
 from __future__ import annotations
 
+import sys
 from logging.config import fileConfig
+from pathlib import Path
 
 from alembic import context
 from alembic.util import CommandError
+
+# alembic.ini's `prepend_sys_path = .` is the shell's directory: `alembic -c <repo>/alembic.ini`
+# run from anywhere else would not find `tasks`. The project is the folder above this one.
+if (_project := str(Path(__file__).resolve().parent.parent)) not in sys.path:
+    sys.path.insert(0, _project)
 
 from tasks.alembic_support import EnvHandover, context_options
 from tasks.engines import connect

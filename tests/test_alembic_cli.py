@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import schema_snapshot
+from tests.conftest import ROOT, schema_snapshot
 from tests.helpers import (
     APP_TABLES,
     FIRST,
@@ -128,3 +128,13 @@ def test_async_url_for_plain_alembic(project):
 
     assert result.code == 0, result.output
     assert version_rows(schema_snapshot(sqlite_url(path))) == [HEAD]
+
+
+def test_plain_alembic_from_another_directory(project, dbs, tmp_path):
+    """`alembic -c <repo>/alembic.ini current` from elsewhere finds the project's modules."""
+    result = project.run(
+        "sh", "-c", f'cd "{tmp_path}" && "{venv_bin("alembic")}" -c "{ROOT}/alembic.ini" current'
+    )
+
+    assert result.code == 0, result.output
+    assert HEAD in result.stdout
