@@ -103,10 +103,18 @@ def _require_dialect(url: URL, variable: str) -> None:
     from sqlalchemy.exc import NoSuchModuleError
 
     try:
-        url.get_dialect()
+        dialect = url.get_dialect()
     except NoSuchModuleError:
         raise ConfigError(
             f"{variable} names an unknown database driver {url.drivername!r} ({mask_url(url)})"
+        ) from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as error:  # a known dialect whose driver the project does not install
+        missing = getattr(error, "name", None) or str(error)
+        raise ConfigError(
+            f"{variable} asks for driver {url.drivername!r}, which is not installed "
+            f"(no module {missing!r}); {mask_url(url)}"
         ) from None
 
 

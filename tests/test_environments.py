@@ -257,3 +257,21 @@ def test_renamed_url_variable_through_invoke_configuration(project, tmp_path):
     assert_ok(project.invoke("-f", str(config), "dev.upgrade"))
 
     assert upgraded(path)
+
+
+@pytest.mark.parametrize(
+    ("url", "module"),
+    [
+        ("postgresql+psycopg://app:hunter22@127.0.0.1/db", "psycopg"),
+        ("postgresql+pg8000://app@127.0.0.1/db", "pg8000"),
+    ],
+)
+def test_a_driver_the_project_does_not_install_is_a_one_line_usage_error(project, url, module):
+    """Spelled out explicitly, a driver that is not installed is configuration, not a crash."""
+    project.setenv("DATABASE_URL_DEVELOPMENT", url)
+
+    result = project.invoke("dev.current")
+
+    line = assert_one_line_error(result, ExitCode.USAGE, "DATABASE_URL_DEVELOPMENT", module)
+    assert "unexpected" not in line
+    assert "hunter22" not in result.output
