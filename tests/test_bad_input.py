@@ -71,7 +71,7 @@ def test_unknown_environment_task_or_flag(project, db, argv):
     result = project.invoke(*argv)
 
     line = assert_one_line_error(result, ExitCode.FAILED)
-    assert argv[-1] in line or argv[-1].lstrip("-") in line
+    assert any(arg.lstrip("-") in line for arg in argv if len(arg) > 2), line
 
 
 def test_plain_alembic_with_unknown_environment(project, db):
