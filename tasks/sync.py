@@ -581,16 +581,16 @@ def _classify(plan: Plan, connection: Connection) -> None:
     blocked: set[tuple[str, str]] = set()
     columns: dict[tuple[str, str], Item] = {}
     for item in plan.items:
-        if item.kind == "missing_table":
-            item.action = ADD
-        elif item.kind == "missing_column":
+        if item.kind == "missing_column":
             columns[(item.table, str(item.name))] = item
             item.reason = _column_blocker(connection, dialect, item.changes[0].model)
             item.action = LEAVE if item.reason else ADD
             if item.reason:
                 blocked.add((item.table, str(item.name)))
     for item in plan.items:
-        if item.kind == "missing_index":
+        if item.kind == "missing_table":
+            item.reason = _depends(item, blocked, _table_references(item))
+        elif item.kind == "missing_index":
             item.reason = _depends(item, blocked, _index_columns(item))
         elif item.kind == "missing_unique":
             item.reason = _depends(item, blocked, _index_columns(item)) or _no_alter(
@@ -649,6 +649,16 @@ def _has_rows(connection: Connection, table: Table) -> bool:
 
 def _index_columns(item: Item) -> list[tuple[str, str]]:
     return [(item.table, column) for column in _columns(item.changes[0])]
+
+
+def _table_references(item: Item) -> list[tuple[str, str]]:
+    """Columns of other tables a new table's foreign keys point at."""
+    table = item.changes[0].model
+    return [
+        (element.column.table.name, element.column.name)
+        for fk in table.foreign_key_constraints
+        for element in fk.elements
+    ]
 
 
 def _fk_columns(item: Item) -> list[tuple[str, str]]:

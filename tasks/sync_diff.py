@@ -122,6 +122,7 @@ class _Context:
         self.dialect: Dialect = connection.dialect
         self.backend = self.dialect.name
         self.is_mysql = self.backend in {"mysql", "mariadb"}
+        self.supports_comments = bool(self.dialect.supports_comments)
         self.quick_defaults = self.backend in {"postgresql", "sqlite"}
         self._max_name = min(
             self.dialect.max_identifier_length,
@@ -349,7 +350,21 @@ def _compare_columns(
         if record is None:
             changes.append(Change("add_column", table.name, column.name, schema, model=column))
             continue
-        changes.extend(_compare_column(context, schema, table, column, record, primary_key))
+        for op, before, after in _compare_column(
+            context, schema, table, column, record, primary_key
+        ):
+            changes.append(
+                Change(
+                    op,
+                    table.name,
+                    column.name,
+                    schema,
+                    model=column,
+                    database=record,
+                    before=before,
+                    after=after,
+                )
+            )
     for name, record in database.items():
         if name not in names:
             changes.append(Change("remove_column", table.name, name, schema, database=record))
@@ -369,41 +384,30 @@ def _compare_column(
     column: Column[Any],
     record: dict[str, Any],
     primary_key: frozenset[str],
-) -> list[Change]:
-    """Type, nullability, server default and comment, in Alembic's order."""
-    changes: list[Change] = []
-
-    def modified(op: str, before: str | None, after: str | None) -> None:
-        changes.append(
-            Change(
-                op,
-                table.name,
-                column.name,
-                schema,
-                model=column,
-                database=record,
-                before=before,
-                after=after,
-            )
-        )
-
+) -> list[tuple[str, str | None, str | None]]:
+    """(op, database value, model value) for type, nullability, server default and comment,
+    in Alembic's order; usually empty, so the common path allocates nothing."""
+    found = []
     type_change = _type_change(context, column, record)
     if type_change is not None:
-        modified("modify_type", *type_change)
+        found.append(("modify_type", *type_change))
     if bool(record["nullable"]) is not bool(column.nullable):
-        modified(
-            "modify_nullable",
-            "NULL" if record["nullable"] else "NOT NULL",
-            "NULL" if column.nullable else "NOT NULL",
+        found.append(
+            (
+                "modify_nullable",
+                "NULL" if record["nullable"] else "NOT NULL",
+                "NULL" if column.nullable else "NOT NULL",
+            )
         )
-    default_change = _default_change(context, table, column, record, primary_key)
-    if default_change is not None:
-        modified("modify_default", *default_change)
-    if context.dialect.supports_comments:
+    if column.server_default is not None or record.get("default") is not None:
+        default_change = _default_change(context, table, column, record, primary_key)
+        if default_change is not None:
+            found.append(("modify_default", *default_change))
+    if context.supports_comments:
         before, after = record.get("comment") or None, column.comment or None
         if before != after:
-            modified("modify_comment", before, after)
-    return changes
+            found.append(("modify_comment", before, after))
+    return found
 
 
 def _type_change(

@@ -321,7 +321,23 @@ def additive_with_options() -> MetaData:
     return metadata
 
 
+def blocked_new_table() -> MetaData:
+    """A new table whose foreign key needs a new NOT NULL column that cannot be added yet."""
+    metadata = base()
+    parent = metadata.tables["parent"]
+    parent.append_column(Column("ext_id", Integer, nullable=False))
+    parent.append_constraint(UniqueConstraint("ext_id", name="uq_parent_ext_id"))
+    Table(
+        "reference",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("parent_ext_id", Integer, ForeignKey("parent.ext_id")),
+    )
+    return metadata
+
+
 APPLY_SCENARIOS = {
+    "blocked_new_table": blocked_new_table,
     "additive": additive,
     "additive_with_options": additive_with_options,
     "failing_apply": failing_apply,

@@ -160,6 +160,20 @@ def test_not_null_column_on_a_table_with_rows_needs_a_revision(project, url):
     assert schema_snapshot(url) == before
 
 
+def test_what_depends_on_a_column_that_needs_a_revision_waits_too(project, url):
+    create_database(url, base())
+    before = schema_snapshot(url)
+    use(project, url, "blocked_new_table")
+
+    synced = project.invoke("local.sync")
+
+    assert synced.code == 5, synced.output
+    assert "! table reference" in synced.stdout
+    assert "why: needs column parent.ext_id, which needs a revision" in synced.stdout
+    assert "! unique constraint uq_parent_ext_id" in synced.stdout
+    assert schema_snapshot(url) == before
+
+
 def test_not_null_column_on_an_empty_table_is_added(project, pg_url):
     engine = sa.create_engine(pg_url)
     with engine.begin() as connection:
