@@ -114,7 +114,7 @@ def sync(
     metadata = session.metadata()
     nothing_to_back_up = _sqlite_file_missing(session)
     with _connection(session, read_only=check) as connection:
-        plan = make_plan(connection, metadata)
+        plan = _compare(session, connection, metadata)
         session.record.details["differences"] = _counts(plan)
         if check or not plan.to_apply:
             connection.rollback()
@@ -162,6 +162,21 @@ def reset(session: Session, *, backup: bool = False) -> None:
 
 
 # --- planning -----------------------------------------------------------------------------------
+
+
+def _compare(session: Session, connection: Connection, metadata: MetaData) -> Plan:
+    """make_plan, with a database error turned into one masked line."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from tasks.engines import describe_database_error
+
+    try:
+        return make_plan(connection, metadata)
+    except SQLAlchemyError as error:
+        raise DatabaseError(
+            f"cannot compare the models with the {session.environment.name} database: "
+            f"{describe_database_error(error)}"
+        ) from None
 
 
 def make_plan(connection: Connection, metadata: MetaData) -> Plan:
@@ -244,7 +259,7 @@ def _pair_indexes_and_uniques(ops: dict[str, list[Change]]) -> list[Item]:
         _take(ops, new.op, new)
         items.append(_changed_index_item(old, new))
     for old in list(removed):
-        new = next((n for n in added if n.op[4:] == old.op[7:] and _same_shape(old, new_=n)), None)
+        new = next((n for n in added if _same_shape(old, n)), None)
         if new is None:
             continue
         removed.remove(old)
@@ -255,10 +270,11 @@ def _pair_indexes_and_uniques(ops: dict[str, list[Change]]) -> list[Item]:
     return items
 
 
-def _same_shape(old: Change, new_: Change) -> bool:
+def _same_shape(old: Change, new: Change) -> bool:
+    """Same kind of object (index or unique constraint) on the same columns."""
     if old.op == "remove_index":
-        return tuple(old.signature) == tuple(new_.signature)
-    return sorted(old.signature) == sorted(new_.signature)
+        return new.op == "add_index" and tuple(old.signature) == tuple(new.signature)
+    return new.op == "add_constraint" and sorted(old.signature) == sorted(new.signature)
 
 
 def _pair_foreign_keys(ops: dict[str, list[Change]]) -> list[Item]:
@@ -280,6 +296,7 @@ def _pair_foreign_keys(ops: dict[str, list[Change]]) -> list[Item]:
                 + _create_fk_op(new),
                 (old, new),
                 old.schema,
+                reason="sync never changes an existing constraint",
             )
         )
     return items
@@ -525,11 +542,31 @@ def _create_unique_op(change: Change) -> str:
     return f"op.create_unique_constraint({change.name!r}, {change.table!r}, {_columns(change)!r})"
 
 
-def _create_fk_op(change: Change) -> str:
+def _create_fk_op(change: Change, *, batch: bool = False) -> str:
     _schema, table, columns, _target_schema, target, target_columns = change.signature[:6]
+    options = ""
+    fk = change.model
+    for rule in ("onupdate", "ondelete"):
+        value = getattr(fk, rule, None)
+        if value:
+            options += f", {rule}={value!r}"
+    arguments = f"{list(columns)!r}, {list(target_columns)!r}{options}"
+    if batch:
+        return (
+            f"with op.batch_alter_table({table!r}) as batch_op: "
+            f"batch_op.create_foreign_key({change.name!r}, {target!r}, {arguments})"
+        )
+    return f"op.create_foreign_key({change.name!r}, {table!r}, {target!r}, {arguments})"
+
+
+def _batch_operation(item: Item) -> str:
+    """What SQLite needs instead of ALTER TABLE ADD CONSTRAINT: a batch-mode revision."""
+    change = item.changes[0]
+    if item.kind == "missing_foreign_key":
+        return _create_fk_op(change, batch=True)
     return (
-        f"op.create_foreign_key({change.name!r}, {table!r}, {target!r}, "
-        f"{list(columns)!r}, {list(target_columns)!r})"
+        f"with op.batch_alter_table({item.table!r}) as batch_op: "
+        f"batch_op.create_unique_constraint({change.name!r}, {_columns(change)!r})"
     )
 
 
@@ -678,6 +715,7 @@ def _depends(
 def _no_alter(dialect: str, what: str, item: Item) -> str | None:
     if dialect != "sqlite":
         return None
+    item.operation = _batch_operation(item)
     return (
         f"SQLite cannot add {what} to an existing table: a revision with "
         f"op.batch_alter_table({item.table!r}) recreates the table"
@@ -695,6 +733,7 @@ def _fk_blocker(dialect: str, item: Item, columns: dict[tuple[str, str], Item]) 
     if column_item is None or not column_item.can_apply or fk is None:
         return _no_alter(dialect, "a foreign key", item)
     if fk.ondelete or fk.onupdate or fk.deferrable is not None or fk.initially:
+        item.operation = _batch_operation(item)
         return (
             "SQLite adds a foreign key only together with its column, and its ON DELETE/ON "
             f"UPDATE/DEFERRABLE options would not read back: a revision with "
@@ -982,13 +1021,13 @@ def _report(
         )
         return
     name = session.environment.name
-    for table, items in _by_table(applied):
+    applied_by_table = dict(_by_table(applied))
+    left_by_table = dict(_by_table(plan.items))
+    for table in sorted(set(applied_by_table) | set(left_by_table)):
         session.console.line(table)
-        for item in items:
+        for item in applied_by_table.get(table, []):
             session.console.line(f"  + applied: {item.detail}")
-    for table, items in _by_table(plan.items):
-        session.console.line(table)
-        for item in items:
+        for item in left_by_table.get(table, []):
             _report_item(session, item)
     if plan.exit_code == ExitCode.OK:
         done = f"applied {len(applied)} change(s); " if applied else ""

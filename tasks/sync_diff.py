@@ -386,7 +386,7 @@ def _compare_column(
     primary_key: frozenset[str],
 ) -> list[tuple[str, str | None, str | None]]:
     """(op, database value, model value) for type, nullability, server default and comment,
-    in Alembic's order; usually empty, so the common path allocates nothing."""
+    in Alembic's order. Most columns match: the common path is kept short."""
     found = []
     type_change = _type_change(context, column, record)
     if type_change is not None:
@@ -558,7 +558,8 @@ def _dialect_default_differs(
         isinstance(column.server_default.arg, str) if column.server_default is not None else None,
         column.name in primary_key,
         info.get("autoincrement"),
-        context.render_type(column.type),
+        type(column.type),
+        column.type._type_affinity,
     )
     verdict = context._default_verdicts.get(key)
     if verdict is None:
