@@ -9,6 +9,7 @@ raised into one line on stderr and a documented exit code. Nothing else calls `E
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -146,16 +147,28 @@ class _Run:
             timeout = self.settings.lock_timeout
         if timeout < 0:
             raise UsageError("--lock-timeout must be zero or more seconds")
-        label = f"{self.record.operator or self.record.user}@{self.record.host} {self.spec.name}"
+        # Who, where, what and which process: enough for a waiting operator to find the holder.
+        who = self.record.operator or self.record.user
+        label = f"{who}@{self.record.host} {self.spec.name} pid {os.getpid()}"
+        console = self.console
+
+        def waiting(text: str) -> None:
+            console.clear_status()
+            console.line(text)
+
         return migration_lock(
             self.session.environment,
             label=label,
             timeout=timeout,
             connect_timeout=self.settings.connect_timeout,
-            on_wait=self.console.line,
+            on_wait=waiting,
+            on_tick=lambda waited: console.status(
+                f"waiting for the migration lock: {waited:.0f}/{timeout:g} s"
+            ),
         )
 
     def _finish(self, outcome: str, error: str | None) -> None:
+        self.console.clear_status()  # a live terminal line must not swallow the last words
         duration_ms = (time.perf_counter() - self.started) * 1000
         if outcome == "refused" and self.record.revision_after is None:
             self.record.revision_after = self.record.revision_before  # a refusal changes nothing

@@ -50,13 +50,16 @@ def migration_lock(
     timeout: float,
     connect_timeout: float = 5,
     on_wait: Callable[[str], None] | None = None,
+    on_tick: Callable[[float], None] | None = None,
 ) -> Iterator[None]:
     """Hold the environment's migration lock for the duration of the block.
 
-    `label` says who we are (operator, host, task); waiting runners print it.
+    `label` says who we are (operator, host, task, pid); waiting runners print it once through
+    `on_wait`, and `on_tick` hears the seconds waited so far at every poll (a terminal's live
+    line).
     """
     with _lock_for(environment, label[:63], connect_timeout) as lock:
-        _wait_for(lock, timeout, on_wait)
+        _wait_for(lock, timeout, on_wait, on_tick)
         try:
             yield
         finally:
@@ -83,8 +86,14 @@ def _lock_for(environment: Environment, label: str, connect_timeout: float) -> I
             raise DatabaseError(f"no migration lock is implemented for {backend}")
 
 
-def _wait_for(lock: _Lock, timeout: float, on_wait: Callable[[str], None] | None) -> None:
-    deadline = time.monotonic() + timeout
+def _wait_for(
+    lock: _Lock,
+    timeout: float,
+    on_wait: Callable[[str], None] | None,
+    on_tick: Callable[[float], None] | None = None,
+) -> None:
+    started = time.monotonic()
+    deadline = started + timeout
     announced = False
     while not lock.try_acquire():
         holder = lock.holder()
@@ -93,7 +102,11 @@ def _wait_for(lock: _Lock, timeout: float, on_wait: Callable[[str], None] | None
             announced = True
         if time.monotonic() >= deadline:
             raise LockTimeout(f"migration lock still held by {holder} after {timeout:g} s")
+        if on_tick is not None:
+            on_tick(time.monotonic() - started)
         time.sleep(POLL_SECONDS)
+    if announced and on_wait is not None:
+        on_wait(f"migration lock acquired after {time.monotonic() - started:.1f} s")
 
 
 def _advisory_key(name: str) -> int:
@@ -126,7 +139,7 @@ class _AdvisoryLock:
             return "another session"
         name, address, pid, since = row
         where = address or "local socket"
-        return f"'{name or 'unknown'}' (pid {pid}, {where}, since {since:%Y-%m-%d %H:%M:%S})"
+        return f"'{name or 'unknown'}' (server pid {pid}, {where}, since {since:%Y-%m-%d %H:%M:%S})"
 
     def release(self) -> None:
         self.connection.exec_driver_sql("SELECT pg_advisory_unlock(%(key)s)", {"key": self.KEY})
@@ -181,7 +194,7 @@ class _FileLock:
             return False
         self.handle.seek(0)
         self.handle.truncate()
-        self.handle.write(f"'{self.label}' (pid {os.getpid()})")
+        self.handle.write(f"'{self.label}'")
         self.handle.flush()
         return True
 

@@ -449,7 +449,7 @@ def stamp(session: Session, revision: str, *, sql: bool = False) -> None:
             )
             operation = functools.partial(command.stamp, purge=True)
         session.confirm(f"Stamp {name} ({session.environment.masked_url}) as {revision}")
-        _apply(session, connection, [], operation, revision)
+        _apply(session, connection, [], operation, revision, stamping=True)
 
 
 def revision(session: Session, message: str, *, autogenerate: bool = False) -> Path | None:
@@ -593,6 +593,8 @@ def _apply(
     steps: list[MigrationStep],
     operation: Callable[..., Any],
     revision: str,
+    *,
+    stamping: bool = False,
 ) -> None:
     """Run `operation`, reporting each revision as it completes and naming the one that fails.
 
@@ -611,7 +613,7 @@ def _apply(
 
         def on_applied(revision_id: str, doc: str, is_upgrade: bool) -> None:
             applied.append(revision_id)
-            done = "applied" if is_upgrade else "reverted"
+            done = "stamped" if stamping else "applied" if is_upgrade else "reverted"
             seconds = progress.finish(f"{done} {revision_id} {doc}".rstrip())
             durations.append({"revision": revision_id, "seconds": round(seconds, 3)})
             if len(applied) < len(names):

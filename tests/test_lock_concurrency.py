@@ -159,6 +159,7 @@ def test_a_waiting_runner_names_the_holder_then_finds_nothing_to_do(project, dev
     assert_ok(second)
     assert "migration lock held by" in second.output
     assert "tester@example.com" in second.output and "dev.upgrade" in second.output
+    assert f"pid {first.pid}" in second.output  # the runner to look for
     assert "nothing to upgrade" in second.stdout
     assert counts(dev) == {chain.head: 1}
 
@@ -197,3 +198,35 @@ def test_the_lock_is_released_after_a_run_and_after_a_failure(project, dev, pg_s
     # A second run is not told the lock is held.
     again = project.invoke("dev.upgrade", "--lock-timeout", "0")
     assert again.code == ExitCode.FAILED and "lock" not in again.stderr
+
+
+def test_on_a_terminal_the_wait_ticks_and_ends_when_the_holder_leaves(project, dev):
+    import os
+    import sys
+
+    import pexpect
+
+    from tests.conftest import ROOT
+
+    chain = empty_chain(project.tmp / "scripts").use(project)
+    chain.add("a40000000001", "one", create_table("one"))
+
+    with migration_lock(environment_for(dev), label="holder@example.com deploy", timeout=0):
+        child = pexpect.spawn(
+            sys.executable,
+            ["-m", "invoke", "dev.upgrade"],
+            cwd=str(ROOT),
+            env=dict(os.environ),
+            encoding="utf-8",
+            timeout=60,
+            dimensions=(24, 200),
+        )
+        child.expect("migration lock held by 'holder@example.com deploy'")
+        child.expect(r"waiting for the migration lock: [12]/60 s")
+    child.expect(r"migration lock acquired after \d+\.\d s")
+    child.expect("now at a40000000001")
+    child.expect(pexpect.EOF)
+    child.close()
+
+    assert child.exitstatus == 0
+    assert counts(dev) == {"a40000000001": 1}
