@@ -69,7 +69,7 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
             "sql": SQL_HELP,
             "yes": YES_HELP,
             "backup": BACKUP_HELP,
-            "allow_destructive": "apply revisions that drop, retype, rename or tighten",
+            "allow_destructive": "apply revisions that drop, retype, rename, tighten or lock",
             "lock_timeout": LOCK_HELP,
         },
         auto_shortflags=False,
@@ -169,7 +169,7 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
     @task(
         help={
             "rev": "target revision (default: head)",
-            "allow_destructive": "do not fail on destructive pending statements",
+            "allow_destructive": "do not fail on destructive or blocking pending statements",
         }
     )
     def preflight(c: Context, rev: str = "head", allow_destructive: bool = False) -> None:

@@ -121,6 +121,17 @@ def test_a_clean_revision_needs_no_flag_and_the_backup_predates_it(project, pg_u
     assert out.index("backup written to") < out.index("applied e00000000002")
 
 
+def test_without_yes_or_a_terminal_nothing_is_backed_up(project, pg_url):
+    chain = chain_at_accounts(project, pg_url)
+    chain.add("e00000000002", "clean", CLEAN)
+    before = schema_snapshot(pg_url)
+
+    result = project.invoke_subprocess("prod.upgrade", input="production\n")
+
+    assert_one_line_error(result, ExitCode.REFUSED, "no terminal", "--yes")
+    assert backups(project) == [] and schema_snapshot(pg_url) == before
+
+
 def test_no_backup_on_a_protected_upgrade_is_explicit(project, pg_url):
     chain = chain_at_accounts(project, pg_url)
     chain.add("e00000000002", "clean", CLEAN)
