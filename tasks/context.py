@@ -9,6 +9,7 @@ raised into one line on stderr and a documented exit code. Nothing else calls `E
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import traceback
@@ -95,13 +96,20 @@ class _Run:
         return self.session._environment if self.session is not None else None
 
     def execute(self, raw_settings: Any, operation: Callable[[Session], Any]) -> None:
+        # The lock, when taken, is released only after the run is logged and audited: audit
+        # rows then follow the order in which runners held the lock, and the next runner never
+        # starts before the previous one's row exists.
+        with contextlib.ExitStack() as held:
+            self._execute(raw_settings, operation, held)
+
+    def _execute(
+        self, raw_settings: Any, operation: Callable[[Session], Any], held: contextlib.ExitStack
+    ) -> None:
         try:
             session = self._prepare(raw_settings)
             if self.spec.changes_database:
-                with self._lock():
-                    operation(session)
-            else:
-                operation(session)
+                held.enter_context(self._lock())
+            operation(session)
         except MigrationsError as error:
             self._finish(error.outcome, str(error))
             raise Exit(_one_line(f"{self.spec.name}: {error}"), code=int(error.exit_code)) from None

@@ -98,6 +98,10 @@ def test_eight_simultaneous_upgrades_apply_each_revision_exactly_once(project, d
     assert len(rows) == RUNNERS
     assert {row["outcome"] for row in rows} == {"ok"}
     assert {row["revision_after"] for row in rows} == {chain.head}
+    # Rows follow the order in which runners held the lock: the one that applied comes first.
+    first, *others = sorted(rows, key=lambda row: row["id"])
+    assert not first["revision_before"]
+    assert {row["revision_before"] for row in others} == {chain.head}
     assert advisory_locks(pg_server, dev) == 0
 
 
