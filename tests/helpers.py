@@ -9,7 +9,7 @@ import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,6 +133,8 @@ def scripts_inside_project() -> Iterator[ScriptCopy]:
         yield copy_scripts(destination)
     finally:
         shutil.rmtree(destination, ignore_errors=True)
+        with suppress(OSError):
+            SCRATCH_IN_REPO.rmdir()  # only when no other run is using it
 
 
 def prepare(project, url: str, revision: str = HEAD) -> str:
