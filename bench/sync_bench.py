@@ -290,11 +290,7 @@ def main() -> None:
             "alembic compare_metadata": alembic_compare,
             "local.sync --check": sync_check,
         }
-        found = {name: once(url, models, function) for name, function in functions.items()}
-        print(
-            f"differences found: alembic {found['alembic compare_metadata']}, "
-            f"sync {found['local.sync --check']}"
-        )
+        print(agreement(url, models))
         times = measure(url, models, functions, options.rounds)
         print(f"\nin process, {options.rounds} rounds, fresh connection per call:")
         for name, values in times.items():
@@ -306,6 +302,13 @@ def main() -> None:
         print(
             f"  ratios (medians): check / alembic = {check / alembic:.2f} (target <= 0.50), "
             f"check / bulk reflection = {check / anchor:.2f} (target <= 1.30)"
+        )
+        fastest = {name: min(values) for name, values in times.items()}
+        print(
+            f"  ratios (fastest runs): check / alembic = "
+            f"{fastest['local.sync --check'] / fastest['alembic compare_metadata']:.2f}, "
+            f"check / bulk reflection = "
+            f"{fastest['local.sync --check'] / fastest['bulk reflection (anchor)']:.2f}"
         )
 
         print("\npeak Python memory (tracemalloc, separate pass):")
@@ -334,13 +337,29 @@ def main() -> None:
         print(f"bench process max RSS: {rss:.0f} MiB")
 
 
-def once(url: str, models: sa.MetaData, function: Callable[..., int]) -> int:
+def agreement(url: str, models: sa.MetaData) -> str:
+    """Both comparisons on one connection: do they find the same differences?"""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from tasks.alembic_support import comparison_options
+    from tasks.sync import make_plan
+    from tasks.sync_diff import keys_from_alembic
+
     engine = sa.create_engine(url)
     try:
         with engine.connect() as connection:
-            return function(connection, models)
+            context = MigrationContext.configure(connection, opts=comparison_options())
+            alembic = keys_from_alembic(compare_metadata(context, models))
+            plan = make_plan(connection, models)
     finally:
         engine.dispose()
+    ours = {key for item in plan.items for key in item.alembic_keys}
+    verdict = "the same" if ours == alembic else f"DIFFERENT: {sorted(ours ^ alembic)[:5]}"
+    return (
+        f"differences: alembic {len(alembic)}, sync {len(ours)} ({len(plan.to_apply)} to add, "
+        f"{len(plan.left_alone)} for a revision): {verdict}"
+    )
 
 
 if __name__ == "__main__":

@@ -331,7 +331,10 @@ def _compare_columns(
     records: list[dict[str, Any]],
     reflected: _Reflected,
 ) -> list[Change] | None:
-    """Added, removed and modified columns; None for identity or computed columns."""
+    """Added, removed and modified columns; None for identity or computed columns.
+
+    This loop runs for every column of every table: it is kept lean on purpose.
+    """
     database = {}
     for record in records:
         if "computed" in record or "identity" in record:
@@ -339,20 +342,16 @@ def _compare_columns(
         database[record["name"]] = record
     primary_key = _primary_key_columns(reflected, (schema, table.name))
     changes: list[Change] = []
-    names = set()
     for column in table.columns:
         if column.computed is not None or column.identity is not None:
             return None
         if column.system:
             continue
-        names.add(column.name)
-        record = database.get(column.name)
+        record = database.pop(column.name, None)
         if record is None:
             changes.append(Change("add_column", table.name, column.name, schema, model=column))
             continue
-        for op, before, after in _compare_column(
-            context, schema, table, column, record, primary_key
-        ):
+        for op, before, after in _compare_column(context, table, column, record, primary_key):
             changes.append(
                 Change(
                     op,
@@ -365,9 +364,8 @@ def _compare_columns(
                     after=after,
                 )
             )
-    for name, record in database.items():
-        if name not in names:
-            changes.append(Change("remove_column", table.name, name, schema, database=record))
+    for name, record in database.items():  # what is left has no model column
+        changes.append(Change("remove_column", table.name, name, schema, database=record))
     return changes
 
 
@@ -379,7 +377,6 @@ def _primary_key_columns(reflected: _Reflected, key: TableKey) -> frozenset[str]
 
 def _compare_column(
     context: _Context,
-    schema: str | None,
     table: Table,
     column: Column[Any],
     record: dict[str, Any],
@@ -388,9 +385,16 @@ def _compare_column(
     """(op, database value, model value) for type, nullability, server default and comment,
     in Alembic's order. Most columns match: the common path is kept short."""
     found = []
-    type_change = _type_change(context, column, record)
-    if type_change is not None:
-        found.append(("modify_type", *type_change))
+    try:
+        before = context.render_type(record["type"])
+        after = context.render_type(column.type)
+    except CompileError:  # NullType: a type nobody can name; Alembic does not compare it either
+        pass
+    else:
+        if before != after or context.is_mysql:
+            type_change = _type_change(context, column, record, before, after)
+            if type_change is not None:
+                found.append(("modify_type", *type_change))
     if bool(record["nullable"]) is not bool(column.nullable):
         found.append(
             (
@@ -411,22 +415,17 @@ def _compare_column(
 
 
 def _type_change(
-    context: _Context, column: Column[Any], record: dict[str, Any]
+    context: _Context, column: Column[Any], record: dict[str, Any], before: str, after: str
 ) -> tuple[str, str] | None:
-    """(database type, model type) when Alembic's `compare_type` says they differ."""
+    """(database type, model type) when Alembic's `compare_type` says they differ.
+
+    Called when the two DDL strings differ (or on MySQL, whose comparison reads enum values).
+    """
     database_type, model_type = record["type"], column.type
-    try:
-        before = context.render_type(database_type)
-        after = context.render_type(model_type)
-    except CompileError:  # NullType: a type nobody can name; Alembic does not compare it either
-        return None
-    mysql_enums = (
-        context.is_mysql and isinstance(database_type, Enum) and isinstance(model_type, Enum)
-    )
-    if before == after and not mysql_enums:
-        return None
-    if mysql_enums:  # MySQL's comparison looks at the enum values, not the DDL
+    if context.is_mysql and isinstance(database_type, Enum) and isinstance(model_type, Enum):
         differs = context.impl.compare_type(SimpleNamespace(type=database_type), column)
+    elif before == after:
+        return None
     else:  # the default comparison depends on the two DDL strings only
         verdict = context._type_verdicts.get((before, after))
         if verdict is None:
@@ -696,10 +695,15 @@ def _compare_indexes_and_uniques(
 ) -> list[Change]:
     """Alembic's `_compare_indexes_and_uniques`, on reflected records."""
     key = (schema, table.name)
-    model_uniques, model_indexes = _model_sigs(context, table)
-    supports_uniques = reflected.uniques is not None
     foreign_keys = reflected.foreign_keys.get(key, [])
     index_records = _database_indexes(context, reflected.indexes.get(key, []), foreign_keys)
+    unique_records = (reflected.uniques or {}).get(key, [])
+    if reflected.uniques is not None and _same_names_and_columns(
+        context, table, index_records, unique_records
+    ):
+        return []
+    model_uniques, model_indexes = _model_sigs(context, table)
+    supports_uniques = reflected.uniques is not None
     removed_implicit = {
         record["name"] for record in reflected.indexes.get(key, []) if record not in index_records
     }
@@ -715,7 +719,7 @@ def _compare_indexes_and_uniques(
             record,
             record.get("duplicates_index"),
         )
-        for record in (reflected.uniques or {}).get(key, [])
+        for record in unique_records
     ]
     database_indexes = [
         _Sig(
@@ -742,6 +746,44 @@ def _compare_indexes_and_uniques(
         database_indexes,
         supports_uniques,
     )
+
+
+def _same_names_and_columns(
+    context: _Context,
+    table: Table,
+    index_records: list[dict[str, Any]],
+    unique_records: list[dict[str, Any]],
+) -> bool:
+    """The everyday case, decided quickly: every index and unique constraint has a name, and
+    each name has the same kind, uniqueness, columns and options on both sides. In that case
+    Alembic's matching finds nothing either. MySQL, which reports unique constraints twice,
+    always takes the full path."""
+    if context.is_mysql:
+        return False
+    model: dict[str | None, tuple[Any, ...]] = {}
+    for index in table.indexes:
+        columns = tuple(column.name for column in index.columns)
+        options = _pg_options(context, index.dialect_kwargs)
+        model[context.constraint_name(index)] = (True, bool(index.unique), columns, options)
+    for constraint in table.constraints:
+        if isinstance(constraint, UniqueConstraint):
+            name = context.constraint_name(constraint)
+            if name is None or name in model:
+                return False
+            columns = tuple(sorted(column.name for column in constraint.columns))
+            model[name] = (False, True, columns, _pg_options(context, constraint.dialect_kwargs))
+    database: dict[str | None, tuple[Any, ...]] = {}
+    for record in index_records:
+        options = _pg_options(context, record.get("dialect_options") or {})
+        columns = tuple(record["column_names"])
+        database[record["name"]] = (True, bool(record["unique"]), columns, options)
+    for record in unique_records:
+        name = record["name"]
+        if name is None or name in database:
+            return False
+        options = _pg_options(context, record.get("dialect_options") or {})
+        database[name] = (False, True, tuple(sorted(record["column_names"])), options)
+    return model == database
 
 
 def _dedupe_mysql_uniques(

@@ -367,6 +367,23 @@ def test_listing_tasks_imports_no_database_library():
     assert completed.returncode == 0, completed.stderr
 
 
+def test_an_everyday_check_does_not_import_alembic(project, tmp_path):
+    """Start-up stays light: the project's own models, in sync, compared without Alembic."""
+    url = f"sqlite:///{tmp_path / 'local.sqlite3'}"
+    project.setenv("DATABASE_URL_LOCAL", url)
+    assert project.invoke("local.sync").code == 0
+    code = (
+        "import sys; from invoke import Program; "
+        "Program(name='invoke', binary='invoke').run(['invoke', 'local.sync', '--check'], "
+        "exit=False); print('alembic imported' if 'alembic' in sys.modules else 'no alembic')"
+    )
+
+    completed = project.run(sys.executable, "-c", code)
+
+    assert "in sync with the models" in completed.stdout, completed.output
+    assert completed.stdout.strip().endswith("no alembic")
+
+
 def test_sync_task_help_documents_the_exit_codes(project):
     helped = project.invoke("--help", "local.sync")
     assert helped.code == 0
