@@ -390,3 +390,47 @@ def test_shared_environments_can_call_the_routines_directly(pg_url, tmp_path, mo
     assert path.parent == tmp_path / "shared" and path.name.startswith("staging-")
     assert session.record.details["backup"] == str(path)
     assert checksums(pg_url) == rows
+
+
+@pytest.mark.mysql
+def test_mysql_tools_get_the_password_from_the_environment_only(project, mysql_url, tmp_path):
+    """A MariaDB user with a password: the dump and the restore authenticate through
+    MYSQL_PWD, and the password reaches no command line, output, log or file name."""
+    password = "s3cret-Pa55word"
+    server = sa.make_url(mysql_url)
+    user = f"u{server.database[-8:]}"
+    admin = sa.create_engine(server.set(database="test"))
+    with admin.begin() as connection:
+        connection.execute(sa.text(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'"))
+        connection.execute(sa.text(f"GRANT ALL ON `{server.database}`.* TO '{user}'@'%'"))
+    try:
+        url = server.set(username=user, password=password).render_as_string(hide_password=False)
+        populate(url)
+        rows = checksums(url)
+        project.setenv("DATABASE_URL_LOCAL", url)
+        shims, seen = tmp_path / "shims", tmp_path / "seen.txt"
+        shims.mkdir()
+        for tool in ("mariadb-dump", "mariadb"):
+            real = os.popen(f"command -v {tool}").read().strip()  # noqa: S605
+            shim = shims / tool
+            shim.write_text(f'#!/bin/sh\necho "{tool}: $*" >> {seen}\nexec {real} "$@"\n')
+            shim.chmod(0o755)
+        project.setenv("PATH", f"{shims}:{os.environ['PATH']}")
+
+        backed_up = project.invoke("local.backup")
+        assert backed_up.code == 0, backed_up.output
+        path = backup_path(backed_up)
+        change_everything(url)
+        restored = project.invoke("local.restore", "--file", str(path), "--yes")
+
+        assert restored.code == 0, restored.output
+        assert checksums(url) == rows
+        calls = seen.read_text()
+        assert "mariadb-dump: " in calls and "mariadb: " in calls
+        assert password not in calls
+        everything = backed_up.output + restored.output + project.log_file.read_text()
+        assert password not in everything and password not in path.name
+    finally:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f"DROP USER IF EXISTS '{user}'@'%'"))
+        admin.dispose()
