@@ -5,6 +5,8 @@ holder, then proceeds or gives up with ExitCode.LOCKED."""
 from __future__ import annotations
 
 import json
+import subprocess
+import threading
 
 import pytest
 import sqlalchemy
@@ -148,24 +150,63 @@ def test_sigkill_in_the_middle_of_a_slow_revision(project, dev, pg_server):
     assert counts(dev) == {good: 1, slow: 1, last: 1}
 
 
+GATE = 424242  # an advisory lock the test holds to keep a revision running until it lets go
+GATED = f"""
+op.execute("SET LOCAL lock_timeout = 0")
+op.execute("SELECT pg_advisory_xact_lock({GATE})")
+"""
+
+
 def test_a_waiting_runner_names_the_holder_then_finds_nothing_to_do(project, dev, pg_server):
     chain = empty_chain(project.tmp / "scripts").use(project)
-    chain.add("a10000000001", "slow", 'op.execute("SELECT pg_sleep(2)")')
+    chain.add("a10000000001", "gated", GATED)
+    gate_engine = sqlalchemy.create_engine(dev, poolclass=sqlalchemy.pool.NullPool)
+    gate = gate_engine.connect()
+    gate.execute(sqlalchemy.text(f"SELECT pg_advisory_lock({GATE})"))
 
     first = spawn("dev.upgrade")
+    second = None
     try:
         wait_until(lambda: advisory_locks(pg_server, dev) == 1, what="the first runner's lock")
-        second = project.invoke("dev.upgrade")
+        second = spawn("dev.upgrade")
+        told = Lines(second)
+        wait_until(lambda: told.contains("migration lock held by"), what="the second to wait")
     finally:
-        stdout, stderr = first.communicate(timeout=120)
+        gate.close()  # the session ends, the gate opens: the first runner's revision proceeds
+        gate_engine.dispose()
+        first_out, first_err = first.communicate(timeout=120)
+        if second is not None:
+            second.wait(timeout=120)
 
-    assert first.returncode == 0, stdout + stderr
-    assert_ok(second)
-    assert "migration lock held by" in second.output
-    assert "tester@example.com" in second.output and "dev.upgrade" in second.output
-    assert f"pid {first.pid}" in second.output  # the runner to look for
-    assert "nothing to upgrade" in second.stdout
+    assert first.returncode == 0, first_out + first_err
+    assert second.returncode == 0, told.text()
+    waited = told.text()
+    assert "tester@example.com" in waited and "dev.upgrade" in waited
+    assert f"pid {first.pid}" in waited  # the runner to look for
+    assert "migration lock acquired after" in waited
+    assert "nothing to upgrade" in waited
     assert counts(dev) == {chain.head: 1}
+
+
+class Lines:
+    """A subprocess's stdout, collected line by line in the background."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self._thread.start()
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self.lines.append(line)
+
+    def contains(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    def text(self) -> str:
+        self._thread.join(30)
+        return "".join(self.lines)
 
 
 def test_lock_timeout_gives_up_with_the_locked_code_and_changes_nothing(project, dev):
