@@ -325,7 +325,7 @@ def upgrade(
             session.confirm(action)
         else:
             _show_steps(session, f"{name}: {len(steps)} revision(s) to apply", steps)
-        _apply(session, connection, steps, command.upgrade, revision)
+        _apply(session, connection, steps, _run_with(script, "upgrade"), revision)
 
 
 def downgrade(
@@ -377,7 +377,7 @@ def downgrade(
         # On stdout, next to the question: stderr keeps the one line that says how it ended.
         session.console.line("WARNING: a downgrade can drop tables and columns and lose their data")
         session.confirm(action)
-        _apply(session, connection, steps, command.downgrade, revision)
+        _apply(session, connection, steps, _run_with(script, "downgrade"), revision)
 
 
 def _refuse_before_backup(
@@ -636,6 +636,27 @@ def _apply(
             session.record.revision_after = list(after)
     _verify_reached(session, steps, after)
     session.console.line(f"{session.environment.name}: now at {_ids(after) or 'base'}")
+
+
+def _run_with(script: ScriptDirectory, direction: str) -> Callable[[Config, str], None]:
+    """`alembic.command.upgrade`/`downgrade` on the ScriptDirectory this run already loaded.
+
+    The commands would load every revision file again; on a long history that second read is
+    most of the wrapper's cost over plain Alembic. Steps are still planned by Alembic, from the
+    heads it reads inside the migration context.
+    """
+    from alembic.runtime.environment import EnvironmentContext
+
+    def run(config: Config, revision: str) -> None:
+        def steps(heads: Any, _context: Any) -> list[Any]:
+            if direction == "upgrade":
+                return script._upgrade_revs(revision, heads)
+            return script._downgrade_revs(revision, heads)
+
+        with EnvironmentContext(config, script, fn=steps, destination_rev=revision):
+            script.run_env()
+
+    return run
 
 
 def _step_name(step: MigrationStep) -> str:
