@@ -8,6 +8,7 @@ same run and on the same database, alternating so that noise hits all of them al
 
 - bulk reflection alone: Inspector.get_multi_columns / _indexes / _foreign_keys /
   _unique_constraints / _pk_constraint for the model tables (the anchor);
+- MetaData.reflect() of the same tables (bulk too, but it builds Table objects);
 - Alembic's `compare_metadata` with type and server-default comparison on (what `alembic
   check` and `local.check` run);
 - the check behind `local.sync --check` (`tasks.sync.make_plan`: compare and classify);
@@ -141,6 +142,13 @@ def bulk_reflection(connection: sa.Connection, models: sa.MetaData) -> int:
     inspector.get_multi_unique_constraints(filter_names=names)
     inspector.get_multi_pk_constraint(filter_names=names)
     return len(columns)
+
+
+def metadata_reflect(connection: sa.Connection, models: sa.MetaData) -> int:
+    """MetaData.reflect(): also multi-table reflection, but it builds Table objects."""
+    reflected = sa.MetaData()
+    reflected.reflect(connection, only=[table.name for table in models.sorted_tables])
+    return len(reflected.tables)
 
 
 def alembic_compare(connection: sa.Connection, models: sa.MetaData) -> int:
@@ -287,6 +295,7 @@ def main() -> None:
         )
         functions = {
             "bulk reflection (anchor)": bulk_reflection,
+            "MetaData.reflect()": metadata_reflect,
             "alembic compare_metadata": alembic_compare,
             "local.sync --check": sync_check,
         }
@@ -301,7 +310,8 @@ def main() -> None:
         anchor = medians["bulk reflection (anchor)"]
         print(
             f"  ratios (medians): check / alembic = {check / alembic:.2f} (target <= 0.50), "
-            f"check / bulk reflection = {check / anchor:.2f} (target <= 1.30)"
+            f"check / bulk reflection = {check / anchor:.2f} (target <= 1.30), "
+            f"check / MetaData.reflect() = {check / medians['MetaData.reflect()']:.2f}"
         )
         fastest = {name: min(values) for name, values in times.items()}
         print(

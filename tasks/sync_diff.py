@@ -395,11 +395,12 @@ def _compare_column(
             type_change = _type_change(context, column, record, before, after)
             if type_change is not None:
                 found.append(("modify_type", *type_change))
-    if bool(record["nullable"]) is not bool(column.nullable):
+    nullable = record["nullable"]
+    if bool(nullable) is not bool(column.nullable):
         found.append(
             (
                 "modify_nullable",
-                "NULL" if record["nullable"] else "NOT NULL",
+                "NULL" if nullable else "NOT NULL",
                 "NULL" if column.nullable else "NOT NULL",
             )
         )
@@ -408,9 +409,9 @@ def _compare_column(
         if default_change is not None:
             found.append(("modify_default", *default_change))
     if context.supports_comments:
-        before, after = record.get("comment") or None, column.comment or None
-        if before != after:
-            found.append(("modify_comment", before, after))
+        comment_before, comment_after = record.get("comment") or None, column.comment or None
+        if comment_before != comment_after:
+            found.append(("modify_comment", comment_before, comment_after))
     return found
 
 
@@ -452,11 +453,21 @@ def _default_change(
         return None
     if model_default is not None and not isinstance(model_default, DefaultClause):
         return None  # FetchedValue and friends: Alembic does not compare them
+    if model_default is None and _serial_key(context, table, column):
+        return None  # Alembic never compares a SERIAL key's default
     rendered = _render_model_default(context, model_default)
     if _surely_equal(context, column, rendered, database_default):
         return None
     differs = _dialect_default_differs(context, table, column, record, rendered, primary_key)
     return (database_default, rendered) if differs else None
+
+
+def _serial_key(context: _Context, table: Table, column: Column[Any]) -> bool:
+    return (
+        context.backend == "postgresql"
+        and column.primary_key
+        and column is table._autoincrement_column
+    )
 
 
 _SQLITE_PARENS = re.compile(r"^\((.+)\)$")
@@ -538,11 +549,7 @@ def _dialect_default_differs(
     primary_key: frozenset[str],
 ) -> bool:
     """Alembic's dialect comparison (normalisation, or a query on PostgreSQL), cached."""
-    if (
-        context.backend == "postgresql"
-        and column.primary_key
-        and column is table._autoincrement_column
-    ):
+    if _serial_key(context, table, column):
         return False  # Alembic never compares a SERIAL key's default
     info = dict(record)
     context.impl.autogen_column_reflect(context.inspector, SimpleNamespace(name=table.name), info)
