@@ -9,8 +9,10 @@ import os
 import re
 import sqlite3
 import stat
+import sys
 from pathlib import Path
 
+import pexpect
 import pytest
 import sqlalchemy as sa
 
@@ -434,3 +436,30 @@ def test_mysql_tools_get_the_password_from_the_environment_only(project, mysql_u
         with admin.begin() as connection:
             connection.execute(sa.text(f"DROP USER IF EXISTS '{user}'@'%'"))
         admin.dispose()
+
+
+@pytest.mark.parametrize(("answer", "code"), [("n", 3), ("y", 0)])
+def test_restore_asks_at_a_terminal(project, tmp_path, answer, code):
+    """At a terminal the operator answers; only "y" restores."""
+    url = f"sqlite:///{tmp_path / 'local.sqlite3'}"
+    populate(url)
+    project.setenv("DATABASE_URL_LOCAL", url)
+    rows = checksums(url)
+    path = backup_path(project.invoke("local.backup"))
+    change_everything(url)
+    changed = checksums(url)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "invoke", "local.restore", "--file", str(path)],
+        cwd=str(Path(__file__).resolve().parent.parent),
+        env=dict(os.environ),
+        encoding="utf-8",
+        timeout=60,
+    )
+    child.expect(r"with the backup \S+\. Continue\? \[y/N\] ")
+    child.sendline(answer)
+    child.expect(pexpect.EOF)
+    child.close()
+
+    assert child.exitstatus == code, child.before
+    assert checksums(url) == (rows if answer == "y" else changed)
