@@ -33,7 +33,13 @@ def local_tasks() -> list[Task]:
         }
     )
     def sync(c: Context, check: bool = False, backup: bool = False, json: bool = False) -> None:
-        """Bring the local database up to the models: add what is missing, never drop."""
+        """Bring the local database up to the models: add what is missing, never drop.
+
+        Exit 0: the database matches the models. 5: sync applied what it could; what is left
+        needs a revision or a manual step (listed with the Alembic operation to use). 1: applying
+        failed and was rolled back (MySQL/MariaDB cannot roll DDL back). --check: 0 in sync,
+        4 only differences sync can apply, 5 differences that need a revision.
+        """
         from tasks import sync as schema_sync
 
         run_task(
