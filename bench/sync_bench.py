@@ -250,8 +250,9 @@ def time_apply(url: str, rounds: int) -> list[float]:
 
 def _session(models: sa.MetaData) -> Any:
     from tasks.confirmation import Confirmer
+    from tasks.console import Console
     from tasks.run_log import RunRecord
-    from tasks.session import Console, Session
+    from tasks.session import Session
     from tasks.settings import DEFAULTS, settings_from_mapping
 
     console = Console(stdout=open(os.devnull, "w"), stderr=sys.stderr)  # noqa: PTH123, SIM115

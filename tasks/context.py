@@ -20,6 +20,7 @@ from typing import Any
 from invoke import Context, Exit
 
 from tasks.confirmation import Confirmer
+from tasks.console import Console
 from tasks.environments import Environment
 from tasks.errors import ExitCode, MigrationsError, UsageError
 from tasks.ownership import (
@@ -30,7 +31,7 @@ from tasks.ownership import (
 )
 from tasks.redaction import redact
 from tasks.run_log import RunLog, RunRecord
-from tasks.session import Console, Session
+from tasks.session import Session
 from tasks.settings import COLLECTIONS, Settings, settings_from_mapping
 
 

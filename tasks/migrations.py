@@ -601,7 +601,7 @@ def _apply(
     Progress is a ticking live line on a terminal and one plain line per revision elsewhere;
     each revision's duration also goes to the run log.
     """
-    from tasks.session import Progress
+    from tasks.console import Progress
 
     applied: list[str] = []
     durations: list[dict[str, Any]] = []

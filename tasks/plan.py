@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from tasks import lint
 from tasks.alembic_support import EnvHandover, alembic_config
-from tasks.session import Console, Session
+from tasks.console import Console
+from tasks.session import Session
 
 if TYPE_CHECKING:
     from alembic.runtime.migration import MigrationStep

@@ -969,7 +969,7 @@ def _backup_first(session: Session, *, as_json: bool, missing: bool) -> Path | N
     import sys
 
     from tasks.backups import create_backup
-    from tasks.session import Console
+    from tasks.console import Console
 
     console = session.console
     if as_json:

@@ -369,8 +369,9 @@ def test_shared_environments_can_call_the_routines_directly(pg_url, tmp_path, mo
     """`create_backup` / `restore_backup` take a Session for any environment, no collection."""
     from tasks.backups import create_backup, restore_backup
     from tasks.confirmation import Confirmer
+    from tasks.console import Console
     from tasks.run_log import RunRecord
-    from tasks.session import Console, Session
+    from tasks.session import Session
     from tasks.settings import DEFAULTS, settings_from_mapping
 
     populate(pg_url)

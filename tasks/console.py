@@ -1,0 +1,134 @@
+"""What people see: readable lines, warnings, and a live progress line on terminals.
+
+Everything printed goes through `Console`, which masks secrets; progress never leaves control
+characters in CI logs or pipes.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import IO
+
+from tasks.redaction import redact
+
+
+@dataclass
+class Console:
+    """Readable lines for people: results to stdout, warnings to stderr, secrets masked.
+
+    On a terminal a `Progress` may keep one live status line at the bottom; every other line
+    is printed above it, so nothing is overwritten. Without a terminal (CI, pipes) there is
+    never a live line: output stays plain, one line per event.
+    """
+
+    stdout: IO[str] = field(default_factory=lambda: sys.stdout)
+    stderr: IO[str] = field(default_factory=lambda: sys.stderr)
+    _status: str = ""
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    def line(self, text: str = "") -> None:
+        with self._lock:
+            self._clear_status()
+            print(redact(text), file=self.stdout, flush=True)
+            self._draw_status()
+
+    def warning(self, text: str) -> None:
+        with self._lock:
+            self._clear_status()
+            print(f"WARNING: {redact(text)}", file=self.stderr, flush=True)
+            self._draw_status()
+
+    def is_terminal(self) -> bool:
+        try:
+            return bool(self.stdout.isatty())
+        except (AttributeError, ValueError):
+            return False
+
+    def status(self, text: str) -> None:
+        """Replace the live status line (terminals only; ignored elsewhere)."""
+        if not self.is_terminal():
+            return
+        with self._lock:
+            self._clear_status()
+            self._status = redact(text)
+            self._draw_status()
+
+    def _clear_status(self) -> None:
+        """Wipe the live line from the screen; it is kept, to be drawn again below."""
+        if self._status:
+            self.stdout.write("\r\x1b[K")
+            self.stdout.flush()
+
+    def _draw_status(self) -> None:
+        if self._status:
+            self.stdout.write(self._status)
+            self.stdout.flush()
+
+    def clear_status(self) -> None:
+        with self._lock:
+            if self._status:
+                self.stdout.write("\r\x1b[K")
+                self.stdout.flush()
+                self._status = ""
+
+
+class Progress:
+    """Progress through a known number of steps (revisions, backup chunks).
+
+    On a terminal: a live line `[3/40] applying <what> 12s` that ticks every second while a
+    step runs, then one permanent line per finished step. Elsewhere: only the permanent lines,
+    so CI logs stay quiet and line-oriented. Use as a context manager.
+    """
+
+    def __init__(self, console: Console, total: int, verb: str = "applying") -> None:
+        self.console = console
+        self.total = total
+        self.verb = verb
+        self.done = 0
+        self._current = ""
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    def __enter__(self) -> Progress:
+        if self.console.is_terminal():
+            self._ticker = threading.Thread(target=self._tick, daemon=True)
+            self._ticker.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(2)
+        self.console.clear_status()
+
+    def start(self, what: str) -> None:
+        """A step begins: the live line names it."""
+        self._current = what
+        self._started = time.monotonic()
+        self._render()
+
+    def finish(self, text: str) -> float:
+        """The step ended: one permanent line `[n/total] text (1.2 s)`; returns its seconds."""
+        self.done += 1
+        seconds = time.monotonic() - self._started
+        counter = f"[{self.done}/{self.total}] " if self.total else ""
+        self.console.clear_status()  # the permanent line takes the live line's place
+        self.console.line(f"  {counter}{text} ({seconds:.1f} s)")
+        self._current = ""
+        self._started = time.monotonic()
+        return seconds
+
+    def _render(self) -> None:
+        if self._current:
+            elapsed = int(time.monotonic() - self._started)
+            step = min(self.done + 1, self.total) if self.total else self.done + 1
+            counter = f"[{step}/{self.total}] " if self.total else ""
+            self.console.status(f"  {counter}{self.verb} {self._current} {elapsed}s")
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            self._render()
