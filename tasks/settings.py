@@ -25,6 +25,10 @@ COLLECTIONS: dict[str, str] = {
     "prod": "production",
 }
 
+# Invoke casts an INVOKE_MIGRATIONS_* variable to the type of the value it overrides, inside its
+# own config loading, before any task runs: over an int, "2.5" or "abc" is a traceback; over a
+# list, any string is. Numbers and lists are therefore strings here (and in invoke.yaml), so a
+# variable arrives as text and `settings_from_mapping` judges it with a one-line ConfigError.
 DEFAULTS: dict[str, Any] = {
     "metadata": "database.imports:import_all_models",
     "default_environment": "development",
@@ -58,14 +62,14 @@ DEFAULTS: dict[str, Any] = {
     "owners": "",
     "log_file": "logs/migrations.jsonl",
     "backup_dir": "backups",
-    "connect_timeout": 5,
+    "connect_timeout": "5",
     "alembic_ini": "alembic.ini",
     "dotenv_dir": ".",
     # Seconds a task waits for another runner's migration lock before giving up.
-    "lock_timeout": 60,
+    "lock_timeout": "60",
     "ci": {
         # How many heads `ci.check` accepts (more than one only for deliberate branches).
-        "allowed_heads": 1,
+        "allowed_heads": "1",
         # Server on which `ci.check` creates and drops throwaway PostgreSQL databases;
         # empty to run the SQLite legs only.
         "postgres_url": "postgresql://postgres@127.0.0.1:5432/postgres",

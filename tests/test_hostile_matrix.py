@@ -8,35 +8,27 @@ error", and the database unchanged (schema_snapshot before and after, alembic_ve
 included). The databases are module-scoped PostgreSQL databases in known states, shared by
 every case: a case that changed one fails, and the next case finds it rebuilt.
 
-What a task is (changes the database? needs one? creates revisions?) is not copied from the
-code into this file: its body is called once with a stand-in for `tasks.context.run_task`, which
-records what the task tells the shared context. What asks and what backs up follows the README's
-safety model (see `TaskInfo`).
+What each task is comes from `tests.task_matrix.discover` (the task's own body, run against a
+stand-in for the shared context), not from a list in this file.
 """
 
 from __future__ import annotations
 
-import inspect
 import io
 import socket
-import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy
-from invoke import Context
 
-from tasks import context as task_context
+from tasks import redaction
 from tasks.errors import ExitCode
-from tasks.namespace import build_namespace
-from tasks.settings import COLLECTIONS, DEFAULTS, settings_from_mapping
-from tests.conftest import create_pg_database, drop_pg_database, schema_snapshot
+from tasks.settings import COLLECTIONS
 from tests.helpers import (
     FIRST,
     HEAD,
@@ -44,133 +36,16 @@ from tests.helpers import (
     FakeTerminal,
     ScriptCopy,
     copy_scripts,
-    prepare,
     stderr_lines,
 )
+from tests.task_matrix import FOREIGN, SETTINGS, States, TaskInfo, discover
 
 pytestmark = pytest.mark.postgres
 
 BRANCH = "b0b0b0b0b0b0"  # the second head of the branched script copy (revises FIRST)
-FOREIGN = "f0f0f0f0f0f0"  # a revision of a branch this checkout does not have
 OWNERS = ("lead@example.com", "deputy@example.com")
 INTRUDER = "mallory@example.com"
 HOLDER = "hostile-matrix holder"
-SETTINGS = settings_from_mapping(DEFAULTS)
-
-# --- what each task is, discovered --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TaskInfo:
-    collection: str
-    name: str
-    defaults: tuple[tuple[str, Any], ...]  # (parameter, default), the task's flags
-    changes_database: bool
-    needs_database: bool
-    creates_revision: bool
-
-    @property
-    def full(self) -> str:
-        return f"{self.collection}.{self.name}"
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return dict(self.defaults)
-
-    @property
-    def environment(self) -> str | None:
-        """The environment the collection names; None for `ci`, which has none."""
-        return COLLECTIONS.get(self.collection)
-
-    @property
-    def url_variable(self) -> str | None:
-        env = self.environment
-        return SETTINGS.environment(env).url_variable if env else None
-
-    @property
-    def protected(self) -> bool:
-        env = self.environment
-        return bool(env) and SETTINGS.environment(env).protected
-
-    @property
-    def shared(self) -> bool:
-        return self.environment not in (None, "local")
-
-    @property
-    def asks(self) -> bool:
-        """README, "What asks": tasks with --yes ask, except an upgrade of an unprotected
-        environment."""
-        return "yes" in self.params and (self.name != "upgrade" or self.protected)
-
-    @property
-    def backs_up(self) -> bool:
-        """`backup` itself; a --backup flag that is off by default; and, on by default, a
-        protected upgrade and a downgrade of a shared environment (README, safety model)."""
-        if self.name == "backup":
-            return True
-        if "backup" not in self.params:
-            return False
-        if self.params["backup"] is False:
-            return True
-        return (self.name == "upgrade" and self.protected) or (
-            self.name == "downgrade" and self.shared
-        )
-
-    @property
-    def restricted(self) -> bool:
-        """README, ownership policy: revisions anywhere, changes to a shared database."""
-        return self.creates_revision or (self.changes_database and self.shared)
-
-
-def _how_it_runs(task: Any, defaults: dict[str, Any]) -> dict[str, Any]:
-    """Call the task's body with a stand-in for run_task and return what it would tell it."""
-    original = task_context.run_task
-    signature = inspect.signature(original)
-    captured: dict[str, Any] = {}
-
-    def stand_in(*args: Any, **kwargs: Any) -> None:
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        captured.update(bound.arguments)
-
-    modules = [
-        module
-        for name, module in list(sys.modules.items())
-        if name.startswith("tasks.")
-        and module is not task_context
-        and vars(module).get("run_task") is original
-    ]
-    for module in modules:
-        module.run_task = stand_in
-    try:
-        task.body(Context(), **defaults)
-    finally:
-        for module in modules:
-            module.run_task = original
-    assert captured, f"{task.name} does not run through tasks.context.run_task"
-    return captured
-
-
-def discover() -> list[TaskInfo]:
-    namespace = build_namespace()
-    found = []
-    for collection_name, collection in sorted(namespace.collections.items()):
-        for task_name, task in sorted(collection.tasks.items()):
-            defaults = {argument.name: argument.default for argument in task.get_arguments()}
-            how = _how_it_runs(task, defaults)
-            found.append(
-                TaskInfo(
-                    collection=collection_name,
-                    name=task_name,
-                    defaults=tuple(sorted(defaults.items())),
-                    changes_database=how["changes_database"],
-                    needs_database=how["needs_database"],
-                    creates_revision=how["creates_revision"],
-                )
-            )
-    return found
-
-
 TASKS = discover()
 
 
@@ -210,6 +85,7 @@ def _database_cases(t: TaskInfo) -> Iterator[Case]:
 def _revision_cases(t: TaskInfo) -> Iterator[Case]:
     if "rev" in t.params:
         yield Case(t, "unknown-revision", ExitCode.USAGE)
+        yield Case(t, "revision-beyond-head", ExitCode.USAGE)  # a relative step past the graph
     if t.name == "downgrade":
         # Alembic accepts upgrade/plan/preflight/stamp to the other branch's revision (it adds or
         # replaces a head); a downgrade to a revision that is not below the database is nonsense.
@@ -239,6 +115,7 @@ def _guard_cases(t: TaskInfo) -> Iterator[Case]:
 
 
 def _file_cases(t: TaskInfo) -> Iterator[Case]:
+    yield Case(t, "garbage-setting", ExitCode.USAGE)
     yield Case(t, "unwritable-log", ExitCode.USAGE)
     if t.backs_up:
         # upgrade and sync only back up when there is something to apply
@@ -253,76 +130,31 @@ CASES = [
     for case in make(t)
 ]
 
+# (task name, case kind) -> the bug, for cases that fail today in files owned by work in progress.
+KNOWN_BUGS = {
+    (name, "revision-beyond-head"): (
+        "tasks/migrations.py _plan() catches CommandError and RevisionError but not the "
+        "AssertionError Alembic's RevisionMap.is_revision raises for a relative target past the "
+        "graph (head+1, base+5, head-5, @): 'unexpected error: AssertionError:', exit 1, not 2"
+    )
+    for name in ("upgrade", "plan", "preflight")
+}
+
+
+def _params(cases: list[Case]) -> list[Any]:
+    return [
+        pytest.param(
+            case,
+            id=case.id,
+            marks=[pytest.mark.xfail(reason=KNOWN_BUGS[key], strict=True)]
+            if (key := (case.task.name, case.kind)) in KNOWN_BUGS
+            else [],
+        )
+        for case in cases
+    ]
+
 
 # --- databases and scripts ----------------------------------------------------------------------
-
-
-class States:
-    """Module databases in known states: `head`, `first` and `foreign` (at head, but recording a
-    revision of another branch). Checked before each case and rebuilt when a case changed one."""
-
-    def __init__(self, pg_server: Any) -> None:
-        self.pg_server = pg_server
-        self.urls: dict[str, str] = {}
-        self.snapshots: dict[str, dict] = {}
-        self.clean: set[str] = set()  # states whose last case proved them unchanged
-        self.backup: Path | None = None
-
-    def ready(self, state: str, project: Any) -> str:
-        if state not in self.urls:
-            name = f"t_hostile_{state}_{uuid.uuid4().hex[:8]}"
-            self.urls[state] = create_pg_database(self.pg_server, name)
-        url = self.urls[state]
-        if state not in self.clean and (
-            state not in self.snapshots or schema_snapshot(url) != self.snapshots[state]
-        ):
-            _empty(url)
-            prepare(project, url, FIRST if state == "first" else HEAD)
-            if state == "foreign":
-                _execute(url, f"UPDATE alembic_version SET version_num = '{FOREIGN}'")
-            self.snapshots[state] = schema_snapshot(url)
-        self.clean.add(state)
-        return url
-
-    def unchanged(self, state: str) -> bool:
-        """Whether the state's database is as prepared; until proved, it is checked again."""
-        self.clean.discard(state)
-        if schema_snapshot(self.urls[state]) != self.snapshots[state]:
-            return False
-        self.clean.add(state)
-        return True
-
-    def backup_file(self, project: Any, directory: Path) -> Path:
-        """A pg_dump of the `first` state: restoring it over `head` would show."""
-        if self.backup is None:
-            url = self.ready("first", project)
-            path = directory / "first.dump"
-            libpq = sqlalchemy.engine.make_url(url).set(drivername="postgresql")
-            dump = ["pg_dump", "--format=custom", f"--file={path}", "--no-password"]
-            subprocess.run(
-                [*dump, libpq.render_as_string(hide_password=False)],
-                check=True,
-                capture_output=True,
-            )
-            self.backup = path
-        return self.backup
-
-    def drop(self) -> None:
-        for url in self.urls.values():
-            drop_pg_database(self.pg_server, sqlalchemy.engine.make_url(url).database)
-
-
-def _execute(url: str, statement: str) -> None:
-    engine = sqlalchemy.create_engine(url)
-    try:
-        with engine.begin() as connection:
-            connection.execute(sqlalchemy.text(statement))
-    finally:
-        engine.dispose()
-
-
-def _empty(url: str) -> None:
-    _execute(url, "DROP SCHEMA public CASCADE; CREATE SCHEMA public")
 
 
 @pytest.fixture(scope="module")
@@ -420,6 +252,12 @@ def arrange(scene: Scene, case: Case) -> list[str]:
     elif kind == "unknown-revision":
         argv = [arg for arg in argv if arg not in {"--rev", FIRST}] + ["--rev", "nosuchrev"]
         scene.needles += ["nosuchrev"]
+    elif kind == "revision-beyond-head":
+        argv = [arg for arg in argv if arg not in {"--rev", FIRST}] + ["--rev", "head+1"]
+        scene.needles += ["head+1"]
+    elif kind == "garbage-setting":
+        project.setenv("INVOKE_MIGRATIONS_CONNECT_TIMEOUT", "soon")
+        scene.needles += ["migrations.connect_timeout", "number"]
     elif kind == "other-branch-revision":
         project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(scene.scripts["branched"].ini))
         argv = [arg for arg in argv if arg not in {"--rev", FIRST}] + ["--rev", BRANCH]
@@ -495,13 +333,15 @@ def test_every_task_is_in_the_matrix():
     assert covered == {t.full for t in TASKS}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+@pytest.mark.parametrize("case", _params(CASES))
 def test_hostile_input(project, states, scripts, case: Case):
     url = states.ready(case.state, project)
     for variable in [env.url_variable for env in SETTINGS.environments.values()]:
         project.setenv(variable, url)
     project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(scripts["plain"].ini))
     project.monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # no terminal, even under -s
+    # as in a fresh process: no password known from an earlier test masks a leak in this one
+    project.monkeypatch.setattr(redaction, "_secrets", set())
     scene = Scene(project, url, states, scripts)
     files_before = {name: copy.files() for name, copy in scripts.items()}
     argv = arrange(scene, case)
@@ -534,3 +374,50 @@ def test_hostile_input(project, states, scripts, case: Case):
     assert SECRET not in result.output
     assert states.unchanged(case.state), "the database changed"
     assert {name: copy.files() for name, copy in scripts.items()} == files_before
+
+
+# --- settings from variables ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("INVOKE_MIGRATIONS_CONNECT_TIMEOUT", "2.5"),
+        ("INVOKE_MIGRATIONS_LOCK_TIMEOUT", "0.5"),
+        ("INVOKE_MIGRATIONS_LINT_IGNORE", "prefer-robust-stmts,adding-foreign-key-constraint"),
+        ("INVOKE_MIGRATIONS_CI_ALLOWED_HEADS", "1"),
+    ],
+)
+def test_settings_from_variables_are_taken(project, states, variable, value):
+    """README: scalars and lists are overridable through INVOKE_MIGRATIONS_* variables. Invoke
+    casts a variable to the type of the value it overrides, inside its own loading: over an int
+    or a list this was a traceback before any task ran."""
+    url = states.ready("head", project)
+    project.setenv("DATABASE_URL_DEVELOPMENT", url)
+    project.setenv(variable, value)
+
+    result = project.invoke("dev.plan")
+
+    assert result.code == ExitCode.OK, result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("variable", "argv"),
+    [
+        ("INVOKE_MIGRATIONS_LOCK_TIMEOUT", ("dev.upgrade",)),
+        ("INVOKE_MIGRATIONS_CI_ALLOWED_HEADS", ("ci.check",)),
+    ],
+)
+def test_garbage_numbers_in_variables_are_one_line(project, states, variable, argv):
+    url = states.ready("head", project)
+    project.setenv("DATABASE_URL_DEVELOPMENT", url)
+    project.setenv(variable, "plenty")
+    key = variable.removeprefix("INVOKE_MIGRATIONS_").lower().replace("ci_", "ci.", 1)
+
+    result = project.invoke(*argv)
+
+    assert result.code == ExitCode.USAGE, result.output
+    lines = stderr_lines(result)
+    assert len(lines) == 1 and f"migrations.{key}" in lines[0], result.stderr
+    assert "Traceback" not in result.output

@@ -1,0 +1,228 @@
+"""What the matrix test modules share: every task of every collection, discovered from the built
+namespace, and module databases in known states.
+
+What a task is (changes the database? needs one? creates revisions?) is not copied from the code
+into the tests: each task's body is called once with a stand-in for `tasks.context.run_task`,
+which records what the task tells the shared context. What asks and what backs up follows the
+README's safety model (see `TaskInfo`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy
+from invoke import Context
+
+from tasks import context as task_context
+from tasks.namespace import build_namespace
+from tasks.settings import COLLECTIONS, DEFAULTS, settings_from_mapping
+from tests.conftest import create_pg_database, drop_pg_database, schema_snapshot
+from tests.helpers import FIRST, HEAD, prepare
+
+FOREIGN = "f0f0f0f0f0f0"  # a revision of a branch this checkout does not have
+SETTINGS = settings_from_mapping(DEFAULTS)
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    collection: str
+    name: str
+    defaults: tuple[tuple[str, Any], ...]  # (parameter, default), the task's flags
+    changes_database: bool
+    needs_database: bool
+    creates_revision: bool
+
+    @property
+    def full(self) -> str:
+        return f"{self.collection}.{self.name}"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.defaults)
+
+    @property
+    def environment(self) -> str | None:
+        """The environment the collection names; None for `ci`, which has none."""
+        return COLLECTIONS.get(self.collection)
+
+    @property
+    def url_variable(self) -> str | None:
+        env = self.environment
+        return SETTINGS.environment(env).url_variable if env else None
+
+    @property
+    def protected(self) -> bool:
+        env = self.environment
+        return bool(env) and SETTINGS.environment(env).protected
+
+    @property
+    def shared(self) -> bool:
+        return self.environment not in (None, "local")
+
+    @property
+    def asks(self) -> bool:
+        """README, "What asks": tasks with --yes ask, except an upgrade of an unprotected
+        environment."""
+        return "yes" in self.params and (self.name != "upgrade" or self.protected)
+
+    @property
+    def backs_up(self) -> bool:
+        """`backup` itself; a --backup flag that is off by default; and, on by default, a
+        protected upgrade and a downgrade of a shared environment (README, safety model)."""
+        if self.name == "backup":
+            return True
+        if "backup" not in self.params:
+            return False
+        if self.params["backup"] is False:
+            return True
+        return (self.name == "upgrade" and self.protected) or (
+            self.name == "downgrade" and self.shared
+        )
+
+    @property
+    def restricted(self) -> bool:
+        """README, ownership policy: revisions anywhere, changes to a shared database."""
+        return self.creates_revision or (self.changes_database and self.shared)
+
+
+def _how_it_runs(task: Any, defaults: dict[str, Any]) -> dict[str, Any]:
+    """Call the task's body with a stand-in for run_task and return what it would tell it."""
+    original = task_context.run_task
+    signature = inspect.signature(original)
+    captured: dict[str, Any] = {}
+
+    def stand_in(*args: Any, **kwargs: Any) -> None:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        captured.update(bound.arguments)
+
+    modules = [
+        module
+        for name, module in list(sys.modules.items())
+        if name.startswith("tasks.")
+        and module is not task_context
+        and vars(module).get("run_task") is original
+    ]
+    for module in modules:
+        module.run_task = stand_in
+    try:
+        task.body(Context(), **defaults)
+    finally:
+        for module in modules:
+            module.run_task = original
+    assert captured, f"{task.name} does not run through tasks.context.run_task"
+    return captured
+
+
+@cache
+def discover() -> tuple[TaskInfo, ...]:
+    namespace = build_namespace()
+    found = []
+    for collection_name, collection in sorted(namespace.collections.items()):
+        for task_name, task in sorted(collection.tasks.items()):
+            defaults = {argument.name: argument.default for argument in task.get_arguments()}
+            how = _how_it_runs(task, defaults)
+            found.append(
+                TaskInfo(
+                    collection=collection_name,
+                    name=task_name,
+                    defaults=tuple(sorted(defaults.items())),
+                    changes_database=how["changes_database"],
+                    needs_database=how["needs_database"],
+                    creates_revision=how["creates_revision"],
+                )
+            )
+    return tuple(found)
+
+
+# --- databases in known states ------------------------------------------------------------------
+
+
+class States:
+    """Module databases in known states: `head`, `first` and `foreign` (at head, but recording a
+    revision of another branch). Checked before each test and rebuilt when a test changed one;
+    a test that proves its database unchanged (`unchanged`) spares the next one the check."""
+
+    def __init__(self, pg_server: Any) -> None:
+        self.pg_server = pg_server
+        self.urls: dict[str, str] = {}
+        self.snapshots: dict[str, dict] = {}
+        self.clean: set[str] = set()  # states whose last case proved them unchanged
+        self.backup: Path | None = None
+
+    def ready(self, state: str, project: Any) -> str:
+        if state not in self.urls:
+            name = f"t_hostile_{state}_{uuid.uuid4().hex[:8]}"
+            self.urls[state] = create_pg_database(self.pg_server, name)
+        url = self.urls[state]
+        if state not in self.clean and (
+            state not in self.snapshots or schema_snapshot(url) != self.snapshots[state]
+        ):
+            _empty(url)
+            prepare(project, url, FIRST if state == "first" else HEAD)
+            if state == "foreign":
+                _execute(url, f"UPDATE alembic_version SET version_num = '{FOREIGN}'")
+            self.snapshots[state] = schema_snapshot(url)
+        self.clean.add(state)
+        return url
+
+    def unchanged(self, state: str) -> bool:
+        """Whether the state's database is as prepared; until proved, it is checked again."""
+        self.clean.discard(state)
+        if schema_snapshot(self.urls[state]) != self.snapshots[state]:
+            return False
+        self.clean.add(state)
+        return True
+
+    def backup_file(self, project: Any, directory: Path) -> Path:
+        """A pg_dump of the `first` state: restoring it over `head` would show."""
+        if self.backup is None:
+            url = self.ready("first", project)
+            path = directory / "first.dump"
+            libpq = sqlalchemy.engine.make_url(url).set(drivername="postgresql")
+            dump = ["pg_dump", "--format=custom", f"--file={path}", "--no-password"]
+            subprocess.run(
+                [*dump, libpq.render_as_string(hide_password=False)],
+                check=True,
+                capture_output=True,
+            )
+            self.backup = path
+        return self.backup
+
+    def drop(self) -> None:
+        for url in self.urls.values():
+            drop_pg_database(self.pg_server, sqlalchemy.engine.make_url(url).database)
+
+
+def _execute(url: str, statement: str) -> None:
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text(statement))
+    finally:
+        engine.dispose()
+
+
+def _empty(url: str) -> None:
+    _execute(url, "DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+
+
+def _execute(url: str, statement: str) -> None:
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text(statement))
+    finally:
+        engine.dispose()
+
+
+def _empty(url: str) -> None:
+    _execute(url, "DROP SCHEMA public CASCADE; CREATE SCHEMA public")
