@@ -168,7 +168,7 @@ def show_runs(session: Session, *, limit: int = 20, as_json: bool = False) -> li
     if not rows:
         session.console.line(f"{session.environment.name}: no audited runs yet")
     for row in rows:
-        change = f"{row['revision_before'] or 'base'} -> {row['revision_after'] or 'base'}"
+        change = f"{_shown(row['revision_before'])} -> {_shown(row['revision_after'])}"
         session.console.line(
             f"{row['started_at']:%Y-%m-%d %H:%M:%S} {row['outcome']:<8} {row['task']:<16} "
             f"{change:<30} {row['operator'] or '?'}@{row['host'] or '?'} "
@@ -177,3 +177,11 @@ def show_runs(session: Session, *, limit: int = 20, as_json: bool = False) -> li
         if row["error"]:
             session.console.line(f"    error: {row['error']}")
     return rows
+
+
+def _shown(revisions: str | None) -> str:
+    """NULL means unknown (the run ended before it read the database), "" means base: a failed
+    attempt that changed nothing must not read as a move to base."""
+    if revisions is None:
+        return "?"
+    return revisions or "base"

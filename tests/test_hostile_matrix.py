@@ -345,6 +345,8 @@ def test_hostile_input(project, states, scripts, case: Case):
     scene = Scene(project, url, states, scripts)
     files_before = {name: copy.files() for name, copy in scripts.items()}
     argv = arrange(scene, case)
+    audited = case.task.shared and case.task.changes_database
+    audit_before = _audit_rows(url) if audited else []
     states.clean.discard(case.state)  # from here on, a failing case leaves it to be checked
 
     started = time.monotonic()
@@ -374,6 +376,51 @@ def test_hostile_input(project, states, scripts, case: Case):
     assert SECRET not in result.output
     assert states.unchanged(case.state), "the database changed"
     assert {name: copy.files() for name, copy in scripts.items()} == files_before
+    if audited:
+        _assert_audited_as_unchanged(case, url, audit_before)
+
+
+# Cases that stop before the run knows its database (or that point it at another one): nothing
+# to audit in the case's database.
+UNAUDITED_KINDS = frozenset(
+    {
+        "missing-url",
+        "malformed-url",
+        "unreachable-host",
+        "wrong-password",
+        "dotenv-garbage",
+        "unwritable-log",
+        "garbage-setting",
+    }
+)
+
+
+def _audit_rows(url: str) -> list[dict]:
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            if not sqlalchemy.inspect(connection).has_table("migration_audit"):
+                return []
+            query = sqlalchemy.text("SELECT * FROM migration_audit ORDER BY id")
+            return [dict(row._mapping) for row in connection.execute(query)]
+    finally:
+        engine.dispose()
+
+
+def _assert_audited_as_unchanged(case: Case, url: str, before: list[dict]) -> None:
+    """README, Records: every attempt to change a shared database, refused and failed ones
+    included, leaves one row; a row for an attempt that changed nothing must not claim a change
+    (NULL is "unknown", never a revision)."""
+    seen = {row["id"] for row in before}
+    new = [row for row in _audit_rows(url) if row["id"] not in seen]
+    if case.kind in UNAUDITED_KINDS:
+        assert new == [], new
+        return
+    assert len(new) == 1, f"expected one audit row, got {new}"
+    row = new[0]
+    assert row["task"] == case.task.full and row["outcome"] in {"refused", "failed"}, row
+    assert row["revision_after"] in (None, row["revision_before"]), row
+    assert row["error"], row
 
 
 # --- settings from variables ---------------------------------------------------------------------
@@ -421,3 +468,23 @@ def test_garbage_numbers_in_variables_are_one_line(project, states, variable, ar
     lines = stderr_lines(result)
     assert len(lines) == 1 and f"migrations.{key}" in lines[0], result.stderr
     assert "Traceback" not in result.output
+
+
+# --- what the audit shows of a hostile attempt --------------------------------------------------
+
+
+def test_audit_view_of_a_failed_attempt_claims_no_change(project, states):
+    """A downgrade to a revision that does not exist fails before anything runs; its audit row
+    has no revision after (unknown), which `audit` must not show as a move to base."""
+    url = states.ready("head", project)
+    project.setenv("DATABASE_URL_DEVELOPMENT", url)
+    refused = project.invoke("dev.downgrade", "--rev", "nosuchrev", "--yes")
+    assert refused.code == ExitCode.USAGE, refused.output
+
+    result = project.invoke("dev.audit", "--limit", "1")
+
+    assert result.code == ExitCode.OK, result.output
+    line = result.stdout.splitlines()[0]
+    assert "dev.downgrade" in line and "failed" in line, line
+    assert f"{HEAD} -> base" not in line, line
+    assert states.unchanged("head")
