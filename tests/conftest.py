@@ -193,6 +193,16 @@ def mysql_url(request: pytest.FixtureRequest) -> Iterator[str]:
     engine.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgresql", pytest.param("mysql", marks=pytest.mark.mysql)])
+def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database on each dialect the project supports (MariaDB only where reachable)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'local.sqlite3'}"
+    if request.param == "mysql":
+        return request.getfixturevalue("mysql_url")
+    return request.getfixturevalue("pg_url")
+
+
 def schema_snapshot(url: str) -> dict:
     """Tables, columns, indexes and alembic_version of a database, to prove nothing changed.
 

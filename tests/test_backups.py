@@ -20,13 +20,9 @@ from tests.conftest import schema_snapshot
 from tests.sync_scenarios import rich
 
 
-@pytest.fixture(params=["sqlite", "postgresql", pytest.param("mysql", marks=pytest.mark.mysql)])
-def url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'local.sqlite3'}"
-    if request.param == "mysql":
-        return request.getfixturevalue("mysql_url")
-    return request.getfixturevalue("pg_url")
+@pytest.fixture
+def url(any_url: str) -> str:
+    return any_url
 
 
 def populate(url: str) -> None:

@@ -20,13 +20,9 @@ from tests.sync_scenarios import SCENARIOS
 TOOL_TABLES = {"alembic_version", "migration_audit"}
 
 
-@pytest.fixture(params=["sqlite", "postgresql", pytest.param("mysql", marks=pytest.mark.mysql)])
-def database_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'scenario.sqlite3'}"
-    if request.param == "mysql":
-        return request.getfixturevalue("mysql_url")
-    return request.getfixturevalue("pg_url")
+@pytest.fixture
+def database_url(any_url: str) -> str:
+    return any_url
 
 
 def family(url: str) -> str:
