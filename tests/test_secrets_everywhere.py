@@ -2,8 +2,8 @@
 (`--sql` output included), the JSON run log, the audit table, backup file names, the backups
 themselves and what `pg_restore --list` shows of them, revision files, or any other file the run
 leaves behind. Every task of every collection (discovered, see tests/task_matrix.py) runs once in
-a success path and once in a failure path (its database does not exist); tasks with `--sql` also
-run offline.
+a success path and once in a failure path (its database does not exist), and again with each
+flag that changes what it prints (`--sql`, offline; `--json`, `--verbose`, `--graph`).
 
 Each variable holds its own password (production's needs URL-quoting), and every spelling of
 every one is searched for, so a task that leaked another environment's password would show. The
@@ -52,15 +52,23 @@ SPELLINGS = sorted(
 TASKS = discover()
 
 
+# Flags that change what a task prints: each gets a run of its own.
+OUTPUT_FLAGS = ("sql", "json", "verbose", "graph")
+
+
 @dataclass(frozen=True)
 class Run:
     task: TaskInfo
     path: str  # success, failure
-    sql: bool = False
+    flag: str | None = None  # one of OUTPUT_FLAGS
 
     @property
     def id(self) -> str:
-        return f"{self.task.full}{'-sql' if self.sql else ''}-{self.path}"
+        return f"{self.task.full}{f'-{self.flag}' if self.flag else ''}-{self.path}"
+
+    @property
+    def sql(self) -> bool:
+        return self.flag == "sql"
 
     @property
     def state(self) -> str:
@@ -76,13 +84,12 @@ class Run:
 
 
 def _runs() -> list[Run]:
-    runs = []
-    for t in TASKS:
-        for path in ("success", "failure"):
-            runs.append(Run(t, path))
-            if "sql" in t.params:
-                runs.append(Run(t, path, sql=True))
-    return runs
+    return [
+        Run(t, path, flag)
+        for t in TASKS
+        for path in ("success", "failure")
+        for flag in (None, *(flag for flag in OUTPUT_FLAGS if flag in t.params))
+    ]
 
 
 RUNS = _runs()
@@ -105,6 +112,8 @@ def argv_for(run: Run, backup_file: Path) -> list[str]:
     if run.sql:
         rev = {"downgrade": f"{HEAD}:{FIRST}", "stamp": "head"}.get(t.name)
         return [*argv, "--sql", *(["--rev", rev] if rev else [])]
+    if run.flag:
+        argv.append(f"--{run.flag}")
     if params.get("rev") == "":  # downgrade, stamp: one step below head
         argv += ["--rev", FIRST]
     if "message" in params:
