@@ -10,6 +10,7 @@ README's safety model (see `TaskInfo`).
 from __future__ import annotations
 
 import inspect
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -148,81 +149,92 @@ def discover() -> tuple[TaskInfo, ...]:
 
 class States:
     """Module databases in known states: `head`, `first` and `foreign` (at head, but recording a
-    revision of another branch). Checked before each test and rebuilt when a test changed one;
-    a test that proves its database unchanged (`unchanged`) spares the next one the check."""
+    revision of another branch), on PostgreSQL or in a SQLite file. Checked before each test and
+    rebuilt when a test changed one; a test that proves its database unchanged (`unchanged`)
+    spares the next one the check."""
 
-    def __init__(self, pg_server: Any) -> None:
+    def __init__(self, pg_server: Any, directory: Path) -> None:
         self.pg_server = pg_server
-        self.urls: dict[str, str] = {}
-        self.snapshots: dict[str, dict] = {}
-        self.clean: set[str] = set()  # states whose last case proved them unchanged
-        self.backup: Path | None = None
+        self.directory = directory  # SQLite files and backups
+        self.urls: dict[tuple[str, str], str] = {}
+        self.snapshots: dict[tuple[str, str], dict] = {}
+        self.clean: set[tuple[str, str]] = set()  # proved unchanged by the last test
+        self.backups: dict[str, Path] = {}
 
-    def ready(self, state: str, project: Any) -> str:
-        if state not in self.urls:
+    def ready(self, state: str, project: Any, backend: str = "postgresql") -> str:
+        key = (backend, state)
+        if key not in self.urls:
             name = f"t_hostile_{state}_{uuid.uuid4().hex[:8]}"
-            self.urls[state] = create_pg_database(self.pg_server, name)
-        url = self.urls[state]
-        if state not in self.clean and (
-            state not in self.snapshots or schema_snapshot(url) != self.snapshots[state]
+            if backend == "sqlite":
+                self.urls[key] = f"sqlite:///{self.directory / name}.sqlite3"
+            else:
+                self.urls[key] = create_pg_database(self.pg_server, name)
+        url = self.urls[key]
+        if key not in self.clean and (
+            key not in self.snapshots or schema_snapshot(url) != self.snapshots[key]
         ):
             _empty(url)
             prepare(project, url, FIRST if state == "first" else HEAD)
             if state == "foreign":
                 _execute(url, f"UPDATE alembic_version SET version_num = '{FOREIGN}'")
-            self.snapshots[state] = schema_snapshot(url)
-        self.clean.add(state)
+            self.snapshots[key] = schema_snapshot(url)
+        self.clean.add(key)
         return url
 
-    def unchanged(self, state: str) -> bool:
+    def forget(self, state: str, backend: str = "postgresql") -> None:
+        """From here on the database may change: check it before the next test uses it."""
+        self.clean.discard((backend, state))
+
+    def unchanged(self, state: str, backend: str = "postgresql") -> bool:
         """Whether the state's database is as prepared; until proved, it is checked again."""
-        self.clean.discard(state)
-        if schema_snapshot(self.urls[state]) != self.snapshots[state]:
+        key = (backend, state)
+        self.clean.discard(key)
+        if schema_snapshot(self.urls[key]) != self.snapshots[key]:
             return False
-        self.clean.add(state)
+        self.clean.add(key)
         return True
 
-    def backup_file(self, project: Any, directory: Path) -> Path:
-        """A pg_dump of the `first` state: restoring it over `head` would show."""
-        if self.backup is None:
-            url = self.ready("first", project)
-            path = directory / "first.dump"
-            libpq = sqlalchemy.engine.make_url(url).set(drivername="postgresql")
-            dump = ["pg_dump", "--format=custom", f"--file={path}", "--no-password"]
-            subprocess.run(
-                [*dump, libpq.render_as_string(hide_password=False)],
-                check=True,
-                capture_output=True,
-            )
-            self.backup = path
-        return self.backup
+    def backup_file(self, project: Any, backend: str = "postgresql") -> Path:
+        """A backup of the `first` state (restoring it over `head` would show), written the way
+        the tasks write them: pg_dump's custom format, or a SQLite file."""
+        if backend not in self.backups:
+            url = self.ready("first", project, backend)
+            parsed = sqlalchemy.engine.make_url(url)
+            if backend == "sqlite":
+                path = self.directory / "first-backup.sqlite3"
+                source, copy = sqlite3.connect(parsed.database), sqlite3.connect(path)
+                try:
+                    source.backup(copy)
+                finally:
+                    source.close()
+                    copy.close()
+            else:
+                path = self.directory / "first.dump"
+                libpq = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+                dump = ["pg_dump", "--format=custom", f"--file={path}", "--no-password", libpq]
+                subprocess.run(dump, check=True, capture_output=True)
+            self.backups[backend] = path
+        return self.backups[backend]
 
     def drop(self) -> None:
-        for url in self.urls.values():
-            drop_pg_database(self.pg_server, sqlalchemy.engine.make_url(url).database)
+        for (backend, _state), url in self.urls.items():
+            if backend == "postgresql":
+                drop_pg_database(self.pg_server, sqlalchemy.engine.make_url(url).database)
 
 
 def _execute(url: str, statement: str) -> None:
     engine = sqlalchemy.create_engine(url)
     try:
         with engine.begin() as connection:
-            connection.execute(sqlalchemy.text(statement))
+            for part in statement.split(";"):
+                connection.execute(sqlalchemy.text(part))
     finally:
         engine.dispose()
 
 
 def _empty(url: str) -> None:
-    _execute(url, "DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-
-
-def _execute(url: str, statement: str) -> None:
-    engine = sqlalchemy.create_engine(url)
-    try:
-        with engine.begin() as connection:
-            connection.execute(sqlalchemy.text(statement))
-    finally:
-        engine.dispose()
-
-
-def _empty(url: str) -> None:
-    _execute(url, "DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    parsed = sqlalchemy.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        Path(parsed.database).unlink(missing_ok=True)
+    else:
+        _execute(url, "DROP SCHEMA public CASCADE; CREATE SCHEMA public")

@@ -20,7 +20,8 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,10 +59,12 @@ class Case:
     kind: str
     code: int
     state: str = "head"  # which prepared database the case runs against
+    backend: str = "postgresql"
 
     @property
     def id(self) -> str:
-        return f"{self.task.full}-{self.kind}"
+        suffix = "" if self.backend == "postgresql" else f"-{self.backend}"
+        return f"{self.task.full}-{self.kind}{suffix}"
 
 
 def _database_cases(t: TaskInfo) -> Iterator[Case]:
@@ -123,12 +126,25 @@ def _file_cases(t: TaskInfo) -> Iterator[Case]:
         yield Case(t, "unwritable-backup-dir", ExitCode.USAGE, state=state)
 
 
-CASES = [
-    case
-    for t in TASKS
-    for make in (_database_cases, _revision_cases, _guard_cases, _file_cases)
-    for case in make(t)
-]
+def _cases() -> list[Case]:
+    cases = [
+        case
+        for t in TASKS
+        for make in (_database_cases, _revision_cases, _guard_cases, _file_cases)
+        for case in make(t)
+    ]
+    # The local collection's default database is a SQLite file: its own lock (flock), backups
+    # (the SQLite backup API) and "unreachable" (a file in a folder that does not exist).
+    sqlite = [
+        replace(case, backend="sqlite")
+        for case in cases
+        if case.task.collection == "local" and case.kind not in SERVER_ONLY_KINDS
+    ]
+    return cases + sqlite
+
+
+SERVER_ONLY_KINDS = frozenset({"wrong-password"})  # a SQLite file has no one to log in as
+CASES = _cases()
 
 # (task name, case kind) -> the bug, for cases that fail today in files owned by work in progress.
 KNOWN_BUGS = {
@@ -158,8 +174,8 @@ def _params(cases: list[Case]) -> list[Any]:
 
 
 @pytest.fixture(scope="module")
-def states(pg_server) -> Iterator[States]:
-    prepared = States(pg_server)
+def states(pg_server, tmp_path_factory) -> Iterator[States]:
+    prepared = States(pg_server, tmp_path_factory.mktemp("hostile-databases"))
     yield prepared
     prepared.drop()
 
@@ -193,6 +209,8 @@ class Scene:
     scripts: dict[str, ScriptCopy]
     needles: list[str] = field(default_factory=list)
     holder: Any = None
+    backend: str = "postgresql"
+    must_not_exist: Path | None = None
 
 
 def base_argv(scene: Scene, t: TaskInfo, *, yes: bool = True) -> list[str]:
@@ -204,7 +222,7 @@ def base_argv(scene: Scene, t: TaskInfo, *, yes: bool = True) -> list[str]:
     if "message" in params:
         argv += ["--message", "hostile matrix"]
     if "file" in params:
-        argv += ["--file", str(scene.states.backup_file(scene.project, scene.project.tmp))]
+        argv += ["--file", str(scene.states.backup_file(scene.project, scene.backend))]
     if yes and "yes" in params:
         argv.append("--yes")
     return argv
@@ -232,6 +250,11 @@ def arrange(scene: Scene, case: Case) -> list[str]:
         _bad_url(scene, t, f"postgresql://postgres:{SECRET}@127.0.0.1:port/{database}")
         variable = "migrations.ci.postgres_url" if t.collection == "ci" else t.url_variable
         scene.needles += [variable, "not a valid"]
+    elif kind == "unreachable-host" and scene.backend == "sqlite":
+        missing = project.tmp / "no-such-folder"
+        _bad_url(scene, t, f"sqlite:///{missing / 'local.sqlite3'}")
+        scene.needles += [str(missing)]
+        scene.must_not_exist = missing
     elif kind == "unreachable-host":
         port = _closed_port()
         _bad_url(scene, t, f"postgresql://postgres:{SECRET}@127.0.0.1:{port}/{database}")
@@ -335,19 +358,19 @@ def test_every_task_is_in_the_matrix():
 
 @pytest.mark.parametrize("case", _params(CASES))
 def test_hostile_input(project, states, scripts, case: Case):
-    url = states.ready(case.state, project)
+    url = states.ready(case.state, project, case.backend)
     for variable in [env.url_variable for env in SETTINGS.environments.values()]:
         project.setenv(variable, url)
     project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(scripts["plain"].ini))
     project.monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # no terminal, even under -s
     # as in a fresh process: no password known from an earlier test masks a leak in this one
     project.monkeypatch.setattr(redaction, "_secrets", set())
-    scene = Scene(project, url, states, scripts)
+    scene = Scene(project, url, states, scripts, backend=case.backend)
     files_before = {name: copy.files() for name, copy in scripts.items()}
     argv = arrange(scene, case)
     audited = case.task.shared and case.task.changes_database
     audit_before = _audit_rows(url) if audited else []
-    states.clean.discard(case.state)  # from here on, a failing case leaves it to be checked
+    states.forget(case.state, case.backend)  # from here on a failing case leaves it to be checked
 
     started = time.monotonic()
     try:
@@ -373,8 +396,10 @@ def test_hostile_input(project, states, scripts, case: Case):
             assert lines[0].startswith(f"{case.task.full}: "), lines[0]
     if case.kind == "unreachable-host":
         assert elapsed < 30, f"gave up only after {elapsed:.0f} s"
+    if scene.must_not_exist is not None:
+        assert not scene.must_not_exist.exists(), f"{scene.must_not_exist} was created"
     assert SECRET not in result.output
-    assert states.unchanged(case.state), "the database changed"
+    assert states.unchanged(case.state, case.backend), "the database changed"
     assert {name: copy.files() for name, copy in scripts.items()} == files_before
     if audited:
         _assert_audited_as_unchanged(case, url, audit_before)

@@ -128,8 +128,8 @@ def argv_for(run: Run, backup_file: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def states(pg_server) -> Iterator[States]:
-    prepared = States(pg_server)
+def states(pg_server, tmp_path_factory) -> Iterator[States]:
+    prepared = States(pg_server, tmp_path_factory.mktemp("secrets-databases"))
     yield prepared
     prepared.drop()
 
@@ -165,7 +165,7 @@ def _pg_restore_list(path: Path) -> str:
 def test_no_password_anywhere(project, states, pg_server, run: Run):
     scripts = copy_scripts(project.tmp / "scripts")  # `revision` writes here, never in the repo
     project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(scripts.ini))
-    backup_file = states.backup_file(project, project.tmp)
+    backup_file = states.backup_file(project)
     private = None
     if run.private_database:
         private = f"t_secrets_{uuid.uuid4().hex[:8]}"
