@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tasks.errors import ConfigError
-from tasks.redaction import mask_url, register_secret
+from tasks.redaction import mask_url, register_url_secrets
 from tasks.settings import Settings
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ def normalize_url(raw: str, variable: str, root: Path) -> URL:
         raise ConfigError(
             f"{variable} is not a valid database URL (expected driver://...)"
         ) from None
-    register_secret(url.password)
+    register_url_secrets(url)
     url = url.set(drivername=SYNC_DRIVERS.get(url.drivername, url.drivername))
     _require_dialect(url, variable)
     if url.get_backend_name() == "sqlite":

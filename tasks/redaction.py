@@ -20,6 +20,15 @@ _secrets: set[str] = set()
 _USERINFO = re.compile(
     r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]+)@", re.I
 )
+# Query parameters that carry a password: libpq (and so psycopg2) and the MySQL drivers take
+# `?password=...` as well as `user:password@`; SQLAlchemy's hide_password masks only the latter.
+SECRET_QUERY_KEYS = frozenset({"password", "passwd", "pwd", "sslpassword"})
+_QUERY_SECRET = re.compile(
+    r"(?P<key>(?<![a-z0-9_])(?:"
+    + "|".join(sorted(SECRET_QUERY_KEYS))
+    + r")=)(?P<value>[^&\s'\"]+)",
+    re.I,
+)
 
 
 def register_secret(secret: str | None) -> None:
@@ -29,13 +38,25 @@ def register_secret(secret: str | None) -> None:
     _secrets.update({secret, quote(secret, safe=""), quote_plus(secret)})
 
 
+def register_url_secrets(url: URL) -> None:
+    """Remember a URL's password, wherever in the URL it is given."""
+    register_secret(url.password)
+    for key, value in url.query.items():
+        if key.lower() in SECRET_QUERY_KEYS:
+            for item in (value,) if isinstance(value, str) else value:
+                register_secret(item)
+
+
 def redact(text: str) -> str:
-    """Mask registered secrets and any user:password@ userinfo in `text`."""
+    """Mask registered secrets, user:password@ userinfo and password=... parameters in `text`."""
     text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    text = _QUERY_SECRET.sub(lambda m: f"{m['key']}{MASK}", text)
     for secret in sorted(_secrets, key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
 
 
 def mask_url(url: URL) -> str:
-    return url.render_as_string(hide_password=True)
+    """The URL with its password masked, in the userinfo and in the query string."""
+    rendered = url.render_as_string(hide_password=True)
+    return _QUERY_SECRET.sub(lambda m: f"{m['key']}{MASK}", rendered)

@@ -61,10 +61,13 @@ class Run:
     task: TaskInfo
     path: str  # success, failure
     flag: str | None = None  # one of OUTPUT_FLAGS
+    style: str = "userinfo"  # where the URL carries the password: user:PASSWORD@ or ?password=
 
     @property
     def id(self) -> str:
-        return f"{self.task.full}{f'-{self.flag}' if self.flag else ''}-{self.path}"
+        flag = f"-{self.flag}" if self.flag else ""
+        style = "" if self.style == "userinfo" else f"-{self.style}"
+        return f"{self.task.full}{flag}{style}-{self.path}"
 
     @property
     def sql(self) -> bool:
@@ -84,22 +87,27 @@ class Run:
 
 
 def _runs() -> list[Run]:
-    return [
+    runs = [
         Run(t, path, flag)
         for t in TASKS
         for path in ("success", "failure")
         for flag in (None, *(flag for flag in OUTPUT_FLAGS if flag in t.params))
     ]
+    # libpq (and so psycopg2) also takes the password as a query parameter
+    return runs + [Run(t, path, style="query") for t in TASKS for path in ("success", "failure")]
 
 
 RUNS = _runs()
 
 
-def with_password(url: str, password: str, **changes: Any) -> str:
+def with_password(url: str, password: str, style: str = "userinfo", **changes: Any) -> str:
     parsed = sqlalchemy.engine.make_url(url).set(**changes)
     rendered = parsed.set(password=None, drivername="postgresql").render_as_string(
         hide_password=False
     )
+    if style == "query":
+        separator = "&" if "?" in rendered else "?"
+        return f"{rendered}{separator}password={quote(password, safe='')}"
     scheme, rest = rendered.split("://", 1)
     user, host = rest.split("@", 1)
     return f"{scheme}://{user}:{quote(password, safe='')}@{host}"
@@ -180,9 +188,11 @@ def test_no_password_anywhere(project, states, pg_server, run: Run):
         for variable, password in PASSWORDS.items():
             if variable == CI_VARIABLE:
                 target = "postgres" if run.path == "success" else database
-                project.setenv(variable, with_password(url, password, database=target))
+                planted = with_password(url, password, run.style, database=target)
+                project.setenv(variable, planted)
             else:
-                project.setenv(variable, with_password(url, password, database=database))
+                planted = with_password(url, password, run.style, database=database)
+                project.setenv(variable, planted)
         project.monkeypatch.setattr(redaction, "_secrets", set())
 
         result = project.invoke(*argv_for(run, backup_file))
