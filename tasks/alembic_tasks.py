@@ -3,6 +3,7 @@ function through the shared context (`tasks.context.run_task`); nothing else hap
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,24 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         **how: Any,
     ) -> None:
         run_task(c, collection, name, arguments, operation, **how)
+
+    def run_changing(
+        c: Context,
+        name: str,
+        arguments: dict[str, Any],
+        operation: Callable[[Session], Any],
+        *,
+        lock_timeout: str,
+        **how: Any,
+    ) -> None:
+        """`run` for tasks that take --lock-timeout: a value that is not a number of seconds is
+        a one-line usage error, reported (and logged) before any database is touched."""
+        try:
+            seconds = _seconds(lock_timeout)
+        except UsageError as error:
+            run(c, name, arguments, _failing(error), changes_database=False, needs_database=False)
+            return
+        run(c, name, arguments, operation, lock_timeout=seconds, **how)
 
     @task
     def current(c: Context) -> None:
@@ -81,7 +100,7 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         yes: bool = False,
         backup: bool = True,
         allow_destructive: bool = False,
-        lock_timeout: int = -1,
+        lock_timeout: str = "",
     ) -> None:
         """Apply pending revisions up to --rev (protected environments: plan, backup, confirm)."""
         arguments = {
@@ -94,14 +113,14 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         operation = lambda s: migrations.upgrade(  # noqa: E731
             s, rev, sql=sql, backup=backup, allow_destructive=allow_destructive
         )
-        run(
+        run_changing(
             c,
             "upgrade",
             arguments,
             operation,
             changes_database=not sql,
             assume_yes=yes,
-            lock_timeout=_seconds(lock_timeout),
+            lock_timeout=lock_timeout,
         )
 
     @task(
@@ -120,21 +139,21 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         sql: bool = False,
         yes: bool = False,
         backup: bool = True,
-        lock_timeout: int = -1,
+        lock_timeout: str = "",
     ) -> None:
         """Revert revisions down to --rev, after confirmation (downgrades can lose data)."""
         arguments = {"rev": rev, "sql": sql, "yes": yes, "backup": backup}
         operation = lambda s: migrations.downgrade(  # noqa: E731
             s, _required_rev(rev, "downgrade"), sql=sql, backup=backup
         )
-        run(
+        run_changing(
             c,
             "downgrade",
             arguments,
             operation,
             changes_database=not sql,
             assume_yes=yes,
-            lock_timeout=_seconds(lock_timeout),
+            lock_timeout=lock_timeout,
         )
 
     @task(
@@ -147,18 +166,18 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         auto_shortflags=False,
     )
     def stamp(
-        c: Context, rev: str = "", sql: bool = False, yes: bool = False, lock_timeout: int = -1
+        c: Context, rev: str = "", sql: bool = False, yes: bool = False, lock_timeout: str = ""
     ) -> None:
         """Record --rev as the database's revision without running anything, after confirmation."""
         operation = lambda s: migrations.stamp(s, _required_rev(rev, "stamp"), sql=sql)  # noqa: E731
-        run(
+        run_changing(
             c,
             "stamp",
             {"rev": rev, "sql": sql, "yes": yes},
             operation,
             changes_database=not sql,
             assume_yes=yes,
-            lock_timeout=_seconds(lock_timeout),
+            lock_timeout=lock_timeout,
         )
 
     @task
@@ -179,10 +198,16 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         run(c, "preflight", arguments, operation, changes_database=False)
 
     @task(help={"limit": "how many runs to show (default 20)", "json": JSON_HELP})
-    def audit(c: Context, limit: int = 20, json: bool = False) -> None:
+    def audit(c: Context, limit: str = "20", json: bool = False) -> None:
         """Show the runs recorded in the database's audit table, newest first."""
-        operation = lambda s: audit_trail.show_runs(s, limit=limit, as_json=json)  # noqa: E731
-        run(c, "audit", {"limit": limit, "json": json}, operation, changes_database=False)
+        arguments = {"limit": limit, "json": json}
+        try:
+            count = _whole_number(limit, "--limit")
+        except UsageError as error:
+            run(c, "audit", arguments, _failing(error), changes_database=False)
+            return
+        operation = lambda s: audit_trail.show_runs(s, limit=count, as_json=json)  # noqa: E731
+        run(c, "audit", arguments, operation, changes_database=False)
 
     @task(
         help={
@@ -206,6 +231,35 @@ def _required_rev(rev: str, task_name: str) -> str:
     return rev.strip()
 
 
-def _seconds(lock_timeout: int) -> float | None:
-    """-1 (the flag's default) means the configured timeout."""
-    return None if lock_timeout == -1 else float(lock_timeout)
+# Numeric flags are declared as strings: Invoke casts an int flag's value inside its parser, and
+# `--lock-timeout 0.5` or `--limit ten` was a ValueError traceback before any task code ran.
+
+
+def _seconds(lock_timeout: str) -> float | None:
+    """Seconds to wait for the lock; "" (the flag's default) means the configured timeout."""
+    text = lock_timeout.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise UsageError(f"--lock-timeout takes zero or more seconds, not {lock_timeout!r}")
+    return seconds
+
+
+def _whole_number(value: str, flag: str) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise UsageError(f"{flag} takes a whole number, not {value!r}") from None
+
+
+def _failing(error: UsageError) -> Callable[[Session], Any]:
+    """An operation that only reports a bad flag, so it is logged like any other failure."""
+
+    def operation(_session: Session) -> Any:
+        raise error
+
+    return operation

@@ -84,18 +84,41 @@ def _report(session: Session, outcomes: list[Outcome]) -> list[Outcome]:
 
 
 def _ci_options(session: Session) -> dict[str, Any]:
+    """The `ci` settings, validated: a typo must fail loudly, not quietly disable a check."""
+    from tasks import lint
+
     raw = session.settings.extra.get("ci", {})
     try:
         allowed = int(raw.get("allowed_heads", 1))
     except (TypeError, ValueError):
         raise ConfigError("migrations.ci.allowed_heads must be a whole number") from None
+    if allowed < 1:
+        raise ConfigError("migrations.ci.allowed_heads must be at least 1")
     fail_on = raw.get("fail_on", "destructive")
     severities = fail_on.split(",") if isinstance(fail_on, str) else list(fail_on or [])
-    return {
-        "allowed_heads": allowed,
-        "postgres_url": str(raw.get("postgres_url") or "").strip(),
-        "fail_on": {item.strip() for item in severities if item.strip()},
-    }
+    failing = {str(item).strip().lower() for item in severities if str(item).strip()}
+    known = {lint.DESTRUCTIVE, lint.BLOCKING, lint.WARNING}
+    if failing - known:
+        raise ConfigError(
+            f"migrations.ci.fail_on: unknown severity {', '.join(sorted(failing - known))} "
+            f"(known: {', '.join(sorted(known))})"
+        )
+    postgres_url = str(raw.get("postgres_url") or "").strip()
+    if postgres_url:
+        _require_postgresql(postgres_url)
+    return {"allowed_heads": allowed, "postgres_url": postgres_url, "fail_on": failing}
+
+
+def _require_postgresql(url: str) -> None:
+    from tasks.environments import normalize_url
+    from tasks.settings import PROJECT_ROOT
+
+    parsed = normalize_url(url, "migrations.ci.postgres_url", PROJECT_ROOT)
+    if parsed.get_backend_name() != "postgresql":
+        raise ConfigError(
+            "migrations.ci.postgres_url must name a PostgreSQL server (or be empty for the "
+            f"SQLite legs only), not {parsed.get_backend_name()}"
+        )
 
 
 def _backends(options: dict[str, Any]) -> list[str]:

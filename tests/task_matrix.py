@@ -29,6 +29,9 @@ from tests.conftest import create_pg_database, drop_pg_database, schema_snapshot
 from tests.helpers import FIRST, HEAD, prepare
 
 FOREIGN = "f0f0f0f0f0f0"  # a revision of a branch this checkout does not have
+BRANCH = (
+    "b0b0b0b0b0b0"  # the second head of a branched script copy (revises FIRST, changes nothing)
+)
 SETTINGS = settings_from_mapping(DEFAULTS)
 
 
@@ -148,8 +151,9 @@ def discover() -> tuple[TaskInfo, ...]:
 
 
 class States:
-    """Module databases in known states: `head`, `first` and `foreign` (at head, but recording a
-    revision of another branch), on PostgreSQL or in a SQLite file. Checked before each test and
+    """Module databases in known states: `head`, `first`, `foreign` (at head, but recording a
+    revision of another branch) and `branches` (at both heads of a branched script copy), on
+    PostgreSQL or in a SQLite file. Checked before each test and
     rebuilt when a test changed one; a test that proves its database unchanged (`unchanged`)
     spares the next one the check."""
 
@@ -177,6 +181,8 @@ class States:
             prepare(project, url, FIRST if state == "first" else HEAD)
             if state == "foreign":
                 _execute(url, f"UPDATE alembic_version SET version_num = '{FOREIGN}'")
+            if state == "branches":  # at both heads of the branched copy: HEAD and BRANCH
+                _execute(url, f"INSERT INTO alembic_version (version_num) VALUES ('{BRANCH}')")
             self.snapshots[key] = schema_snapshot(url)
         self.clean.add(key)
         return url
