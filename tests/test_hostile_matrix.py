@@ -19,6 +19,7 @@ import socket
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -451,7 +452,10 @@ def test_hostile_input(project, states, scripts, case: Case):
 
     started = time.monotonic()
     try:
-        result = project.invoke(*argv)
+        # Outside pytest a Python warning is printed to stderr: more lines than the one allowed.
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            result = project.invoke(*argv)
     finally:
         if scene.holder is not None:
             scene.holder.__exit__(None, None, None)
@@ -459,6 +463,7 @@ def test_hostile_input(project, states, scripts, case: Case):
 
     assert "Traceback" not in result.output, result.output
     assert "unexpected error" not in result.stderr, result.stderr
+    assert [str(w.message) for w in warned] == [], "warnings would reach stderr"
     assert result.code == int(case.code), (
         f"exit {result.code}, expected {case.code}:\n{result.output}"
     )
