@@ -563,6 +563,12 @@ def _upgrade_steps(
 def _downgrade_steps(
     script: ScriptDirectory, revision: str, heads: tuple[str, ...]
 ) -> list[MigrationStep]:
+    if revision.startswith("-") and len(heads) > 1:
+        # Alembic would revert whichever head it lists first (and warns that it will refuse).
+        raise UsageError(
+            f"revision {revision!r} is ambiguous: the database is at {len(heads)} heads "
+            f"({_ids(heads)}); name the revision to go down to"
+        )
     return _plan(lambda: script._downgrade_revs(revision, heads), revision)
 
 
@@ -574,6 +580,10 @@ def _plan(planner: Callable[[], list[MigrationStep]], revision: str) -> list[Mig
         return planner()
     except (CommandError, RevisionError) as error:
         raise UsageError(f"revision {revision!r}: {_first_line(error)}") from None
+    except AssertionError:  # Alembic's RevisionMap asserts on a relative step past the graph
+        raise UsageError(
+            f"revision {revision!r}: no such revision (a relative step past base or head?)"
+        ) from None
 
 
 def _validate_revision(script: ScriptDirectory, revision: str) -> None:

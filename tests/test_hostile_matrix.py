@@ -181,23 +181,9 @@ SERVER_ONLY_KINDS = frozenset({"wrong-password"})  # a SQLite file has no one to
 CASES = _cases()
 
 # (task name, case kind) -> the bug, for cases that fail today in files owned by work in progress.
-KNOWN_BUGS = {
-    (name, "revision-beyond-head"): (
-        "tasks/migrations.py _plan() catches CommandError and RevisionError but not the "
-        "AssertionError Alembic's RevisionMap.is_revision raises for a relative target past the "
-        "graph (head+1, base+5, head-5, @): 'unexpected error: AssertionError:', exit 1, not 2"
-    )
-    for name in ("upgrade", "plan", "preflight")
-}
-KNOWN_BUGS[("downgrade", "ambiguous-relative-downgrade")] = (
-    "tasks/migrations.py downgrade() hands '-1' to Alembic although the database is at two heads: "
-    "Alembic warns 'downgrade -1 from multiple heads is ambiguous' (a 2-line UserWarning on "
-    "stderr outside pytest), reverts whichever head alembic_version lists first (here "
-    "ef2b2790809e: memberships is dropped, after the backup), then _verify_reached() expects "
-    "the step's down revision (299ef84b3388) alone and fails with exit 1 'expected to reach "
-    "299ef84b3388, database is at b0b0b0b0b0b0' although the revert was applied. Expected: "
-    "refused before anything (exit 2, name the heads, ask for an explicit revision)"
-)
+# Empty: relative targets past the graph (head+1, @) and "-1" from a database at two heads were
+# fixed in tasks/migrations.py (_plan, _downgrade_steps).
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
 def _params(cases: list[Case]) -> list[Any]:
