@@ -721,8 +721,25 @@ def _alembic(session: Session, operation: Callable[..., Any], *args: Any, **kwar
         raise UsageError(redact(_first_line(error))) from None
     except Refused:
         raise
+    except AssertionError as error:
+        if _from_revision_map(error):  # a relative step past the graph (--sql: head+1, @)
+            raise UsageError("no such revision (a relative step past base or head?)") from None
+        raise _as_database_error(session, error) from None
     except Exception as error:
         raise _as_database_error(session, error) from None
+
+
+def _from_revision_map(error: BaseException) -> bool:
+    """Whether Alembic's RevisionMap raised `error` (it asserts instead of raising an error)."""
+    import traceback
+    from pathlib import PurePath
+
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and PurePath(frames[-1].filename).parts[-3:] == (
+        "alembic",
+        "script",
+        "revision.py",
+    )
 
 
 def _as_database_error(session: Session, error: Exception) -> Exception:

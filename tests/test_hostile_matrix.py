@@ -89,6 +89,9 @@ def _revision_cases(t: TaskInfo) -> Iterator[Case]:
     if "rev" in t.params:
         yield Case(t, "unknown-revision", ExitCode.USAGE)
         yield Case(t, "revision-beyond-head", ExitCode.USAGE)  # a relative step past the graph
+    if "sql" in t.params:  # offline: Alembic reads the target without any database
+        yield Case(t, "unknown-revision-sql", ExitCode.USAGE)
+        yield Case(t, "revision-beyond-head-sql", ExitCode.USAGE)
     if t.name == "downgrade":
         # Alembic accepts upgrade/plan/preflight/stamp to the other branch's revision (it adds or
         # replaces a head); a downgrade to a revision that is not below the database is nonsense.
@@ -301,6 +304,14 @@ def arrange(scene: Scene, case: Case) -> list[str]:
             "this line is not a variable\n"
         )
         scene.needles += [".env", "line 3"]
+    elif kind.endswith("-sql"):
+        # downgrade --sql needs a FROM:TO range
+        target = "nosuchrev" if kind.startswith("unknown") else "head+1"
+        if t.name == "downgrade":
+            target = f"head:{'nosuchrev' if kind.startswith('unknown') else 'head-5'}"
+        argv = [*_without_flag(argv, "--rev"), "--sql", "--rev", target]
+        if kind.startswith("unknown"):
+            scene.needles += ["nosuchrev"]
     elif kind == "unknown-revision":
         argv = [arg for arg in argv if arg not in {"--rev", FIRST}] + ["--rev", "nosuchrev"]
         scene.needles += ["nosuchrev"]
@@ -507,7 +518,7 @@ def _assert_audited_as_unchanged(case: Case, url: str, before: list[dict]) -> No
     (NULL is "unknown", never a revision)."""
     seen = {row["id"] for row in before}
     new = [row for row in _audit_rows(url) if row["id"] not in seen]
-    if case.kind in UNAUDITED_KINDS:
+    if case.kind in UNAUDITED_KINDS or case.kind.endswith("-sql"):  # offline: no database
         assert new == [], new
         return
     assert len(new) == 1, f"expected one audit row, got {new}"
