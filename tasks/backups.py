@@ -354,6 +354,9 @@ _PG_QUERY_VARIABLES = {
     "target_session_attrs": "PGTARGETSESSIONATTRS",
     "host": "PGHOST",
     "port": "PGPORT",
+    # Credentials libpq also accepts as URL parameters; the URL's own userinfo still wins.
+    "user": "PGUSER",
+    "password": "PGPASSWORD",
 }
 _PG_IDENTITY = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE", "PGSERVICE")
 

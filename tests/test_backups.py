@@ -460,3 +460,23 @@ def test_restore_asks_at_a_terminal(project, tmp_path, answer, code):
 
     assert child.exitstatus == code, child.before
     assert checksums(url) == (rows if answer == "y" else changed)
+
+
+def test_pg_tools_get_credentials_from_url_parameters_too():
+    """libpq accepts ?user= and ?password=; pg_dump must authenticate as the migration does."""
+    from sqlalchemy.engine import make_url
+
+    from tasks.backups import pg_environment
+
+    from_query = pg_environment(
+        make_url("postgresql+psycopg2://h:5433/db?user=app&password=q%40p"), 5
+    )
+    assert (from_query["PGUSER"], from_query["PGPASSWORD"]) == ("app", "q@p")
+    assert (from_query["PGHOST"], from_query["PGPORT"], from_query["PGDATABASE"]) == (
+        "h",
+        "5433",
+        "db",
+    )
+
+    userinfo_wins = pg_environment(make_url("postgresql+psycopg2://u:pw@h/db?password=other"), 5)
+    assert userinfo_wins["PGPASSWORD"] == "pw"
