@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -395,73 +395,6 @@ def _table_comment(change: Change, _dialect: Any) -> tuple[str, str, str, str | 
     )
 
 
-def _add_index(change: Change, _dialect: Any) -> tuple[str, str, str, str | None]:
-    return (
-        "missing_index",
-        f"{_index_text(change)}",
-        _create_index_op(change),
-        None,
-    )
-
-
-def _remove_index(change: Change, _dialect: Any) -> tuple[str, str, str, str | None]:
-    return (
-        "extra_index",
-        f"{_index_text(change)} is not in the models",
-        f"op.drop_index({change.name!r}, table_name={change.table!r})",
-        "sync never drops indexes",
-    )
-
-
-def _add_constraint(change: Change, _dialect: Any) -> tuple[str, str, str, str | None]:
-    return (
-        "missing_unique",
-        _unique_text(change),
-        _create_unique_op(change),
-        None,
-    )
-
-
-def _remove_constraint(change: Change, _dialect: Any) -> tuple[str, str, str, str | None]:
-    return (
-        "extra_unique",
-        f"{_unique_text(change)} is not in the models",
-        f"op.drop_constraint({change.name!r}, {change.table!r}, type_='unique')",
-        "sync never drops constraints",
-    )
-
-
-def _add_fk(change: Change, _dialect: Any) -> tuple[str, str, str, str | None]:
-    return ("missing_foreign_key", _fk_text(change), _create_fk_op(change), None)
-
-
-def _remove_fk(change: Change, _dialect: Any) -> tuple[str, str, str, str | None]:
-    return (
-        "extra_foreign_key",
-        f"{_fk_text(change)} is not in the models",
-        f"op.drop_constraint({change.name!r}, {change.table!r}, type_='foreignkey')",
-        "sync never drops constraints",
-    )
-
-
-_BUILDERS = {
-    "add_column": _add_column,
-    "remove_column": _remove_column,
-    "modify_type": _modify,
-    "modify_nullable": _modify,
-    "modify_default": _modify,
-    "modify_comment": _modify,
-    "add_table_comment": _table_comment,
-    "remove_table_comment": _table_comment,
-    "add_index": _add_index,
-    "remove_index": _remove_index,
-    "add_constraint": _add_constraint,
-    "remove_constraint": _remove_constraint,
-    "add_fk": _add_fk,
-    "remove_fk": _remove_fk,
-}
-
-
 def _changed_index_item(old: Change, new: Change) -> Item:
     kind = "index_changed" if new.op == "add_index" else "unique_changed"
     before = _index_text(old) if old.op == "remove_index" else _unique_text(old)
@@ -493,13 +426,17 @@ def _renamed_index_item(old: Change, new: Change) -> Item:
 
 
 def _drop_op(change: Change) -> str:
+    """The Alembic operation that drops a removed index, unique constraint or foreign key."""
     if change.op == "remove_index":
         return f"op.drop_index({change.name!r}, table_name={change.table!r})"
-    return f"op.drop_constraint({change.name!r}, {change.table!r}, type_='unique')"
+    type_ = "foreignkey" if change.op == "remove_fk" else "unique"
+    return f"op.drop_constraint({change.name!r}, {change.table!r}, type_={type_!r})"
 
 
 def _create_op(change: Change) -> str:
-    return _create_index_op(change) if change.op == "add_index" else _create_unique_op(change)
+    """The Alembic operation that creates an added index, unique constraint or foreign key."""
+    _kind, _text, create = _ADDED[change.op]
+    return create(change)
 
 
 def _columns(change: Change) -> list[str]:
@@ -557,6 +494,44 @@ def _create_fk_op(change: Change, *, batch: bool = False) -> str:
             f"batch_op.create_foreign_key({change.name!r}, {target!r}, {arguments})"
         )
     return f"op.create_foreign_key({change.name!r}, {table!r}, {target!r}, {arguments})"
+
+
+# Index, unique constraint and foreign key changes differ only in these: an added one is applied
+# (kind, description, operation); a removed one is left alone (kind, description, reason).
+_ADDED: dict[str, tuple[str, Callable[[Change], str], Callable[[Change], str]]] = {
+    "add_index": ("missing_index", _index_text, _create_index_op),
+    "add_constraint": ("missing_unique", _unique_text, _create_unique_op),
+    "add_fk": ("missing_foreign_key", _fk_text, _create_fk_op),
+}
+_REMOVED: dict[str, tuple[str, Callable[[Change], str], str]] = {
+    "remove_index": ("extra_index", _index_text, "sync never drops indexes"),
+    "remove_constraint": ("extra_unique", _unique_text, "sync never drops constraints"),
+    "remove_fk": ("extra_foreign_key", _fk_text, "sync never drops constraints"),
+}
+
+
+def _added(change: Change, _dialect: Any) -> tuple[str, str, str, str | None]:
+    kind, text, create = _ADDED[change.op]
+    return kind, text(change), create(change), None
+
+
+def _removed(change: Change, _dialect: Any) -> tuple[str, str, str, str | None]:
+    kind, text, reason = _REMOVED[change.op]
+    return kind, f"{text(change)} is not in the models", _drop_op(change), reason
+
+
+_BUILDERS = {
+    "add_column": _add_column,
+    "remove_column": _remove_column,
+    "modify_type": _modify,
+    "modify_nullable": _modify,
+    "modify_default": _modify,
+    "modify_comment": _modify,
+    "add_table_comment": _table_comment,
+    "remove_table_comment": _table_comment,
+    **dict.fromkeys(_ADDED, _added),
+    **dict.fromkeys(_REMOVED, _removed),
+}
 
 
 def _batch_operation(item: Item) -> str:
