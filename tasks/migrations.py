@@ -304,20 +304,10 @@ def upgrade(
         steps = _upgrade_steps(script, revision, before)
         name = session.environment.name
         if not steps:
-            session.console.line(f"{name}: nothing to upgrade, already at {_ids(before) or 'base'}")
-            session.record.revision_after = list(before)
+            _nothing_to(session, "upgrade", before)
             return
         if session.environment.protected:
-            planned = build_plan(
-                session,
-                script,
-                steps,
-                direction="upgrade",
-                current=before,
-                target=revision,
-                server_version=_server_version(session, connection),
-            )
-            print_plan(session.console, planned, show_sql=True)
+            planned = _shown_plan(session, connection, script, steps, "upgrade", before, revision)
             action = f"Upgrade {name} ({session.environment.masked_url}) to {revision}"
             _refuse_before_backup(session, planned, action, allow_destructive)
             _backup_before(session, requested=backup, mandatory=False)
@@ -352,25 +342,13 @@ def downgrade(
         steps = _downgrade_steps(script, revision, before)
         name = session.environment.name
         if not steps:
-            session.console.line(
-                f"{name}: nothing to downgrade, already at {_ids(before) or 'base'}"
-            )
-            session.record.revision_after = list(before)
+            _nothing_to(session, "downgrade", before)
             return
         action = f"Downgrade {name} ({session.environment.masked_url}) to {revision}"
         if name in UNRESTRICTED_ENVIRONMENTS:
             _show_steps(session, f"{name}: {len(steps)} revision(s) to revert", steps)
         else:
-            planned = build_plan(
-                session,
-                script,
-                steps,
-                direction="downgrade",
-                current=before,
-                target=revision,
-                server_version=_server_version(session, connection),
-            )
-            print_plan(session.console, planned, show_sql=True)
+            _shown_plan(session, connection, script, steps, "downgrade", before, revision)
             if not session.can_prompt():
                 session.confirm(action)  # no --yes and nobody to ask: refuse before the backup
             _backup_before(session, requested=backup, mandatory=session.environment.protected)
@@ -378,6 +356,36 @@ def downgrade(
         session.console.line("WARNING: a downgrade can drop tables and columns and lose their data")
         session.confirm(action)
         _apply(session, connection, steps, _run_with(script, "downgrade"), revision)
+
+
+def _nothing_to(session: Session, direction: str, before: tuple[str, ...]) -> None:
+    """Say there is nothing to do; the audit records the revision as unchanged."""
+    where = _ids(before) or "base"
+    session.console.line(f"{session.environment.name}: nothing to {direction}, already at {where}")
+    session.record.revision_after = list(before)
+
+
+def _shown_plan(
+    session: Session,
+    connection: Connection,
+    script: ScriptDirectory,
+    steps: list[MigrationStep],
+    direction: str,
+    before: tuple[str, ...],
+    target: str,
+) -> Plan:
+    """The plan for `steps`, printed with its SQL before a shared database is asked about it."""
+    planned = build_plan(
+        session,
+        script,
+        steps,
+        direction=direction,
+        current=before,
+        target=target,
+        server_version=_server_version(session, connection),
+    )
+    print_plan(session.console, planned, show_sql=True)
+    return planned
 
 
 def _refuse_before_backup(
