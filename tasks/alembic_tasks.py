@@ -40,17 +40,28 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         arguments: dict[str, Any],
         operation: Callable[[Session], Any],
         *,
+        sql: bool,
+        yes: bool,
         lock_timeout: str,
-        **how: Any,
     ) -> None:
-        """`run` for tasks that take --lock-timeout: a value that is not a number of seconds is
-        a one-line usage error, reported (and logged) before any database is touched."""
+        """`run` for the tasks that change the database (upgrade, downgrade, stamp): --sql only
+        prints, so it changes nothing; --yes answers the prompt; a --lock-timeout that is not a
+        number of seconds is a one-line usage error, reported (and logged) before any database
+        is touched."""
         try:
             seconds = _seconds(lock_timeout)
         except UsageError as error:
             run(c, name, arguments, _failing(error), changes_database=False, needs_database=False)
             return
-        run(c, name, arguments, operation, lock_timeout=seconds, **how)
+        run(
+            c,
+            name,
+            arguments,
+            operation,
+            changes_database=not sql,
+            assume_yes=yes,
+            lock_timeout=seconds,
+        )
 
     @task
     def current(c: Context) -> None:
@@ -114,13 +125,7 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
             s, rev, sql=sql, backup=backup, allow_destructive=allow_destructive
         )
         run_changing(
-            c,
-            "upgrade",
-            arguments,
-            operation,
-            changes_database=not sql,
-            assume_yes=yes,
-            lock_timeout=lock_timeout,
+            c, "upgrade", arguments, operation, sql=sql, yes=yes, lock_timeout=lock_timeout
         )
 
     @task(
@@ -147,13 +152,7 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
             s, _required_rev(rev, "downgrade"), sql=sql, backup=backup
         )
         run_changing(
-            c,
-            "downgrade",
-            arguments,
-            operation,
-            changes_database=not sql,
-            assume_yes=yes,
-            lock_timeout=lock_timeout,
+            c, "downgrade", arguments, operation, sql=sql, yes=yes, lock_timeout=lock_timeout
         )
 
     @task(
@@ -170,15 +169,8 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
     ) -> None:
         """Record --rev as the database's revision without running anything, after confirmation."""
         operation = lambda s: migrations.stamp(s, _required_rev(rev, "stamp"), sql=sql)  # noqa: E731
-        run_changing(
-            c,
-            "stamp",
-            {"rev": rev, "sql": sql, "yes": yes},
-            operation,
-            changes_database=not sql,
-            assume_yes=yes,
-            lock_timeout=lock_timeout,
-        )
+        arguments = {"rev": rev, "sql": sql, "yes": yes}
+        run_changing(c, "stamp", arguments, operation, sql=sql, yes=yes, lock_timeout=lock_timeout)
 
     @task
     def check(c: Context) -> None:
