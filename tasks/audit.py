@@ -129,28 +129,21 @@ def _revisions(revisions: list[str] | None) -> str | None:
 def git_commit(root: Path) -> str | None:
     """The repository's commit, marked -dirty when the working tree has changes."""
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
+        commit = _git(root, "rev-parse", "--short=12", "HEAD")
+        dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
-    commit = head.stdout.strip()
     if not commit:
         return None
-    return f"{commit}-dirty" if dirty.stdout.strip() else commit
+    return f"{commit}-dirty" if dirty else commit
+
+
+def _git(root: Path, *arguments: str) -> str:
+    """What `git *arguments` printed on stdout, stripped; usually "" when git fails."""
+    result = subprocess.run(
+        ["git", *arguments], cwd=root, capture_output=True, text=True, timeout=5, check=False
+    )
+    return result.stdout.strip()
 
 
 def show_runs(session: Session, *, limit: int = 20, as_json: bool = False) -> list[dict[str, Any]]:
