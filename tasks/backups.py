@@ -292,19 +292,7 @@ def _backup_sqlite(session: Session, target: Path) -> None:
     if not source.exists():
         raise BackupError(f"database file {source} does not exist; nothing to back up")
     try:
-        reader = sqlite3.connect(
-            f"{source.resolve().as_uri()}?mode=ro",
-            uri=True,
-            timeout=session.settings.connect_timeout,
-        )
-        try:
-            writer = sqlite3.connect(target)
-            try:
-                reader.backup(writer)
-            finally:
-                writer.close()
-        finally:
-            reader.close()
+        _copy_sqlite(source, target, timeout=session.settings.connect_timeout)
     except sqlite3.Error as error:
         raise BackupError(f"cannot back up {source}: {error}") from None
 
@@ -329,17 +317,22 @@ def _restore_sqlite(session: Session, path: Path) -> None:
 
     target = _sqlite_path(session.environment)
     try:
-        reader = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
-        try:
-            writer = sqlite3.connect(target, timeout=session.settings.connect_timeout)
-            try:
-                reader.backup(writer)  # replaces every page of the target in one step
-            finally:
-                writer.close()
-        finally:
-            reader.close()
+        _copy_sqlite(path, target, timeout=session.settings.connect_timeout)
     except sqlite3.Error as error:
         raise DatabaseError(f"cannot restore into {target}: {error}; nothing was changed") from None
+
+
+def _copy_sqlite(source: Path, target: Path, *, timeout: float) -> None:
+    """Copy `source`, opened read-only, into `target` with SQLite's online backup API: a
+    consistent snapshot of a database in use, and every page of `target` replaced in one step."""
+    import sqlite3
+
+    reader = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True, timeout=timeout)
+    with (
+        contextlib.closing(reader),
+        contextlib.closing(sqlite3.connect(target, timeout=timeout)) as writer,
+    ):
+        reader.backup(writer)
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------------
