@@ -105,7 +105,7 @@ def build_plan(
     pg_version = ".".join(str(part) for part in server_version[:2]) if server_version else None
     planned = [_plan_step(session, script, step, pg_version) for step in steps]
     if session.environment.dialect == "sqlite" and any(item.render_error for item in planned):
-        _rehearse_on_copy(session, steps, planned, direction, target)
+        _rehearse_on_copy(session, planned, direction, target)
     return Plan(session.environment.name, direction, list(current), target, planned)
 
 
@@ -139,11 +139,7 @@ def _source(path: str) -> str:
 
 
 def _rehearse_on_copy(
-    session: Session,
-    steps: list[MigrationStep],
-    planned: list[PlannedRevision],
-    direction: str,
-    target: str,
+    session: Session, planned: list[PlannedRevision], direction: str, target: str
 ) -> None:
     """Run the pending steps on a copy of the SQLite file and keep the SQL each one ran.
 
@@ -156,7 +152,7 @@ def _rehearse_on_copy(
 
     try:
         with tempfile.TemporaryDirectory(prefix="migrations-rehearsal-") as directory:
-            ran = _rehearse(session, steps, direction, target, f"{directory}/copy.sqlite3")
+            ran = _rehearse(session, direction, target, f"{directory}/copy.sqlite3")
     except Exception as error:
         reason = f"rehearsal on a copy failed: {' '.join(str(error).split())[:300]}"
         for item in planned:
@@ -171,9 +167,7 @@ def _rehearse_on_copy(
             item.rendered = "rehearsal"
 
 
-def _rehearse(
-    session: Session, steps: list[MigrationStep], direction: str, target: str, copy: str
-) -> dict[str, list[str]]:
+def _rehearse(session: Session, direction: str, target: str, copy: str) -> dict[str, list[str]]:
     import sqlite3
 
     from alembic import command

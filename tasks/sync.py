@@ -601,15 +601,15 @@ def _classify(plan: Plan, connection: Connection) -> None:
                 blocked.add((item.table, str(item.name)))
     for item in plan.items:
         if item.kind == "missing_table":
-            item.reason = _depends(item, blocked, _table_references(item))
+            item.reason = _depends(blocked, _table_references(item))
         elif item.kind == "missing_index":
-            item.reason = _depends(item, blocked, _index_columns(item))
+            item.reason = _depends(blocked, _index_columns(item))
         elif item.kind == "missing_unique":
-            item.reason = _depends(item, blocked, _index_columns(item)) or _no_alter(
+            item.reason = _depends(blocked, _index_columns(item)) or _no_alter(
                 dialect, "a unique constraint", item
             )
         elif item.kind == "missing_foreign_key":
-            item.reason = _depends(item, blocked, _fk_columns(item)) or _fk_blocker(
+            item.reason = _depends(blocked, _fk_columns(item)) or _fk_blocker(
                 dialect, item, columns
             )
         else:
@@ -678,9 +678,8 @@ def _fk_columns(item: Item) -> list[tuple[str, str]]:
     return [(table, c) for c in columns] + [(target, c) for c in target_columns]
 
 
-def _depends(
-    item: Item, blocked: set[tuple[str, str]], needed: list[tuple[str, str]]
-) -> str | None:
+def _depends(blocked: set[tuple[str, str]], needed: list[tuple[str, str]]) -> str | None:
+    """Why an item waits: a column it needs is itself left for a revision."""
     for table, column in needed:
         if (table, column) in blocked:
             return f"needs column {table}.{column}, which needs a revision"
