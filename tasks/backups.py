@@ -292,7 +292,7 @@ def _backup_sqlite(session: Session, target: Path) -> None:
     if not source.exists():
         raise BackupError(f"database file {source} does not exist; nothing to back up")
     try:
-        _copy_sqlite(source, target, timeout=session.settings.connect_timeout)
+        copy_sqlite(source, target, timeout=session.settings.connect_timeout)
     except sqlite3.Error as error:
         raise BackupError(f"cannot back up {source}: {error}") from None
 
@@ -317,12 +317,12 @@ def _restore_sqlite(session: Session, path: Path) -> None:
 
     target = _sqlite_path(session.environment)
     try:
-        _copy_sqlite(path, target, timeout=session.settings.connect_timeout)
+        copy_sqlite(path, target, timeout=session.settings.connect_timeout)
     except sqlite3.Error as error:
         raise DatabaseError(f"cannot restore into {target}: {error}; nothing was changed") from None
 
 
-def _copy_sqlite(source: Path, target: Path, *, timeout: float) -> None:
+def copy_sqlite(source: Path, target: Path, *, timeout: float) -> None:
     """Copy `source`, opened read-only, into `target` with SQLite's online backup API: a
     consistent snapshot of a database in use, and every page of `target` replaced in one step."""
     import sqlite3

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks import lint
@@ -168,29 +169,17 @@ def _rehearse_on_copy(
 
 
 def _rehearse(session: Session, direction: str, target: str, copy: str) -> dict[str, list[str]]:
-    import sqlite3
-
     from alembic import command
     from sqlalchemy import event
     from sqlalchemy.engine import URL
 
+    from tasks.backups import copy_sqlite
     from tasks.engines import create_engine
     from tasks.environments import Environment
 
     original = session.environment.url.database
-    destination = sqlite3.connect(copy)
-    try:
-        if original and original != ":memory:":
-            from pathlib import Path
-
-            if Path(original).exists():
-                source = sqlite3.connect(f"file:{original}?mode=ro", uri=True)
-                try:
-                    source.backup(destination)
-                finally:
-                    source.close()
-    finally:
-        destination.close()
+    if original and original != ":memory:" and Path(original).exists():
+        copy_sqlite(Path(original), Path(copy), timeout=session.settings.connect_timeout)
     url = URL.create("sqlite", database=copy)
     name = session.environment.name
     rehearsal = Environment(name, url, "(rehearsal)", "rehearsal", protected=False)
