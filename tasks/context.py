@@ -22,7 +22,7 @@ from invoke import Context, Exit
 from tasks.confirmation import Confirmer
 from tasks.console import Console
 from tasks.environments import Environment
-from tasks.errors import ExitCode, MigrationsError, UsageError
+from tasks.errors import ExitCode, MigrationsError
 from tasks.ownership import (
     UNRESTRICTED_ENVIRONMENTS,
     current_operator,
@@ -151,11 +151,11 @@ class _Run:
         from tasks.locking import migration_lock
 
         assert self.settings is not None and self.session is not None
+        # Both sources are validated already: --lock-timeout by its task, the configuration's
+        # by settings_from_mapping.
         timeout = self.spec.lock_timeout
         if timeout is None:
             timeout = self.settings.lock_timeout
-        if timeout < 0:
-            raise UsageError("--lock-timeout must be zero or more seconds")
         # Who, where, what and which process: enough for a waiting operator to find the holder.
         who = self.record.operator or self.record.user
         label = f"{who}@{self.record.host} {self.spec.name} pid {os.getpid()}"
