@@ -549,6 +549,8 @@ class _StdoutProxy(io.TextIOBase):
 
 
 def _database_heads(connection: Connection, session: Session) -> tuple[str, ...]:
+    """The database's revision(s); the first read of a run is recorded as `revision_before`,
+    which is why read-only tasks call it even when they do not use the answer."""
     from alembic.migration import MigrationContext
 
     try:
@@ -601,8 +603,7 @@ def _validate_revision(script: ScriptDirectory, revision: str) -> None:
 def _show_steps(session: Session, title: str, steps: list[MigrationStep]) -> None:
     session.console.line(title + ":")
     for step in steps:
-        revision_id = step.revision.revision  # type: ignore[attr-defined]
-        session.console.line(f"  {revision_id} {step.doc or ''}".rstrip())
+        session.console.line(f"  {_step_name(step)}")
 
 
 def _apply(
