@@ -249,25 +249,22 @@ def _pair_indexes_and_uniques(ops: dict[str, list[Change]]) -> list[Item]:
     items: list[Item] = []
     removed = [*ops["remove_index"], *ops["remove_constraint"]]
     added = [*ops["add_index"], *ops["add_constraint"]]
-    for old in list(removed):
-        new = next((n for n in added if n.name and n.name == old.name), None)
-        if new is None:
-            continue
-        removed.remove(old)
-        added.remove(new)
-        _take(ops, old.op, old)
-        _take(ops, new.op, new)
-        items.append(_changed_index_item(old, new))
-    for old in list(removed):
-        new = next((n for n in added if _same_shape(old, n)), None)
-        if new is None:
-            continue
-        removed.remove(old)
-        added.remove(new)
-        _take(ops, old.op, old)
-        _take(ops, new.op, new)
-        items.append(_renamed_index_item(old, new))
+    # Names first: a same-named pair is a change even when another pair has the same columns.
+    for matches, build in ((_same_name, _changed_index_item), (_same_shape, _renamed_index_item)):
+        for old in list(removed):
+            new = next((n for n in added if matches(old, n)), None)
+            if new is None:
+                continue
+            removed.remove(old)
+            added.remove(new)
+            _take(ops, old.op, old)
+            _take(ops, new.op, new)
+            items.append(build(old, new))
     return items
+
+
+def _same_name(old: Change, new: Change) -> bool:
+    return bool(new.name) and new.name == old.name
 
 
 def _same_shape(old: Change, new: Change) -> bool:
