@@ -7,6 +7,7 @@ only gives the merged mapping a shape. `alembic/env.py` loads the same files thr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -194,6 +195,8 @@ def _number(value: Any, key: str, *, allow_zero: bool = False) -> float:
         number = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"migrations.{key} must be a number") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"migrations.{key} must be a finite number")
     if number < 0 or (number == 0 and not allow_zero):
         raise ConfigError(f"migrations.{key} must be positive")
     return number

@@ -31,6 +31,7 @@ import sqlalchemy
 from tasks import redaction
 from tasks.errors import ExitCode
 from tasks.settings import COLLECTIONS
+from tests.conftest import schema_snapshot
 from tests.helpers import (
     FIRST,
     HEAD,
@@ -593,3 +594,19 @@ def test_audit_view_of_a_failed_attempt_claims_no_change(project, states):
     assert "dev.downgrade" in line and "failed" in line, line
     assert f"{HEAD} -> base" not in line, line
     assert states.unchanged("head")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_non_finite_timeouts_are_one_line(project, states, value):
+    """float() accepts these; a lock wait of nan seconds would never give up, or never wait."""
+    url = states.ready("head", project)
+    project.setenv("DATABASE_URL_DEVELOPMENT", url)
+    project.setenv("INVOKE_MIGRATIONS_LOCK_TIMEOUT", value)
+    before = schema_snapshot(url)
+
+    result = project.invoke("dev.upgrade")
+
+    assert result.code == ExitCode.USAGE, result.output
+    lines = stderr_lines(result)
+    assert len(lines) == 1 and "migrations.lock_timeout must be a finite number" in lines[0]
+    assert schema_snapshot(url) == before
