@@ -203,6 +203,18 @@ def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("pg_url")
 
 
+@pytest.fixture(params=["postgresql", "sqlite"])
+def dev_on_both(request: pytest.FixtureRequest, project: Project) -> str:
+    """DATABASE_URL_DEVELOPMENT set to a fresh PostgreSQL database, then to a SQLite file."""
+    url = (
+        request.getfixturevalue("pg_url")
+        if request.param == "postgresql"
+        else f"sqlite:///{project.tmp / 'dev.sqlite3'}"
+    )
+    project.setenv("DATABASE_URL_DEVELOPMENT", url)
+    return url
+
+
 def schema_snapshot(url: str) -> dict:
     """Tables, columns, indexes and alembic_version of a database, to prove nothing changed.
 

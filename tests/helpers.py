@@ -157,3 +157,20 @@ def prepare(project, url: str, revision: str = HEAD) -> str:
 
 
 PREPARE_OVERRIDES = ("DATABASE_URL_DEVELOPMENT", "INVOKE_MIGRATIONS_OWNERS")
+
+
+def terminal(*argv: str):  # -> pexpect.spawn
+    """`invoke ARGV...` in a real pseudo-terminal, wide enough that lines do not wrap."""
+    import os
+
+    import pexpect
+
+    return pexpect.spawn(
+        sys.executable,
+        ["-m", "invoke", *argv],
+        cwd=str(ROOT),
+        env=dict(os.environ),
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(24, 200),
+    )

@@ -37,17 +37,6 @@ FIELDS = {
 }
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def dev(request, project):
-    url = (
-        request.getfixturevalue("pg_url")
-        if request.param == "postgresql"
-        else sqlite_url(project.tmp / "dev.sqlite3")
-    )
-    project.setenv("DATABASE_URL_DEVELOPMENT", url)
-    return url
-
-
 def rows(project, *argv: str) -> list[dict]:  # type: ignore[no-untyped-def]
     result = project.invoke("dev.audit", "--json", *argv)
     assert_ok(result)
@@ -154,3 +143,8 @@ def test_simultaneous_first_writes_create_the_table_once(pg_url):
         count = connection.execute(sqlalchemy.text(f"SELECT count(*) FROM {AUDIT_TABLE}"))
         assert count.scalar() == writers
     engine.dispose()
+
+
+@pytest.fixture
+def dev(dev_on_both: str) -> str:
+    return dev_on_both

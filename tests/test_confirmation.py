@@ -3,14 +3,11 @@ environment name for an upgrade of production, --yes for scripts, and refusal wi
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pexpect
 import pytest
 
 from tasks.errors import ExitCode
-from tests.conftest import ROOT, schema_snapshot
+from tests.conftest import schema_snapshot
 from tests.helpers import (
     FIRST,
     HEAD,
@@ -19,6 +16,7 @@ from tests.helpers import (
     prepare,
     sqlite_url,
     table_names,
+    terminal,
     version_rows,
 )
 
@@ -30,15 +28,7 @@ class Terminal:
     """`invoke ARGV...` on a pseudo-terminal from the repository root."""
 
     def __init__(self, *argv: str) -> None:
-        self.child = pexpect.spawn(
-            sys.executable,
-            ["-m", "invoke", *argv],
-            cwd=str(ROOT),
-            env=dict(os.environ),
-            encoding="utf-8",
-            timeout=60,
-            dimensions=(24, 200),
-        )
+        self.child = terminal(*argv)
         self.transcript = ""
 
     def expect(self, pattern: str) -> str:

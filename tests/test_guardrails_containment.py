@@ -11,19 +11,8 @@ import sqlalchemy
 
 from tasks.errors import ExitCode
 from tests.conftest import schema_snapshot
-from tests.helpers import assert_ok, assert_one_line_error, sqlite_url, version_rows
+from tests.helpers import assert_ok, assert_one_line_error, version_rows
 from tests.revision_chains import counts, create_table, empty_chain
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def dev(request, project):
-    url = (
-        request.getfixturevalue("pg_url")
-        if request.param == "postgresql"
-        else sqlite_url(project.tmp / "dev.sqlite3")
-    )
-    project.setenv("DATABASE_URL_DEVELOPMENT", url)
-    return url
 
 
 @pytest.fixture
@@ -211,3 +200,8 @@ def test_failed_run_is_audited_with_its_error(project, pg_dev):
     assert row["revision_before"] is None or row["revision_before"] == ""
     assert row["revision_after"] == good
     assert bad in row["error"] and "division by zero" in row["error"]
+
+
+@pytest.fixture
+def dev(dev_on_both: str) -> str:
+    return dev_on_both

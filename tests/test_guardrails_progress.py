@@ -3,14 +3,10 @@ carriage returns, no escape codes); each revision's duration in the run log."""
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pexpect
 import pytest
 
-from tests.conftest import ROOT
-from tests.helpers import assert_ok, sqlite_url
+from tests.helpers import assert_ok, sqlite_url, terminal
 from tests.revision_chains import create_table, empty_chain
 
 SLOW = "import time\ntime.sleep(2.5)"
@@ -42,15 +38,7 @@ def test_ci_output_is_one_plain_line_per_revision(project, chain):
 
 
 def test_a_terminal_shows_a_ticking_status_line(project, chain):
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "invoke", "dev.upgrade"],
-        cwd=str(ROOT),
-        env=dict(os.environ),
-        encoding="utf-8",
-        timeout=60,
-        dimensions=(24, 200),
-    )
+    child = terminal("dev.upgrade")
     child.expect(r"\[2/3\] applying a60000000001 slow one 0s")
     child.expect(r"\[2/3\] applying a60000000001 slow one [12]s")  # it ticks while it runs
     child.expect(r"\[2/3\] applied a60000000001 slow one \(")

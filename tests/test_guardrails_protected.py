@@ -6,16 +6,14 @@ protected downgrade will not run without one; every attempt leaves an audit row.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import pexpect
 import pytest
 
 from tasks.errors import ExitCode
-from tests.conftest import ROOT, schema_snapshot
-from tests.helpers import assert_ok, assert_one_line_error, version_rows
+from tests.conftest import schema_snapshot
+from tests.helpers import assert_ok, assert_one_line_error, terminal, version_rows
 from tests.revision_chains import Chain, counts, create_table, empty_chain
 from tests.test_plan import ACCOUNTS, CLEAN, DESTRUCTIVE, LOCK_HEAVY
 
@@ -242,18 +240,6 @@ def test_audit_is_only_for_shared_databases_and_readable_when_empty(project, pg_
 
 
 # --- typed consent on a terminal ------------------------------------------------------------
-
-
-def terminal(*argv: str) -> pexpect.spawn:
-    return pexpect.spawn(
-        sys.executable,
-        ["-m", "invoke", *argv],
-        cwd=str(ROOT),
-        env=dict(os.environ),
-        encoding="utf-8",
-        timeout=60,
-        dimensions=(24, 200),
-    )
 
 
 def test_typing_allow_destructive_then_the_name_applies_them(project, pg_url):

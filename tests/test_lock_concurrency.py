@@ -15,7 +15,7 @@ from tasks.environments import Environment
 from tasks.errors import ExitCode
 from tasks.locking import _AdvisoryLock, migration_lock
 from tests.conftest import schema_snapshot
-from tests.helpers import assert_ok, assert_one_line_error, version_rows
+from tests.helpers import assert_ok, assert_one_line_error, terminal, version_rows
 from tests.revision_chains import counts, create_table, empty_chain, kill, spawn, wait_until
 
 pytestmark = pytest.mark.postgres
@@ -246,26 +246,14 @@ def test_the_lock_is_released_after_a_run_and_after_a_failure(project, dev, pg_s
 
 
 def test_on_a_terminal_the_wait_ticks_and_ends_when_the_holder_leaves(project, dev):
-    import os
-    import sys
 
     import pexpect
-
-    from tests.conftest import ROOT
 
     chain = empty_chain(project.tmp / "scripts").use(project)
     chain.add("a40000000001", "one", create_table("one"))
 
     with migration_lock(environment_for(dev), label="holder@example.com deploy", timeout=0):
-        child = pexpect.spawn(
-            sys.executable,
-            ["-m", "invoke", "dev.upgrade"],
-            cwd=str(ROOT),
-            env=dict(os.environ),
-            encoding="utf-8",
-            timeout=60,
-            dimensions=(24, 200),
-        )
+        child = terminal("dev.upgrade")
         child.expect("migration lock held by 'holder@example.com deploy'")
         child.expect(r"waiting for the migration lock: [12]/60 s")
     child.expect(r"migration lock acquired after \d+\.\d s")
