@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks import drift
+from tasks import ddl_residue, drift
 from tasks.alembic_support import EnvHandover, alembic_config
 from tasks.engines import describe_database_error
 from tasks.errors import DatabaseError, DifferencesFound, Refused, UsageError
@@ -628,10 +628,13 @@ def _apply(
     names = [_step_name(step) for step in steps]
     verb = "applying" if not steps or steps[0].is_upgrade else "reverting"
 
+    residue = _ResidueWatch.start(session, connection)
+
     with Progress(session.console, len(steps), verb) as progress:
 
         def on_applied(revision_id: str, doc: str, is_upgrade: bool) -> None:
             applied.append(revision_id)
+            residue.revision_done()
             done = "stamped" if stamping else "applied" if is_upgrade else "reverted"
             seconds = progress.finish(f"{done} {revision_id} {doc}".rstrip())
             durations.append({"revision": revision_id, "seconds": round(seconds, 3)})
@@ -648,13 +651,66 @@ def _apply(
         except DatabaseError as error:
             failed = _failed_step(steps, applied)
             if failed:
-                raise DatabaseError(f"revision {failed} failed: {error}") from None
+                advice = residue.explain(failed)
+                raise DatabaseError(f"revision {failed} failed: {error}{advice}") from None
             raise
         finally:
             after = _database_heads(connection, session)
             session.record.revision_after = list(after)
     _verify_reached(session, steps, after)
     session.console.line(f"{session.environment.name}: now at {_ids(after) or 'base'}")
+
+
+class _ResidueWatch:
+    """Schema snapshots around each revision where DDL commits implicitly (MySQL, MariaDB).
+
+    A failed revision there leaves its earlier DDL behind; the snapshot taken before it began
+    tells exactly what, and the run log and the error carry it with the way back.
+    """
+
+    def __init__(self, session: Session, connection: Connection | None) -> None:
+        self.session = session
+        self.connection = connection
+        self.before: frozenset[Any] | None = None
+
+    @classmethod
+    def start(cls, session: Session, connection: Connection) -> _ResidueWatch:
+        if not ddl_residue.takes_snapshots(session.environment.dialect):
+            return cls(session, None)
+        watch = cls(session, connection)
+        watch.revision_done()
+        connection.rollback()  # as _database_heads: each revision starts its own transaction
+        return watch
+
+    def revision_done(self) -> None:
+        """The state after one revision is the state before the next."""
+        if self.connection is not None:
+            self.before = ddl_residue.snapshot(self.connection)
+
+    def explain(self, failed: str) -> str:
+        """`; <what is left and how to recover>` for the error line, or "" when nothing is."""
+        if self.connection is None or self.before is None:
+            return ""
+        try:
+            residue = ddl_residue.compare(self.before, ddl_residue.snapshot(self.connection))
+        except Exception as error:  # the revision's own error matters more
+            return f"; could not read what it left behind: {_first_line(error)}"
+        if not residue:
+            return ""
+        self.session.record.details["ddl_residue"] = residue.as_dict()
+        console = self.session.console
+        console.line(f"left behind by {failed} (MySQL/MariaDB DDL commits as it runs):")
+        for phrase in residue.describe():
+            console.line(f"  {phrase}")
+        if residue.undo_statements():
+            console.line("to undo what it added:")
+            for statement in residue.undo_statements():
+                console.line(f"  {statement};")
+        at = _ids(_database_heads(self.connection, self.session)) or "base"
+        collection = self.session.record.task.rsplit(".", 1)[0]
+        return "; " + ddl_residue.recovery_advice(
+            residue, environment_task=collection, failed=failed, at=at
+        )
 
 
 def _run_with(script: ScriptDirectory, direction: str) -> Callable[[Config, str], None]:

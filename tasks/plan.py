@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks import lint
+from tasks import ddl_residue, lint
 from tasks.alembic_support import EnvHandover, alembic_config
 from tasks.console import Console
 from tasks.session import Session
@@ -127,7 +127,23 @@ def _plan_step(
         )
     dialect = session.environment.dialect
     findings = lint.lint(sql, dialect, ignored, _squawk_preamble(session), pg_version)
+    findings.extend(_non_atomic_ddl(sql, dialect, ignored))
     return PlannedRevision(revision.revision, revision.doc or "", path, sql, findings)
+
+
+def _non_atomic_ddl(sql: str, dialect: str, ignored: Any) -> list[lint.Finding]:
+    """MySQL/MariaDB commit each DDL statement: a revision with several cannot be atomic."""
+    rule = "non-atomic-ddl"
+    if not ddl_residue.takes_snapshots(dialect) or rule in ignored:
+        return []
+    count = ddl_residue.ddl_statement_count(sql)
+    if count < 2:
+        return []
+    message = (
+        f"{count} DDL statements, each committed on its own by MySQL/MariaDB: if one fails, "
+        "the earlier ones stay applied and the revision must be finished or undone by hand"
+    )
+    return [lint.Finding(rule, lint.WARNING, message, "")]
 
 
 def _source(path: str) -> str:
