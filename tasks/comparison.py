@@ -119,11 +119,22 @@ class Comparison:
     def ignored(self, op: str, table: str | None, name: str | None) -> bool:
         return any(rule.matches(op, table, name) for rule in self.ignore)
 
-    def options(self) -> dict[str, Any]:
-        """Alembic `context.configure` / `MigrationContext.configure` options."""
+    def options(self, dialect: str | None = None) -> dict[str, Any]:
+        """Alembic `context.configure` / `MigrationContext.configure` options for `dialect`.
+
+        The false-positive comparators are installed only where a false positive is known
+        (SQLite, MySQL, MariaDB): Alembic hands a user `compare_server_default` the reflected
+        default unchecked and fails on PostgreSQL's identity columns
+        (`'Identity' object has no attribute 'arg'`).
+        """
+        quirky = dialect in NO_IDENTITY
         options: dict[str, Any] = {
-            "compare_type": _type_comparator(self.compare_type),
-            "compare_server_default": _default_comparator(self.compare_server_default),
+            "compare_type": (_type_comparator(self.compare_type) if quirky else self.compare_type),
+            "compare_server_default": (
+                _default_comparator(self.compare_server_default)
+                if quirky
+                else self.compare_server_default
+            ),
             "include_name": _include_name(self.include_name),
             "include_object": _include_object(self.include_object, self),
         }
@@ -434,7 +445,7 @@ def filter_changes(comparison: Comparison, dialect: str, changes: Iterable[Any])
             continue
         if change.op == "modify_default" and comparison.compare_server_default is False:
             continue
-        database_type = (change.database or {}).get("type") if change.database else None
+        database_type = change.database.get("type") if isinstance(change.database, dict) else None
         if false_positive(
             dialect, change.op, change.model, change.before, change.after, database_type
         ):
@@ -491,3 +502,15 @@ def _diff_text(value: Any) -> Any:
     if argument is not None:
         return str(getattr(argument, "text", argument))
     return value
+
+
+# --- one run's comparison ------------------------------------------------------------------
+
+
+def for_session(session: Any, connection: Any = None) -> Comparison:
+    """The comparison configuration of one task run (`tasks.session.Session`).
+
+    Cached on the run's settings object: autogenerate, check and sync of one run compare
+    under exactly the same rules, and hooks are imported once.
+    """
+    return from_settings(session.settings)
