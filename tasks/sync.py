@@ -802,7 +802,7 @@ def _execute(connection: Connection, plan: Plan, progress: list[str]) -> None:
         connection.execute(_add_constraint_ddl(item.changes[0].model))
     tables = [item.changes[0].model for item in by_kind["missing_table"]]
     if tables:  # a failure names its own statement (see _failed_statement), not every table
-        progress.append(f"creating {len(tables)} table(s)")
+        progress.append(f"{_CREATING_TABLES}{len(tables)} table(s)")
         tables[0].metadata.create_all(connection, tables=tables, checkfirst=True)
     for item in by_kind["missing_index"]:
         progress.append(item.detail)
@@ -866,7 +866,8 @@ def _apply_error(session: Session, statement: str, error: Exception) -> Database
     from tasks.engines import describe_database_error
 
     detail = describe_database_error(error)
-    statement = _failed_statement(error) or statement
+    if statement.startswith(_CREATING_TABLES):  # one batch of many statements: name the one
+        statement = _failed_statement(error) or statement
     if connection_is_mysql(session):
         outcome = "statements before it were committed (MySQL/MariaDB DDL is not transactional)"
     else:
@@ -875,6 +876,9 @@ def _apply_error(session: Session, statement: str, error: Exception) -> Database
     if "out of shared memory" in detail or "max_locks_per_transaction" in detail:
         hint = "; raise max_locks_per_transaction or create the tables in smaller steps"
     return DatabaseError(f"failed at {statement}: {detail}; {outcome}{hint}")
+
+
+_CREATING_TABLES = "creating "
 
 
 def _failed_statement(error: BaseException) -> str | None:
