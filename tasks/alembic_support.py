@@ -128,6 +128,9 @@ def _revision_hook(handover: EnvHandover | None) -> Callable[..., None]:
     def process_revision_directives(context: Any, revision: Any, directives: list[Any]) -> None:
         if handover is None:
             return
+        from tasks.comparison import filter_revision, from_settings
+
+        filter_revision(directives, from_settings(handover.settings))
         handover.revision_directives.extend(directives)
         script = directives[0] if directives else None
         upgrade_ops = getattr(script, "upgrade_ops", None)

@@ -510,7 +510,139 @@ def _diff_text(value: Any) -> Any:
 def for_session(session: Any, connection: Any = None) -> Comparison:
     """The comparison configuration of one task run (`tasks.session.Session`).
 
-    Cached on the run's settings object: autogenerate, check and sync of one run compare
-    under exactly the same rules, and hooks are imported once.
+    `migrations.compare`, overridden by what an adopted env.py passes to `context.configure`
+    (read by running it on `connection`, as `alembic check` would) unless
+    `migrations.compare.from_env` is false. The project's own env.py takes its options from
+    `migrations.compare` already, so it is not run for them.
     """
-    return from_settings(session.settings)
+    comparison = from_settings(session.settings)
+    if connection is None or not comparison.from_env or not adopted_env_py(session.settings):
+        return comparison
+    return merge_env_options(comparison, options_from_env(session, connection))
+
+
+def adopted_env_py(settings: Settings) -> bool:
+    """Whether the scripts' env.py is someone else's (an adopted Alembic project)."""
+    from tasks.alembic_support import alembic_config
+
+    location = alembic_config(settings).get_main_option("script_location") or ""
+    env_py = _script_path(location, settings) / "env.py"
+    own = settings.root / "alembic" / "env.py"
+    try:
+        return env_py.resolve() != own.resolve()
+    except OSError:
+        return True
+
+
+def _script_path(location: str, settings: Settings) -> Any:
+    from pathlib import Path
+
+    if ":" in location and not Path(location).exists():  # a package resource: "myapp:alembic"
+        package, _, folder = location.partition(":")
+        module = importlib.import_module(package)
+        return Path(next(iter(module.__path__))) / folder
+    return settings.path(location)
+
+
+def options_from_env(session: Any, connection: Any) -> dict[str, Any]:
+    """The options env.py passes to `context.configure`, captured the way `alembic check`
+    runs env.py: with a migration function that only reads the configured context.
+
+    Fails closed: an env.py that cannot be run this way is a configuration error naming it,
+    never a comparison silently made under other rules.
+    """
+    import io
+
+    from alembic.runtime.environment import EnvironmentContext
+    from alembic.script import ScriptDirectory
+
+    from tasks.alembic_support import EnvHandover, alembic_config
+    from tasks.engines import describe_database_error
+
+    handover = EnvHandover(
+        environment=session.environment,
+        metadata_path=session.settings.metadata,
+        connection=connection,
+        metadata=session.metadata(),
+        settings=session.settings,
+    )
+    config = alembic_config(session.settings, handover, stdout=io.StringIO())
+    config.attributes.setdefault("connection", connection)  # Alembic's "Sharing a Connection"
+    captured: dict[str, Any] = {}
+
+    def read_options(_revision: Any, context: Any) -> list[Any]:
+        captured.update(context.opts)
+        return []
+
+    try:
+        script = ScriptDirectory.from_config(config)
+        with EnvironmentContext(config, script, fn=read_options, dont_mutate=True):
+            script.run_env()
+    except Exception as error:
+        raise ConfigError(
+            "cannot read the comparison options of env.py "
+            f"({describe_database_error(error)}); set migrations.compare.from_env to false "
+            "to compare under migrations.compare alone"
+        ) from None
+    finally:
+        if connection.in_transaction():
+            connection.rollback()
+    return captured
+
+
+# --- autogenerate ---------------------------------------------------------------------------
+
+# AlterColumnOp attributes, the diff each one is, and the value that means "unchanged".
+_ALTERATIONS = (
+    ("modify_type", "modify_type", None),
+    ("modify_nullable", "modify_nullable", None),
+    ("modify_server_default", "modify_default", False),
+    ("modify_comment", "modify_comment", False),
+)
+
+
+def filter_revision(directives: list[Any], comparison: Comparison) -> None:
+    """Remove ignored differences from autogenerate's result, so `revision --autogenerate`
+    writes exactly what `check` reports; the downgrade is rebuilt from what is left.
+
+    Ignore rules on objects added or removed whole are also in `include_object`; column
+    modifications can only be taken out here (Alembic has no filter for them).
+    """
+    if not comparison.ignore:
+        return
+    for script in directives:
+        upgrades = getattr(script, "upgrade_ops_list", [])
+        downgrades = getattr(script, "downgrade_ops_list", [])
+        for upgrade, downgrade in zip(upgrades, downgrades, strict=False):
+            upgrade.ops[:] = _kept_ops(comparison, upgrade.ops)
+            upgrade.reverse_into(downgrade)
+
+
+def _kept_ops(comparison: Comparison, operations: list[Any]) -> list[Any]:
+    from alembic.operations import ops
+
+    kept = []
+    for operation in operations:
+        if isinstance(operation, ops.ModifyTableOps):
+            operation.ops[:] = _kept_ops(comparison, operation.ops)
+            if operation.ops:
+                kept.append(operation)
+        elif isinstance(operation, ops.AlterColumnOp):
+            for attribute, op, unchanged in _ALTERATIONS:
+                changed = getattr(operation, attribute) is not unchanged
+                if changed and comparison.ignored(op, operation.table_name, operation.column_name):
+                    setattr(operation, attribute, unchanged)
+            if operation.has_changes():
+                kept.append(operation)
+        elif not _ignored_operation(comparison, operation):
+            kept.append(operation)
+    return kept
+
+
+def _ignored_operation(comparison: Comparison, operation: Any) -> bool:
+    try:
+        diff = operation.to_diff_tuple()
+        op, table, name = diff_identity(diff)
+    except Exception:  # raw SQL and other operations no rule can name: never ignored
+        return False
+    return comparison.ignored(op, table, name)

@@ -96,6 +96,8 @@ DEFAULTS: dict[str, Any] = {
         "include_schemas": "false",
         # Differences never reported: `op:target` patterns, e.g. "modify_default:*.created_at".
         "ignore": "",
+        # Whether an adopted env.py's own context.configure options are read and win.
+        "from_env": "true",
     },
     "lint": {
         # Rule names (ours or squawk's) never reported; a list or a comma-separated string.
