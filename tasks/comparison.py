@@ -522,15 +522,28 @@ def for_session(session: Any, connection: Any = None) -> Comparison:
 
 
 def adopted_env_py(settings: Settings) -> bool:
-    """Whether the scripts' env.py is someone else's (an adopted Alembic project)."""
-    from tasks.alembic_support import alembic_config
+    """Whether the scripts' env.py is someone else's (an adopted Alembic project).
 
-    location = alembic_config(settings).get_main_option("script_location") or ""
-    env_py = _script_path(location, settings) / "env.py"
+    Read from the ini with configparser, not Alembic: an everyday `local.sync --check` does
+    not import Alembic. Anything unreadable counts as adopted (env.py is then run, and its
+    own error is reported).
+    """
+    import configparser
+
+    override = getattr(settings, "script_location", None) or settings.extra.get("script_location")
+    location = str(override or "").strip()  # migrations.script_location, where it exists
+    if not location:
+        parser = configparser.ConfigParser(defaults={"here": str(settings.alembic_ini.parent)})
+        try:
+            parser.read(settings.alembic_ini, encoding="utf-8")
+            location = parser.get("alembic", "script_location", fallback="").strip()
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            return True
     own = settings.root / "alembic" / "env.py"
     try:
+        env_py = (_script_path(location, settings) if location else own.parent) / "env.py"
         return env_py.resolve() != own.resolve()
-    except OSError:
+    except Exception:
         return True
 
 
