@@ -343,9 +343,32 @@ def _dropped_table_item(change: Change, indexes: list[Change]) -> Item:
 
 def _single_item(change: Change, dialect: Any) -> Item:
     builder = _BUILDERS[change.op]
-    kind, detail, operation, reason = builder(change, dialect)
+    try:
+        kind, detail, operation, reason = builder(change, dialect)
+    except Exception:  # describing must never fail where comparing did not: report it plainly
+        return _plain_item(change)
     return Item(kind, change.table, change.name, detail, operation, (change,), change.schema,
                 reason=reason)  # fmt: skip
+
+
+def _plain_item(change: Change) -> Item:
+    """A difference described by its Alembic name only, left for a revision (fail closed)."""
+    where = f"{change.table}.{change.name}" if change.name else change.table
+    values = (
+        f": {change.before or 'none'} -> {change.after or 'none'}"
+        if change.before or change.after
+        else ""
+    )
+    return Item(
+        change.op,
+        change.table,
+        change.name,
+        f"{change.op} {where}{values}",
+        "(write it with `invoke local.revision --autogenerate`)",
+        (change,),
+        change.schema,
+        reason="sync cannot describe this difference in detail: a revision handles it",
+    )
 
 
 def _add_column(change: Change, dialect: Any) -> tuple[str, str, str, str | None]:
@@ -609,7 +632,9 @@ def _classify(plan: Plan, connection: Connection) -> None:
     for item in plan.items:
         if item.kind == "missing_column":
             columns[(item.table, str(item.name))] = item
-            item.reason = _column_blocker(connection, dialect, item.changes[0].model)
+            item.reason = _unmodelled(item) or _column_blocker(
+                connection, dialect, item.changes[0].model
+            )
             item.action = LEAVE if item.reason else ADD
             if item.reason:
                 blocked.add((item.table, str(item.name)))

@@ -190,3 +190,25 @@ def test_a_failing_create_names_its_statement_not_every_table(project, pg_url):
     assert "events" not in line
     assert "nothing was changed (rolled back)" in line
     assert set(schema_snapshot(pg_url)) == set()
+
+
+def test_changes_without_their_model_are_described_and_left_for_a_revision():
+    """The class of the crash: whatever a change lacks, describing it never raises and sync
+    never applies what it cannot model."""
+    from sqlalchemy.dialects import sqlite
+
+    from tasks.sync import group
+    from tasks.sync_diff import Change
+
+    changes = [
+        Change("modify_type", "events", "name", before="VARCHAR(50)", after="VARCHAR(80)"),
+        Change("modify_default", "events", "created_at", before="now()", after=None),
+        Change("add_fk", "events", "fk_events_owner"),  # no signature, no model
+    ]
+
+    items = group(changes, sqlite.dialect())
+
+    assert [item.can_apply for item in items] == [False, False, False]
+    details = [item.detail for item in items]
+    assert "type of events.name: VARCHAR(50) -> VARCHAR(80)" in details
+    assert "add_fk events.fk_events_owner" in details
