@@ -212,3 +212,23 @@ def test_changes_without_their_model_are_described_and_left_for_a_revision():
     details = [item.detail for item in items]
     assert "type of events.name: VARCHAR(50) -> VARCHAR(80)" in details
     assert "add_fk events.fk_events_owner" in details
+
+
+def test_autogenerate_writes_no_revision_for_the_quirks(project, any_url, tmp_path):
+    """env.py compares under the same rules: no revision of false positives."""
+    from tests.helpers import copy_scripts
+
+    models = quirks_for(any_url)
+    create_database(any_url, globals()[f"models__{models}"]())
+    copy = copy_scripts(tmp_path / "scripts")
+    for revision in copy.versions.glob("*.py"):
+        revision.unlink()
+    project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(copy.ini))
+    project.setenv("INVOKE_MIGRATIONS_METADATA", f"tests.test_sync_dialects:models__{models}")
+    project.setenv("DATABASE_URL_DEVELOPMENT", any_url)
+
+    result = project.invoke("dev.revision", "-m", "nothing", "--autogenerate")
+
+    assert result.code == 0, result.output
+    assert "no revision written" in result.stdout
+    assert copy.files() == set()
