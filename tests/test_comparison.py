@@ -257,3 +257,37 @@ def test_ignore_rules_match_the_documented_targets():
         parse_ignore(["modify_default"])
     with pytest.raises(ConfigError):
         parse_ignore("drop_everything:*")
+
+
+class EncryptedString(sa.types.TypeDecorator):
+    """A team's own column type, rendered into revisions through user_module_prefix."""
+
+    impl = sa.String
+    cache_ok = True
+
+
+def models_with_custom_type() -> MetaData:
+    metadata = MetaData()
+    Table(
+        "secrets",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("token", EncryptedString(1000)),
+    )
+    return metadata
+
+
+def test_user_module_prefix_reaches_the_written_revision(project, tmp_path):
+    copy = copy_scripts(tmp_path / "scripts")
+    for revision in copy.versions.glob("*.py"):
+        revision.unlink()
+    project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(copy.ini))
+    project.setenv("INVOKE_MIGRATIONS_METADATA", "tests.test_comparison:models_with_custom_type")
+    project.setenv("DATABASE_URL_DEVELOPMENT", f"sqlite:///{tmp_path / 'dev.sqlite3'}")
+    project.setenv("INVOKE_MIGRATIONS_COMPARE_USER_MODULE_PREFIX", "myapp.types.")
+
+    result = project.invoke("dev.revision", "-m", "secrets", "--autogenerate")
+
+    assert_ok(result)
+    (path,) = copy.versions.glob("*.py")
+    assert "myapp.types.EncryptedString(length=1000)" in path.read_text()
