@@ -168,3 +168,29 @@ def test_postgresql_dialect_without_a_server_is_one_line(project, scripts):
     project.setenv("INVOKE_MIGRATIONS_CI_DIALECTS", "postgresql")
 
     assert_one_line_error(project.invoke("ci.check"), ExitCode.USAGE, "ci.postgres_url")
+
+
+MARIADB_URL = "mysql+pymysql://app@127.0.0.1:3306/app"
+
+
+def test_a_mariadb_environment_is_noted_not_silently_skipped(project, scripts, pg_server):
+    project.setenv("DATABASE_URL_STAGING", MARIADB_URL)
+    project.setenv("DATABASE_URL_PRODUCTION", pg_server.url.render_as_string(hide_password=False))
+
+    result = project.invoke("ci.check")
+
+    assert_ok(result)
+    assert "note: environments on mysql: ci.check has no throwaway server" in result.stdout
+    assert "ok     stairway: postgresql" in result.stdout
+    assert "stairway: sqlite" not in result.stdout
+
+
+def test_only_mariadb_environments_fail_until_dialects_are_chosen(project, scripts):
+    project.setenv("DATABASE_URL_PRODUCTION", MARIADB_URL)
+
+    result = project.invoke("ci.check")
+
+    assert result.code == ExitCode.CI_STAIRWAY, result.output
+    assert "FAILED stairway: no dialect to build the history on" in result.stdout
+    project.setenv("INVOKE_MIGRATIONS_CI_DIALECTS", "sqlite")
+    assert_ok(project.invoke("ci.check"))
