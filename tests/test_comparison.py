@@ -291,3 +291,34 @@ def test_user_module_prefix_reaches_the_written_revision(project, tmp_path):
     assert_ok(result)
     (path,) = copy.versions.glob("*.py")
     assert "myapp.types.EncryptedString(length=1000)" in path.read_text()
+
+
+def models_in_public() -> MetaData:
+    metadata = MetaData()
+    Table("accounts", metadata, Column("id", Integer, primary_key=True))
+    return metadata
+
+
+def test_include_schemas_compares_every_schema(project, pg_url):
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.begin() as connection:
+            models_in_public().create_all(connection)
+            connection.execute(text("CREATE SCHEMA scratch"))
+            connection.execute(text("CREATE TABLE scratch.junk (id int PRIMARY KEY)"))
+    finally:
+        engine.dispose()
+    project.setenv("DATABASE_URL_LOCAL", pg_url)
+    project.setenv("DATABASE_URL_DEVELOPMENT", pg_url)
+    project.setenv("INVOKE_MIGRATIONS_METADATA", "tests.test_comparison:models_in_public")
+    assert_ok(project.invoke("dev.check"))
+    assert project.invoke("local.sync", "--check").code == 0
+
+    project.setenv("INVOKE_MIGRATIONS_COMPARE_INCLUDE_SCHEMAS", "true")
+    checked = project.invoke("dev.check")
+    synced = project.invoke("local.sync", "--check")
+
+    assert checked.code == ExitCode.DIFFERENCES, checked.output
+    assert "remove_table junk" in checked.stdout
+    assert synced.code == ExitCode.NEEDS_REVISION, synced.output
+    assert "scratch.junk" in synced.stdout
