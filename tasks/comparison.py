@@ -257,7 +257,7 @@ def merge_env_options(comparison: Comparison, env_options: Mapping[str, Any]) ->
     """env.py's own options where it sets them, `migrations.compare` for the rest.
 
     The tasks' own hooks (the tool-table filter, ignore rules, dialect normalisation) wrap
-    whatever env.py passes, so they are unwrapped here to the user's part (`__wrapped__`).
+    whatever env.py passes, so they are unwrapped here to the user's part (`__wrapped_user__`).
     """
     from dataclasses import replace
 
