@@ -45,6 +45,7 @@ def _from_handover_or_environment() -> EnvHandover:
             environment=environment,
             metadata_path=settings.metadata,
             connect_timeout=settings.connect_timeout,
+            settings=settings,
         )
     except MigrationsError as error:
         raise CommandError(str(error)) from None

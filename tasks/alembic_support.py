@@ -38,6 +38,8 @@ class EnvHandover:
     revision_directives: list[Any] = field(default_factory=list)
     write_empty_revision: bool = True
     connect_timeout: float = 5
+    # The run's settings (`migrations.compare` for the comparison options); set by alembic_config.
+    settings: Settings | None = None
 
 
 def alembic_config(
@@ -58,6 +60,8 @@ def alembic_config(
     if not config.get_main_option("script_location"):
         config.set_main_option("script_location", str(settings.root / "alembic"))
     if handover is not None:
+        if handover.settings is None:
+            handover.settings = settings
         config.attributes["handover"] = handover
     return config
 
@@ -85,13 +89,14 @@ def include_name(name: str | None, type_: str, _parent_names: dict[str, Any]) ->
     return not (type_ == "table" and name in TOOL_TABLES)
 
 
-def comparison_options() -> dict[str, Any]:
-    """Options under which models and databases are compared, for autogenerate and checks."""
-    return {
-        "compare_type": True,
-        "compare_server_default": True,
-        "include_name": include_name,
-    }
+def comparison_options(
+    settings: Settings | None = None, dialect: str | None = None
+) -> dict[str, Any]:
+    """Options under which models and databases are compared, for autogenerate and checks:
+    `migrations.compare` and the known dialect false positives (`tasks.comparison`)."""
+    from tasks.comparison import from_settings
+
+    return from_settings(settings).options(dialect)
 
 
 def context_options(
@@ -104,7 +109,7 @@ def context_options(
         # Each revision commits on its own: a failing one leaves the database at the last good one.
         "transaction_per_migration": True,
         "process_revision_directives": _revision_hook(handover),
-        **comparison_options(),
+        **comparison_options(handover.settings if handover is not None else None, dialect),
     }
     if handover is not None and handover.on_revision_applied is not None:
         options["on_version_apply"] = _version_hook(handover.on_revision_applied)
@@ -123,6 +128,9 @@ def _revision_hook(handover: EnvHandover | None) -> Callable[..., None]:
     def process_revision_directives(context: Any, revision: Any, directives: list[Any]) -> None:
         if handover is None:
             return
+        from tasks.comparison import filter_revision, from_settings
+
+        filter_revision(directives, from_settings(handover.settings))
         handover.revision_directives.extend(directives)
         script = directives[0] if directives else None
         upgrade_ops = getattr(script, "upgrade_ops", None)

@@ -7,11 +7,17 @@ env.py and configuration. Every check runs; each failure names its check and the
 - heads: exactly `ci.allowed_heads` heads, and the whole graph loads (no dangling down_revision);
 - downgrades: every revision has a real downgrade (not `pass`, not NotImplementedError);
 - stairway: for each revision in order, upgrade to it, downgrade one step, upgrade again, on a
-  throwaway SQLite database and a throwaway PostgreSQL database (catches downgrades that leave
-  enum types, indexes or rows behind, and upgrades that cannot be re-run);
+  throwaway database of each of `ci.dialects` (catches downgrades that leave enum types,
+  indexes or rows behind, and upgrades that cannot be re-run);
 - models: the database built by the whole history matches the models;
 - lint: each revision's upgrade SQL, classified and (on PostgreSQL) squawked, fails on the
   configured severities.
+
+`ci.dialects` (default: the dialects of the shared environments' URLs) decides where the
+stairway and models checks run, so a PostgreSQL-only history is not failed by SQLite.
+`ci.since` marks inherited history as trusted: that revision and older ones skip the
+downgrades, stairway and lint checks (they are only built, once); heads and models still cover
+the whole history.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks import drift
+from tasks import comparison, drift
 from tasks.alembic_support import EnvHandover, alembic_config
 from tasks.errors import CheckFailed, ConfigError, ExitCode
 from tasks.session import Session
@@ -61,12 +67,22 @@ def run_checks(session: Session) -> list[Outcome]:
             "heads", False, f"the revision graph does not load: {error}", ExitCode.CI_HEADS
         )
         return _report(session, [outcome])
-    outcomes = [check_heads(script, options["allowed_heads"]), *check_downgrades(revisions)]
-    for backend in _backends(options):
+    since = _since(script, options["since"])
+    trusted = _trusted(script, since)
+    checked = [revision for revision in revisions if revision.revision not in trusted]
+    outcomes = [check_heads(script, options["allowed_heads"]), *check_downgrades(checked)]
+    backends, notes = dialects_to_check(session, options)
+    for note in notes:
+        session.console.line(f"  note: {note}")
+    if not backends:
+        outcomes.append(_no_dialect_outcome(notes))
+    for backend in backends:
         with throwaway_database(session, backend, options) as (environment, connection):
-            outcomes += stairway(session, environment, connection, revisions)
+            outcomes += stairway(
+                session, environment, connection, checked, since=since, trusted=len(trusted)
+            )
             outcomes.append(models_match(session, environment, connection))
-    outcomes += lint_revisions(session, script, options)
+    outcomes += lint_revisions(session, script, {**options, "backends": backends}, since=since)
     return _report(session, outcomes)
 
 
@@ -106,7 +122,110 @@ def _ci_options(session: Session) -> dict[str, Any]:
     postgres_url = str(raw.get("postgres_url") or "").strip()
     if postgres_url:
         _require_postgresql(postgres_url)
-    return {"allowed_heads": allowed, "postgres_url": postgres_url, "fail_on": failing}
+    return {
+        "allowed_heads": allowed,
+        "postgres_url": postgres_url,
+        "fail_on": failing,
+        "dialects": _configured_dialects(raw.get("dialects"), postgres_url),
+        "since": str(raw.get("since") or "").strip() or None,
+    }
+
+
+# Dialects ci.check can build throwaway databases for, and how people spell them.
+CI_DIALECTS = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
+
+
+def _configured_dialects(value: Any, postgres_url: str) -> list[str] | None:
+    """`ci.dialects` as a list, or None for the default (the shared environments' dialects)."""
+    items = value.split(",") if isinstance(value, str) else list(value or [])
+    names = [str(item).strip().lower() for item in items if str(item).strip()]
+    if not names:
+        return None
+    unknown = [name for name in names if name not in CI_DIALECTS]
+    if unknown:
+        raise ConfigError(
+            f"migrations.ci.dialects: ci.check cannot build a throwaway {unknown[0]} database "
+            "(known: sqlite, postgresql)"
+        )
+    dialects = list(dict.fromkeys(CI_DIALECTS[name] for name in names))
+    if "postgresql" in dialects and not postgres_url:
+        raise ConfigError(
+            "migrations.ci.dialects includes postgresql but migrations.ci.postgres_url is empty"
+        )
+    return dialects
+
+
+# The environments whose databases a history is deployed to (local is each developer's own).
+SHARED_ENVIRONMENTS = ("development", "staging", "production")
+
+
+def dialects_to_check(session: Session, options: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(dialects for the stairway and models checks, notes to print).
+
+    `ci.dialects` when set; otherwise the dialects of the shared environments whose URL is
+    configured, with SQLite only when one of them is SQLite or none is set (then PostgreSQL
+    too, when `ci.postgres_url` names a server, as before `ci.dialects` existed).
+    """
+    if options["dialects"] is not None:
+        return options["dialects"], []
+    found = _environment_dialects(session)
+    if not found:
+        return (["sqlite", "postgresql"] if options["postgres_url"] else ["sqlite"]), []
+    notes = []
+    dialects = [dialect for dialect in ("sqlite", "postgresql") if dialect in found]
+    unsupported = sorted(set(found) - set(CI_DIALECTS))
+    if unsupported:
+        notes.append(
+            f"environments on {', '.join(unsupported)}: ci.check has no throwaway server for "
+            "them (migrations.ci.dialects chooses what to check instead)"
+        )
+    if "postgresql" in dialects and not options["postgres_url"]:
+        dialects.remove("postgresql")
+        notes.append("environments on postgresql but migrations.ci.postgres_url is empty")
+    return dialects, notes
+
+
+def _environment_dialects(session: Session) -> list[str]:
+    """Dialects of the shared environments that have a URL (unset ones are skipped)."""
+    from tasks.environments import resolve_environment
+
+    dialects = []
+    for name in SHARED_ENVIRONMENTS:
+        if name not in session.settings.environments:
+            continue
+        try:
+            dialect = resolve_environment(session.settings, name).dialect
+        except ConfigError:
+            continue
+        dialects.append("mysql" if dialect == "mariadb" else dialect)
+    return sorted(set(dialects))
+
+
+def _no_dialect_outcome(notes: list[str]) -> Outcome:
+    detail = "no dialect to build the history on; set migrations.ci.dialects"
+    if notes:
+        detail += f" ({notes[0]})"
+    return Outcome("stairway", False, detail, ExitCode.CI_STAIRWAY)
+
+
+def _since(script: ScriptDirectory, since: str | None) -> str | None:
+    """`ci.since` as a full revision id; an unknown one is a configuration error."""
+    if since is None:
+        return None
+    try:
+        revision = script.get_revision(since)
+    except Exception:
+        revision = None
+    if revision is None:
+        raise ConfigError(f"migrations.ci.since: {since!r} is not a revision of the scripts")
+    return revision.revision
+
+
+def _trusted(script: ScriptDirectory, since: str | None) -> set[str]:
+    """`since` and every revision it depends on: history nobody will rewrite."""
+    if since is None:
+        return set()
+    return {revision.revision for revision in script.iterate_revisions(since, "base")}
 
 
 def _require_postgresql(url: str) -> None:
@@ -119,10 +238,6 @@ def _require_postgresql(url: str) -> None:
             "migrations.ci.postgres_url must name a PostgreSQL server (or be empty for the "
             f"SQLite legs only), not {parsed.get_backend_name()}"
         )
-
-
-def _backends(options: dict[str, Any]) -> list[str]:
-    return ["sqlite", "postgresql"] if options["postgres_url"] else ["sqlite"]
 
 
 # --- checks ---------------------------------------------------------------------------------
@@ -192,12 +307,28 @@ def _raises_not_implemented(function: ast.FunctionDef) -> bool:
 
 
 def stairway(
-    session: Session, environment: Environment, connection: Connection, revisions: list[Script]
+    session: Session,
+    environment: Environment,
+    connection: Connection,
+    revisions: list[Script],
+    *,
+    since: str | None = None,
+    trusted: int = 0,
 ) -> list[Outcome]:
-    """Up, down one step, up again, for every revision in order."""
+    """Up, down one step, up again, for every revision in order; trusted history (`since`
+    and older) is only built, once, as the ground the checked revisions stand on."""
     from alembic import command
 
     run = _runner(session, environment, connection)
+    if since is not None:
+        try:
+            run(command.upgrade, since)
+        except Exception as error:
+            detail = (
+                f"{environment.dialect}: trusted history up to {since} (ci.since) does not "
+                f"build: {_first_line(error)}"
+            )
+            return [Outcome("stairway", False, detail, ExitCode.CI_STAIRWAY)]
     for revision in revisions:
         steps = [
             ("upgrade", command.upgrade, revision.revision),
@@ -214,6 +345,8 @@ def stairway(
                 )
                 return [Outcome("stairway", False, detail, ExitCode.CI_STAIRWAY)]
     detail = f"{environment.dialect}: {len(revisions)} revision(s) up, down and up again"
+    if trusted:
+        detail += f" ({trusted} older revision(s) trusted: ci.since {since})"
     return [Outcome("stairway", True, detail, ExitCode.CI_STAIRWAY)]
 
 
@@ -228,9 +361,10 @@ def models_match(session: Session, environment: Environment, connection: Connect
     """After the whole history, the database must be what the models describe."""
     from alembic import command
 
+    rules = comparison.for_session(session)  # a configuration error is not a history failure
     try:
         _runner(session, environment, connection)(command.upgrade, "heads")
-        differences = drift.compare(connection, session.metadata())
+        differences = drift.compare(connection, session.metadata(), rules)
         connection.rollback()
     except Exception as error:
         detail = f"{environment.dialect}: could not build the history: {_first_line(error)}"
@@ -244,15 +378,20 @@ def models_match(session: Session, environment: Environment, connection: Connect
 
 
 def lint_revisions(
-    session: Session, script: ScriptDirectory, options: dict[str, Any]
+    session: Session, script: ScriptDirectory, options: dict[str, Any], since: str | None = None
 ) -> list[Outcome]:
-    """Lint each revision's upgrade as it would run on the dialect CI builds (PostgreSQL first)."""
+    """Lint each revision's upgrade (newer than `since`) as it would run on the dialect CI
+    builds (PostgreSQL first)."""
     from tasks.plan import build_plan
 
-    url = options["postgres_url"] or "sqlite://"
-    linted = _session_for(session, _environment_for_lint(url))
-    steps = script._upgrade_revs("heads", ())
-    planned = build_plan(linted, script, steps, direction="upgrade", current=(), target="heads")
+    backends = options.get("backends") or ["postgresql", "sqlite"]
+    postgres = options["postgres_url"] if "postgresql" in backends else ""
+    linted = _session_for(session, _environment_for_lint(postgres or "sqlite://"))
+    current = (since,) if since else ()
+    steps = script._upgrade_revs("heads", current)
+    planned = build_plan(
+        linted, script, steps, direction="upgrade", current=current, target="heads"
+    )
     failing = options["fail_on"]
     outcomes = []
     for item in planned.revisions:

@@ -10,7 +10,7 @@ from tasks.context import run_task
 def ci_tasks() -> list[Task]:
     @task
     def check(c: Context) -> None:
-        """Heads, real downgrades, stairway on SQLite and PostgreSQL, models vs history, lint."""
+        """Heads, real downgrades, stairway and models on ci.dialects, lint (ci.since: trusted)."""
         from tasks import ci_checks
 
         run_task(

@@ -8,23 +8,32 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tasks.alembic_support import comparison_options
-
 if TYPE_CHECKING:
     from sqlalchemy import MetaData
     from sqlalchemy.engine import Connection
+
+    from tasks.comparison import Comparison
 
 # Diff kinds that lose data when a revision applies them.
 DESTRUCTIVE_KINDS = frozenset({"remove_table", "remove_column"})
 
 
-def compare(connection: Connection, metadata: MetaData) -> list[Any]:
-    """Alembic's differences, flattened: one tuple per change."""
+def compare(
+    connection: Connection, metadata: MetaData, comparison: Comparison | None = None
+) -> list[Any]:
+    """Alembic's differences, flattened: one tuple per change, under the project's comparison
+    configuration (hooks, ignore rules, known dialect false positives: `tasks.comparison`)."""
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    context = MigrationContext.configure(connection, opts=comparison_options())
-    return flatten(compare_metadata(context, metadata))
+    from tasks.comparison import Comparison, filter_diffs
+
+    comparison = comparison or Comparison()
+    context = MigrationContext.configure(
+        connection, opts=comparison.options(connection.dialect.name)
+    )
+    diffs = flatten(compare_metadata(context, metadata))
+    return filter_diffs(comparison, connection.dialect.name, diffs)
 
 
 def flatten(diffs: list[Any]) -> list[tuple[Any, ...]]:

@@ -82,10 +82,13 @@ def heads(session: Session) -> list[str]:
 
 def check(session: Session) -> None:
     """Compare the models with the live database, read-only; differences are an error."""
+    from tasks import comparison
+
     with session.connect() as connection:
         _database_heads(connection, session)
+        rules = comparison.for_session(session, connection)
         try:
-            differences = drift.compare(connection, session.metadata())
+            differences = drift.compare(connection, session.metadata(), rules)
         except Exception as error:
             raise _as_database_error(session, error) from None
         connection.rollback()

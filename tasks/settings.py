@@ -76,6 +76,28 @@ DEFAULTS: dict[str, Any] = {
         "postgres_url": "postgresql://postgres@127.0.0.1:5432/postgres",
         # Lint severities that fail `ci.check` (upgrade direction): destructive, warning.
         "fail_on": "destructive",
+        # Dialects the stairway and models checks run on (sqlite, postgresql); empty: those of
+        # the shared environments' URLs, SQLite when one of them is SQLite or none is set.
+        "dialects": "",
+        # A revision: it and older ones are trusted history (no downgrade, stairway or lint
+        # check); heads and models are still checked. Empty: every revision is checked.
+        "since": "",
+    },
+    # How models and databases are compared, by autogenerate, check, sync and ci.check
+    # (tasks/comparison.py). Hooks are `module:function` import paths; an adopted env.py's own
+    # options win where it sets them.
+    "compare": {
+        "compare_type": "true",
+        "compare_server_default": "true",
+        "include_object": "",
+        "include_name": "",
+        "render_item": "",
+        "user_module_prefix": "",
+        "include_schemas": "false",
+        # Differences never reported: `op:target` patterns, e.g. "modify_default:*.created_at".
+        "ignore": "",
+        # Whether an adopted env.py's own context.configure options are read and win.
+        "from_env": "true",
     },
     "lint": {
         # Rule names (ours or squawk's) never reported; a list or a comma-separated string.

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Column, MetaData, Table
     from sqlalchemy.engine import Connection
 
+    from tasks.comparison import Comparison
     from tasks.sync_diff import Change
 
 ADD = "add"  # sync can apply it
@@ -111,10 +112,13 @@ def sync(
     session: Session, *, check: bool = False, backup: bool = False, as_json: bool = False
 ) -> Plan:
     """`local.sync`: report (`check`) or apply the additive differences, then report the rest."""
+    from tasks import comparison
+
     metadata = session.metadata()
     nothing_to_back_up = _sqlite_file_missing(session)
     with _connection(session, read_only=check) as connection:
-        plan = _compare(session, connection, metadata)
+        rules = comparison.for_session(session, connection)
+        plan = _compare(session, connection, metadata, rules)
         session.record.details["differences"] = _counts(plan)
         if check or not plan.to_apply:
             connection.rollback()
@@ -125,7 +129,7 @@ def sync(
         if backup:
             backup_path = _backup_first(session, as_json=as_json, missing=nothing_to_back_up)
         applied = plan.to_apply
-        remaining = apply_plan(session, connection, metadata, plan)
+        remaining = apply_plan(session, connection, metadata, plan, rules)
     _report(session, remaining, applied=applied, backup_path=backup_path, as_json=as_json)
     _raise_for(session, remaining, applied=True)
     return remaining
@@ -164,14 +168,16 @@ def reset(session: Session, *, backup: bool = False) -> None:
 # --- planning -----------------------------------------------------------------------------------
 
 
-def _compare(session: Session, connection: Connection, metadata: MetaData) -> Plan:
+def _compare(
+    session: Session, connection: Connection, metadata: MetaData, rules: Comparison | None = None
+) -> Plan:
     """make_plan, with a database error turned into one masked line."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from tasks.engines import describe_database_error
 
     try:
-        return make_plan(connection, metadata)
+        return make_plan(connection, metadata, rules)
     except SQLAlchemyError as error:
         raise DatabaseError(
             f"cannot compare the models with the {session.environment.name} database: "
@@ -179,11 +185,12 @@ def _compare(session: Session, connection: Connection, metadata: MetaData) -> Pl
         ) from None
 
 
-def make_plan(connection: Connection, metadata: MetaData) -> Plan:
-    """Compare, group the changes into items, and decide which ones sync can apply."""
+def make_plan(connection: Connection, metadata: MetaData, rules: Comparison | None = None) -> Plan:
+    """Compare (under the project's comparison rules), group the changes into items, and
+    decide which ones sync can apply."""
     from tasks import sync_diff
 
-    changes = sync_diff.compare(connection, metadata)
+    changes = sync_diff.compare(connection, metadata, comparison=rules)
     plan = Plan(connection.dialect.name, group(changes, connection.dialect))
     _classify(plan, connection)
     return plan
@@ -336,9 +343,32 @@ def _dropped_table_item(change: Change, indexes: list[Change]) -> Item:
 
 def _single_item(change: Change, dialect: Any) -> Item:
     builder = _BUILDERS[change.op]
-    kind, detail, operation, reason = builder(change, dialect)
+    try:
+        kind, detail, operation, reason = builder(change, dialect)
+    except Exception:  # describing must never fail where comparing did not: report it plainly
+        return _plain_item(change)
     return Item(kind, change.table, change.name, detail, operation, (change,), change.schema,
                 reason=reason)  # fmt: skip
+
+
+def _plain_item(change: Change) -> Item:
+    """A difference described by its Alembic name only, left for a revision (fail closed)."""
+    where = f"{change.table}.{change.name}" if change.name else change.table
+    values = (
+        f": {change.before or 'none'} -> {change.after or 'none'}"
+        if change.before or change.after
+        else ""
+    )
+    return Item(
+        change.op,
+        change.table,
+        change.name,
+        f"{change.op} {where}{values}",
+        "(write it with `invoke local.revision --autogenerate`)",
+        (change,),
+        change.schema,
+        reason="sync cannot describe this difference in detail: a revision handles it",
+    )
 
 
 def _add_column(change: Change, dialect: Any) -> tuple[str, str, str, str | None]:
@@ -364,8 +394,11 @@ def _remove_column(change: Change, _dialect: Any) -> tuple[str, str, str, str | 
 
 
 def _modify(change: Change, _dialect: Any) -> tuple[str, str, str, str | None]:
+    """A changed column, described from the change itself: a change may come without its
+    model column (an adopted project's comparator, a column the models spell differently),
+    and describing a difference must never fail where comparing it did not."""
     what, argument, value = {
-        "modify_type": ("type", "type_", lambda c: _type_repr(c.model.type)),
+        "modify_type": ("type", "type_", _model_type_repr),
         "modify_nullable": ("nullability", "nullable", lambda c: repr(c.after == "NULL")),
         "modify_default": ("server default", "server_default", lambda c: _default_repr(c.after)),
         "modify_comment": ("comment", "comment", lambda c: repr(c.after)),
@@ -377,6 +410,13 @@ def _modify(change: Change, _dialect: Any) -> tuple[str, str, str, str | None]:
         f"op.alter_column({change.table!r}, {change.name!r}, {argument}={value(change)})",
         f"sync never changes an existing column's {what}",
     )
+
+
+def _model_type_repr(change: Change) -> str:
+    column_type = getattr(change.model, "type", None)
+    if column_type is None:
+        return f"<{change.after or 'the model type'}>"
+    return _type_repr(column_type)
 
 
 def _table_comment(change: Change, _dialect: Any) -> tuple[str, str, str, str | None]:
@@ -592,7 +632,9 @@ def _classify(plan: Plan, connection: Connection) -> None:
     for item in plan.items:
         if item.kind == "missing_column":
             columns[(item.table, str(item.name))] = item
-            item.reason = _column_blocker(connection, dialect, item.changes[0].model)
+            item.reason = _unmodelled(item) or _column_blocker(
+                connection, dialect, item.changes[0].model
+            )
             item.action = LEAVE if item.reason else ADD
             if item.reason:
                 blocked.add((item.table, str(item.name)))
@@ -611,7 +653,15 @@ def _classify(plan: Plan, connection: Connection) -> None:
             )
         else:
             continue
+        item.reason = item.reason or _unmodelled(item)
         item.action = LEAVE if item.reason else ADD
+
+
+def _unmodelled(item: Item) -> str | None:
+    """Fail closed: an addition that arrived without the model object it adds is left alone."""
+    if item.changes[0].model is None:
+        return "sync cannot tell what to create for this difference: a revision adds it"
+    return None
 
 
 def _column_blocker(connection: Connection, dialect: str, column: Column[Any]) -> str | None:
@@ -717,7 +767,13 @@ def _fk_blocker(dialect: str, item: Item, columns: dict[tuple[str, str], Item]) 
 # --- applying -----------------------------------------------------------------------------------
 
 
-def apply_plan(session: Session, connection: Connection, metadata: MetaData, plan: Plan) -> Plan:
+def apply_plan(
+    session: Session,
+    connection: Connection,
+    metadata: MetaData,
+    plan: Plan,
+    rules: Comparison | None = None,
+) -> Plan:
     """Apply every item sync may apply in one transaction and return what is left.
 
     Before committing, the database is compared again: if something sync meant to add is still
@@ -727,7 +783,7 @@ def apply_plan(session: Session, connection: Connection, metadata: MetaData, pla
     progress = ["sync"]  # what was running when something failed
     try:
         _execute(connection, plan, progress)
-        after = make_plan(connection, metadata)
+        after = make_plan(connection, metadata, rules)
         missed = "; ".join(item.detail for item in _unexpected(plan, after)[:5])
         if missed and connection.dialect.name not in _NON_TRANSACTIONAL:
             connection.rollback()
@@ -770,8 +826,8 @@ def _execute(connection: Connection, plan: Plan, progress: list[str]) -> None:
         progress.append(item.detail)
         connection.execute(_add_constraint_ddl(item.changes[0].model))
     tables = [item.changes[0].model for item in by_kind["missing_table"]]
-    if tables:
-        progress.append("creating table(s) " + ", ".join(table.name for table in tables))
+    if tables:  # a failure names its own statement (see _failed_statement), not every table
+        progress.append(f"{_CREATING_TABLES}{len(tables)} table(s)")
         tables[0].metadata.create_all(connection, tables=tables, checkfirst=True)
     for item in by_kind["missing_index"]:
         progress.append(item.detail)
@@ -835,6 +891,8 @@ def _apply_error(session: Session, statement: str, error: Exception) -> Database
     from tasks.engines import describe_database_error
 
     detail = describe_database_error(error)
+    if statement.startswith(_CREATING_TABLES):  # one batch of many statements: name the one
+        statement = _failed_statement(error) or statement
     if connection_is_mysql(session):
         outcome = "statements before it were committed (MySQL/MariaDB DDL is not transactional)"
     else:
@@ -843,6 +901,21 @@ def _apply_error(session: Session, statement: str, error: Exception) -> Database
     if "out of shared memory" in detail or "max_locks_per_transaction" in detail:
         hint = "; raise max_locks_per_transaction or create the tables in smaller steps"
     return DatabaseError(f"failed at {statement}: {detail}; {outcome}{hint}")
+
+
+_CREATING_TABLES = "creating "
+
+
+def _failed_statement(error: BaseException) -> str | None:
+    """The statement the database refused, as its first line (`CREATE TABLE orders (`), so a
+    failure among 64 new tables names the one that failed. Masked like every error text."""
+    from tasks.redaction import redact
+
+    statement = getattr(error, "statement", None)
+    if not isinstance(statement, str) or not statement.strip():
+        return None
+    first = " ".join(statement.strip().splitlines()[0].split())
+    return redact(first if len(first) <= 160 else first[:157] + "...")
 
 
 def connection_is_mysql(session: Session) -> bool:

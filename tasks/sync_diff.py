@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Dialect
     from sqlalchemy.engine.reflection import Inspector
 
+    from tasks.comparison import Comparison
+
 TableKey = tuple[str | None, str]
 
 
@@ -94,15 +96,30 @@ def fk_text(signature: tuple[Any, ...]) -> str:
 
 
 def compare(
-    connection: Connection, metadata: MetaData, exclude: Iterable[str] = TOOL_TABLES
+    connection: Connection,
+    metadata: MetaData,
+    exclude: Iterable[str] = TOOL_TABLES,
+    comparison: Comparison | None = None,
 ) -> list[Change]:
-    """Every difference between `metadata` and the database, without changing anything."""
-    context = _Context(connection, inspect(connection))
-    excluded = frozenset(exclude)
-    changes: list[Change] = []
-    for schema, model_tables in _model_tables(metadata, context, excluded).items():
-        changes.extend(_compare_schema(context, metadata, schema, model_tables, excluded))
-    return changes
+    """Every difference between `metadata` and the database, without changing anything.
+
+    Under `comparison` (the project's hooks, ignore rules and the known dialect false
+    positives, `tasks.comparison`). Hooks the quick path does not model (include_object,
+    include_name, comparator functions, include_schemas) hand the whole comparison to Alembic:
+    slower, but exactly what autogenerate and `check` see.
+    """
+    from tasks.comparison import Comparison, filter_changes
+
+    comparison = comparison or Comparison()
+    context = _Context(connection, inspect(connection), comparison)
+    if comparison.needs_alembic:
+        changes = _alembic_changes(context, metadata, None, None)
+    else:
+        excluded = frozenset(exclude)
+        changes = []
+        for schema, model_tables in _model_tables(metadata, context, excluded).items():
+            changes.extend(_compare_schema(context, metadata, schema, model_tables, excluded))
+    return filter_changes(comparison, context.backend, changes)
 
 
 def keys_from_alembic(diffs: Iterable[Any]) -> set[tuple[str, ...]]:
@@ -116,7 +133,12 @@ def keys_from_alembic(diffs: Iterable[Any]) -> set[tuple[str, ...]]:
 class _Context:
     """The connection plus caches that make comparing thousands of columns cheap."""
 
-    def __init__(self, connection: Connection, inspector: Inspector) -> None:
+    def __init__(
+        self, connection: Connection, inspector: Inspector, comparison: Comparison | None = None
+    ) -> None:
+        from tasks.comparison import Comparison
+
+        self.comparison = comparison or Comparison()
         self.connection = connection
         self.inspector = inspector
         self.dialect: Dialect = connection.dialect
@@ -1018,28 +1040,35 @@ def _fk_name(context: _Context, fk: ForeignKeyConstraint) -> str | None:
 
 
 def _alembic_changes(
-    context: _Context, metadata: MetaData, schema: str | None, tables: list[str]
+    context: _Context, metadata: MetaData, schema: str | None, tables: list[str] | None
 ) -> list[Change]:
-    """Alembic's own comparison, limited to `tables` of `schema`."""
+    """Alembic's own comparison under the project's options, limited to `tables` of `schema`
+    (all of them when `tables` is None)."""
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from tasks.alembic_support import comparison_options
+    options = context.comparison.options(context.backend)
+    if tables is not None:
+        options.update(_limited_to(options, schema, set(tables)))
+    migration = MigrationContext.configure(context.connection, opts=options)
+    return _from_alembic(_flatten(compare_metadata(migration, metadata)), metadata)
 
-    wanted = set(tables)
+
+def _limited_to(options: dict[str, Any], schema: str | None, wanted: set[str]) -> dict[str, Any]:
+    """include_name / include_object that keep only `wanted` tables, on top of the project's."""
+    outer_name, outer_object = options["include_name"], options["include_object"]
 
     def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
-        if type_ == "table":
-            return name in wanted and parent_names.get("schema_name") == schema
-        return True
+        if type_ == "table" and not (name in wanted and parent_names.get("schema_name") == schema):
+            return False
+        return bool(outer_name(name, type_, parent_names))
 
-    def include_object(obj: Any, name: str | None, type_: str, *_: Any) -> bool:
-        return type_ != "table" or (name in wanted and obj.schema in {schema, None})
+    def include_object(obj: Any, name: str | None, type_: str, *rest: Any) -> bool:
+        if type_ == "table" and not (name in wanted and obj.schema in {schema, None}):
+            return False
+        return bool(outer_object(obj, name, type_, *rest))
 
-    options = {**comparison_options(), "include_name": include_name}
-    options["include_object"] = include_object
-    migration = MigrationContext.configure(context.connection, opts=options)
-    return _from_alembic(_flatten(compare_metadata(migration, metadata)))
+    return {"include_name": include_name, "include_object": include_object}
 
 
 def _flatten(diffs: Iterable[Any]) -> list[tuple[Any, ...]]:
@@ -1049,14 +1078,32 @@ def _flatten(diffs: Iterable[Any]) -> list[tuple[Any, ...]]:
     return flat
 
 
-def _from_alembic(diffs: list[tuple[Any, ...]]) -> list[Change]:
-    """Alembic's diff tuples as Changes (same op names, same keys)."""
+def _from_alembic(diffs: list[tuple[Any, ...]], metadata: MetaData | None = None) -> list[Change]:
+    """Alembic's diff tuples as Changes (same op names, same keys).
+
+    A column modification carries only names in Alembic's diff: its model column is looked up
+    in `metadata`, so whatever describes the change has the model's type and default to show.
+    """
     changes = []
     for diff in diffs:
         converter = _ALEMBIC_CONVERTERS.get(diff[0])
         if converter is not None:
-            changes.append(converter(diff))
+            change = converter(diff)
+            if change.model is None and diff[0].startswith("modify_") and metadata is not None:
+                change = _with_model_column(change, metadata)
+            changes.append(change)
     return changes
+
+
+def _with_model_column(change: Change, metadata: MetaData) -> Change:
+    from dataclasses import replace
+
+    for table in metadata.tables.values():
+        if table.name == change.table and table.schema in {change.schema, None}:
+            column = table.columns.get(change.name or "")
+            if column is not None:
+                return replace(change, model=column)
+    return change
 
 
 def _from_table(diff: tuple[Any, ...]) -> Change:
