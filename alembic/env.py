@@ -59,6 +59,30 @@ def _metadata(target: EnvHandover):  # type: ignore[no-untyped-def]
     return target.metadata
 
 
+def _safe_revisions(options: dict) -> dict:
+    """On PostgreSQL, autogenerate writes lock-safe revisions (tasks/safe_revisions.py).
+
+    The task says whether `migrations.safe_revisions` is on through `config.attributes`; a
+    plain `alembic revision --autogenerate` reads the same setting, only when it writes one.
+    """
+    then = options["process_revision_directives"]
+
+    def process_revision_directives(context, revision, directives) -> None:  # type: ignore[no-untyped-def]
+        from tasks import safe_revisions
+
+        is_enabled = config.attributes.get("safe_revisions")
+        if is_enabled is None:
+            try:
+                is_enabled = safe_revisions.enabled(load_project_settings().extra)
+            except MigrationsError as error:
+                raise CommandError(str(error)) from None
+        if safe_revisions.applies_to(context.dialect.name, is_enabled):
+            safe_revisions.process_revision_directives(context, revision, directives)
+        then(context, revision, directives)
+
+    return {**options, "process_revision_directives": process_revision_directives}
+
+
 def run_migrations_offline() -> None:
     """Emit SQL for the environment's dialect without connecting."""
     target = _from_handover_or_environment()
@@ -76,6 +100,7 @@ def run_migrations_online() -> None:
     """Run on the task's connection, or on one opened here for plain `alembic` commands."""
     target = _from_handover_or_environment()
     options = context_options(_metadata(target), target.environment.dialect, target)
+    options = _safe_revisions(options)
     if target.connection is not None:
         context.configure(connection=target.connection, **options)
         with context.begin_transaction():

@@ -487,6 +487,7 @@ def revision(session: Session, message: str, *, autogenerate: bool = False) -> P
         handover = _handover(session, connection)
         handover.write_empty_revision = not autogenerate
         config = alembic_config(session.settings, handover, stdout=io.StringIO())
+        config.attributes["safe_revisions"] = _safe_revisions_enabled(session)
         created = _alembic(
             session, command.revision, config, message=message, autogenerate=autogenerate
         )
@@ -501,6 +502,13 @@ def revision(session: Session, message: str, *, autogenerate: bool = False) -> P
     session.console.line(f"created {_display_path(session, path)}")
     _report_operations(session, handover.revision_directives)
     return path
+
+
+def _safe_revisions_enabled(session: Session) -> bool:
+    """`migrations.safe_revisions`: lock-safe autogenerate on PostgreSQL (tasks/safe_revisions)."""
+    from tasks.safe_revisions import enabled
+
+    return enabled(session.settings.extra)
 
 
 # --- helpers --------------------------------------------------------------------------------
