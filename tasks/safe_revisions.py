@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from alembic.autogenerate import renderers
 from alembic.autogenerate.api import AutogenContext
 from alembic.autogenerate.render import render_op
 from alembic.autogenerate.rewriter import Rewriter
-from alembic.operations import ops
+from alembic.operations import Operations, ops
 
 from tasks.errors import ConfigError
 
@@ -137,6 +138,80 @@ def python_string(text: str) -> str:
     return f'"{escaped}"'
 
 
+# --- the leftover of a failed concurrent build -----------------------------------------------
+
+
+@Operations.register_operation("drop_invalid_index")
+class DropInvalidIndexOp(ops.MigrateOperation):
+    """`op.drop_invalid_index(name, table)`: drop `name` only if PostgreSQL marks it INVALID.
+
+    A concurrent build that fails (lock_timeout, a duplicate, a cancel) leaves the index in the
+    catalog, INVALID: never used by queries, still maintained on every write, and in the way of
+    the re-run. This drops exactly that and nothing else: a valid index of the name is kept
+    (the build then skips it with IF NOT EXISTS), so no working index and no data is ever lost,
+    which is why it is not a destructive statement. It needs the live catalog, so `--sql` output
+    carries a comment instead; a DBA running that script by hand reads what to check.
+    """
+
+    def __init__(self, index_name: Any, table_name: str, *, schema: str | None = None) -> None:
+        self.index_name = index_name
+        self.table_name = table_name
+        self.schema = schema
+
+    @classmethod
+    def drop_invalid_index(
+        cls, operations: Operations, index_name: str, table_name: str, *, schema: str | None = None
+    ) -> None:
+        operations.invoke(cls(index_name, table_name, schema=schema))
+
+    def to_diff_tuple(self) -> Any:
+        raise NotImplementedError("not a model difference")
+
+
+# SQL that finds an INVALID index by name in the schema (or the search path's first schema).
+_INVALID_INDEX = (
+    "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relname = :name AND n.nspname = coalesce(:schema, current_schema()) "
+    "AND NOT i.indisvalid"
+)
+
+
+@Operations.implementation_for(DropInvalidIndexOp)
+def _drop_invalid_index(operations: Operations, operation: DropInvalidIndexOp) -> None:
+    from sqlalchemy import text
+
+    name = str(operation.index_name)
+    context = operations.get_context()
+    if context.as_sql:
+        context.impl.static_output(
+            f"-- {name}: drop it first (DROP INDEX CONCURRENTLY) only if a failed build left "
+            "it INVALID (pg_index.indisvalid = false)"
+        )
+        return
+    if context.dialect.name != "postgresql":  # only PostgreSQL builds indexes concurrently
+        return
+    found = operations.get_bind().execute(
+        text(_INVALID_INDEX), {"name": name, "schema": operation.schema}
+    )
+    if found.first() is None:
+        return
+    operations.drop_index(
+        name,
+        table_name=operation.table_name,
+        schema=operation.schema,
+        postgresql_concurrently=True,
+        if_exists=True,
+    )
+
+
+@renderers.dispatch_for(DropInvalidIndexOp)
+def _render_drop_invalid_index(autogen_context: AutogenContext, op: DropInvalidIndexOp) -> str:
+    prefix = autogen_context.opts.get("alembic_module_prefix") or "op."
+    schema = f", schema={op.schema!r}" if op.schema else ""
+    return f"{prefix}drop_invalid_index({str(op.index_name)!r}, {op.table_name!r}{schema})"
+
+
 # --- the rewrite ------------------------------------------------------------------------------
 
 
@@ -217,6 +292,7 @@ def _rewriter(exempt: set[tuple[str | None, str]], quote: Any) -> Rewriter:
 def _concurrent_index(op: ops.CreateIndexOp) -> AutocommitBlockOp:
     build = copy.copy(op)
     build.kw = {**op.kw, "postgresql_concurrently": True}
+    build.if_not_exists = True  # a valid one left by a run that failed after building it
     return AutocommitBlockOp(
         op,
         [_leftover_drop(op.index_name, op.table_name, op.schema), build],
@@ -225,8 +301,8 @@ def _concurrent_index(op: ops.CreateIndexOp) -> AutocommitBlockOp:
     )
 
 
-def _leftover_drop(name: Any, table: str, schema: str | None) -> ops.DropIndexOp:
-    return ops.DropIndexOp(name, table, schema=schema, if_exists=True, postgresql_concurrently=True)
+def _leftover_drop(name: Any, table: str, schema: str | None) -> DropInvalidIndexOp:
+    return DropInvalidIndexOp(name, table, schema=schema)
 
 
 def _concurrent_drop(op: ops.DropIndexOp) -> AutocommitBlockOp:
@@ -261,7 +337,7 @@ def _unique_using_index(op: ops.CreateUniqueConstraintOp, quote: Any) -> Autocom
     name = op.constraint_name
     build = ops.CreateIndexOp(
         name, op.table_name, list(op.columns), schema=op.schema, unique=True,
-        postgresql_concurrently=True,
+        if_not_exists=True, postgresql_concurrently=True,
     )  # fmt: skip
     table = _qualified(quote, op.schema, op.table_name)
     attach = SqlStepOp(
@@ -326,3 +402,29 @@ def _changes_more_than_nullable(op: ops.AlterColumnOp) -> bool:
 
 def _not_null_check_name(table: str, column: str) -> str:
     return f"ck_{table}_{column}_not_null"[:MAX_IDENTIFIER]
+
+
+# --- the written file ---------------------------------------------------------------------------
+
+
+def tidy(path: Path, root: Path) -> bool:
+    """Format a new revision file with ruff and drop its unused imports, when ruff is there.
+
+    Alembic's renderer writes single quotes and long lines, and the template imports `sa` even
+    when nothing uses it: a file that fails `ruff format --check` and `ruff check` the moment it
+    is written. Done here rather than as an alembic.ini post-write hook, whose status lines go
+    to the real stdout and which fails the whole command where ruff is not installed; without
+    ruff the file is left as Alembic wrote it. Returns whether ruff ran.
+    """
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    if ruff is None:
+        return False
+    for arguments in (["format", "--quiet"], ["check", "--fix", "--exit-zero", "--silent"]):
+        subprocess.run(
+            [ruff, *arguments, str(path)], cwd=root, capture_output=True, check=False, timeout=60
+        )
+    return True

@@ -4,7 +4,17 @@ INVOKE_MIGRATIONS_METADATA=tests.models_safe:<name>."""
 
 from __future__ import annotations
 
-from sqlalchemy import Column, ForeignKey, Index, Integer, MetaData, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+)
 
 from database.base import NAMING_CONVENTION
 from database.imports import import_all_models
@@ -46,4 +56,24 @@ def not_null() -> MetaData:
     """projects.description becomes NOT NULL."""
     metadata = _copy()
     metadata.tables["projects"].c.description.nullable = False
+    return metadata
+
+
+def new_table() -> MetaData:
+    """A new table with an index: created in the same revision, so it needs no CONCURRENTLY."""
+    metadata = _copy()
+    Table(
+        "labels",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("project_id", ForeignKey("projects.id"), index=True),
+        Column("name", String(80), nullable=False, unique=True),
+    )
+    return metadata
+
+
+def retype() -> MetaData:
+    """projects.owner_id becomes BIGINT: a rewrite of the table, left for a human to consent to."""
+    metadata = _copy()
+    metadata.tables["projects"].c.owner_id.type = BigInteger()
     return metadata
