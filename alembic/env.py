@@ -19,8 +19,8 @@ from alembic.util import CommandError
 if (_project := str(Path(__file__).resolve().parent.parent)) not in sys.path:
     sys.path.insert(0, _project)
 
-# Registers `op.drop_invalid_index`, which lock-safe revisions call (tasks/safe_revisions.py).
-from tasks import safe_revisions
+# Registers `op.drop_invalid_index`, which lock-safe revisions call (tasks/safe_ops.py).
+from tasks import safe_ops  # noqa: F401
 from tasks.alembic_support import EnvHandover, context_options
 from tasks.engines import connect
 from tasks.environments import environment_for_alembic, resolve_environment
@@ -70,6 +70,8 @@ def _safe_revisions(options: dict) -> dict:
     then = options["process_revision_directives"]
 
     def process_revision_directives(context, revision, directives) -> None:  # type: ignore[no-untyped-def]
+        from tasks import safe_revisions
+
         is_enabled = config.attributes.get("safe_revisions")
         if is_enabled is None:
             try:
