@@ -277,35 +277,36 @@ def measure(engine, url, arguments, codes) -> list[tuple[str, str, Stats]]:
     threads = [threading.Thread(target=writer.run, daemon=True) for writer in writers]
     for thread in threads:
         thread.start()
-    results: list[tuple[str, str, Stats]] = []
+    # (change, form, start, end, seconds the revision took): summarised once every writer has
+    # stopped, so a statement blocked until the revision ended is counted with its full wait.
+    phases: list[tuple[str, str, float, float, float]] = []
     try:
         time.sleep(1.0)  # warm up
         start = time.perf_counter()
         time.sleep(arguments.baseline_seconds)
-        end = time.perf_counter()
-        results.append(
-            ("no migration (baseline)", "", window(writers, start, end, arguments.blocked_ms, 0))
-        )
+        phases.append(("no migration (baseline)", "", start, time.perf_counter(), 0.0))
         for label, _ in CHANGES:
             for safe in (False, True):
                 upgrade, downgrade = codes[(label, safe)]
+                form = "safe autogenerate" if safe else "plain Alembic"
                 start = time.perf_counter()
                 took = run_code(engine, upgrade)
-                end = time.perf_counter()
-                form = "safe autogenerate" if safe else "plain Alembic"
-                stats = window(writers, start, end, arguments.blocked_ms, took)
-                results.append((label, form, stats))
-                print(f"  {label:<24} {form:<18} max {stats.worst:8.1f} ms", flush=True)
+                phases.append((label, form, start, time.perf_counter(), took))
+                print(f"  {label:<24} {form:<18} {took:6.2f} s", flush=True)
+                time.sleep(1.0)  # let blocked writers finish before the downgrade
                 run_code(engine, downgrade)
                 time.sleep(0.5)
-        for writer in writers:
-            if writer.error is not None:
-                raise RuntimeError(f"a writer failed: {writer.error}")
     finally:
         stop.set()
         for thread in threads:
-            thread.join(timeout=10)
-    return results
+            thread.join(timeout=30)
+    for writer in writers:
+        if writer.error is not None:
+            raise RuntimeError(f"a writer failed: {writer.error}")
+    return [
+        (label, form, window(writers, start, end, arguments.blocked_ms, took))
+        for label, form, start, end, took in phases
+    ]
 
 
 def print_table(results: list[tuple[str, str, Stats]], arguments) -> None:
