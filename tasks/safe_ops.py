@@ -73,3 +73,65 @@ def _drop_invalid_index(operations: Operations, operation: DropInvalidIndexOp) -
         postgresql_concurrently=True,
         if_exists=True,
     )
+
+
+@Operations.register_operation("drop_unvalidated_constraint")
+class DropUnvalidatedConstraintOp(ops.MigrateOperation):
+    """`op.drop_unvalidated_constraint(name, table)`: drop it only if it is still NOT VALID.
+
+    A foreign key is added NOT VALID and validated in a later step; when validation fails
+    (a row without its parent, a lock_timeout) the NOT VALID constraint stays and the re-run's
+    ADD CONSTRAINT fails on its name. This drops exactly that leftover, never a validated
+    constraint; `--sql` output carries a comment instead, as for `drop_invalid_index`.
+    """
+
+    def __init__(self, constraint_name: Any, table_name: str, *, schema: str | None = None) -> None:
+        self.constraint_name = constraint_name
+        self.table_name = table_name
+        self.schema = schema
+
+    @classmethod
+    def drop_unvalidated_constraint(
+        cls,
+        operations: Operations,
+        constraint_name: str,
+        table_name: str,
+        *,
+        schema: str | None = None,
+    ) -> None:
+        operations.invoke(cls(constraint_name, table_name, schema=schema))
+
+    def to_diff_tuple(self) -> Any:
+        raise NotImplementedError("not a model difference")
+
+
+_UNVALIDATED_CONSTRAINT = (
+    "SELECT 1 FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE con.conname = :name AND c.relname = :table "
+    "AND n.nspname = coalesce(:schema, current_schema()) AND NOT con.convalidated"
+)
+
+
+@Operations.implementation_for(DropUnvalidatedConstraintOp)
+def _drop_unvalidated_constraint(
+    operations: Operations, operation: DropUnvalidatedConstraintOp
+) -> None:
+    from sqlalchemy import text
+
+    name = str(operation.constraint_name)
+    context = operations.get_context()
+    if context.as_sql:
+        context.impl.static_output(
+            f"-- {name}: drop it first only if a failed validation left it NOT VALID "
+            "(pg_constraint.convalidated = false)"
+        )
+        return
+    if context.dialect.name != "postgresql":
+        return
+    found = operations.get_bind().execute(
+        text(_UNVALIDATED_CONSTRAINT),
+        {"name": name, "table": operation.table_name, "schema": operation.schema},
+    )
+    if found.first() is not None:
+        operations.drop_constraint(name, operation.table_name, schema=operation.schema)

@@ -39,7 +39,7 @@ from alembic.autogenerate.rewriter import Rewriter
 from alembic.operations import ops
 
 from tasks.errors import ConfigError
-from tasks.safe_ops import DropInvalidIndexOp
+from tasks.safe_ops import DropInvalidIndexOp, DropUnvalidatedConstraintOp
 
 SETTING = "safe_revisions"
 # PostgreSQL truncates identifiers longer than this; a truncated name would not match on drop.
@@ -147,6 +147,16 @@ def _render_drop_invalid_index(autogen_context: AutogenContext, op: DropInvalidI
     prefix = autogen_context.opts.get("alembic_module_prefix") or "op."
     schema = f", schema={op.schema!r}" if op.schema else ""
     return f"{prefix}drop_invalid_index({str(op.index_name)!r}, {op.table_name!r}{schema})"
+
+
+@renderers.dispatch_for(DropUnvalidatedConstraintOp)
+def _render_drop_unvalidated(
+    autogen_context: AutogenContext, op: DropUnvalidatedConstraintOp
+) -> str:
+    prefix = autogen_context.opts.get("alembic_module_prefix") or "op."
+    schema = f", schema={op.schema!r}" if op.schema else ""
+    name = str(op.constraint_name)
+    return f"{prefix}drop_unvalidated_constraint({name!r}, {op.table_name!r}{schema})"
 
 
 # --- the rewrite ------------------------------------------------------------------------------
@@ -262,11 +272,15 @@ def _not_valid_foreign_key(op: ops.CreateForeignKeyOp, quote: Any) -> Autocommit
     validate = SqlStepOp(
         f"ALTER TABLE {table}", f"VALIDATE CONSTRAINT {quote(str(op.constraint_name))}"
     )
+    leftover = DropUnvalidatedConstraintOp(
+        op.constraint_name, op.source_table, schema=op.kw.get("source_schema")
+    )
     return AutocommitBlockOp(
         op,
-        [create, validate],
+        [leftover, create, validate],
         "Foreign key added NOT VALID (a brief lock), then validated: VALIDATE CONSTRAINT\n"
-        "scans under SHARE UPDATE EXCLUSIVE, so writers keep going; each step commits.",
+        "scans under SHARE UPDATE EXCLUSIVE, so writers keep going; each step commits.\n"
+        "A failed validation leaves it NOT VALID: drop such a leftover first.",
     )
 
 
@@ -308,6 +322,8 @@ def _checked_not_null(op: ops.AlterColumnOp, quote: Any) -> list[Any]:
     block = AutocommitBlockOp(
         set_not_null,
         [
+            # Only this revision uses the name: a leftover of a failed run, valid or not, goes.
+            SqlStepOp(f"ALTER TABLE {table}", f"DROP CONSTRAINT IF EXISTS {check}"),
             SqlStepOp(
                 f"ALTER TABLE {table}",
                 f"ADD CONSTRAINT {check}",
@@ -318,7 +334,8 @@ def _checked_not_null(op: ops.AlterColumnOp, quote: Any) -> list[Any]:
             SqlStepOp(f"ALTER TABLE {table}", f"DROP CONSTRAINT {check}"),
         ],
         "NOT NULL without a scan under ACCESS EXCLUSIVE: a CHECK added NOT VALID, validated\n"
-        "while writers go on, lets SET NOT NULL (PostgreSQL 12+) skip the scan; then dropped.",
+        "while writers go on, lets SET NOT NULL (PostgreSQL 12+) skip the scan; then dropped.\n"
+        "A failed run leaves the CHECK behind: it is dropped first.",
     )
     rest = copy.copy(op)
     rest.modify_nullable = None

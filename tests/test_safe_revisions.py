@@ -54,7 +54,9 @@ SAFE_UPGRADES = {
         op.add_column("projects", sa.Column("reviewer_id", sa.Integer(), nullable=True))
         # Foreign key added NOT VALID (a brief lock), then validated: VALIDATE CONSTRAINT
         # scans under SHARE UPDATE EXCLUSIVE, so writers keep going; each step commits.
+        # A failed validation leaves it NOT VALID: drop such a leftover first.
         with op.get_context().autocommit_block():
+            op.drop_unvalidated_constraint("fk_projects_reviewer_id_users", "projects")
             op.create_foreign_key(
                 op.f("fk_projects_reviewer_id_users"),
                 "projects",
@@ -88,7 +90,11 @@ SAFE_UPGRADES = {
     "not_null": """
         # NOT NULL without a scan under ACCESS EXCLUSIVE: a CHECK added NOT VALID, validated
         # while writers go on, lets SET NOT NULL (PostgreSQL 12+) skip the scan; then dropped.
+        # A failed run leaves the CHECK behind: it is dropped first.
         with op.get_context().autocommit_block():
+            op.execute(
+                "ALTER TABLE projects DROP CONSTRAINT IF EXISTS ck_projects_description_not_null"
+            )
             op.execute(
                 "ALTER TABLE projects "
                 "ADD CONSTRAINT ck_projects_description_not_null "
@@ -363,3 +369,38 @@ def test_interrupted_concurrent_index_rerun_ends_with_one_valid_index(project, s
     )
     assert indexes == [("ix_users_display_name",)]
     assert_ok(project.invoke("dev.check"))
+
+
+def test_not_null_that_fails_on_a_null_row_reruns_after_the_backfill(project, scripts, pg_url):
+    """VALIDATE finds the NULL and the revision fails, leaving its NOT VALID check behind; once
+    the row is fixed, the re-run drops that leftover and completes."""
+    write_revision(project, pg_url, "not_null")
+    query_commit(
+        pg_url,
+        "INSERT INTO users (id, email, display_name) VALUES (1, 'a@example.com', 'Ann')",
+        "INSERT INTO projects (name, owner_id) VALUES ('no description', 1)",
+    )
+
+    failed = project.invoke("dev.upgrade")
+
+    assert failed.code == ExitCode.FAILED, failed.output
+    assert "ck_projects_description_not_null" in failed.stderr, failed.stderr
+    assert "Traceback" not in failed.output
+    leftover = "SELECT convalidated FROM pg_constraint WHERE conname LIKE '%not_null'"
+    assert query(pg_url, leftover) == [(False,)]
+
+    query_commit(pg_url, "UPDATE projects SET description = '' WHERE description IS NULL")
+    assert_ok(project.invoke("dev.upgrade"))
+
+    assert_applied(pg_url, "not_null")
+    assert_ok(project.invoke("dev.check"))
+
+
+def query_commit(url: str, *statements: str) -> None:
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            for statement in statements:
+                connection.execute(sqlalchemy.text(statement))
+    finally:
+        engine.dispose()
