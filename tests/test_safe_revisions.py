@@ -404,3 +404,43 @@ def query_commit(url: str, *statements: str) -> None:
                 connection.execute(sqlalchemy.text(statement))
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(("setting", "safe"), [("", True), ("false", False)])
+def test_plain_alembic_autogenerate_reads_the_same_setting(project, scripts, pg_url, setting, safe):
+    """`alembic revision --autogenerate` goes through the same env.py and setting."""
+    prepare(project, pg_url)
+    project.setenv("DATABASE_URL_DEVELOPMENT", pg_url)
+    project.setenv("INVOKE_MIGRATIONS_METADATA", "tests.models_safe:index")
+    if setting:
+        project.setenv("INVOKE_MIGRATIONS_SAFE_REVISIONS", setting)
+    files = scripts.files()
+
+    result = project.run(
+        venv_bin("alembic"), "-c", str(scripts.ini), "revision", "--autogenerate", "-m", "plain"
+    )
+
+    assert result.code == 0 and "Traceback" not in result.output, result.output
+    (new,) = scripts.files() - files
+    source = (scripts.versions / new).read_text()
+    assert ("postgresql_concurrently=True" in source) is safe
+    assert ("drop_invalid_index" in source) is safe
+
+
+def test_offline_sql_shows_the_concurrent_build_outside_a_transaction(project, scripts, pg_url):
+    """`--sql` cannot read the catalog: the leftover check is a comment for whoever runs it."""
+    write_revision(project, pg_url, "index")
+
+    result = project.invoke("dev.upgrade", "--sql", "--rev", f"{HEAD}:head")
+
+    assert_ok(result)
+    sql = result.stdout
+    assert (
+        "-- ix_users_display_name: drop it first (DROP INDEX CONCURRENTLY) only if a failed "
+        "build left it INVALID (pg_index.indisvalid = false)"
+    ) in sql
+    build = "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_users_display_name ON users (display_name);"
+    assert build in sql
+    before, after = sql.split(build)
+    assert before.rfind("COMMIT;") > before.rfind("BEGIN;")  # outside the revision's transaction
+    assert "BEGIN;" in after
