@@ -85,6 +85,20 @@ def _safe_revisions(options: dict) -> dict:
     return {**options, "process_revision_directives": process_revision_directives}
 
 
+def _session_timeouts(connection, target: EnvHandover) -> None:  # type: ignore[no-untyped-def]
+    """Plain `alembic` on PostgreSQL runs under the environment's lock_timeout and
+    statement_timeout too, as the tasks' sessions do. Set for the session, they also bound
+    every step of a revision's `autocommit_block()` (CREATE INDEX CONCURRENTLY, VALIDATE)."""
+    if target.environment.dialect != "postgresql":
+        return
+    from tasks.session import _apply_session_timeouts
+
+    try:
+        _apply_session_timeouts(connection, load_project_settings(), target.environment)
+    except MigrationsError as error:
+        raise CommandError(str(error)) from None
+
+
 def run_migrations_offline() -> None:
     """Emit SQL for the environment's dialect without connecting."""
     target = _from_handover_or_environment()
@@ -110,6 +124,7 @@ def run_migrations_online() -> None:
         return
     try:
         with connect(target.environment, target.connect_timeout) as connection:
+            _session_timeouts(connection, target)
             context.configure(connection=connection, **options)
             with context.begin_transaction():
                 context.run_migrations()

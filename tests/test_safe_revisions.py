@@ -444,3 +444,28 @@ def test_offline_sql_shows_the_concurrent_build_outside_a_transaction(project, s
     before, after = sql.split(build)
     assert before.rfind("COMMIT;") > before.rfind("BEGIN;")  # outside the revision's transaction
     assert "BEGIN;" in after
+
+
+def test_plain_alembic_upgrade_runs_under_the_lock_timeout_too(project, scripts, pg_url):
+    """Plain `alembic upgrade` sets the environment's lock_timeout like the tasks: a concurrent
+    build stuck behind a writer's open transaction gives up instead of waiting for it."""
+    write_revision(project, pg_url, "index")
+    project.setenv("INVOKE_MIGRATIONS_ENVIRONMENTS_DEVELOPMENT_POSTGRES_LOCK_TIMEOUT", "500ms")
+    engine = sqlalchemy.create_engine(pg_url)
+    try:
+        with engine.connect() as writer:
+            writer.execute(
+                sqlalchemy.text(
+                    "INSERT INTO users (email, display_name) VALUES ('a@example.com', 'Ann')"
+                )
+            )
+            result = project.run(
+                venv_bin("alembic"), "-c", str(scripts.ini), "upgrade", "head", timeout=60
+            )
+            writer.rollback()
+    finally:
+        engine.dispose()
+
+    assert result.code != 0
+    assert "lock timeout" in result.output
+    assert query(pg_url, "SELECT version_num FROM alembic_version") == [(HEAD,)]
