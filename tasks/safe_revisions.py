@@ -7,17 +7,20 @@ table this module rewrites those operations, inside `process_revision_directives
 forms PostgreSQL can run while traffic goes on, and renders them as plain `op.` calls inside
 `with op.get_context().autocommit_block():`, so the revision file shows what runs:
 
-- create/drop index -> CONCURRENTLY, outside a transaction; a create first drops a leftover of
-  the same name (a failed concurrent build leaves an INVALID index behind, which would make
-  the re-run fail or, with IF NOT EXISTS, keep the broken index);
-- foreign key -> `NOT VALID`, then `VALIDATE CONSTRAINT` (SHARE UPDATE EXCLUSIVE: writers go on);
+- create/drop index -> CONCURRENTLY, outside a transaction, IF [NOT] EXISTS; a create first
+  calls `op.drop_invalid_index` (tasks/safe_ops.py): a failed concurrent build leaves an
+  INVALID index behind, which would make the re-run fail, or be kept by IF NOT EXISTS;
+- foreign key -> `NOT VALID`, then `VALIDATE CONSTRAINT` (SHARE UPDATE EXCLUSIVE: writers go
+  on), after `op.drop_unvalidated_constraint` for the leftover of a failed validation;
 - unique constraint -> unique index built concurrently, then `ADD CONSTRAINT ... USING INDEX`;
 - `nullable=False` -> `CHECK (col IS NOT NULL) NOT VALID`, `VALIDATE`, `SET NOT NULL` (which
-  PostgreSQL 12+ proves from the validated check without a scan), then drop the check.
+  PostgreSQL 12+ proves from the validated check without a scan), then drop the check (and
+  drop a leftover of that check first, so a run that failed on a NULL row can be re-run).
 
 Each step autocommits, so the brief strong lock of one step is never held through the long
 scan of the next. The session's `lock_timeout` (set with `set_config(..., false)` when the
-session opens) is session-wide and so also bounds every step of an autocommit block.
+session opens, by the tasks and by env.py for plain `alembic`) is session-wide and so also
+bounds every step of an autocommit block.
 
 Tables created or dropped in the same revision are left alone: an empty new table needs no
 CONCURRENTLY, and a dropped one is going away. Everything else (a volatile default, a type
