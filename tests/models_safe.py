@@ -77,3 +77,12 @@ def retype() -> MetaData:
     metadata = _copy()
     metadata.tables["projects"].c.owner_id.type = BigInteger()
     return metadata
+
+
+def without_index() -> MetaData:
+    """projects.name loses its index: dropped concurrently, and rebuilt so on downgrade."""
+    metadata = _copy()
+    projects = metadata.tables["projects"]
+    projects.indexes.discard(next(i for i in projects.indexes if i.name == "ix_projects_name"))
+    projects.c.name.index = None
+    return metadata

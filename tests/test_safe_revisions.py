@@ -469,3 +469,29 @@ def test_plain_alembic_upgrade_runs_under_the_lock_timeout_too(project, scripts,
     assert result.code != 0
     assert "lock timeout" in result.output
     assert query(pg_url, "SELECT version_num FROM alembic_version") == [(HEAD,)]
+
+
+def test_a_removed_index_is_dropped_and_restored_concurrently(project, scripts, pg_url):
+    _, source = write_revision(project, pg_url, "without_index")
+
+    assert (
+        body(source, "upgrade")
+        == textwrap.dedent(
+            """
+        # DROP INDEX CONCURRENTLY: writers keep going; it cannot run in a transaction.
+        with op.get_context().autocommit_block():
+            op.drop_index(
+                op.f("ix_projects_name"),
+                table_name="projects",
+                postgresql_concurrently=True,
+                if_exists=True,
+            )
+        """
+        ).strip()
+    )
+    downgrade = body(source, "downgrade")
+    assert 'op.drop_invalid_index("ix_projects_name", "projects")' in downgrade
+    assert "postgresql_concurrently=True" in downgrade and "if_not_exists=True" in downgrade
+    assert_ok(project.invoke("dev.upgrade"))
+    assert_ok(project.invoke("dev.downgrade", "--rev", "-1", "--yes"))
+    assert query(pg_url, "SELECT 1 FROM pg_indexes WHERE indexname = 'ix_projects_name'") == [(1,)]
