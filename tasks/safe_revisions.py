@@ -131,7 +131,9 @@ def _render_sql_step(autogen_context: AutogenContext, op: SqlStepOp) -> str:
         return one_line
     *first, last = op.clauses
     parts = [python_string(clause + " ") for clause in first] + [python_string(last)]
-    return f"{prefix}execute(\n" + "\n".join(f"    {part}" for part in parts) + "\n)"
+    # Alembic's printer indents only the first line of a multi-line item; the others are written
+    # as given, then the whole body is indented once: these sit inside the `with` block.
+    return f"{prefix}execute(\n" + "\n".join(f"        {part}" for part in parts) + "\n    )"
 
 
 def python_string(text: str) -> str:
