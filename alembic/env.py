@@ -19,6 +19,8 @@ from alembic.util import CommandError
 if (_project := str(Path(__file__).resolve().parent.parent)) not in sys.path:
     sys.path.insert(0, _project)
 
+# Registers `op.drop_invalid_index`, which lock-safe revisions call (tasks/safe_ops.py).
+from tasks import safe_ops  # noqa: F401
 from tasks.alembic_support import EnvHandover, context_options
 from tasks.engines import connect
 from tasks.environments import environment_for_alembic, resolve_environment
@@ -60,6 +62,44 @@ def _metadata(target: EnvHandover):  # type: ignore[no-untyped-def]
     return target.metadata
 
 
+def _safe_revisions(options: dict) -> dict:
+    """On PostgreSQL, autogenerate writes lock-safe revisions (tasks/safe_revisions.py).
+
+    The task says whether `migrations.safe_revisions` is on through `config.attributes`; a
+    plain `alembic revision --autogenerate` reads the same setting, only when it writes one.
+    """
+    then = options["process_revision_directives"]
+
+    def process_revision_directives(context, revision, directives) -> None:  # type: ignore[no-untyped-def]
+        from tasks import safe_revisions
+
+        is_enabled = config.attributes.get("safe_revisions")
+        if is_enabled is None:
+            try:
+                is_enabled = safe_revisions.enabled(load_project_settings().extra)
+            except MigrationsError as error:
+                raise CommandError(str(error)) from None
+        if safe_revisions.applies_to(context.dialect.name, is_enabled):
+            safe_revisions.process_revision_directives(context, revision, directives)
+        then(context, revision, directives)
+
+    return {**options, "process_revision_directives": process_revision_directives}
+
+
+def _session_timeouts(connection, target: EnvHandover) -> None:  # type: ignore[no-untyped-def]
+    """Plain `alembic` on PostgreSQL runs under the environment's lock_timeout and
+    statement_timeout too, as the tasks' sessions do. Set for the session, they also bound
+    every step of a revision's `autocommit_block()` (CREATE INDEX CONCURRENTLY, VALIDATE)."""
+    if target.environment.dialect != "postgresql":
+        return
+    from tasks.session import _apply_session_timeouts
+
+    try:
+        _apply_session_timeouts(connection, load_project_settings(), target.environment)
+    except MigrationsError as error:
+        raise CommandError(str(error)) from None
+
+
 def run_migrations_offline() -> None:
     """Emit SQL for the environment's dialect without connecting."""
     target = _from_handover_or_environment()
@@ -77,6 +117,7 @@ def run_migrations_online() -> None:
     """Run on the task's connection, or on one opened here for plain `alembic` commands."""
     target = _from_handover_or_environment()
     options = context_options(_metadata(target), target.environment.dialect, target)
+    options = _safe_revisions(options)
     if target.connection is not None:
         context.configure(connection=target.connection, **options)
         with context.begin_transaction():
@@ -84,6 +125,7 @@ def run_migrations_online() -> None:
         return
     try:
         with connect(target.environment, target.connect_timeout) as connection:
+            _session_timeouts(connection, target)
             context.configure(connection=connection, **options)
             with context.begin_transaction():
                 context.run_migrations()

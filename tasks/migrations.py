@@ -490,6 +490,7 @@ def revision(session: Session, message: str, *, autogenerate: bool = False) -> P
         handover = _handover(session, connection)
         handover.write_empty_revision = not autogenerate
         config = alembic_config(session.settings, handover, stdout=io.StringIO())
+        config.attributes["safe_revisions"] = _safe_revisions_enabled(session)
         created = _alembic(
             session, command.revision, config, message=message, autogenerate=autogenerate
         )
@@ -500,10 +501,25 @@ def revision(session: Session, message: str, *, autogenerate: bool = False) -> P
         session.console.line("no changes between the models and the database: no revision written")
         return None
     path = Path(scripts[0].path)
+    _tidy_revision(session, path)
     session.record.details["revision_file"] = str(path)
     session.console.line(f"created {_display_path(session, path)}")
     _report_operations(session, handover.revision_directives)
     return path
+
+
+def _tidy_revision(session: Session, path: Path) -> None:
+    """The new file formatted by ruff (when installed), so it passes the project's lint as is."""
+    from tasks.safe_revisions import tidy
+
+    tidy(path, session.settings.root)
+
+
+def _safe_revisions_enabled(session: Session) -> bool:
+    """`migrations.safe_revisions`: lock-safe autogenerate on PostgreSQL (tasks/safe_revisions)."""
+    from tasks.safe_revisions import enabled
+
+    return enabled(session.settings.extra)
 
 
 # --- helpers --------------------------------------------------------------------------------

@@ -68,6 +68,9 @@ DEFAULTS: dict[str, Any] = {
     "dotenv_dir": ".",
     # Seconds a task waits for another runner's migration lock before giving up.
     "lock_timeout": "60",
+    # On PostgreSQL, autogenerate writes lock-safe revisions (tasks/safe_revisions.py): "true"
+    # or "false", a string so that INVOKE_MIGRATIONS_SAFE_REVISIONS=false is not cast to True.
+    "safe_revisions": "true",
     "ci": {
         # How many heads `ci.check` accepts (more than one only for deliberate branches).
         "allowed_heads": "1",
