@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from tasks import drift
 from tasks.alembic_support import EnvHandover, alembic_config
 from tasks.engines import describe_database_error
-from tasks.errors import DatabaseError, DifferencesFound, Refused, UsageError
+from tasks.errors import DatabaseError, DifferencesFound, MigrationsError, Refused, UsageError
 from tasks.ownership import UNRESTRICTED_ENVIRONMENTS
 from tasks.plan import Plan, build_plan, print_plan
 from tasks.redaction import redact
@@ -487,9 +487,15 @@ def revision(session: Session, message: str, *, autogenerate: bool = False) -> P
         handover = _handover(session, connection)
         handover.write_empty_revision = not autogenerate
         config = alembic_config(session.settings, handover, stdout=io.StringIO())
-        created = _alembic(
-            session, command.revision, config, message=message, autogenerate=autogenerate
-        )
+        written_before = _revision_files(script)
+        try:
+            created = _alembic(
+                session, command.revision, config, message=message, autogenerate=autogenerate
+            )
+        except MigrationsError:  # Alembic loads what it wrote: a broken file fails right here
+            for new_file in _revision_files(script) - written_before:
+                _require_message_as_data(new_file, message)
+            raise
         connection.rollback()
     scripts = created if isinstance(created, list) else [created]
     scripts = [item for item in scripts if item is not None]
@@ -497,6 +503,7 @@ def revision(session: Session, message: str, *, autogenerate: bool = False) -> P
         session.console.line("no changes between the models and the database: no revision written")
         return None
     path = Path(scripts[0].path)
+    _require_message_as_data(path, message)
     session.record.details["revision_file"] = str(path)
     session.console.line(f"created {_display_path(session, path)}")
     _report_operations(session, handover.revision_directives)
@@ -504,6 +511,35 @@ def revision(session: Session, message: str, *, autogenerate: bool = False) -> P
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+
+def _revision_files(script: ScriptDirectory) -> set[Path]:
+    """The revision files on disk, to tell which one a failed `revision` call left behind."""
+    folders = {script.versions, *(script.version_locations or [])}
+    return {path for folder in folders for path in Path(folder).glob("*.py")}
+
+
+def _require_message_as_data(path: Path, message: str) -> None:
+    """Remove a just-written revision whose message is not plain data in its docstring.
+
+    Every task imports every revision file: a message that ended the docstring (three double
+    quotes) broke them all with a SyntaxError, and a crafted one ran code in each task,
+    `prod.current` included.
+    The project's script.py.mako escapes the message; this check also holds a team's own
+    template to it, and fails closed: a file it cannot read back the message from is deleted.
+    """
+    import ast
+
+    try:
+        docstring = ast.get_docstring(ast.parse(path.read_bytes(), str(path)), clean=False)
+    except (SyntaxError, ValueError, OSError):
+        docstring = None
+    if docstring is None or message not in docstring:
+        path.unlink(missing_ok=True)
+        raise UsageError(
+            "the revision template does not keep this message as plain text in the docstring "
+            "(quotes, backslashes or line breaks break the file); no revision written"
+        )
 
 
 def _script(session: Session) -> ScriptDirectory:
