@@ -6,6 +6,8 @@ characters in CI logs or pipes.
 
 from __future__ import annotations
 
+import io
+import os
 import sys
 import threading
 import time
@@ -32,13 +34,13 @@ class Console:
     def line(self, text: str = "") -> None:
         with self._lock:
             self._clear_status()
-            print(redact(text), file=self.stdout, flush=True)
+            _emit(self.stdout, redact(text) + "\n")
             self._draw_status()
 
     def warning(self, text: str) -> None:
         with self._lock:
             self._clear_status()
-            print(f"WARNING: {redact(text)}", file=self.stderr, flush=True)
+            _emit(self.stderr, f"WARNING: {redact(text)}\n")
             self._draw_status()
 
     def is_terminal(self) -> bool:
@@ -59,20 +61,43 @@ class Console:
     def _clear_status(self) -> None:
         """Wipe the live line from the screen; it is kept, to be drawn again below."""
         if self._status:
-            self.stdout.write("\r\x1b[K")
-            self.stdout.flush()
+            _emit(self.stdout, "\r\x1b[K")
 
     def _draw_status(self) -> None:
         if self._status:
-            self.stdout.write(self._status)
-            self.stdout.flush()
+            _emit(self.stdout, self._status)
 
     def clear_status(self) -> None:
         with self._lock:
             if self._status:
-                self.stdout.write("\r\x1b[K")
-                self.stdout.flush()
+                _emit(self.stdout, "\r\x1b[K")
                 self._status = ""
+
+
+def _emit(stream: IO[str], text: str) -> None:
+    """Write and flush; a reader that went away (`| head`) must not stop the task.
+
+    A BrokenPipeError here used to end a task half way (an upgrade between two revisions) with
+    "unexpected error: BrokenPipeError", and Python's final flush printed another. Output to a
+    closed pipe goes to /dev/null instead; the run log still records everything.
+    """
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        _to_devnull(stream)
+
+
+def _to_devnull(stream: IO[str]) -> None:
+    """Point the stream's descriptor at /dev/null, so later writes and the exit flush succeed."""
+    try:
+        descriptor = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(descriptor, stream.fileno())
+        finally:
+            os.close(descriptor)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass  # not a real file (a test's buffer): nothing can be written to it anyway
 
 
 class Progress:

@@ -746,6 +746,7 @@ def _failed_step(steps: list[MigrationStep], applied: list[str]) -> str | None:
 
 def _offline(session: Session, operation: Callable[..., Any], revision: str) -> None:
     """Print the SQL Alembic would run; no connection is opened."""
+    _require_offline_range(revision)
     config = alembic_config(
         session.settings,
         _handover(session, None),
@@ -753,6 +754,14 @@ def _offline(session: Session, operation: Callable[..., Any], revision: str) -> 
         sql_output=_StdoutProxy(session),
     )
     _alembic(session, operation, config, revision, sql=True)
+
+
+def _require_offline_range(revision: str) -> None:
+    """--sql takes TARGET or FROM:TO. Alembic splits on every colon and unpacks two, so
+    `a:b:c` was a ValueError reported as an unexpected failure (exit 1) instead of bad input."""
+    parts = revision.split(":")
+    if len(parts) > 2 or (len(parts) == 2 and not all(part.strip() for part in parts)):
+        raise UsageError(f"--rev {revision!r}: --sql takes a revision or one FROM:TO range")
 
 
 def _alembic(session: Session, operation: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -7,13 +7,16 @@ models modules that exit fail the documented way (one line, the right exit code)
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 
 from tasks.errors import ExitCode
 from tests.helpers import (
+    FIRST,
     HEAD,
+    SECRET,
     assert_ok,
     assert_one_line_error,
     copy_scripts,
@@ -175,3 +178,175 @@ def test_make_revision_keeps_msg_as_data(project, scripts) -> None:
     assert result.code == 0, result.output
     assert not sentinel.exists()
     assert _import(_new_file(scripts, before)).__doc__.startswith(message + "\n")
+
+
+# --- item 8: MySQL ?password= reaches the dump tools --------------------------------------------
+
+
+@pytest.fixture
+def mysql_user_url(mysql_url: str):
+    """The test database through its own user, whose password is only in `?password=`."""
+    import uuid
+
+    import sqlalchemy
+
+    admin = sqlalchemy.create_engine(mysql_url, isolation_level="AUTOCOMMIT")
+    user, database = f"u_{uuid.uuid4().hex[:10]}", sqlalchemy.engine.make_url(mysql_url).database
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{SECRET}'"))
+        connection.execute(sqlalchemy.text(f"GRANT ALL ON `{database}`.* TO '{user}'@'%'"))
+    url = sqlalchemy.engine.make_url(mysql_url)
+    yield f"mysql://{user}@{url.host}:{url.port or 3306}/{database}?password={SECRET}"
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f"DROP USER IF EXISTS '{user}'@'%'"))
+    admin.dispose()
+
+
+@pytest.mark.mysql
+def test_mysql_password_parameter_reaches_the_dump_and_restore_tools(project, mysql_user_url):
+    """It migrated (PyMySQL reads ?password=) but mariadb-dump logged in without a password."""
+    project.setenv("DATABASE_URL_LOCAL", mysql_user_url)
+    assert_ok(project.invoke("local.upgrade"))
+    backup = project.invoke("local.backup")
+    assert_ok(backup)
+    (path,) = project.backup_dir.iterdir()
+    assert b"-- Dump completed" in path.read_bytes()[-4096:]
+    assert_ok(project.invoke("local.restore", "--file", str(path), "--yes"))
+    for text in (backup.output, path.name, project.log_file.read_text()):
+        assert SECRET not in text
+
+
+# --- item 8: a backup folder the tool cannot use is a configuration error ---------------------
+
+
+def _unprivileged(argv: list[str]) -> list[str]:
+    """Root writes anywhere: run as nobody, the way an operator meets a read-only folder."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return argv
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: a folder's mode cannot stop root")
+    return [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+
+
+@pytest.fixture
+def open_workspace():
+    """A folder every user may write (pytest's tmp_path is private to its owner)."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="hardening-"))
+    folder.chmod(0o777)
+    yield folder
+    for path in folder.rglob("*"):
+        if path.is_dir():
+            path.chmod(0o755)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize("mode", [0o444, 0o000, 0o555], ids=["r--", "---", "r-x"])
+def test_unusable_backup_folder_is_a_configuration_error(project, open_workspace, mode) -> None:
+    """Exit 2 and one line naming the folder, as for a folder that cannot be created; it was
+    `unexpected error` (exit 1) when the folder could not even be searched."""
+    database = open_workspace / "local.sqlite3"
+    project.setenv("DATABASE_URL_LOCAL", sqlite_url(database))
+    assert_ok(project.invoke("local.sync"))
+    database.chmod(0o666)
+    logs = open_workspace / "logs"
+    logs.mkdir(mode=0o777)
+    logs.chmod(0o777)
+    backups = open_workspace / "backups"
+    backups.mkdir()
+    backups.chmod(mode)
+    project.setenv("INVOKE_MIGRATIONS_LOG_FILE", str(logs / "migrations.jsonl"))
+    project.setenv("INVOKE_MIGRATIONS_BACKUP_DIR", str(backups))
+    project.setenv("HOME", str(open_workspace))  # nobody may not read root's ~/.invoke.yaml
+
+    result = project.run(*_unprivileged([sys.executable, "-m", "invoke", "local.backup"]))
+
+    assert_one_line_error(result, ExitCode.USAGE, "local.backup: ", str(backups))
+    backups.chmod(0o755)
+    assert list(backups.iterdir()) == []
+
+
+def test_a_database_name_too_long_for_a_file_name_still_backs_up(project, tmp_path) -> None:
+    """The backup's name embeds the database's: 228 characters made an OSError (exit 1)."""
+    database = tmp_path / ("d" * 228 + ".sqlite3")  # its lock file name still fits
+    project.setenv("DATABASE_URL_LOCAL", sqlite_url(database))
+    assert_ok(project.invoke("local.sync"))
+    assert_ok(project.invoke("local.backup"))
+    (path,) = project.backup_dir.iterdir()
+    assert len(path.name) < 255
+
+
+# --- item 8: --sql --rev with two colons is bad input -------------------------------------------
+
+
+@pytest.mark.parametrize("rev", ["a:b:c", "::", f"{FIRST}:{HEAD}:x", "head:", ":head"])
+@pytest.mark.parametrize("task", ["dev.upgrade", "dev.downgrade"])
+def test_sql_with_a_malformed_range_is_bad_input(project, task, rev) -> None:
+    project.setenv("DATABASE_URL_DEVELOPMENT", sqlite_url(project.tmp / "dev.sqlite3"))
+    result = project.invoke(task, "--sql", "--rev", rev)
+    assert_one_line_error(result, ExitCode.USAGE, f"{task}: ", repr(rev))
+
+
+# --- item 8: a reader that goes away (| head) ---------------------------------------------------
+
+
+def _with_closed_stdout(*argv: str) -> tuple[int, str]:
+    """Run `invoke ARGV` with its stdout a pipe whose reader has already gone away."""
+    import os
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "invoke", *argv],
+        cwd=ROOT,
+        env=dict(os.environ),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # like `| head` having read what it wanted
+    stderr = process.stderr.read()
+    return process.wait(timeout=300), stderr
+
+
+def test_a_closed_pipe_neither_prints_nor_stops_an_upgrade(project, dev_on_both: str) -> None:
+    from tests.conftest import schema_snapshot
+    from tests.helpers import version_rows
+
+    code, stderr = _with_closed_stdout("dev.upgrade")
+    assert (code, stderr) == (0, "")
+    assert version_rows(schema_snapshot(dev_on_both)) == [HEAD]
+    code, stderr = _with_closed_stdout("dev.history", "--verbose")
+    assert (code, stderr) == (0, "")
+
+
+# --- item 8: code we import calling sys.exit ----------------------------------------------------
+
+
+def test_a_models_module_calling_sys_exit_is_one_prefixed_line(project, tmp_path) -> None:
+    import uuid
+
+    module = f"models_exit_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text('import sys\nsys.exit("models are not ready")\n')
+    project.monkeypatch.syspath_prepend(str(tmp_path))
+    project.setenv("DATABASE_URL_DEVELOPMENT", sqlite_url(project.tmp / "dev.sqlite3"))
+    project.setenv("INVOKE_MIGRATIONS_METADATA", f"{module}:metadata")
+
+    result = project.invoke("dev.check")
+
+    assert_one_line_error(result, ExitCode.USAGE, "dev.check: ", "models are not ready")
+
+
+def test_a_revision_calling_sys_exit_is_one_prefixed_line(project, scripts) -> None:
+    (scripts.versions / "0000_exits.py").write_text('import sys\nsys.exit("no thanks")\n')
+    result = project.invoke("dev.heads")
+    assert_one_line_error(result, ExitCode.FAILED, "dev.heads: ", "no thanks")
