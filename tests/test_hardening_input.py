@@ -350,3 +350,143 @@ def test_a_revision_calling_sys_exit_is_one_prefixed_line(project, scripts) -> N
     (scripts.versions / "0000_exits.py").write_text('import sys\nsys.exit("no thanks")\n')
     result = project.invoke("dev.heads")
     assert_one_line_error(result, ExitCode.FAILED, "dev.heads: ", "no thanks")
+
+
+# --- item 8: booleans in the configuration ------------------------------------------------------
+
+DEV_PROTECTED = "INVOKE_MIGRATIONS_ENVIRONMENTS_DEVELOPMENT_PROTECTED"
+PROD_PROTECTED = "INVOKE_MIGRATIONS_ENVIRONMENTS_PRODUCTION_PROTECTED"
+
+
+@pytest.mark.parametrize("word", ["true", "yes", "1", "TRUE", " Yes "])
+def test_true_words_protect(project, word) -> None:
+    """A protected upgrade with no terminal and no --yes can only be refused (exit 3)."""
+    project.setenv("DATABASE_URL_DEVELOPMENT", sqlite_url(project.tmp / "dev.sqlite3"))
+    project.setenv(DEV_PROTECTED, word)
+    result = project.invoke("dev.upgrade")
+    assert result.code == ExitCode.REFUSED, result.output
+
+
+@pytest.mark.parametrize("word", ["false", "no", "0", "FALSE", " No "])
+def test_false_words_do_not_protect(project, word) -> None:
+    """Invoke read every variable but "0" and "" over a YAML boolean as true: "false" and "no"
+    protected development (and production stayed protected only by that accident)."""
+    project.setenv("DATABASE_URL_DEVELOPMENT", sqlite_url(project.tmp / "dev.sqlite3"))
+    project.setenv(DEV_PROTECTED, word)
+    assert_ok(project.invoke("dev.upgrade"))
+
+
+@pytest.mark.parametrize("word", ["", "maybe", "on", "2", "nope"])
+def test_other_words_are_a_configuration_error(project, word) -> None:
+    from tests.conftest import schema_snapshot
+
+    url = sqlite_url(project.tmp / "prod.sqlite3")
+    project.setenv("DATABASE_URL_PRODUCTION", url)
+    project.setenv(PROD_PROTECTED, word)
+    result = project.invoke("prod.upgrade", "--yes", "--no-backup")
+    assert_one_line_error(result, ExitCode.USAGE, "prod.upgrade: ", "protected")
+    assert schema_snapshot(url) == {}
+
+
+def _audit_rows(url: str) -> list[dict]:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            query = sqlalchemy.text("SELECT * FROM migration_audit ORDER BY id")
+            return [dict(row._mapping) for row in connection.execute(query)]
+    finally:
+        engine.dispose()
+
+
+def _warnings(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("WARNING:")]
+
+
+@pytest.mark.postgres
+def test_production_unprotected_by_a_variable_warns_and_is_audited(project, pg_url) -> None:
+    import json
+
+    project.setenv("DATABASE_URL_PRODUCTION", pg_url)
+    project.setenv(PROD_PROTECTED, "no")
+    result = project.invoke("prod.upgrade", "--yes")
+    assert_ok(result)
+    (warning,) = _warnings(result)
+    assert "production" in warning and f"{PROD_PROTECTED}=no" in warning
+    (row,) = _audit_rows(pg_url)
+    assert json.loads(row["arguments"])["protection_override"] == f"{PROD_PROTECTED}=no"
+    assert project.log_records()[-1]["arguments"]["protection_override"]
+
+
+@pytest.mark.postgres
+def test_production_unprotected_by_a_config_file_warns_and_is_audited(project, pg_url) -> None:
+    import json
+
+    project.setenv("DATABASE_URL_PRODUCTION", pg_url)
+    override = project.tmp / "unprotect.yaml"
+    override.write_text('migrations:\n  environments:\n    production:\n      protected: "0"\n')
+    result = project.invoke("-f", str(override), "prod.upgrade", "--yes")
+    assert_ok(result)
+    (warning,) = _warnings(result)
+    assert "-f" in warning
+    (row,) = _audit_rows(pg_url)
+    assert "-f" in json.loads(row["arguments"])["protection_override"]
+
+
+def test_protected_environments_do_not_warn(project) -> None:
+    project.setenv("DATABASE_URL_PRODUCTION", sqlite_url(project.tmp / "prod.sqlite3"))
+    project.setenv("DATABASE_URL_DEVELOPMENT", sqlite_url(project.tmp / "dev.sqlite3"))
+    for task in ("prod.current", "dev.current"):
+        result = project.invoke(task)
+        assert_ok(result)
+        assert _warnings(result) == []
+
+
+def test_a_yaml_boolean_the_variable_disagrees_with_is_an_error(project) -> None:
+    """A team's own file writing `protected: true` makes Invoke cast the variable itself ("no"
+    becomes true); which one was meant cannot be known, so the task refuses to guess."""
+    project.setenv("DATABASE_URL_PRODUCTION", sqlite_url(project.tmp / "prod.sqlite3"))
+    override = project.tmp / "bool.yaml"
+    override.write_text("migrations:\n  environments:\n    production:\n      protected: true\n")
+    project.setenv(PROD_PROTECTED, "no")
+    result = project.invoke("-f", str(override), "prod.current")
+    assert_one_line_error(result, ExitCode.USAGE, "prod.current: ", PROD_PROTECTED)
+
+
+# --- item 8: the audit's git_commit -------------------------------------------------------------
+
+
+def _git(folder: Path, *argv: str) -> None:
+    import subprocess
+
+    subprocess.run(
+        ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *argv],
+        cwd=folder,
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_git_commit_is_dirty_with_an_untracked_revision_file(tmp_path) -> None:
+    from tasks.audit import git_commit
+
+    versions = tmp_path / "alembic" / "versions"
+    versions.mkdir(parents=True)
+    (versions / "0001_first.py").write_text("revision = '0001'\n")
+    (tmp_path / ".gitignore").write_text("logs/\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-qm", "first")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "run.py").write_text("")  # ignored files never count
+    (tmp_path / "notes.txt").write_text("")  # nor untracked notes
+    clean = git_commit(tmp_path)
+    assert clean and not clean.endswith("-dirty")
+
+    git_commit.cache_clear()
+    (versions / "0002_not_committed.py").write_text("revision = '0002'\n")
+    try:
+        assert git_commit(tmp_path) == f"{clean}-dirty"
+    finally:
+        git_commit.cache_clear()
