@@ -157,3 +157,24 @@ class Progress:
     def _tick(self) -> None:
         while not self._stop.wait(1.0):
             self._render()
+
+
+def quiet_broken_pipes() -> None:
+    """Invoke's own output (`invoke --list | head`) into a closed pipe: no traceback.
+
+    Invoke prints the task list and help itself, outside any task; a BrokenPipeError there
+    reached Python's top level as a traceback. This hook drops the rest of the output instead
+    (the exit code stays 1) and leaves every other exception to the previous hook.
+    """
+    if getattr(sys.excepthook, "quiet_broken_pipes", False):
+        return
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, traceback: object) -> None:
+        if issubclass(kind, BrokenPipeError):
+            _to_devnull(sys.stdout)
+            return
+        previous(kind, value, traceback)  # type: ignore[arg-type]
+
+    hook.quiet_broken_pipes = True  # type: ignore[attr-defined]
+    sys.excepthook = hook

@@ -490,3 +490,9 @@ def test_git_commit_is_dirty_with_an_untracked_revision_file(tmp_path) -> None:
         assert git_commit(tmp_path) == f"{clean}-dirty"
     finally:
         git_commit.cache_clear()
+
+
+@pytest.mark.parametrize("argv", [["--list"], ["--help", "prod.upgrade"]], ids=["list", "help"])
+def test_invokes_own_output_into_a_closed_pipe_has_no_traceback(project, argv) -> None:
+    code, stderr = _with_closed_stdout(*argv)
+    assert stderr == "" and code in (0, 1)
