@@ -61,9 +61,14 @@ heads: $(VENV)/.runtime ## show the head revision(s)
 check: $(VENV)/.runtime check-env ## compare the models with ENV's database (read-only)
 	$(INVOKE) $(ENV).check
 
+# MSG is data (MSG="$$PR_TITLE" is a real use): taken unexpanded with $(value), never exported
+# as a make variable (exporting expands it: $(shell ...) would run), and handed to the shell
+# through an environment variable, never pasted into the recipe's text.
+unexport MSG
+revision: export REVISION_MESSAGE := $(value MSG)
 revision: $(VENV)/.runtime ## autogenerate a revision against dev: make revision MSG="add x"
-	@test -n "$(MSG)" || { echo 'revision needs MSG="what it changes"' >&2; exit 2; }
-	$(INVOKE) dev.revision --autogenerate --message "$(MSG)"
+	@test -n "$$REVISION_MESSAGE" || { echo 'revision needs MSG="what it changes"' >&2; exit 2; }
+	$(INVOKE) dev.revision --autogenerate --message "$$REVISION_MESSAGE"
 
 test: $(VENV)/.dev ## run the whole test suite (needs the local PostgreSQL)
 	$(VENV)/bin/python -m pytest

@@ -1,4 +1,18 @@
-"""${message}
+<%!
+def docstring_text(text):
+    # The message is data: inside the triple-quoted docstring, backslashes, double quotes and
+    # anything unprintable (newlines, NUL, lone surrogates) are escaped, so no message can end
+    # the docstring, break the file or run as code in every later task (issue 11).
+    escaped = []
+    for char in str(text):
+        if char in '\\"':
+            escaped.append("\\" + char)
+        elif char.isprintable():
+            escaped.append(char)
+        else:
+            escaped.append(repr(char)[1:-1])
+    return "".join(escaped)
+%>"""${message | docstring_text}
 
 Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}

@@ -15,6 +15,50 @@ from tasks.context import run_task
 from tasks.errors import UsageError
 from tasks.session import Session
 
+# One short flag per long flag, the same on every task that has the long flag (the namespace test
+# in tests/test_hardening_flags.py walks every task). A long flag whose first letter is one of
+# Invoke's own short flags (-c -d -D -e -f -F -h -l -p -r -R -T -V -w) must own that letter:
+# otherwise `invoke prod.upgrade -r REV` hands REV to Invoke's --search-root and the task runs
+# with its defaults (to head). Consents stay long-only: --allow-destructive and --sql are typed out.
+SHORT_FLAGS: dict[str, str] = {
+    "rev": "r",
+    "lock_timeout": "l",
+    "limit": "l",
+    "check": "c",
+    "file": "f",
+    "yes": "y",
+    "backup": "b",
+    "json": "j",
+    "verbose": "v",
+    "graph": "g",
+    "message": "m",
+    "autogenerate": "a",
+}
+
+
+class FlagTask(Task):
+    """A task whose short flags come from SHORT_FLAGS instead of Invoke's first-free-letter rule,
+    which gave `-a` to --allow-destructive on one task and to --autogenerate on another."""
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        auto, self.auto_shortflags = self.auto_shortflags, False
+        try:
+            opts = super().arg_opts(name, default, taken_names)
+        finally:
+            self.auto_shortflags = auto
+        short = SHORT_FLAGS.get(name)
+        if short is not None:
+            if short in taken_names:
+                raise ValueError(f"task {self.name}: short flag -{short} of --{name} is taken")
+            opts["names"] = [*opts["names"], short]
+        return opts
+
+
+def flag_task(*args: Any, **kwargs: Any) -> Any:
+    """`@task` with the project's short flags (`@flag_task` or `@flag_task(help=...)`)."""
+    return task(*args, klass=FlagTask, **kwargs)
+
+
 YES_HELP = "answer the confirmation prompt (scripts, CI); never implies --allow-destructive"
 SQL_HELP = "print the SQL instead of running it (offline mode; opens no connection)"
 LOCK_HELP = "seconds to wait for another runner's migration lock (default: configuration, 60)"
@@ -63,12 +107,12 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
             lock_timeout=seconds,
         )
 
-    @task
+    @flag_task
     def current(c: Context) -> None:
         """Show the database's revision(s) and whether it is at head."""
         run(c, "current", {}, migrations.current, changes_database=False)
 
-    @task(
+    @flag_task(
         help={
             "verbose": "show full revision details",
             "graph": "draw the revision graph: branches, merges, heads, current marked",
@@ -82,18 +126,18 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         arguments = {"verbose": verbose, "graph": graph}
         run(c, "history", arguments, operation, changes_database=False)
 
-    @task
+    @flag_task
     def heads(c: Context) -> None:
         """Show the head revision(s) of the migration scripts (needs no database)."""
         run(c, "heads", {}, migrations.heads, changes_database=False, needs_database=False)
 
-    @task(help={"rev": "target revision (default: head)", "json": JSON_HELP})
+    @flag_task(help={"rev": "target revision (default: head)", "json": JSON_HELP})
     def plan(c: Context, rev: str = "head", json: bool = False) -> None:
         """Read-only: pending revisions with the SQL each would run and its lint findings."""
         operation = lambda s: migrations.plan(s, rev, as_json=json)  # noqa: E731
         run(c, "plan", {"rev": rev, "json": json}, operation, changes_database=False)
 
-    @task(
+    @flag_task(
         help={
             "rev": "target revision (default: head)",
             "sql": SQL_HELP,
@@ -102,7 +146,6 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
             "allow_destructive": "apply revisions that drop, retype, rename, tighten or lock",
             "lock_timeout": LOCK_HELP,
         },
-        auto_shortflags=False,
     )
     def upgrade(
         c: Context,
@@ -128,7 +171,7 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
             c, "upgrade", arguments, operation, sql=sql, yes=yes, lock_timeout=lock_timeout
         )
 
-    @task(
+    @flag_task(
         help={
             "rev": "required: -1 (one step), base (everything) or a revision id",
             "sql": SQL_HELP + "; needs a FROM:TO range",
@@ -136,7 +179,6 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
             "backup": BACKUP_HELP + " (not allowed on protected ones)",
             "lock_timeout": LOCK_HELP,
         },
-        auto_shortflags=False,
     )
     def downgrade(
         c: Context,
@@ -155,14 +197,13 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
             c, "downgrade", arguments, operation, sql=sql, yes=yes, lock_timeout=lock_timeout
         )
 
-    @task(
+    @flag_task(
         help={
             "rev": "required: revision to record (an id, head or base)",
             "sql": SQL_HELP,
             "yes": YES_HELP,
             "lock_timeout": LOCK_HELP,
         },
-        auto_shortflags=False,
     )
     def stamp(
         c: Context, rev: str = "", sql: bool = False, yes: bool = False, lock_timeout: str = ""
@@ -172,12 +213,12 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         arguments = {"rev": rev, "sql": sql, "yes": yes}
         run_changing(c, "stamp", arguments, operation, sql=sql, yes=yes, lock_timeout=lock_timeout)
 
-    @task
+    @flag_task
     def check(c: Context) -> None:
         """Compare the models with the live database (read-only); exit 4 when they differ."""
         run(c, "check", {}, migrations.check, changes_database=False)
 
-    @task(
+    @flag_task(
         help={
             "rev": "target revision (default: head)",
             "allow_destructive": "do not fail on destructive or blocking pending statements",
@@ -189,7 +230,7 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         arguments = {"rev": rev, "allow_destructive": allow_destructive}
         run(c, "preflight", arguments, operation, changes_database=False)
 
-    @task(help={"limit": "how many runs to show (default 20)", "json": JSON_HELP})
+    @flag_task(help={"limit": "how many runs to show (default 20)", "json": JSON_HELP})
     def audit(c: Context, limit: str = "20", json: bool = False) -> None:
         """Show the runs recorded in the database's audit table, newest first."""
         arguments = {"limit": limit, "json": json}
@@ -201,7 +242,7 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         operation = lambda s: audit_trail.show_runs(s, limit=count, as_json=json)  # noqa: E731
         run(c, "audit", arguments, operation, changes_database=False)
 
-    @task(
+    @flag_task(
         help={
             "message": "required: what the revision changes",
             "autogenerate": "write the operations from the differences between models and database",

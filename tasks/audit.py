@@ -125,17 +125,26 @@ def _revisions(revisions: list[str] | None) -> str | None:
     return None if revisions is None else ",".join(revisions)
 
 
+# Untracked files that change what a run does: revision files above all, models, templates and
+# configuration. A revision that exists only in one working tree is the change the audit row must
+# not attribute to a clean commit.
+UNTRACKED_THAT_COUNT = (".py", ".mako", ".ini", ".yaml", ".yml", ".toml", ".cfg")
+
+
 @cache
 def git_commit(root: Path) -> str | None:
-    """The repository's commit, marked -dirty when the working tree has changes."""
+    """The repository's commit, marked -dirty when the working tree has changes: tracked files
+    changed, or untracked code and configuration (an uncommitted revision file)."""
     try:
         commit = _git(root, "rev-parse", "--short=12", "HEAD")
-        dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
+        changed = _git(root, "status", "--porcelain", "--untracked-files=no")
+        untracked = _git(root, "ls-files", "--others", "--exclude-standard")
     except (OSError, subprocess.SubprocessError):
         return None
     if not commit:
         return None
-    return f"{commit}-dirty" if dirty else commit
+    new_code = [name for name in untracked.splitlines() if name.endswith(UNTRACKED_THAT_COUNT)]
+    return f"{commit}-dirty" if changed or new_code else commit
 
 
 def _git(root: Path, *arguments: str) -> str:

@@ -62,14 +62,13 @@ def create_backup(session: Session) -> Path:
     environment = session.environment
     dialect = _dialect(environment)
     directory = _backup_directory(session.settings.backup_dir)
-    path = _free_path(directory / backup_file_name(environment, datetime.now(UTC)))
-    partial = path.with_name(path.name + ".partial")
+    path, partial = _reserve(directory / backup_file_name(environment, datetime.now(UTC)))
     try:
-        _writable(partial)
         _DUMPERS[dialect](session, partial)
-        partial.replace(path)
+        _complete(partial, path)
     finally:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
     session.record.details["backup"] = str(path)
     session.console.line(f"{environment.name}: backup written to {path} ({_size(path)})")
     return path
@@ -158,7 +157,8 @@ def _database_name(environment: Environment) -> str:
 
 
 def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "database"
+    """File-name-safe, and short: file systems refuse names over 255 bytes."""
+    return (re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "database")[:80]
 
 
 def _backup_directory(directory: Path) -> Path:
@@ -169,6 +169,31 @@ def _backup_directory(directory: Path) -> Path:
             f"cannot create the backup directory {directory}: {error.strerror}"
         ) from None
     return directory
+
+
+def _reserve(wanted: Path) -> tuple[Path, Path]:
+    """A free backup path and its `.partial` file, created now. Any OSError on the way (a folder
+    without write or search permission, a read-only file system, a name too long) is the
+    configuration's problem, said in one line before any tool runs."""
+    try:
+        path = _free_path(wanted)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot use the backup directory {wanted.parent}: {error.strerror or error}"
+        ) from None
+    partial = path.with_name(path.name + ".partial")
+    _writable(partial)
+    return path, partial
+
+
+def _complete(partial: Path, path: Path) -> None:
+    """Give the finished backup its real name; a failure here leaves no file that looks good."""
+    try:
+        partial.replace(path)
+    except OSError as error:
+        raise BackupError(
+            f"cannot rename the backup to {path}: {error.strerror or error}"
+        ) from None
 
 
 def _writable(path: Path) -> None:
@@ -506,28 +531,52 @@ $clear$;
 # --- MySQL / MariaDB ----------------------------------------------------------------------------
 
 
+def mysql_connection(url: URL) -> dict[str, str]:
+    """Where and as whom the migration connection logs in, as the driver reads `url`.
+
+    PyMySQL takes every query parameter as a connect argument, over the URL's own parts:
+    `?password=`, `?user=`, `?host=`, `?port=`, `?unix_socket=`, `?database=`. The dump and
+    restore tools must reach the same database as the same user, so they read the driver's own
+    arguments (SQLAlchemy's `create_connect_args`) rather than the URL's fields.
+    """
+    _args, given = url.get_dialect()().create_connect_args(url)
+    values = {
+        "host": given.get("host"),
+        "port": given.get("port"),
+        "user": given.get("user"),
+        "password": given.get("password") or given.get("passwd"),
+        "database": given.get("database") or given.get("db") or url.database,
+        "unix_socket": given.get("unix_socket"),
+    }
+    return {key: str(value) for key, value in values.items() if value not in (None, "")}
+
+
 def mysql_arguments(url: URL) -> list[str]:
     """Connection options for the MySQL/MariaDB client tools (no password: MYSQL_PWD has it)."""
+    connection = mysql_connection(url)
     arguments = []
-    socket = url.query.get("unix_socket")
-    if socket:
-        arguments += ["--protocol=SOCKET", f"--socket={socket}"]
-    elif url.host:
-        arguments += ["--protocol=TCP", f"--host={url.host}"]
-    if url.port:
-        arguments.append(f"--port={url.port}")
-    if url.username:
-        arguments.append(f"--user={url.username}")
+    if "unix_socket" in connection:
+        arguments += ["--protocol=SOCKET", f"--socket={connection['unix_socket']}"]
+    elif "host" in connection:
+        arguments += ["--protocol=TCP", f"--host={connection['host']}"]
+    if "port" in connection:
+        arguments.append(f"--port={connection['port']}")
+    if "user" in connection:
+        arguments.append(f"--user={connection['user']}")
     return arguments
 
 
 def _mysql_env(session: Session) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("MYSQL_PWD", None)
-    password = session.environment.url.password
+    password = mysql_connection(session.environment.url).get("password")
     if password:
-        env["MYSQL_PWD"] = str(password)
+        env["MYSQL_PWD"] = password
     return env
+
+
+def _mysql_database(session: Session) -> str:
+    return mysql_connection(session.environment.url).get("database", "")
 
 
 def _backup_mysql(session: Session, target: Path) -> None:
@@ -544,7 +593,7 @@ def _backup_mysql(session: Session, target: Path) -> None:
             "--no-tablespaces",
             "--default-character-set=utf8mb4",
             f"--result-file={target}",
-            str(url.database),
+            _mysql_database(session),
         ],
         _mysql_env(session),
     )
@@ -574,7 +623,12 @@ def _restore_mysql(session: Session, path: Path) -> None:
         return True
 
     _feed(
-        [client, *mysql_arguments(url), "--default-character-set=utf8mb4", str(url.database)],
+        [
+            client,
+            *mysql_arguments(url),
+            "--default-character-set=utf8mb4",
+            _mysql_database(session),
+        ],
         _mysql_env(session),
         [prelude, stream, b"\nSET FOREIGN_KEY_CHECKS=1;\n"],
     )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from invoke import Context, Task, task
+from invoke import Context, Task
 
+from tasks.alembic_tasks import flag_task
 from tasks.context import run_task
 
 
 def ci_tasks() -> list[Task]:
-    @task
+    @flag_task
     def check(c: Context) -> None:
         """Heads, real downgrades, stairway and models on ci.dialects, lint (ci.since: trusted)."""
         from tasks import ci_checks

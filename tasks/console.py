@@ -6,6 +6,8 @@ characters in CI logs or pipes.
 
 from __future__ import annotations
 
+import io
+import os
 import sys
 import threading
 import time
@@ -32,13 +34,13 @@ class Console:
     def line(self, text: str = "") -> None:
         with self._lock:
             self._clear_status()
-            print(redact(text), file=self.stdout, flush=True)
+            _emit(self.stdout, redact(text) + "\n")
             self._draw_status()
 
     def warning(self, text: str) -> None:
         with self._lock:
             self._clear_status()
-            print(f"WARNING: {redact(text)}", file=self.stderr, flush=True)
+            _emit(self.stderr, f"WARNING: {redact(text)}\n")
             self._draw_status()
 
     def is_terminal(self) -> bool:
@@ -59,20 +61,43 @@ class Console:
     def _clear_status(self) -> None:
         """Wipe the live line from the screen; it is kept, to be drawn again below."""
         if self._status:
-            self.stdout.write("\r\x1b[K")
-            self.stdout.flush()
+            _emit(self.stdout, "\r\x1b[K")
 
     def _draw_status(self) -> None:
         if self._status:
-            self.stdout.write(self._status)
-            self.stdout.flush()
+            _emit(self.stdout, self._status)
 
     def clear_status(self) -> None:
         with self._lock:
             if self._status:
-                self.stdout.write("\r\x1b[K")
-                self.stdout.flush()
+                _emit(self.stdout, "\r\x1b[K")
                 self._status = ""
+
+
+def _emit(stream: IO[str], text: str) -> None:
+    """Write and flush; a reader that went away (`| head`) must not stop the task.
+
+    A BrokenPipeError here used to end a task half way (an upgrade between two revisions) with
+    "unexpected error: BrokenPipeError", and Python's final flush printed another. Output to a
+    closed pipe goes to /dev/null instead; the run log still records everything.
+    """
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        _to_devnull(stream)
+
+
+def _to_devnull(stream: IO[str]) -> None:
+    """Point the stream's descriptor at /dev/null, so later writes and the exit flush succeed."""
+    try:
+        descriptor = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(descriptor, stream.fileno())
+        finally:
+            os.close(descriptor)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass  # not a real file (a test's buffer): nothing can be written to it anyway
 
 
 class Progress:
@@ -132,3 +157,24 @@ class Progress:
     def _tick(self) -> None:
         while not self._stop.wait(1.0):
             self._render()
+
+
+def quiet_broken_pipes() -> None:
+    """Invoke's own output (`invoke --list | head`) into a closed pipe: no traceback.
+
+    Invoke prints the task list and help itself, outside any task; a BrokenPipeError there
+    reached Python's top level as a traceback. This hook drops the rest of the output instead
+    (the exit code stays 1) and leaves every other exception to the previous hook.
+    """
+    if getattr(sys.excepthook, "quiet_broken_pipes", False):
+        return
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, traceback: object) -> None:
+        if issubclass(kind, BrokenPipeError):
+            _to_devnull(sys.stdout)
+            return
+        previous(kind, value, traceback)  # type: ignore[arg-type]
+
+    hook.quiet_broken_pipes = True  # type: ignore[attr-defined]
+    sys.excepthook = hook

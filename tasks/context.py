@@ -117,6 +117,11 @@ class _Run:
         except KeyboardInterrupt:
             self._finish("failed", "interrupted")
             raise Exit(f"{self.spec.name}: interrupted", code=130) from None
+        except SystemExit as error:  # code we import (revisions, env.py) called sys.exit
+            detail = f"sys.exit({error.code!r}) called"
+            self._finish("failed", detail)
+            message = _one_line(f"{self.spec.name}: {detail}")
+            raise Exit(message, code=int(ExitCode.FAILED)) from None
         except Exception as error:  # a bug or an unforeseen failure: details go to the log
             detail = f"{type(error).__name__}: {error}"
             self.record.details["traceback"] = traceback.format_exc()
@@ -137,6 +142,7 @@ class _Run:
         session = self.session = Session(self.settings, self.record, confirmer, self.console)
         if self.spec.needs_database:
             session.environment  # noqa: B018 - resolve now: a missing URL fails before anything
+            self._note_protection_override(session)
         self.log.started(self.record)
         spec = self.spec
         if policy_applies(
@@ -146,6 +152,21 @@ class _Run:
         ):
             require_owner(self.settings.owners, self.record.operator, spec.name)
         return session
+
+    def _note_protection_override(self, session: Session) -> None:
+        """A protected-by-default environment unprotected by a variable or `-f` file: one
+        warning line, and the reason in the run's arguments (log and audit row)."""
+        from tasks.settings import protection_override
+
+        assert self.settings is not None
+        reason = protection_override(self.settings, session.environment.name)
+        if reason is None:
+            return
+        self.record.arguments["protection_override"] = reason
+        self.console.warning(
+            f"{session.environment.name} is protected by the project's configuration, but "
+            f"{reason} unprotects it: no typed confirmation, no mandatory backup"
+        )
 
     def _lock(self):  # type: ignore[no-untyped-def]
         from tasks.locking import migration_lock

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from invoke import Context, Task, task
+from invoke import Context, Task
 
+from tasks.alembic_tasks import flag_task
 from tasks.context import run_task
 from tasks.errors import UsageError
 
@@ -24,7 +25,7 @@ BACKUP_HELP = "back the database up first; if the backup fails, nothing changes"
 
 
 def local_tasks() -> list[Task]:
-    @task(
+    @flag_task(
         help={
             "check": "report differences only, change nothing: exit 0 in sync, 4 only "
             "differences sync can apply, 5 differences that need a revision",
@@ -51,14 +52,14 @@ def local_tasks() -> list[Task]:
             changes_database=not check,
         )
 
-    @task
+    @flag_task
     def backup(c: Context) -> None:
         """Back the local database up into the backup directory; prints the file's path."""
         from tasks.backups import create_backup
 
         run_task(c, "local", "backup", {}, create_backup, changes_database=False)
 
-    @task(
+    @flag_task(
         help={
             "file": "required: the backup file to restore",
             "yes": YES_HELP,
@@ -79,7 +80,7 @@ def local_tasks() -> list[Task]:
             assume_yes=yes,
         )
 
-    @task(help={"yes": YES_HELP, "backup": BACKUP_HELP})
+    @flag_task(help={"yes": YES_HELP, "backup": BACKUP_HELP})
     def reset(c: Context, yes: bool = False, backup: bool = False) -> None:
         """Drop everything in the local database and recreate it from the models."""
         from tasks import sync as schema_sync

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from tasks import ddl_residue, drift
 from tasks.alembic_support import EnvHandover, alembic_config
 from tasks.engines import describe_database_error
-from tasks.errors import DatabaseError, DifferencesFound, Refused, UsageError
+from tasks.errors import DatabaseError, DifferencesFound, MigrationsError, Refused, UsageError
 from tasks.ownership import UNRESTRICTED_ENVIRONMENTS
 from tasks.plan import Plan, build_plan, print_plan
 from tasks.redaction import redact
@@ -491,9 +491,15 @@ def revision(session: Session, message: str, *, autogenerate: bool = False) -> P
         handover.write_empty_revision = not autogenerate
         config = alembic_config(session.settings, handover, stdout=io.StringIO())
         config.attributes["safe_revisions"] = _safe_revisions_enabled(session)
-        created = _alembic(
-            session, command.revision, config, message=message, autogenerate=autogenerate
-        )
+        written_before = _revision_files(script)
+        try:
+            created = _alembic(
+                session, command.revision, config, message=message, autogenerate=autogenerate
+            )
+        except MigrationsError:  # Alembic loads what it wrote: a broken file fails right here
+            for new_file in _revision_files(script) - written_before:
+                _require_message_as_data(new_file, message)
+            raise
         connection.rollback()
     scripts = created if isinstance(created, list) else [created]
     scripts = [item for item in scripts if item is not None]
@@ -501,6 +507,7 @@ def revision(session: Session, message: str, *, autogenerate: bool = False) -> P
         session.console.line("no changes between the models and the database: no revision written")
         return None
     path = Path(scripts[0].path)
+    _require_message_as_data(path, message)
     _tidy_revision(session, path)
     session.record.details["revision_file"] = str(path)
     session.console.line(f"created {_display_path(session, path)}")
@@ -523,6 +530,35 @@ def _safe_revisions_enabled(session: Session) -> bool:
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+
+def _revision_files(script: ScriptDirectory) -> set[Path]:
+    """The revision files on disk, to tell which one a failed `revision` call left behind."""
+    folders = {script.versions, *(script.version_locations or [])}
+    return {path for folder in folders for path in Path(folder).glob("*.py")}
+
+
+def _require_message_as_data(path: Path, message: str) -> None:
+    """Remove a just-written revision whose message is not plain data in its docstring.
+
+    Every task imports every revision file: a message that ended the docstring (three double
+    quotes) broke them all with a SyntaxError, and a crafted one ran code in each task,
+    `prod.current` included.
+    The project's script.py.mako escapes the message; this check also holds a team's own
+    template to it, and fails closed: a file it cannot read back the message from is deleted.
+    """
+    import ast
+
+    try:
+        docstring = ast.get_docstring(ast.parse(path.read_bytes(), str(path)), clean=False)
+    except (SyntaxError, ValueError, OSError):
+        docstring = None
+    if docstring is None or message not in docstring:
+        path.unlink(missing_ok=True)
+        raise UsageError(
+            "the revision template does not keep this message as plain text in the docstring "
+            "(quotes, backslashes or line breaks break the file); no revision written"
+        )
 
 
 def _script(session: Session) -> ScriptDirectory:
@@ -785,6 +821,7 @@ def _failed_step(steps: list[MigrationStep], applied: list[str]) -> str | None:
 
 def _offline(session: Session, operation: Callable[..., Any], revision: str) -> None:
     """Print the SQL Alembic would run; no connection is opened."""
+    _require_offline_range(revision)
     config = alembic_config(
         session.settings,
         _handover(session, None),
@@ -792,6 +829,14 @@ def _offline(session: Session, operation: Callable[..., Any], revision: str) -> 
         sql_output=_StdoutProxy(session),
     )
     _alembic(session, operation, config, revision, sql=True)
+
+
+def _require_offline_range(revision: str) -> None:
+    """--sql takes TARGET or FROM:TO. Alembic splits on every colon and unpacks two, so
+    `a:b:c` was a ValueError reported as an unexpected failure (exit 1) instead of bad input."""
+    parts = revision.split(":")
+    if len(parts) > 2 or (len(parts) == 2 and not all(part.strip() for part in parts)):
+        raise UsageError(f"--rev {revision!r}: --sql takes a revision or one FROM:TO range")
 
 
 def _alembic(session: Session, operation: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -27,6 +27,10 @@ def load_metadata(import_path: str) -> MetaData:
         metadata = target() if callable(target) and not isinstance(target, MetaData) else target
     except Exception as error:
         raise ConfigError(f"cannot load models from {import_path!r}: {error}") from None
+    except SystemExit as exit_:  # a models module that gives up: its text, under the task's name
+        raise ConfigError(
+            f"cannot load models from {import_path!r}: it called sys.exit({exit_.code!r})"
+        ) from None
     if not isinstance(metadata, MetaData):
         raise ConfigError(f"{import_path!r} is not a SQLAlchemy MetaData")
     return metadata

@@ -13,7 +13,10 @@ REVISION_COLLECTIONS = frozenset({"local", "dev"})
 def build_namespace() -> Collection:
     from tasks.alembic_tasks import alembic_tasks
     from tasks.ci_tasks import ci_tasks
+    from tasks.console import quiet_broken_pipes
     from tasks.local_tasks import local_tasks
+
+    quiet_broken_pipes()  # `invoke --list | head`: Invoke's own output, outside any task
 
     root = Collection()
     root.configure({"migrations": DEFAULTS})

@@ -7,7 +7,9 @@ only gives the merged mapping a shape. `alembic/env.py` loads the same files thr
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -28,8 +30,9 @@ COLLECTIONS: dict[str, str] = {
 
 # Invoke casts an INVOKE_MIGRATIONS_* variable to the type of the value it overrides, inside its
 # own config loading, before any task runs: over an int, "2.5" or "abc" is a traceback; over a
-# list, any string is. Numbers and lists are therefore strings here (and in invoke.yaml), so a
-# variable arrives as text and `settings_from_mapping` judges it with a one-line ConfigError.
+# list, any string is; over a bool, anything but "0" and "" is true ("false" and "no" too).
+# Numbers, lists and booleans are therefore strings here (and in invoke.yaml), so a variable
+# arrives as text and `settings_from_mapping` judges it with a one-line ConfigError.
 DEFAULTS: dict[str, Any] = {
     "metadata": "database.imports:import_all_models",
     "default_environment": "development",
@@ -37,25 +40,25 @@ DEFAULTS: dict[str, Any] = {
         "local": {
             "url_variable": "DATABASE_URL_LOCAL",
             "default_url": "sqlite:///local.sqlite3",
-            "protected": False,
+            "protected": "false",
         },
         # PostgreSQL session settings for migrations on shared databases: fail fast instead of
         # queueing traffic behind a lock, and never let one statement run unbounded.
         "development": {
             "url_variable": "DATABASE_URL_DEVELOPMENT",
-            "protected": False,
+            "protected": "false",
             "postgres_lock_timeout": "5s",
             "postgres_statement_timeout": "30min",
         },
         "staging": {
             "url_variable": "DATABASE_URL_STAGING",
-            "protected": False,
+            "protected": "false",
             "postgres_lock_timeout": "5s",
             "postgres_statement_timeout": "30min",
         },
         "production": {
             "url_variable": "DATABASE_URL_PRODUCTION",
-            "protected": True,
+            "protected": "true",
             "postgres_lock_timeout": "5s",
             "postgres_statement_timeout": "30min",
         },
@@ -197,10 +200,30 @@ def _environment(name: str, values: Any) -> EnvironmentSettings:
         name=name,
         url_variable=_text(values.get("url_variable"), f"environments.{name}.url_variable"),
         default_url=str(default_url) if default_url else None,
-        protected=_flag(values.get("protected", False), f"environments.{name}.protected"),
+        protected=_protected(name, values.get("protected", False)),
         postgres_lock_timeout=_optional_text(values.get("postgres_lock_timeout")),
         postgres_statement_timeout=_optional_text(values.get("postgres_statement_timeout")),
     )
+
+
+def protection_variable(name: str) -> str:
+    return f"INVOKE_MIGRATIONS_ENVIRONMENTS_{name.upper()}_PROTECTED"
+
+
+def _protected(name: str, value: Any) -> bool:
+    """`protected`, parsed explicitly. A YAML boolean (a team's own invoke.yaml or -f file) makes
+    Invoke cast the variable itself, reading "false" and "no" as true; when the variable's own
+    words disagree with what arrived, nobody can tell which was meant: an error, not a guess."""
+    key = f"environments.{name}.protected"
+    protected = parse_flag(value, key)
+    variable = protection_variable(name)
+    text = os.environ.get(variable)
+    if isinstance(value, bool) and text is not None and parse_flag(text, key) != protected:
+        raise ConfigError(
+            f"{variable}={text!r} disagrees with migrations.{key} ({str(value).lower()}); "
+            'write protected as a string ("true"/"false") in YAML files'
+        )
+    return protected
 
 
 def _mapping(value: Any, key: str) -> Mapping[str, Any]:
@@ -227,12 +250,56 @@ def _number(value: Any, key: str, *, allow_zero: bool = False) -> float:
     return number
 
 
-def _flag(value: Any, key: str) -> bool:
+TRUE_WORDS = frozenset({"true", "yes", "1"})
+FALSE_WORDS = frozenset({"false", "no", "0"})
+
+
+def parse_flag(value: Any, key: str) -> bool:
+    """A boolean from YAML (true/false) or text (true/false/yes/no/1/0, any case), and nothing
+    else: an empty or unknown word is an error, never a guess (an empty variable must not
+    unprotect production)."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in {"true", "yes", "1", "false", "no", "0", ""}:
-        return value.lower() in {"true", "yes", "1"}
-    raise ConfigError(f"migrations.{key} must be true or false")
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word in TRUE_WORDS or word in FALSE_WORDS:
+        return word in TRUE_WORDS
+    raise ConfigError(f"migrations.{key} must be true or false (or yes/no, 1/0), not {value!r}")
+
+
+def protection_override(
+    settings: Settings, name: str, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """Why `name`, protected by the project's own configuration (the defaults and the project's
+    invoke.yaml), is unprotected in this run; None when it is not or never was protected.
+
+    Dropping the typed confirmation and the mandatory backup of production through a variable
+    or a `-f` file is allowed, but never silent: the task warns and the audit row says so.
+    """
+    if settings.environment(name).protected or not _project_protection(settings.root).get(name):
+        return None
+    environ = os.environ if environ is None else environ
+    variable = protection_variable(name)
+    if variable in environ:
+        return f"{variable}={environ[variable]}"
+    return "a configuration file given with -f (or another configuration source)"
+
+
+@functools.cache
+def _project_protection(root: Path) -> dict[str, bool]:
+    """Which environments the defaults and the project's invoke.yaml protect (no variables, no
+    -f file): the baseline a run's configuration is compared with."""
+    from invoke import Config
+
+    config = Config(defaults={"migrations": DEFAULTS}, project_location=str(root))
+    config.load_project()
+    environments = _mapping(config.migrations.get("environments", {}), "environments")
+    protected = {}
+    for name, values in environments.items():
+        try:
+            protected[name] = parse_flag(_mapping(values, name).get("protected", False), name)
+        except ConfigError:
+            protected[name] = True  # unreadable: treat as protected, so an override is reported
+    return protected
 
 
 def _optional_text(value: Any) -> str | None:
