@@ -247,6 +247,8 @@ def classify(
 
 
 _HELP = {
+    "drop-column": "Stop using the column in the code first; drop it in a later release.",
+    "drop-table": "Stop using the table in the code first; drop it in a later release.",
     "require-concurrent-index-creation": "CREATE INDEX CONCURRENTLY, outside a transaction "
     "(op.get_context().autocommit_block()).",
     "set-not-null": "ADD CONSTRAINT ... CHECK (col IS NOT NULL) NOT VALID, VALIDATE CONSTRAINT, "
