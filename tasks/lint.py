@@ -87,6 +87,7 @@ class Catalog:
     types: dict[tuple[str, str], str] = field(default_factory=dict)  # "varchar(50)", "text"
     checks: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (table, col)
     validated: set[tuple[str, str]] = field(default_factory=set)  # NOT NULL proven by a check
+    not_null: set[tuple[str, str]] = field(default_factory=set)  # SET NOT NULL seen
 
     def column_type(self, table: str, column: str) -> str | None:
         known = self.types.get((table, column))
@@ -146,8 +147,9 @@ def _pg_split(sql: str) -> list[str]:
 def _glot_split(sql: str, dialect: str) -> list[str]:
     """Split on `;` tokens of sqlglot's tokenizer for the dialect.
 
-    A MySQL "executable comment" (`/*! ... */`) is run by the server although it looks like a
-    comment: a chunk holding one is kept whole, so the classifier sees and refuses it.
+    A MySQL "executable comment" (`/*! ... */`, MariaDB's `/*M! ... */`) is run by the server
+    although it looks like a comment: a chunk holding one is kept whole, comments included,
+    so the classifier sees and refuses it.
     """
     import sqlglot
     from sqlglot.tokens import TokenType
@@ -156,21 +158,26 @@ def _glot_split(sql: str, dialect: str) -> list[str]:
         tokens = sqlglot.Dialect.get_or_raise(_GLOT[dialect]).tokenize(sql)
     except Exception:
         return [sql.strip()] if sql.strip() else []
-    chunks: list[str] = []
     mysql = _GLOT[dialect] == "mysql"
+    chunks: list[str] = []
     begin = 0
     current: list[Any] = []
+    carried = False  # an executable comment after the previous `;` belongs to this chunk
     for token in [*tokens, None]:
         if token is None or token.token_type == TokenType.SEMICOLON:
             end = len(sql) if token is None else token.start
             raw = sql[begin:end]
-            hidden = mysql and _EXECUTABLE_COMMENT.search(raw) is not None
-            if current:
-                chunks.append(sql[current[0].start : current[-1].end + 1])
-                if hidden and not _EXECUTABLE_COMMENT.search(chunks[-1]):
-                    chunks[-1] = raw.strip()
-            elif hidden:
+            marks = [*current, *([token] if token is not None else [])]
+            hidden = mysql and (
+                carried
+                or any(_executable(t.comments) for t in marks)
+                or (not current and re.search(r"/\*M?!", raw) is not None)  # only comments
+            )
+            if hidden and raw.strip():
                 chunks.append(raw.strip())
+            elif current:
+                chunks.append(sql[current[0].start : current[-1].end + 1])
+            carried = mysql and token is not None and _executable(token.comments)
             current = []
             begin = end + 1
         else:
@@ -178,8 +185,12 @@ def _glot_split(sql: str, dialect: str) -> list[str]:
     return chunks
 
 
+def _executable(comments: list[str] | None) -> bool:
+    """Whether sqlglot's comment texts include a MySQL/MariaDB executable comment."""
+    return any(comment.lstrip().startswith(("!", "M!")) for comment in comments or ())
+
+
 _GLOT = {"mysql": "mysql", "mariadb": "mysql", "sqlite": "sqlite"}
-_EXECUTABLE_COMMENT = re.compile(r"/\*[!+M]")  # token-level check, only on text outside strings
 
 
 def _is_bookkeeping(text: str, dialect: str) -> bool:
@@ -637,6 +648,7 @@ def _pg_alter_command(table: str, command: Any, catalog: Catalog) -> Verdict:
     if subtype == At.AT_AlterColumnType:
         return _pg_alter_type(table, column, command.def_, catalog)
     if subtype == At.AT_SetNotNull:
+        catalog.not_null.add((table, column))
         if new or (table, column) in catalog.validated:
             return []
         message = "makes a column NOT NULL with a full scan under an ACCESS EXCLUSIVE lock"
@@ -651,6 +663,8 @@ def _pg_alter_command(table: str, command: Any, catalog: Catalog) -> Verdict:
             catalog.validated.add(checked)
         return []  # SHARE UPDATE EXCLUSIVE: writers keep going
     if subtype == At.AT_DropConstraint:
+        if catalog.checks.get(column) in catalog.not_null:
+            return []  # the helper check of the NOT NULL pattern: NOT NULL now guarantees it
         message = "drops a constraint (the guarantee it gave is gone)"
         return [("drop-constraint", DESTRUCTIVE, message, f"drop constraint {table}.{column}")]
     return [_unknown(f"ALTER TABLE {subtype.name.removeprefix('AT_')}")]
@@ -855,7 +869,7 @@ def _glot_parse(text: str, dialect: str) -> Any | None:
 
 
 def _glot_judge(text: str, dialect: str, catalog: Catalog, rebuilt: set[str]) -> Verdict:
-    if _EXECUTABLE_COMMENT.search(text) and _GLOT.get(dialect) == "mysql":
+    if _GLOT.get(dialect) == "mysql" and _has_executable_comment(text):
         message = "holds a MySQL executable comment (/*! ... */), which the server runs"
         return [("executable-comment", DESTRUCTIVE, message, "executable comment")]
     tree = _glot_parse(text, dialect)
@@ -863,6 +877,16 @@ def _glot_judge(text: str, dialect: str, catalog: Catalog, rebuilt: set[str]) ->
         return _unparsable("MySQL" if _GLOT.get(dialect) == "mysql" else "SQLite")
     verdict = _glot_statement(tree, dialect, catalog, rebuilt)
     return verdict + [item for item in _glot_nested(tree) if item not in verdict]
+
+
+def _has_executable_comment(text: str) -> bool:
+    import sqlglot
+
+    try:
+        tokens = sqlglot.Dialect.get_or_raise("mysql").tokenize(text)
+    except Exception:
+        return False  # the parser will refuse it anyway
+    return any(_executable(token.comments) for token in tokens)
 
 
 _SAFE_PRAGMAS = frozenset({"foreign_keys", "legacy_alter_table", "defer_foreign_keys"})
@@ -1359,6 +1383,22 @@ def scan_source(
         return []
     lines = source.splitlines()
     findings: list[Finding] = []
+    judged = {
+        id(call.func.value)
+        for call in ast.walk(body)
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+    }
+    for name in ast.walk(body):
+        if (
+            isinstance(name, ast.Name)
+            and isinstance(name.ctx, ast.Load)
+            and name.id in {"op", "batch_op"}
+            and id(name) not in judged
+        ):
+            line = lines[name.lineno - 1].strip() if name.lineno <= len(lines) else ""
+            if "unknown-statement" not in ignored:
+                message = f"{name.id} used other than as op.<operation>(...)"
+                findings.append(_source_finding("unknown-statement", message, line))
     for call in ast.walk(body):
         if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Attribute):
             continue
@@ -1402,7 +1442,7 @@ def _judge_call(operation: str, call: Any, dialect: str) -> list[tuple[str, str]
         return found
     if operation == "execute":
         argument = call.args[0] if call.args else None
-        if isinstance(argument, ast.Call) and getattr(argument.func, "id", "") == "text":
+        if isinstance(argument, ast.Call) and _called(argument) == "text":
             argument = argument.args[0] if argument.args else None
         if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
             return [
@@ -1413,6 +1453,12 @@ def _judge_call(operation: str, call: Any, dialect: str) -> list[tuple[str, str]
     if operation in _SAFE_OPS:
         return []
     return [("unknown-statement", f"op.{operation} is not an operation known to be safe")]
+
+
+def _called(call: Any) -> str:
+    """`text` for `text(...)` and `sa.text(...)`."""
+    func = call.func
+    return str(getattr(func, "id", None) or getattr(func, "attr", ""))
 
 
 def squawk_binary() -> str | None:
