@@ -1255,6 +1255,18 @@ def _squawk_reports(
     return found
 
 
+def _is_type_change(text: str) -> bool:
+    """ALTER TABLE ... ALTER COLUMN ... TYPE: squawk's varchar advice there is about the lock
+    a size change takes, which our classifier judges from the column's current type."""
+    from pglast.enums import AlterTableType
+
+    node = _pg_parse(text)
+    commands = getattr(node, "cmds", None) or ()
+    return type(node).__name__ == "AlterTableStmt" and all(
+        command.subtype == AlterTableType.AT_AlterColumnType for command in commands
+    )
+
+
 def _squawk_sees(part: Statement) -> bool:
     """Squawk needs BEGIN/COMMIT (transaction structure) but not alembic_version."""
     return not part.bookkeeping or _is_transaction(part.text)
@@ -1306,6 +1318,8 @@ def merge(
             continue
         if rule in JUDGED and report.statement:
             continue  # we parsed this statement and proved this hazard absent
+        if report.rule == "prefer-text-field" and _is_type_change(report.statement):
+            continue  # a widening we proved rewrites nothing (narrowing is reported as ours)
         finding = Finding(
             report.rule,
             _squawk_severity(report.rule),
