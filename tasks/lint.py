@@ -1348,7 +1348,6 @@ _SAFE_OPS = frozenset(
         "create_check_constraint",
         "create_primary_key",
         "bulk_insert",
-        "get_bind",
         "get_context",
         "create_table_comment",
         "create_exclude_constraint",
@@ -1413,19 +1412,51 @@ def scan_source(
             if "unknown-statement" not in ignored:
                 message = f"{name.id} used other than as op.<operation>(...)"
                 findings.append(_source_finding("unknown-statement", message, line))
+    through = {id(call.func.value) for call in ast.walk(body) if _bind_execute(call)}
     for call in ast.walk(body):
         if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Attribute):
             continue
-        if not isinstance(call.func.value, ast.Name) or call.func.value.id not in {
-            "op",
-            "batch_op",
-        }:
-            continue
         line = lines[call.lineno - 1].strip() if call.lineno <= len(lines) else ""
-        for rule, message in _judge_call(call.func.attr, call, dialect):
+        if _bind_execute(call):
+            verdict = _judge_call("execute", call, dialect)  # op.get_bind().execute(SQL)
+        elif _is_op_call(call, "get_bind"):
+            if id(call) in through:
+                continue  # judged at its .execute(...)
+            message = "op.get_bind(): what runs through the connection cannot be known statically"
+            verdict = [("connection-use", message)]
+        elif _is_op_call(call):
+            verdict = _judge_call(call.func.attr, call, dialect)
+        else:
+            continue
+        for rule, message in verdict:
             if rule not in ignored:
                 findings.append(_source_finding(rule, message, line))
     return findings
+
+
+def _is_op_call(call: Any, operation: str | None = None) -> bool:
+    """`op.<operation>(...)` or `batch_op.<operation>(...)` (any operation when None)."""
+    import ast
+
+    return (
+        isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Attribute)
+        and isinstance(call.func.value, ast.Name)
+        and call.func.value.id in {"op", "batch_op"}
+        and (operation is None or call.func.attr == operation)
+    )
+
+
+def _bind_execute(call: Any) -> bool:
+    """`op.get_bind().execute(...)`: judged like op.execute, by the SQL it is given."""
+    import ast
+
+    return (
+        isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Attribute)
+        and call.func.attr in {"execute", "exec_driver_sql"}
+        and _is_op_call(call.func.value, "get_bind")
+    )
 
 
 def _source_finding(rule: str, message: str, line: str) -> Finding:

@@ -426,3 +426,16 @@ def test_source_scanning_reads_the_right_function():
     assert [f.rule for f in scan_source(SOURCE.format(body="pass"), upgrade=False)] == [
         "drop-column"
     ]
+
+
+@pytest.mark.parametrize(
+    ("body", "rules"),
+    [
+        ('op.get_bind().execute(sa.text("DROP TABLE memberships"))', ["drop-table"]),
+        ('op.get_bind().execute(sa.text("SELECT count(*) FROM users"))', []),
+        ('conn = op.get_bind()\n    conn.execute(sa.text("SELECT 1"))', ["connection-use"]),
+    ],
+)
+def test_source_scanning_judges_sql_run_through_the_connection(body, rules):
+    found = scan_source(SOURCE.format(body=body), upgrade=True)
+    assert [f.rule for f in found] == rules
