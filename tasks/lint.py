@@ -88,6 +88,10 @@ class Catalog:
     checks: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (table, col)
     validated: set[tuple[str, str]] = field(default_factory=set)  # NOT NULL proven by a check
     not_null: set[tuple[str, str]] = field(default_factory=set)  # SET NOT NULL seen
+    # Tables an ALTER TABLE locked (ACCESS EXCLUSIVE) in the open transaction: the lock is held
+    # until COMMIT, so a VALIDATE after it in the same transaction scans under that lock.
+    locked: set[str] = field(default_factory=set)
+    in_transaction: bool = True  # Alembic runs a revision in one, unless the SQL says otherwise
 
     def column_type(self, table: str, column: str) -> str | None:
         known = self.types.get((table, column))
@@ -101,6 +105,13 @@ class Catalog:
     def new_revision(self) -> None:
         """Tables created by an earlier revision are no longer "new" (they may be filled)."""
         self.created.clear()
+        self.locked.clear()
+        self.in_transaction = True
+
+    def transaction(self, kind: str) -> None:
+        """BEGIN opens a transaction; COMMIT/ROLLBACK end it and release its locks."""
+        self.locked.clear()
+        self.in_transaction = kind in {"BEGIN", "START"}
 
 
 # --- splitting ---------------------------------------------------------------------------
@@ -239,6 +250,8 @@ def classify(
     findings: list[Finding] = []
     for part in parts:
         if part.bookkeeping:
+            if dialect == "postgresql" and _pg_kind(part.text):
+                catalog.transaction(_pg_kind(part.text))
             continue
         if dialect == "postgresql":
             verdict = _pg_judge(part.text, catalog)
@@ -621,17 +634,34 @@ def _pg_execute(_node: Any, _catalog: Catalog) -> Verdict:
 
 
 def _pg_alter_table(node: Any, catalog: Catalog) -> Verdict:
+    from pglast.enums import AlterTableType as At
     from pglast.enums import ObjectType
 
     table = _relname(node.relation)
     if node.objtype != ObjectType.OBJECT_TABLE:
         return [_unknown(f"ALTER {node.objtype.name.removeprefix('OBJECT_')}")]
     verdict: Verdict = []
+    held = set(catalog.locked)
     for command in node.cmds:
+        if command.subtype == At.AT_ValidateConstraint and table in held:
+            if table not in catalog.created:
+                verdict.append(_validate_under_lock(table, command.name))
+        elif command.subtype != At.AT_ValidateConstraint:
+            held.add(table)
         for item in _pg_alter_command(table, command, catalog):
             if item not in verdict:
                 verdict.append(item)
+    if catalog.in_transaction:
+        catalog.locked |= held
     return verdict
+
+
+def _validate_under_lock(table: str, name: str) -> tuple[str, str, str, str]:
+    message = (
+        "validates in the transaction that altered the table: its ACCESS EXCLUSIVE lock is "
+        "held for the whole scan (validate in a separate transaction)"
+    )
+    return ("constraint-missing-not-valid", BLOCKING, message, f"validate {table}.{name}")
 
 
 def _pg_alter_command(table: str, command: Any, catalog: Catalog) -> Verdict:

@@ -104,6 +104,10 @@ PG_DESTRUCTIVE = [
     "SELECT 'it''s'; DROP TABLE memberships",
     "SELECT $$;$$; DROP TABLE memberships",
     "SELECT 'unterminated",
+    # NOT VALID then VALIDATE in one transaction: the ADD's lock is held during the scan.
+    "ALTER TABLE users ADD CONSTRAINT fk FOREIGN KEY (org_id) REFERENCES orgs (id) NOT VALID;\n"
+    "ALTER TABLE users VALIDATE CONSTRAINT fk",
+    "BEGIN; ALTER TABLE users ADD CONSTRAINT ck CHECK (a > 0) NOT VALID, VALIDATE CONSTRAINT ck",
 ]
 
 MYSQL_DESTRUCTIVE = [
@@ -209,10 +213,16 @@ PG_SAFE = [
     "ALTER TABLE users VALIDATE CONSTRAINT fk_org",
     "ALTER TABLE users ADD CONSTRAINT ck_age CHECK (age > 0) NOT VALID",
     "ALTER TABLE users ADD CONSTRAINT uq_email UNIQUE USING INDEX ix_users_email",
+    # The NOT NULL pattern as an autocommit block renders it: each step its own transaction.
+    "BEGIN;\nCOMMIT;\n"
     "ALTER TABLE users ADD CONSTRAINT ck_name CHECK (name IS NOT NULL) NOT VALID;\n"
     "ALTER TABLE users VALIDATE CONSTRAINT ck_name;\n"
+    "BEGIN;\n"
     "ALTER TABLE users ALTER COLUMN name SET NOT NULL;\n"
-    "ALTER TABLE users DROP CONSTRAINT ck_name",
+    "ALTER TABLE users DROP CONSTRAINT ck_name;\n"
+    "COMMIT",
+    "ALTER TABLE users ADD CONSTRAINT fk FOREIGN KEY (org_id) REFERENCES orgs (id) NOT VALID;\n"
+    "COMMIT;\nBEGIN;\nALTER TABLE users VALIDATE CONSTRAINT fk",
     "CREATE TABLE t (id int, name varchar(10)); ALTER TABLE t ALTER COLUMN name TYPE varchar(20)",
     "CREATE TABLE t (id int); ALTER TABLE t ADD CONSTRAINT fk FOREIGN KEY (id) REFERENCES u (id)",
     "CREATE TABLE t (id int); ALTER TABLE t ADD COLUMN n int NOT NULL",
@@ -356,7 +366,7 @@ def test_set_not_null_needs_the_validated_check_first():
     )
     assert [f.rule for f in needing_consent(unvalidated, "postgresql", catalog)] == ["set-not-null"]
     other_column = (
-        "ALTER TABLE users ADD CONSTRAINT ck CHECK (email IS NOT NULL) NOT VALID;\n"
+        "ALTER TABLE users ADD CONSTRAINT ck CHECK (email IS NOT NULL) NOT VALID;\nCOMMIT;\n"
         "ALTER TABLE users VALIDATE CONSTRAINT ck;\n"
         "ALTER TABLE users ALTER COLUMN name SET NOT NULL"
     )

@@ -68,6 +68,11 @@ HIDDEN = {
     ),
     "update-all": ("op.execute(\"UPDATE users SET role='member'\")", ["update-rows"]),
     "function": ('op.execute("SELECT pg_terminate_backend(0)")', ["function-call"]),
+    "validate-under-lock": (
+        'op.execute("ALTER TABLE users ADD CONSTRAINT ck CHECK (id > 0) NOT VALID")\n'
+        'op.execute("ALTER TABLE users VALIDATE CONSTRAINT ck")',
+        ["constraint-missing-not-valid"],
+    ),
 }
 
 
@@ -127,9 +132,10 @@ SAFE = {
             op.create_index("ix_users_role", "users", ["role"], postgresql_concurrently=True)
     """,
     "validated-not-null": """
-        op.execute("ALTER TABLE users ADD CONSTRAINT ck_users_name "
-                   "CHECK (name IS NOT NULL) NOT VALID")
-        op.execute("ALTER TABLE users VALIDATE CONSTRAINT ck_users_name")
+        with op.get_context().autocommit_block():
+            op.execute("ALTER TABLE users ADD CONSTRAINT ck_users_name "
+                       "CHECK (name IS NOT NULL) NOT VALID")
+            op.execute("ALTER TABLE users VALIDATE CONSTRAINT ck_users_name")
         op.alter_column("users", "name", nullable=False, existing_type=sa.String(255))
         op.drop_constraint(op.f("ck_users_name"), "users", type_="check")
     """,
