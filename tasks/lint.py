@@ -405,6 +405,25 @@ _SAFE_FUNCTIONS = frozenset(
         "nextval",
         "currval",
         "row_number",
+        "generate_series",
+        "unnest",
+        "jsonb_array_elements",
+        "json_array_elements",
+        "array_length",
+        "cardinality",
+        "format",
+        "quote_ident",
+        "quote_literal",
+        "split_part",
+        "regexp_replace",
+        "position",
+        "char_length",
+        "octet_length",
+        "make_interval",
+        "age",
+        "date_part",
+        "bool_or",
+        "bool_and",
     }
 )
 # Defaults that make ADD COLUMN rewrite (or fill row by row) an existing table.
@@ -589,9 +608,50 @@ def _pg_set(node: Any, _catalog: Catalog) -> Verdict:
     return [("unknown-setting", DESTRUCTIVE, message, f"set {node.name}")]
 
 
-def _pg_do(_node: Any, _catalog: Catalog) -> Verdict:
-    message = "runs a procedural block (DO) whose effect cannot be known statically"
+def _pg_do(node: Any, _catalog: Catalog) -> Verdict:
+    """A DO block always needs consent; PL/pgSQL's own parser says what it was seen to run."""
+    options = {item.defname: getattr(item.arg, "sval", None) for item in node.args or ()}
+    seen = _plpgsql_contents(options.get("as") or "", options.get("language") or "plpgsql")
+    detail = f"; it {seen}" if seen else ""
+    message = f"runs a procedural block (DO) whose effect cannot be known statically{detail}"
     return [("procedural-block", DESTRUCTIVE, message, "DO block")]
+
+
+def _plpgsql_contents(body: str, language: str) -> str:
+    """ "runs dynamic SQL (EXECUTE), drop table m" for a PL/pgSQL body; "" when nothing known."""
+    import json
+
+    from pglast import parse_plpgsql
+
+    tag = "$consent_lint$"
+    if language.lower() != "plpgsql" or tag in body:
+        return ""
+    try:
+        tree = parse_plpgsql(
+            f"CREATE FUNCTION f() RETURNS void AS {tag}{body}{tag} LANGUAGE plpgsql"
+        )
+    except Exception:
+        return "could not be parsed as PL/pgSQL"
+    text = json.dumps(tree)
+    parts = ["runs dynamic SQL (EXECUTE)"] if "PLpgSQL_stmt_dynexecute" in text else []
+    for query in _plpgsql_queries(tree):
+        for _rule, _severity, _message, subject in _pg_judge(query, Catalog()):
+            parts.append(subject)
+    return ", ".join(dict.fromkeys(parts))
+
+
+def _plpgsql_queries(tree: Any) -> Iterator[str]:
+    """The SQL statements (`PLpgSQL_stmt_execsql`) anywhere in a parsed PL/pgSQL body."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            if key == "PLpgSQL_stmt_execsql":
+                query = value.get("sqlstmt", {}).get("PLpgSQL_expr", {}).get("query")
+                if isinstance(query, str):
+                    yield query
+            yield from _plpgsql_queries(value)
+    elif isinstance(tree, list):
+        for item in tree:
+            yield from _plpgsql_queries(item)
 
 
 def _pg_function(node: Any, _catalog: Catalog) -> Verdict:

@@ -449,3 +449,13 @@ def test_source_scanning_reads_the_right_function():
 def test_source_scanning_judges_sql_run_through_the_connection(body, rules):
     found = scan_source(SOURCE.format(body=body), upgrade=True)
     assert [f.rule for f in found] == rules
+
+
+def test_a_do_block_says_what_plpgsql_parsed_in_it():
+    sql = "DO $$ BEGIN EXECUTE 'DROP TABLE a'; IF true THEN DELETE FROM users; END IF; END $$"
+    (finding,) = classify(sql, "postgresql")
+    assert finding.rule == "procedural-block"
+    assert finding.message == (
+        "runs a procedural block (DO) whose effect cannot be known statically; "
+        "it runs dynamic SQL (EXECUTE), delete rows of users"
+    )
