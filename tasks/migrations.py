@@ -20,7 +20,7 @@ from tasks.alembic_support import EnvHandover, alembic_config
 from tasks.engines import describe_database_error
 from tasks.errors import DatabaseError, DifferencesFound, Refused, UsageError
 from tasks.ownership import UNRESTRICTED_ENVIRONMENTS
-from tasks.plan import Plan, build_plan, print_plan
+from tasks.plan import Plan, build_plan, print_plan, summary
 from tasks.redaction import redact
 from tasks.session import Session
 
@@ -433,6 +433,7 @@ def _require_consent(session: Session, planned: Plan, allow_destructive: bool) -
     what = f"{len(pending)} destructive or blocking statement(s) pending ({rules})"
     if not session.can_prompt():
         raise Refused(f"{what}: pass --allow-destructive to apply them; nothing changed")
+    session.console.line(summary(planned))  # what is asked about, right above the question
     session.confirmer.ask(
         f"{what}; to apply them anyway", type_to_confirm="allow-destructive", honour_yes=False
     )
