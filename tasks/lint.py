@@ -215,7 +215,8 @@ def _is_bookkeeping(text: str, dialect: str) -> bool:
             return True
         relation = getattr(node, "relation", None)
         if kind in {"InsertStmt", "UpdateStmt", "DeleteStmt", "CreateStmt"} and relation:
-            return relation.relname == VERSION_TABLE
+            # Nothing may ride along: a DELETE in a CTE of an INSERT INTO alembic_version.
+            return relation.relname == VERSION_TABLE and not _pg_nested(node)
         return kind == "DropStmt" and _pg_drop_names(node) == [VERSION_TABLE]
     tree = _glot_parse(text, dialect)
     if tree is None:
@@ -226,7 +227,7 @@ def _is_bookkeeping(text: str, dialect: str) -> bool:
         return True
     if isinstance(tree, (exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop)):
         target = tree.find(exp.Table)
-        return target is not None and target.name == VERSION_TABLE
+        return target is not None and target.name == VERSION_TABLE and not _glot_nested(tree)
     return False
 
 
@@ -1262,31 +1263,6 @@ class SquawkReport:
     message: str
     help: str
     statement: str  # the statement's text exactly as our splitter gave it, "" if unknown
-
-
-def squawk(
-    sql: str,
-    ignored: frozenset[str] = frozenset(),
-    preamble: str = "",
-    pg_version: str | None = None,
-) -> list[Finding]:
-    """Squawk's own findings for PostgreSQL SQL, one per statement and rule, unmerged."""
-    reports = _squawk_reports(sql, preamble, pg_version)
-    if isinstance(reports, Finding):
-        return [reports]
-    findings: list[Finding] = []
-    for report in reports:
-        finding = Finding(
-            report.rule,
-            _squawk_severity(report.rule),
-            report.message,
-            report.statement,
-            "squawk",
-            report.help,
-        )
-        if report.rule not in ignored and finding not in findings:
-            findings.append(finding)
-    return findings
 
 
 def _squawk_reports(

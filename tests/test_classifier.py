@@ -104,6 +104,8 @@ PG_DESTRUCTIVE = [
     "SELECT 'it''s'; DROP TABLE memberships",
     "SELECT $$;$$; DROP TABLE memberships",
     "SELECT 'unterminated",
+    "WITH d AS (DELETE FROM users RETURNING 1) INSERT INTO alembic_version VALUES ('x')",
+    "UPDATE alembic_version SET version_num = wipe_users()",
     # NOT VALID then VALIDATE in one transaction: the ADD's lock is held during the scan.
     "ALTER TABLE users ADD CONSTRAINT fk FOREIGN KEY (org_id) REFERENCES orgs (id) NOT VALID;\n"
     "ALTER TABLE users VALIDATE CONSTRAINT fk",
@@ -148,6 +150,7 @@ MYSQL_DESTRUCTIVE = [
     "OPTIMIZE TABLE users",
     "DROP TABLE memberships; -- the end",
     "SELECT 'it''s'; DROP TABLE memberships",
+    "UPDATE alembic_version SET version_num = wipe_users()",
 ]
 
 SQLITE_DESTRUCTIVE = [
