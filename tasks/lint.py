@@ -910,11 +910,7 @@ def _pg_walk(node: Any) -> Iterator[Any]:
 
 
 def _pg_nested(node: Any) -> Verdict:
-    """Writes hidden inside a statement (a DELETE in a CTE) and calls of unknown functions.
-
-    Function bodies (CREATE FUNCTION ... AS) are text the statement does not run; column
-    defaults are judged where they run (ADD COLUMN), not here.
-    """
+    """Writes hidden inside a statement (a DELETE in a CTE) and calls of unknown functions."""
     found: Verdict = []
     for inner in _pg_walk(node):
         kind = type(inner).__name__
@@ -932,16 +928,13 @@ def _pg_nested(node: Any) -> Verdict:
 
 
 def _pg_in_definition(node: Any) -> bool:
-    """Statements whose function calls define something (defaults, bodies), not run it now."""
-    return type(node).__name__ in {
-        "CreateStmt",
-        "AlterTableStmt",
-        "CreateFunctionStmt",
-        "ViewStmt",
-        "CreateDomainStmt",
-        "IndexStmt",
-        "CreateTrigStmt",
-    }
+    """Statements whose function calls cannot write: a function's body is text not run here,
+    and PostgreSQL refuses writes in the (immutable) functions of an index expression.
+
+    Defaults, checks and views are not exempt: an unknown function there runs on every
+    future insert or read, so it is as unknown as one called now.
+    """
+    return type(node).__name__ in {"CreateFunctionStmt", "IndexStmt"}
 
 
 # --- MySQL/MariaDB and SQLite (sqlglot) --------------------------------------------------
@@ -1192,7 +1185,7 @@ def _glot_nested(tree: Any) -> Verdict:
     from sqlglot import exp
 
     found: Verdict = []
-    definition = isinstance(tree, (exp.Create, exp.Alter))
+    definition = isinstance(tree, exp.Create) and (tree.args.get("kind") or "").upper() == "INDEX"
     for inner in tree.walk():
         if inner is tree:
             continue

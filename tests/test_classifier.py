@@ -241,6 +241,8 @@ PG_SAFE = [
     "CREATE SCHEMA reporting",
     "ALTER SEQUENCE users_id_seq OWNED BY users.id",
     "CREATE TABLE copy AS SELECT id FROM users",
+    "CREATE TABLE t (id uuid DEFAULT gen_random_uuid(), at timestamptz DEFAULT now())",
+    "CREATE INDEX CONCURRENTLY ix_users_lower_name ON users (lower(name))",
 ]
 
 MYSQL_SAFE = [
