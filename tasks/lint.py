@@ -166,10 +166,10 @@ def _glot_split(sql: str, dialect: str) -> list[str]:
     from sqlglot.tokens import TokenType
 
     try:
-        tokens = sqlglot.Dialect.get_or_raise(_GLOT[dialect]).tokenize(sql)
+        tokens = sqlglot.Dialect.get_or_raise(_GLOT.get(dialect, dialect)).tokenize(sql)
     except Exception:
         return [sql.strip()] if sql.strip() else []
-    mysql = _GLOT[dialect] == "mysql"
+    mysql = _GLOT.get(dialect, dialect) == "mysql"
     chunks: list[str] = []
     begin = 0
     current: list[Any] = []
@@ -202,6 +202,7 @@ def _executable(comments: list[str] | None) -> bool:
 
 
 _GLOT = {"mysql": "mysql", "mariadb": "mysql", "sqlite": "sqlite"}
+_DIALECT_NAMES = {"mysql": "MySQL", "mariadb": "MariaDB", "sqlite": "SQLite"}
 
 
 def _is_bookkeeping(text: str, dialect: str) -> bool:
@@ -958,7 +959,7 @@ def _glot_judge(text: str, dialect: str, catalog: Catalog, rebuilt: set[str]) ->
         return [("executable-comment", DESTRUCTIVE, message, "executable comment")]
     tree = _glot_parse(text, dialect)
     if tree is None:
-        return _unparsable("MySQL" if _GLOT.get(dialect) == "mysql" else "SQLite")
+        return _unparsable(_DIALECT_NAMES.get(dialect, dialect))
     verdict = _glot_statement(tree, dialect, catalog, rebuilt)
     return verdict + [item for item in _glot_nested(tree) if item not in verdict]
 
