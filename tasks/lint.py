@@ -922,10 +922,23 @@ def _pg_nested(node: Any) -> Verdict:
             found.extend(_pg_insert(inner, Catalog()))
         elif kind == "FuncCall" and not _pg_in_definition(node):
             name = ".".join(part.sval for part in inner.funcname)
-            if name.lower().removeprefix("pg_catalog.") not in _SAFE_FUNCTIONS:
+            if name.lower().removeprefix("pg_catalog.") not in _SAFE_FUNCTIONS and not (
+                _pg_safe_set_config(inner)
+            ):
                 message = f"calls {name}(), which may write: its effect cannot be known statically"
                 found.append(("function-call", DESTRUCTIVE, message, f"call {name}()"))
     return found
+
+
+def _pg_safe_set_config(call: Any) -> bool:
+    """`set_config('lock_timeout', ...)`: a literal, harmless setting, like SET lock_timeout."""
+    if ".".join(part.sval for part in call.funcname).lower().removeprefix("pg_catalog.") != (
+        "set_config"
+    ):
+        return False
+    first = (call.args or (None,))[0]
+    setting = getattr(getattr(first, "val", None), "sval", None)
+    return isinstance(setting, str) and setting.lower() in _SAFE_SETTINGS
 
 
 def _pg_in_definition(node: Any) -> bool:

@@ -236,6 +236,7 @@ PG_SAFE = [
     "ALTER TYPE user_role ADD VALUE 'owner'",
     "SET lock_timeout = '4s'",
     "SET statement_timeout TO 0",
+    "SELECT set_config('lock_timeout', '4s', false)",
     "CREATE VIEW active_users AS SELECT * FROM users WHERE active",
     "CREATE FUNCTION f() RETURNS int AS $$ DELETE FROM users RETURNING 1 $$ LANGUAGE sql",
     "CREATE SCHEMA reporting",
