@@ -110,6 +110,12 @@ PG_DESTRUCTIVE = [
     "ALTER TABLE users ADD CONSTRAINT fk FOREIGN KEY (org_id) REFERENCES orgs (id) NOT VALID;\n"
     "ALTER TABLE users VALIDATE CONSTRAINT fk",
     "BEGIN; ALTER TABLE users ADD CONSTRAINT ck CHECK (a > 0) NOT VALID, VALIDATE CONSTRAINT ck",
+    # Unknown functions where they run later, on every insert or read.
+    "ALTER TABLE users ALTER COLUMN role SET DEFAULT wipe_users()",
+    "CREATE TABLE t (id int DEFAULT wipe_users())",
+    "ALTER TABLE users ADD CONSTRAINT ck CHECK (wipe_users(id)) NOT VALID",
+    "CREATE VIEW v AS SELECT wipe_users()",
+    "SELECT set_config('session_replication_role', 'replica', false)",
 ]
 
 MYSQL_DESTRUCTIVE = [
