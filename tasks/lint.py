@@ -1459,16 +1459,41 @@ def scan_source(
     try:
         module = ast.parse(source)
     except SyntaxError:
-        return [_source_finding("unparsable", "the revision's source is not valid Python", "")]
-    name = "upgrade" if upgrade else "downgrade"
-    body = next(
-        (node for node in module.body if isinstance(node, ast.FunctionDef) and node.name == name),
-        None,
+        message = "the revision's source is not valid Python"
+        return [_source_finding("unparsable", DESTRUCTIVE, message, "")]
+    other = "downgrade" if upgrade else "upgrade"
+    # Helpers the function calls are module-level functions too: only the other direction's
+    # function is left out, so an op call moved into a helper is still seen.
+    body = ast.Module(
+        body=[
+            node
+            for node in module.body
+            if not (isinstance(node, ast.FunctionDef) and node.name == other)
+        ],
+        type_ignores=[],
     )
-    if body is None:
-        return []
     lines = source.splitlines()
+    created = {
+        str(_literal(call.args[0]))
+        for call in ast.walk(body)
+        if _is_op_call(call, "create_table") and call.args and _literal(call.args[0])
+    }
     findings: list[Finding] = []
+    for rule, message, line in _source_calls(body, lines, dialect, created):
+        if rule[0] not in ignored:
+            findings.append(_source_finding(*rule, message, line))
+    return findings
+
+
+def _source_calls(
+    body: Any, lines: list[str], dialect: str, created: set[str]
+) -> Iterator[tuple[tuple[str, str], str, str]]:
+    """((rule, severity), message, source line) for every operation in `body` needing consent."""
+    import ast
+
+    def line_of(node: Any) -> str:
+        return lines[node.lineno - 1].strip() if node.lineno <= len(lines) else ""
+
     judged = {
         id(call.func.value)
         for call in ast.walk(body)
@@ -1481,30 +1506,23 @@ def scan_source(
             and name.id in {"op", "batch_op"}
             and id(name) not in judged
         ):
-            line = lines[name.lineno - 1].strip() if name.lineno <= len(lines) else ""
-            if "unknown-statement" not in ignored:
-                message = f"{name.id} used other than as op.<operation>(...)"
-                findings.append(_source_finding("unknown-statement", message, line))
+            message = f"{name.id} used other than as op.<operation>(...)"
+            yield ("unknown-statement", DESTRUCTIVE), message, line_of(name)
     through = {id(call.func.value) for call in ast.walk(body) if _bind_execute(call)}
     for call in ast.walk(body):
-        if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Attribute):
-            continue
-        line = lines[call.lineno - 1].strip() if call.lineno <= len(lines) else ""
         if _bind_execute(call):
-            verdict = _judge_call("execute", call, dialect)  # op.get_bind().execute(SQL)
+            verdict = _judge_call("execute", call, dialect, created)  # op.get_bind().execute
         elif _is_op_call(call, "get_bind"):
             if id(call) in through:
                 continue  # judged at its .execute(...)
             message = "op.get_bind(): what runs through the connection cannot be known statically"
-            verdict = [("connection-use", message)]
+            verdict = [("connection-use", message, DESTRUCTIVE)]
         elif _is_op_call(call):
-            verdict = _judge_call(call.func.attr, call, dialect)
+            verdict = _judge_call(call.func.attr, call, dialect, created)
         else:
             continue
-        for rule, message in verdict:
-            if rule not in ignored:
-                findings.append(_source_finding(rule, message, line))
-    return findings
+        for rule, message, severity in verdict:
+            yield (rule, severity), message, line_of(call)
 
 
 def _is_op_call(call: Any, operation: str | None = None) -> bool:
@@ -1532,45 +1550,106 @@ def _bind_execute(call: Any) -> bool:
     )
 
 
-def _source_finding(rule: str, message: str, line: str) -> Finding:
+def _source_finding(rule: str, severity: str, message: str, line: str) -> Finding:
     text = f"found in the revision's source (its SQL could not be rendered): {message}"
-    return Finding(rule, DESTRUCTIVE, text, line, "source", subject=rule.replace("-", " "))
+    return Finding(rule, severity, text, line, "source", subject=rule.replace("-", " "))
 
 
-def _judge_call(operation: str, call: Any, dialect: str) -> list[tuple[str, str]]:
+SourceVerdict = list[tuple[str, str, str]]  # (rule, message, severity)
+
+
+def _judge_call(operation: str, call: Any, dialect: str, created: set[str]) -> SourceVerdict:
+    """One `op.<operation>(...)` call: the allow-list for revisions read from source."""
     import ast
 
     if operation in _SOURCE_RULES:
-        return [(_SOURCE_RULES[operation], operation.replace("_", " "))]
+        return [(_SOURCE_RULES[operation], operation.replace("_", " "), DESTRUCTIVE)]
     if operation == "alter_column":
-        keywords = {keyword.arg: keyword.value for keyword in call.keywords}
-        found = []
-        if "type_" in keywords:
-            found.append(("change-column-type", "alter_column with type_"))
-        nullable = keywords.get("nullable")
-        if nullable is not None and not (
-            isinstance(nullable, ast.Constant) and nullable.value is True
-        ):
-            found.append(("set-not-null", "alter_column with nullable=False"))
-        if "new_column_name" in keywords:
-            found.append(("rename", "alter_column with new_column_name"))
-        allowed = {"type_", "nullable", "new_column_name", "comment", "server_default"}
-        if set(keywords) - allowed - {k for k in keywords if k and k.startswith("existing_")}:
-            found.append(("unknown-statement", "alter_column with options not known to be safe"))
-        return found
+        return _judge_alter_column(call)
     if operation == "execute":
         argument = call.args[0] if call.args else None
         if isinstance(argument, ast.Call) and _called(argument) == "text":
             argument = argument.args[0] if argument.args else None
         if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
             return [
-                (finding.rule, f"op.execute: {finding.message}")
+                (finding.rule, f"op.execute: {finding.message}", finding.severity)
                 for finding in classify(argument.value, dialect)
             ]
-        return [("dynamic-sql", "op.execute with SQL that is not a literal")]
+        return [("dynamic-sql", "op.execute with SQL that is not a literal", DESTRUCTIVE)]
     if operation in _SAFE_OPS:
+        return _pg_source_locks(operation, call, created) if dialect == "postgresql" else []
+    message = f"op.{operation} is not an operation known to be safe"
+    return [("unknown-statement", message, DESTRUCTIVE)]
+
+
+def _judge_alter_column(call: Any) -> SourceVerdict:
+    import ast
+
+    keywords = {keyword.arg: keyword.value for keyword in call.keywords}
+    found = []
+    if "type_" in keywords:
+        found.append(("change-column-type", "alter_column with type_", DESTRUCTIVE))
+    nullable = keywords.get("nullable")
+    if nullable is not None and not (isinstance(nullable, ast.Constant) and nullable.value is True):
+        found.append(("set-not-null", "alter_column with nullable=False", DESTRUCTIVE))
+    if "new_column_name" in keywords:
+        found.append(("rename", "alter_column with new_column_name", DESTRUCTIVE))
+    allowed = {"type_", "nullable", "new_column_name", "comment", "server_default", "schema"}
+    if set(keywords) - allowed - {k for k in keywords if k and k.startswith("existing_")}:
+        message = "alter_column with options not known to be safe"
+        found.append(("unknown-statement", message, DESTRUCTIVE))
+    return found
+
+
+def _pg_source_locks(operation: str, call: Any, created: set[str]) -> SourceVerdict:
+    """PostgreSQL lock hazards of otherwise safe operations, unless the table is new."""
+    keywords = {keyword.arg: keyword.value for keyword in call.keywords}
+    table = _literal(call.args[1] if len(call.args) > 1 else keywords.get("table_name"))
+    if operation == "create_foreign_key":
+        table = _literal(call.args[1] if len(call.args) > 1 else keywords.get("source_table"))
+    if table is not None and table in created:
         return []
-    return [("unknown-statement", f"op.{operation} is not an operation known to be safe")]
+    if operation == "create_index" and not _literal(keywords.get("postgresql_concurrently")):
+        message = "create_index without postgresql_concurrently=True"
+        return [("require-concurrent-index-creation", message, BLOCKING)]
+    if operation in {"create_foreign_key", "create_check_constraint"} and not _literal(
+        keywords.get("postgresql_not_valid")
+    ):
+        rule = (
+            "adding-foreign-key-constraint"
+            if operation == "create_foreign_key"
+            else "constraint-missing-not-valid"
+        )
+        return [(rule, f"{operation} without postgresql_not_valid=True", BLOCKING)]
+    if operation in {"create_unique_constraint", "create_primary_key"}:
+        message = f"{operation} builds its index under a lock that blocks writes"
+        return [("disallowed-unique-constraint", message, BLOCKING)]
+    if operation == "add_column":
+        return _pg_source_add_column(call)
+    return []
+
+
+def _pg_source_add_column(call: Any) -> SourceVerdict:
+    """`sa.Column(..., nullable=False)` without a server default fails on a table with rows."""
+    import ast
+
+    position = 0 if call.func.value.id == "batch_op" else 1  # batch_op knows its table
+    column = call.args[position] if len(call.args) > position else None
+    if not isinstance(column, ast.Call):
+        return [("unknown-statement", "add_column with a column not written out", DESTRUCTIVE)]
+    keywords = {keyword.arg: keyword.value for keyword in column.keywords}
+    required = _literal(keywords.get("nullable")) is False or _literal(keywords.get("primary_key"))
+    if required and "server_default" not in keywords:
+        message = "add_column of a NOT NULL column without a server default"
+        return [("adding-required-field", message, BLOCKING)]
+    return []
+
+
+def _literal(node: Any) -> Any:
+    """The value of a literal in the source (a string, True, 3), None for anything else."""
+    import ast
+
+    return node.value if isinstance(node, ast.Constant) else None
 
 
 def _called(call: Any) -> str:

@@ -432,9 +432,40 @@ def test_source_scanning_fails_closed(body, rules):
 
 
 @pytest.mark.parametrize(
+    ("body", "rule"),
+    [
+        ('op.create_index("ix", "users", ["name"])', "require-concurrent-index-creation"),
+        (
+            'op.create_foreign_key("fk", "users", "orgs", ["org_id"], ["id"])',
+            "adding-foreign-key-constraint",
+        ),
+        ('op.create_check_constraint("ck", "users", "id > 0")', "constraint-missing-not-valid"),
+        ('op.create_unique_constraint("uq", "users", ["email"])', "disallowed-unique-constraint"),
+        (
+            'op.add_column("users", sa.Column("n", sa.Integer, nullable=False))',
+            "adding-required-field",
+        ),
+    ],
+)
+def test_source_scanning_knows_postgresql_lock_hazards(body, rule):
+    (finding,) = scan_source(SOURCE.format(body=body), upgrade=True, dialect="postgresql")
+    assert (finding.rule, finding.severity) == (rule, "blocking")
+    assert scan_source(SOURCE.format(body=body), upgrade=True, dialect="sqlite") == []
+
+
+def test_source_scanning_follows_op_calls_into_helpers():
+    source = SOURCE.format(body="_cleanup()") + '\n\ndef _cleanup():\n    op.drop_table("m")\n'
+    assert [f.rule for f in scan_source(source, upgrade=True)] == ["drop-table"]
+
+
+@pytest.mark.parametrize(
     "body",
     [
-        'op.create_index("ix", "users", ["name"])',
+        'op.create_index("ix", "users", ["name"], postgresql_concurrently=True)',
+        'op.create_table("t", sa.Column("id", sa.Integer))\n    op.create_index("ix", "t", ["id"])',
+        'op.create_foreign_key("fk", "users", "orgs", ["org_id"], ["id"], '
+        "postgresql_not_valid=True)",
+        'op.add_column("users", sa.Column("n", sa.Integer, nullable=False, server_default="0"))',
         'op.execute("UPDATE users SET role = 1 WHERE role IS NULL")',
         'op.alter_column("users", "name", nullable=True, existing_type=sa.Text)',
         "pass",
