@@ -20,7 +20,7 @@ from tasks.alembic_support import EnvHandover, alembic_config
 from tasks.engines import describe_database_error
 from tasks.errors import DatabaseError, DifferencesFound, MigrationsError, Refused, UsageError
 from tasks.ownership import UNRESTRICTED_ENVIRONMENTS
-from tasks.plan import Plan, build_plan, print_plan
+from tasks.plan import Plan, build_plan, print_plan, summary
 from tasks.redaction import redact
 from tasks.session import Session
 
@@ -426,16 +426,28 @@ def _require_consent(session: Session, planned: Plan, allow_destructive: bool) -
     """Destructive and blocking statements need --allow-destructive or typed consent; --yes
     answers the environment's confirmation, never this one."""
     pending = planned.needing_consent()
-    if not pending or allow_destructive:
+    if not pending:
         return
     rules = ", ".join(sorted({f"{revision}:{finding.rule}" for revision, finding in pending}))
     session.record.details["needs_consent"] = rules
+    if allow_destructive:
+        _record_consent(session, "--allow-destructive")
+        return
     what = f"{len(pending)} destructive or blocking statement(s) pending ({rules})"
     if not session.can_prompt():
         raise Refused(f"{what}: pass --allow-destructive to apply them; nothing changed")
+    session.console.line(summary(planned))  # what is asked about, right above the question
     session.confirmer.ask(
         f"{what}; to apply them anyway", type_to_confirm="allow-destructive", honour_yes=False
     )
+    _record_consent(session, "typed at the prompt")
+
+
+def _record_consent(session: Session, how: str) -> None:
+    """Who consented and how, in the audit row's arguments (the flag alone is not the story:
+    an operator who typed `allow-destructive` consented as much as one who passed the flag)."""
+    session.record.arguments["consent"] = how
+    session.record.details["consent"] = how
 
 
 def stamp(session: Session, revision: str, *, sql: bool = False) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +24,8 @@ from tasks.console import Console
 from tasks.session import Session
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from alembic.runtime.migration import MigrationStep
     from alembic.script import ScriptDirectory
 
@@ -36,6 +40,7 @@ class PlannedRevision:
     render_error: str | None = None
 
     rendered: str = "offline"  # or "rehearsal" (run on a copy of a SQLite file), or "none"
+    statements: list[str] = field(default_factory=list)  # the revision's own, in order
 
     @property
     def destructive(self) -> list[lint.Finding]:
@@ -52,6 +57,7 @@ class PlannedRevision:
             "file": self.path,
             "sql": self.sql,
             "rendered": self.rendered,
+            "statements": self.statements,
             "findings": [finding.as_dict() for finding in self.findings],
             "render_error": self.render_error,
         }
@@ -85,6 +91,7 @@ class Plan:
             "destructive": severities.count(lint.DESTRUCTIVE),
             "blocking": severities.count(lint.BLOCKING),
             "needs_consent": len(severities),
+            "summary": summary(self),
         }
 
 
@@ -104,31 +111,71 @@ def build_plan(
     apply to that server.
     """
     pg_version = ".".join(str(part) for part in server_version[:2]) if server_version else None
-    planned = [_plan_step(session, script, step, pg_version) for step in steps]
+    catalog = lint.Catalog(lookup=_column_lookup(session))  # shared: revisions build on each other
+    planned = [_plan_step(session, script, step, pg_version, catalog) for step in steps]
     if session.environment.dialect == "sqlite" and any(item.render_error for item in planned):
         _rehearse_on_copy(session, planned, direction, target)
     return Plan(session.environment.name, direction, list(current), target, planned)
 
 
 def _plan_step(
-    session: Session, script: ScriptDirectory, step: MigrationStep, pg_version: str | None
+    session: Session,
+    script: ScriptDirectory,
+    step: MigrationStep,
+    pg_version: str | None,
+    catalog: lint.Catalog,
 ) -> PlannedRevision:
     revision = step.revision  # type: ignore[attr-defined]
     path = _relative(session, revision.path)
     ignored = session.settings.lint_ignore
+    dialect = session.environment.dialect
     try:
         sql = render_step_sql(session, script, step)
     except Exception as error:
         reason = " ".join(str(error).split()) or type(error).__name__
         finding = lint.Finding("not-renderable", lint.WARNING, f"no offline SQL: {reason}", "")
-        source = lint.scan_source(_source(revision.path), step.is_upgrade, ignored)
+        source = lint.scan_source(_source(revision.path), step.is_upgrade, ignored, dialect)
         return PlannedRevision(
             revision.revision, revision.doc or "", path, "", [finding, *source], reason, "none"
         )
-    dialect = session.environment.dialect
-    findings = lint.lint(sql, dialect, ignored, _squawk_preamble(session), pg_version)
+    findings = lint.lint(sql, dialect, ignored, _squawk_preamble(session), pg_version, catalog)
     findings.extend(_non_atomic_ddl(sql, dialect, ignored))
-    return PlannedRevision(revision.revision, revision.doc or "", path, sql, findings)
+    planned = PlannedRevision(revision.revision, revision.doc or "", path, sql, findings)
+    planned.statements = lint.statements(sql, dialect)
+    return planned
+
+
+def _column_lookup(session: Session) -> Callable[[str, str], str | None]:
+    """The live database's column types, reflected once per table on first need.
+
+    Only an ALTER COLUMN TYPE on a column the plan's own SQL never defined asks; a failure or
+    a missing table answers None (unknown), which the classifier never takes as safe.
+    """
+    tables: dict[str, dict[str, str]] = {}
+
+    def lookup(table: str, column: str) -> str | None:
+        if table not in tables:
+            tables[table] = _reflect_columns(session, table)
+        return tables[table].get(column)
+
+    return lookup
+
+
+def _reflect_columns(session: Session, table: str) -> dict[str, str]:
+    from sqlalchemy import inspect
+
+    try:
+        with session.connect() as connection:
+            dialect = connection.dialect
+            columns = inspect(connection).get_columns(table)
+            return {
+                column["name"]: " ".join(str(column["type"].compile(dialect=dialect)).split())
+                .lower()
+                .replace(" (", "(")
+                for column in columns
+            }
+    except Exception:
+        return {}
 
 
 def _non_atomic_ddl(sql: str, dialect: str, ignored: Any) -> list[lint.Finding]:
@@ -179,7 +226,8 @@ def _rehearse_on_copy(
     for item in planned:
         if item.render_error and item.revision in ran:
             item.sql = "".join(f"{statement};\n\n" for statement in ran[item.revision])
-            item.findings = lint.classify(item.sql, session.settings.lint_ignore)
+            item.findings = lint.classify(item.sql, "sqlite", session.settings.lint_ignore)
+            item.statements = lint.statements(item.sql, "sqlite")
             item.render_error = None
             item.rendered = "rehearsal"
 
@@ -280,7 +328,13 @@ def _relative(session: Session, path: str) -> str:
 
 
 def print_plan(console: Console, plan: Plan, *, show_sql: bool) -> None:
-    """The plan for people: revisions in order, their findings, and the SQL when asked."""
+    """The plan for people: each revision's statements in full, each finding under its statement.
+
+    Lines are wrapped to the terminal's width (never cut with "..."); the plan ends with a
+    one-line summary of what needs consent. With `show_sql` False only the statements that
+    have findings are shown.
+    """
+    width = max(40, shutil.get_terminal_size((100, 24)).columns)
     verb = "apply" if plan.direction == "upgrade" else "revert"
     current = ", ".join(plan.current) or "base"
     console.line(
@@ -289,20 +343,81 @@ def print_plan(console: Console, plan: Plan, *, show_sql: bool) -> None:
     )
     for item in plan.revisions:
         console.line(f"  {item.revision} {item.message}  [{item.path}]".rstrip())
-        for finding in item.findings:
-            tag = _TAGS.get(finding.severity, finding.severity)
-            where = f": {finding.statement}" if finding.statement else ""
-            console.line(f"    {tag} {finding.rule} ({finding.message}){where}")
-        if show_sql and item.sql:
-            for line in lint.statements(item.sql):
-                console.line("    | " + line.replace("\n", "\n    | ") + ";")
-    consent = plan.needing_consent()
-    if consent:
-        blocking = sum(finding.severity == lint.BLOCKING for _, finding in consent)
-        console.line(  # part of the plan, on stdout: stderr says how the run ended
-            f"WARNING: {len(consent) - blocking} destructive and {blocking} blocking "
-            "statement(s) in this plan"
-        )
+        for line in _revision_lines(item, show_sql, width):
+            console.line(line)
+    console.line(summary(plan))  # on stdout, part of the plan: stderr says how the run ended
+
+
+def _revision_lines(item: PlannedRevision, show_sql: bool, width: int) -> list[str]:
+    """A revision's statements, each followed by its findings; then findings with no statement."""
+    by_statement: dict[str, list[lint.Finding]] = {}
+    for finding in item.findings:
+        by_statement.setdefault(finding.statement, []).append(finding)
+    lines: list[str] = []
+    for statement in item.statements:
+        found = by_statement.pop(statement, [])
+        if show_sql or found:
+            lines += _sql_lines(statement, width)
+            for finding in found:
+                lines += _finding_lines(finding, "      ", width)
+    for statement, found in by_statement.items():  # source lines, render errors
+        for finding in found:
+            lines += _finding_lines(finding, "    ", width)
+            if statement:
+                lines += _wrap(f"in: {statement}", "      ", "          ", width)
+    return lines
+
+
+def _sql_lines(statement: str, width: int) -> list[str]:
+    lines: list[str] = []
+    text = statement + ";"
+    for line in text.splitlines():
+        lines += _wrap(line, "    | ", "    |     ", width)
+    return lines
+
+
+def _finding_lines(finding: lint.Finding, indent: str, width: int) -> list[str]:
+    tag = _TAGS.get(finding.severity, finding.severity)
+    lines = _wrap(f"{tag} {finding.rule}: {finding.message}", indent, indent + "    ", width)
+    if finding.help:
+        lines += _wrap(f"help: {finding.help}", indent + "  ", indent + "        ", width)
+    return lines
+
+
+def _wrap(text: str, first: str, rest: str, width: int) -> list[str]:
+    """Wrap at spaces only: long words and identifiers stay whole, nothing is cut."""
+    return textwrap.wrap(
+        text,
+        width=width,
+        initial_indent=first,
+        subsequent_indent=rest,
+        break_long_words=False,
+        break_on_hyphens=False,
+        drop_whitespace=True,
+    ) or [first.rstrip()]
+
+
+def summary(plan: Plan) -> str:
+    """`2 revisions, 5 statements: 1 destructive (drop column users.legacy), 0 blocking`."""
+    revisions = len(plan.revisions)
+    count = sum(len(item.statements) for item in plan.revisions)
+    consent = [finding for _, finding in plan.needing_consent()]
+
+    def part(severity: str) -> str:
+        subjects = [f.subject or f.rule for f in consent if f.severity == severity]
+        listed = f" ({', '.join(dict.fromkeys(subjects))})" if subjects else ""
+        return f"{len(subjects)} {severity}{listed}"
+
+    unknown = sum(item.rendered == "none" for item in plan.revisions)
+    rendered = f" ({unknown} not rendered)" if unknown else ""
+    return (
+        f"{_plural(revisions, 'revision')}, {_plural(count, 'statement')}{rendered}: "
+        f"{part(lint.DESTRUCTIVE)}, {part(lint.BLOCKING)}"
+    )
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 _TAGS = {lint.DESTRUCTIVE: "DESTRUCTIVE", lint.BLOCKING: "BLOCKING", lint.WARNING: "warning"}

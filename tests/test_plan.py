@@ -99,19 +99,28 @@ def test_plan_json_per_revision(project, pg_dev):
     assert "CREATE INDEX ix_accounts_name" in heavy["sql"] and "DROP COLUMN" not in heavy["sql"]
     assert "DROP COLUMN legacy" in destructive["sql"] and "CREATE INDEX" not in destructive["sql"]
     assert {"adding-required-field", "require-concurrent-index-creation"} <= rules(heavy)
-    assert {"drop-column", "change-column-type", "set-not-null"} <= rules(destructive)
-    assert {"ban-drop-column", "changing-column-type"} <= rules(destructive)  # squawk's names
+    # One finding per statement and rule: squawk's ban-drop-column and changing-column-type
+    # are folded into ours, with squawk's help kept.
+    consent = {f["rule"] for f in destructive["findings"] if f["severity"] != "warning"}
+    assert consent == {"drop-column", "change-column-type", "set-not-null"}
     by_rule = {finding["rule"]: finding for finding in destructive["findings"]}
     assert by_rule["drop-column"]["severity"] == "destructive"
-    assert by_rule["drop-column"]["source"] == "classifier"
-    assert by_rule["ban-drop-column"]["source"] == "squawk"
-    assert "DROP COLUMN legacy" in by_rule["drop-column"]["statement"]
-    assert by_rule["changing-column-type"]["severity"] == "blocking"
-    assert "ALTER COLUMN name TYPE" in by_rule["changing-column-type"]["statement"]
+    assert by_rule["drop-column"]["source"] == "classifier+squawk"
+    heavy_rules = {finding["rule"]: finding for finding in heavy["findings"]}
+    index = heavy_rules["require-concurrent-index-creation"]
+    assert index["source"] == "classifier+squawk"
+    assert index["help"] == "Use `concurrently` to avoid blocking writes."  # squawk's help
+    assert by_rule["drop-column"]["statement"] == "ALTER TABLE accounts DROP COLUMN legacy"
+    assert by_rule["change-column-type"]["severity"] == "destructive"
+    assert "ALTER COLUMN name TYPE" in by_rule["change-column-type"]["statement"]
     assert {finding["severity"] for finding in heavy["findings"]} == {"blocking"}
     assert rules(clean) == set()
-    assert by_rule["ban-drop-column"]["severity"] == "warning"  # ours reports the drop
-    assert (plan["destructive"], plan["blocking"], plan["needs_consent"]) == (3, 4, 7)
+    assert (plan["destructive"], plan["blocking"], plan["needs_consent"]) == (3, 2, 5)
+    assert plan["summary"] == (
+        "3 revisions, 6 statements: 3 destructive (drop column accounts.legacy, change type of "
+        "accounts.name from varchar(50) to varchar(20), set not null accounts.email), 2 blocking "
+        "(create index ix_accounts_name, add column accounts.score)"
+    )
 
 
 @pytest.mark.postgres
@@ -153,7 +162,8 @@ def test_rules_silenced_in_configuration_are_not_reported(project, pg_dev):
     assert_ok(result)
     found = set().union(*(rules(item) for item in json.loads(result.stdout)["revisions"]))
     assert "drop-column" not in found and "require-concurrent-index-creation" not in found
-    assert {"change-column-type", "adding-required-field", "ban-drop-column"} <= found
+    assert {"change-column-type", "adding-required-field"} <= found
+    assert "ban-drop-column" not in found  # squawk's name for the same hazard, silenced too
 
 
 @pytest.mark.postgres
@@ -320,6 +330,6 @@ def test_downgrade_shows_the_statements_that_lose_data(project, pg_dev):
     assert "2 revision(s) to revert (target base)" in out
     assert out.index("d30000000002") < out.index("d30000000001")
     assert "DESTRUCTIVE drop-column" in out and "DESTRUCTIVE drop-table" in out
-    assert "ban-drop-column" in out and "ban-drop-table" in out
+    assert "ban-drop-column" not in out and "ban-drop-table" not in out  # folded into ours
     assert "| ALTER TABLE accounts DROP COLUMN nickname;" in out
     assert version_rows(schema_snapshot(pg_dev)) == []
