@@ -88,6 +88,9 @@ class Catalog:
     checks: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (table, col)
     validated: set[tuple[str, str]] = field(default_factory=set)  # NOT NULL proven by a check
     not_null: set[tuple[str, str]] = field(default_factory=set)  # SET NOT NULL seen
+    # Names this revision adds as `CHECK (col IS NOT NULL)` checks: a `DROP CONSTRAINT IF
+    # EXISTS` of one of them clears a leftover of the same pattern from a failed earlier run.
+    not_null_checks_added: set[tuple[str, str]] = field(default_factory=set)
     # Tables an ALTER TABLE locked (ACCESS EXCLUSIVE) in the open transaction: the lock is held
     # until COMMIT, so a VALIDATE after it in the same transaction scans under that lock.
     locked: set[str] = field(default_factory=set)
@@ -105,6 +108,7 @@ class Catalog:
     def new_revision(self) -> None:
         """Tables created by an earlier revision are no longer "new" (they may be filled)."""
         self.created.clear()
+        self.not_null_checks_added.clear()
         self.locked.clear()
         self.in_transaction = True
 
@@ -249,6 +253,8 @@ def classify(
     catalog.new_revision()
     parts = split(sql, dialect)
     rebuilt = _batch_rebuilt(parts, dialect)
+    if dialect == "postgresql":
+        catalog.not_null_checks_added |= _pg_not_null_checks_added(parts)
     findings: list[Finding] = []
     for part in parts:
         if part.bookkeeping:
@@ -757,6 +763,8 @@ def _pg_alter_command(table: str, command: Any, catalog: Catalog) -> Verdict:
     if subtype == At.AT_DropConstraint:
         if catalog.checks.get(column) in catalog.not_null:
             return []  # the helper check of the NOT NULL pattern: NOT NULL now guarantees it
+        if command.missing_ok and (table, column) in catalog.not_null_checks_added:
+            return []  # a leftover of that helper check, added again right after
         message = "drops a constraint (the guarantee it gave is gone)"
         return [("drop-constraint", DESTRUCTIVE, message, f"drop constraint {table}.{column}")]
     return [_unknown(f"ALTER TABLE {subtype.name.removeprefix('AT_')}")]
@@ -857,6 +865,28 @@ def _pg_add_constraint(table: str, constraint: Any, catalog: Catalog) -> Verdict
         message = "builds a unique index under a lock that blocks writes"
         return [("disallowed-unique-constraint", BLOCKING, message, subject)]
     return [_unknown(f"ADD CONSTRAINT {kind.name.removeprefix('CONSTR_')}")]
+
+
+def _pg_not_null_checks_added(parts: list[Statement]) -> set[tuple[str, str]]:
+    """(table, name) of every `ADD CONSTRAINT name CHECK (col IS NOT NULL)` in the revision."""
+    from pglast.enums import AlterTableType as At
+    from pglast.enums import ConstrType
+
+    found: set[tuple[str, str]] = set()
+    for part in parts:
+        node = None if part.bookkeeping else _pg_parse(part.text)
+        if type(node).__name__ != "AlterTableStmt":
+            continue
+        for command in node.cmds or ():
+            constraint = command.def_
+            if (
+                command.subtype == At.AT_AddConstraint
+                and getattr(constraint, "contype", None) == ConstrType.CONSTR_CHECK
+                and constraint.conname
+                and _pg_not_null_check(constraint.raw_expr)
+            ):
+                found.add((_relname(node.relation), constraint.conname))
+    return found
 
 
 def _pg_not_null_check(expression: Any) -> str | None:

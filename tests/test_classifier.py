@@ -385,6 +385,29 @@ def test_set_not_null_needs_the_validated_check_first():
     assert [f.rule for f in needing_consent(other_column, "postgresql")] == ["set-not-null"]
 
 
+def test_a_leftover_not_null_check_may_be_dropped_only_to_be_added_again():
+    """The safe NOT NULL revision first clears a leftover of its own check (a failed run)."""
+    pattern = (
+        "ALTER TABLE users DROP CONSTRAINT IF EXISTS ck_users_name_not_null;\n"
+        "ALTER TABLE users ADD CONSTRAINT ck_users_name_not_null CHECK (name IS NOT NULL) "
+        "NOT VALID;\nCOMMIT;\n"
+        "ALTER TABLE users VALIDATE CONSTRAINT ck_users_name_not_null;\n"
+        "ALTER TABLE users ALTER COLUMN name SET NOT NULL;\n"
+        "ALTER TABLE users DROP CONSTRAINT ck_users_name_not_null"
+    )
+    assert needing_consent(pattern, "postgresql") == []
+    not_added_again = "ALTER TABLE users DROP CONSTRAINT IF EXISTS ck_users_name_not_null"
+    assert [f.rule for f in needing_consent(not_added_again, "postgresql")] == ["drop-constraint"]
+    other_table = pattern.replace("DROP CONSTRAINT IF EXISTS", "DROP CONSTRAINT IF EXISTS", 1)
+    other_table = other_table.replace(
+        "ALTER TABLE users DROP CONSTRAINT IF EXISTS",
+        "ALTER TABLE projects DROP CONSTRAINT IF EXISTS",
+    )
+    assert [f.rule for f in needing_consent(other_table, "postgresql")] == ["drop-constraint"]
+    without_if_exists = pattern.replace(" IF EXISTS", "", 1)
+    assert [f.rule for f in needing_consent(without_if_exists, "postgresql")] == ["drop-constraint"]
+
+
 def test_a_table_is_new_only_in_the_revision_that_creates_it():
     catalog = Catalog()
     assert needing_consent("CREATE TABLE t (id int)", "postgresql", catalog) == []

@@ -28,12 +28,6 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.postgres
 
-NEEDS_CLASSIFIER = pytest.mark.xfail(
-    strict=False,
-    reason="needs the pglast classifier: today's regular expressions flag SET NOT NULL and the "
-    "DROP CONSTRAINT of the temporary check even inside the validated-CHECK pattern",
-)
-
 # What `upgrade()` says, exactly, after the model edit of the same name in tests/models_safe.py.
 SAFE_UPGRADES = {
     "index": """
@@ -106,16 +100,10 @@ SAFE_UPGRADES = {
         """,
 }
 CHANGES = list(SAFE_UPGRADES)
-# Changes that only the classifier of issue 9 (tasks/lint.py on pglast) accepts without consent.
-CLASSIFIER_PENDING = {"not_null"}
 
 
-def changes(*, pending_mark: pytest.MarkDecorator | None = None) -> list:
-    return [
-        pytest.param(change, marks=pending_mark) if pending_mark and change in CLASSIFIER_PENDING
-        else change
-        for change in CHANGES
-    ]  # fmt: skip
+def changes() -> list[str]:
+    return list(CHANGES)
 
 
 @pytest.fixture
@@ -281,7 +269,7 @@ def assert_applied(url: str, change: str) -> None:
         assert leftovers == []
 
 
-@pytest.mark.parametrize("change", changes(pending_mark=NEEDS_CLASSIFIER))
+@pytest.mark.parametrize("change", changes())
 def test_production_applies_it_without_allow_destructive(project, scripts, pg_url, change):
     write_revision(project, pg_url, change)
     project.setenv("DATABASE_URL_PRODUCTION", pg_url)
@@ -305,7 +293,7 @@ def test_the_not_null_form_applies_on_postgresql(project, scripts, pg_url):
     assert_ok(project.invoke("dev.check"))
 
 
-@pytest.mark.parametrize("change", changes(pending_mark=NEEDS_CLASSIFIER))
+@pytest.mark.parametrize("change", changes())
 def test_plan_shows_no_destructive_and_no_blocking_finding(project, scripts, pg_url, change):
     write_revision(project, pg_url, change)
 
