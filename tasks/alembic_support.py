@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -152,6 +152,24 @@ def _names_of(value: Any) -> list[str]:
     return [str(item).strip() for item in items if str(item).strip()]
 
 
+@contextlib.contextmanager
+def without_ini_logging() -> Iterator[None]:
+    """While a task runs Alembic, an env.py's `fileConfig(config.config_file_name)` does nothing.
+
+    The stock and most third-party env.py files call it unconditionally; it is meant for plain
+    `alembic` commands, and under a task it would disable the tasks' loggers and print Alembic's
+    INFO chatter on stderr, where a task promises one line.
+    """
+    import logging.config
+
+    original = logging.config.fileConfig
+    logging.config.fileConfig = lambda *_args, **_kwargs: None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        logging.config.fileConfig = original
+
+
 def _task_config_class() -> type[Config]:
     """Alembic's Config, except that `print_stdout` ignores `quiet`.
 
@@ -194,11 +212,26 @@ def context_options(
         # Each revision commits on its own: a failing one leaves the database at the last good one.
         "transaction_per_migration": True,
         "process_revision_directives": _revision_hook(handover),
+        "render_item": import_custom_types,
         **comparison_options(),
     }
     if handover is not None and handover.on_revision_applied is not None:
         options["on_version_apply"] = _version_hook(handover.on_revision_applied)
     return options
+
+
+def import_custom_types(type_: str, obj: Any, autogen_context: Any) -> bool:
+    """Autogenerate's `render_item`: a type from the application's own modules gets its import.
+
+    Alembic renders such a type as `myapp.types.EncryptedString(length=1000)` and imports
+    nothing, so the revision fails with a NameError only when it is applied. Adding
+    `import myapp.types` keeps Alembic's own rendering (False means "render as usual").
+    """
+    if type_ == "type" and autogen_context.opts.get("user_module_prefix") is None:
+        module = type(obj).__module__
+        if module != "builtins" and not module.startswith("sqlalchemy"):
+            autogen_context.imports.add(f"import {module}")
+    return False
 
 
 def _version_hook(callback: Callable[[str, str, bool], None]) -> Callable[..., None]:

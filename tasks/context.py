@@ -13,8 +13,10 @@ import contextlib
 import os
 import time
 import traceback
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 from invoke import Context, Exit
@@ -100,7 +102,7 @@ class _Run:
         # The lock, when taken, is released only after the run is logged and audited: audit
         # rows then follow the order in which runners held the lock, and the next runner never
         # starts before the previous one's row exists.
-        with contextlib.ExitStack() as held:
+        with contextlib.ExitStack() as held, warnings_into(self.record):
             self._execute(raw_settings, operation, held)
 
     def _execute(
@@ -214,6 +216,24 @@ class _Run:
                 self.log.event("audit failed", task=self.spec.name, error=message)
             if outcome == "ok":  # on failure the run's own error is the one line that matters
                 self.console.warning(message)
+
+
+@contextlib.contextmanager
+def warnings_into(record: RunRecord) -> Iterator[None]:
+    """Python warnings raised during a task go to its run log entry, not to stderr.
+
+    SQLAlchemy's SAWarnings and Alembic's multi-kilobyte warnings would otherwise break the
+    promise of one line on stderr; in the log (`details.warnings`) they stay available, masked.
+    """
+
+    def show(message: Any, category: type[Warning], filename: str, lineno: int, *_: Any) -> None:
+        where = f"{PurePath(filename).name}:{lineno}"
+        text = " ".join(str(message).split())
+        record.details.setdefault("warnings", []).append(f"{category.__name__}: {text} ({where})")
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def _one_line(message: str) -> str:

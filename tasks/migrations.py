@@ -16,9 +16,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks import drift
-from tasks.alembic_support import EnvHandover, alembic_config
+from tasks.alembic_support import EnvHandover, alembic_config, without_ini_logging
 from tasks.engines import describe_database_error
-from tasks.errors import DatabaseError, DifferencesFound, Refused, UsageError
+from tasks.errors import (
+    ConfigError,
+    DatabaseError,
+    DifferencesFound,
+    MigrationsError,
+    Refused,
+    UsageError,
+)
 from tasks.ownership import UNRESTRICTED_ENVIRONMENTS
 from tasks.plan import Plan, build_plan, print_plan
 from tasks.redaction import redact
@@ -315,7 +322,10 @@ def upgrade(
             session.confirm(action)
         else:
             _show_steps(session, f"{name}: {len(steps)} revision(s) to apply", steps)
-        _apply(session, connection, steps, _run_with(script, "upgrade"), revision)
+        try:
+            _apply(session, connection, steps, _run_with(script, "upgrade"), revision)
+        except DatabaseError as error:
+            raise _with_stamp_hint(session, error, before) from None
 
 
 def downgrade(
@@ -356,6 +366,22 @@ def downgrade(
         session.console.line("WARNING: a downgrade can drop tables and columns and lose their data")
         session.confirm(action)
         _apply(session, connection, steps, _run_with(script, "downgrade"), revision)
+
+
+def _with_stamp_hint(session: Session, error: DatabaseError, before: tuple[str, ...]) -> Exception:
+    """An upgrade from base that meets existing tables: the schema came from elsewhere.
+
+    `local.sync` (or `create_all`, or a restored dump) builds the tables without recording a
+    revision; the first revision then fails on its first CREATE. Say how to record it.
+    """
+    if before or "already exists" not in str(error).lower():
+        return error
+    collection = session.record.task.rpartition(".")[0] or session.environment.name
+    return DatabaseError(
+        f"{error}; the database has tables but no recorded revision (built by local.sync or "
+        f"create_all?): if they match the models, record that with "
+        f"`invoke {collection}.stamp --rev head` instead of upgrading"
+    )
 
 
 def _nothing_to(session: Session, direction: str, before: tuple[str, ...]) -> None:
@@ -498,18 +524,102 @@ def revision(session: Session, message: str, *, autogenerate: bool = False) -> P
         return None
     path = Path(scripts[0].path)
     session.record.details["revision_file"] = str(path)
+    _prove_revision(session, scripts[0])
     session.console.line(f"created {_display_path(session, path)}")
     _report_operations(session, handover.revision_directives)
     return path
+
+
+def _prove_revision(session: Session, written: Any) -> None:
+    """A new revision must run: every name it uses resolves, and it renders SQL offline.
+
+    Autogenerate renders a custom type as `myapp.types.EncryptedString(...)` and imports
+    nothing, so the file fails only later, in `upgrade`, with a line-less NameError. A file that
+    fails either proof is removed, and the error says what to fix.
+    """
+    from alembic import command
+
+    path = Path(written.path)
+    shown = _display_path(session, path)
+    source = path.read_text(encoding="utf-8")
+    missing = unresolved_names(source, str(path))
+    if missing:
+        path.unlink(missing_ok=True)
+        name, usage = missing[0]
+        raise ConfigError(
+            f"the new revision uses {usage} without importing {name!r}, so it could not run; "
+            f"{shown} was removed: import the type's module in script.py.mako, or render it "
+            "with user_module_prefix or render_item in env.py"
+        )
+    down = written.down_revision
+    start = down if isinstance(down, str) else ",".join(down or ()) or "base"
+    config = alembic_config(
+        session.settings,
+        _handover(session, None),
+        stdout=io.StringIO(),
+        sql_output=io.StringIO(),
+    )
+    try:
+        _alembic(session, command.upgrade, config, f"{start}:{written.revision}", sql=True)
+    except MigrationsError as error:
+        path.unlink(missing_ok=True)
+        raise ConfigError(
+            f"the new revision does not render {session.environment.dialect} SQL offline "
+            f"({error}); {shown} was removed"
+        ) from None
+
+
+def unresolved_names(source: str, filename: str) -> list[tuple[str, str]]:
+    """Names a module uses but neither defines, imports nor gets from builtins, with the first
+    expression using each (`myapp.types.EncryptedString(length=1000)`).
+
+    Python's own symbol tables answer this exactly, without running the file: a name a function
+    reads but does not bind is global there, and must then be bound at module level.
+    """
+    import builtins
+    import re
+    import symtable
+
+    try:
+        module = symtable.symtable(source, filename, "exec")
+    except SyntaxError as error:
+        return [("(syntax)", f"invalid syntax at line {error.lineno}")]
+    defined = {
+        symbol.get_name()
+        for symbol in module.get_symbols()
+        if symbol.is_assigned() or symbol.is_imported() or symbol.is_namespace()
+    }
+    known = defined | set(dir(builtins)) | {"__file__", "__name__", "__doc__"}
+    used: list[str] = []
+    tables = [module]
+    while tables:
+        table = tables.pop()
+        tables.extend(table.get_children())
+        for symbol in table.get_symbols():
+            global_here = table is module or symbol.is_global()
+            if symbol.is_referenced() and global_here and symbol.get_name() not in known:
+                used.append(symbol.get_name())
+    found: list[tuple[str, str]] = []
+    for name in dict.fromkeys(used):
+        match = re.search(rf"\b{re.escape(name)}(?:\.\w+)*(?:\([^()\n]*\))?", source)
+        found.append((name, f"`{match.group(0)}`" if match else f"`{name}`"))
+    return found
 
 
 # --- helpers --------------------------------------------------------------------------------
 
 
 def _script(session: Session) -> ScriptDirectory:
+    """The scripts of `migrations.alembic_ini`; an ini Alembic cannot use is exit 2, one line."""
     from alembic.script import ScriptDirectory
+    from alembic.script.revision import RevisionError
+    from alembic.util import CommandError
 
-    return ScriptDirectory.from_config(alembic_config(session.settings))
+    try:
+        return ScriptDirectory.from_config(alembic_config(session.settings))
+    except (CommandError, RevisionError) as error:
+        ini = session.settings.alembic_ini.name
+        raise ConfigError(f"{ini} (migrations.alembic_ini): {redact(_first_line(error))}") from None
 
 
 def _config(session: Session, connection: Connection | None) -> Config:
@@ -646,6 +756,8 @@ def _apply(
         try:
             _alembic(session, operation, config, revision)
         except DatabaseError as error:
+            if getattr(error, "in_env_py", False):
+                raise DatabaseError(f"{_env_py(session)} failed: {error}{ENV_PY_HINT}") from None
             failed = _failed_step(steps, applied)
             if failed:
                 raise DatabaseError(f"revision {failed} failed: {error}") from None
@@ -725,7 +837,8 @@ def _alembic(session: Session, operation: Callable[..., Any], *args: Any, **kwar
     from alembic.util import CommandError
 
     try:
-        return operation(*args, **kwargs)
+        with without_ini_logging():
+            return operation(*args, **kwargs)
     except (CommandError, RevisionError) as error:
         raise UsageError(redact(_first_line(error))) from None
     except Refused:
@@ -735,7 +848,48 @@ def _alembic(session: Session, operation: Callable[..., Any], *args: Any, **kwar
             raise UsageError("no such revision (a relative step past base or head?)") from None
         raise _as_database_error(session, error) from None
     except Exception as error:
-        raise _as_database_error(session, error) from None
+        converted = _as_database_error(session, error)
+        converted.in_env_py = _raised_in_env_py(error)  # type: ignore[attr-defined]
+        raise converted from None
+
+
+# What the tasks give env.py, for the one line that says an env.py could not be driven.
+ENV_PY_HINT = (
+    " (the tasks hand env.py the connection in config.attributes['connection'] "
+    "and the URL in sqlalchemy.url)"
+)
+
+
+def _raised_in_env_py(error: BaseException) -> bool:
+    """Whether `error` came from env.py itself rather than from a revision it ran.
+
+    A revision module (it defines `down_revision`) is on the traceback when a revision fails,
+    wherever its file lives (site-packages for an installed application's history); when env.py
+    is and no revision is, the revision never ran and blaming it would send people to the wrong
+    file.
+    """
+    from pathlib import PurePath
+
+    in_env_py = False
+    traceback_ = error.__traceback__
+    while traceback_ is not None:
+        frame = traceback_.tb_frame
+        if "down_revision" in frame.f_globals and "revision" in frame.f_globals:
+            return False
+        in_env_py = in_env_py or PurePath(frame.f_code.co_filename).name == "env.py"
+        traceback_ = traceback_.tb_next
+    return in_env_py
+
+
+def _env_py(session: Session) -> str:
+    """env.py's path as people find it: relative to the project when inside it."""
+    from alembic.script import ScriptDirectory
+
+    try:
+        script = ScriptDirectory.from_config(alembic_config(session.settings))
+    except Exception:
+        return "env.py"
+    return _display_path(session, Path(script.env_py_location))
 
 
 def _from_revision_map(error: BaseException) -> bool:
@@ -780,8 +934,9 @@ def _report_operations(session: Session, directives: list[Any]) -> None:
     if drops:
         session.record.details["drops"] = drops
         session.console.warning(
-            "THIS REVISION DROPS " + "; ".join(drops) + ". If a model was not imported "
-            "(database/imports.py, migrations.metadata), delete the file instead of applying it."
+            "THIS REVISION DROPS " + "; ".join(drops) + ". If a model was not imported by "
+            f"migrations.metadata ({session.settings.metadata}), delete the file instead of "
+            "applying it."
         )
 
 
