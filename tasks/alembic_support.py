@@ -66,7 +66,10 @@ def alembic_config(
         cmd_opts=argparse.Namespace(quiet=True),
     )
     _read_ini(config, settings)
-    _resolve_locations(config, settings)
+    try:
+        _resolve_locations(config, settings)
+    except ValueError as error:  # Alembic's own reading of a bad path_separator, for one
+        raise ConfigError(f"migrations.alembic_ini {settings.alembic_ini.name}: {error}") from None
     if handover is not None:
         config.attributes["handover"] = handover
         if handover.connection is not None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from invoke import Context, Exit
 
+from tasks.alembic_support import without_ini_logging
 from tasks.confirmation import Confirmer
 from tasks.console import Console
 from tasks.environments import Environment
@@ -102,7 +103,8 @@ class _Run:
         # The lock, when taken, is released only after the run is logged and audited: audit
         # rows then follow the order in which runners held the lock, and the next runner never
         # starts before the previous one's row exists.
-        with contextlib.ExitStack() as held, warnings_into(self.record):
+        # Warnings go to the run log, and a team env.py's fileConfig stays off stderr.
+        with contextlib.ExitStack() as held, warnings_into(self.record), without_ini_logging():
             self._execute(raw_settings, operation, held)
 
     def _execute(
