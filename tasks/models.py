@@ -72,7 +72,8 @@ def merge_metadata(parts: list[MetaData]) -> MetaData:
     """Several MetaData as one, for the tasks that walk a single MetaData (sync, check).
 
     A single part is returned as it is, so the common case keeps its identity (and its naming
-    convention). Two parts defining the same table are an error: which one wins is unknowable.
+    convention). A table several parts define alike (dagster's storages share one) is kept
+    once; defined differently it is an error, since which one wins is unknowable.
     """
     from sqlalchemy import MetaData
 
@@ -82,10 +83,18 @@ def merge_metadata(parts: list[MetaData]) -> MetaData:
     merged = MetaData(naming_convention=unique[0].naming_convention)
     for part in unique:
         for table in part.sorted_tables:
-            if table.key in merged.tables:
-                raise ConfigError(f"migrations.metadata: table {table.key!r} is defined twice")
-            table.to_metadata(merged)
+            if table.key not in merged.tables:
+                table.to_metadata(merged)
+            elif _shape(merged.tables[table.key]) != _shape(table):
+                raise ConfigError(
+                    f"migrations.metadata: table {table.key!r} is defined twice, differently"
+                )
     return merged
+
+
+def _shape(table: Any) -> list[tuple[str, str, bool]]:
+    """What two definitions of one table must agree on to be the same table."""
+    return [(column.name, repr(column.type), column.nullable) for column in table.columns]
 
 
 def _describe(value: Any) -> str:
