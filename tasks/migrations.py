@@ -8,6 +8,7 @@ a database.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -22,7 +23,6 @@ from tasks.errors import (
     ConfigError,
     DatabaseError,
     DifferencesFound,
-    MigrationsError,
     Refused,
     UsageError,
 )
@@ -513,9 +513,11 @@ def revision(session: Session, message: str, *, autogenerate: bool = False) -> P
         handover = _handover(session, connection)
         handover.write_empty_revision = not autogenerate
         config = alembic_config(session.settings, handover, stdout=io.StringIO())
-        created = _alembic(
-            session, command.revision, config, message=message, autogenerate=autogenerate
-        )
+        # Alembic prints "Running post write hook ..." on sys.stdout whatever `quiet` says.
+        with contextlib.redirect_stdout(io.StringIO()):
+            created = _alembic(
+                session, command.revision, config, message=message, autogenerate=autogenerate
+            )
         connection.rollback()
     scripts = created if isinstance(created, list) else [created]
     scripts = [item for item in scripts if item is not None]
@@ -560,13 +562,28 @@ def _prove_revision(session: Session, written: Any) -> None:
         sql_output=io.StringIO(),
     )
     try:
-        _alembic(session, command.upgrade, config, f"{start}:{written.revision}", sql=True)
-    except MigrationsError as error:
+        if session.environment.dialect == "sqlite":
+            _rehearse_revision(session, written.revision)
+        else:
+            _alembic(session, command.upgrade, config, f"{start}:{written.revision}", sql=True)
+    except Exception as error:
         path.unlink(missing_ok=True)
+        how = "run on a copy of" if session.environment.dialect == "sqlite" else "render SQL for"
         raise ConfigError(
-            f"the new revision does not render {session.environment.dialect} SQL offline "
-            f"({error}); {shown} was removed"
+            f"the new revision does not {how} {session.environment.dialect} "
+            f"({' '.join(str(error).split())[:300]}); {shown} was removed"
         ) from None
+
+
+def _rehearse_revision(session: Session, revision_id: str) -> None:
+    """SQLite: batch mode reflects the tables it rebuilds, which offline mode cannot; run the
+    new revision on a copy of the database (at head, so only it runs) instead."""
+    import tempfile
+
+    from tasks.plan import _rehearse
+
+    with tempfile.TemporaryDirectory(prefix="migrations-revision-") as directory:
+        _rehearse(session, "upgrade", revision_id, f"{directory}/copy.sqlite3")
 
 
 def unresolved_names(source: str, filename: str) -> list[tuple[str, str]]:

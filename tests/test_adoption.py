@@ -62,6 +62,17 @@ def load():
     return Base
 
 
+def widened():
+    # This repository's models with users.email widened: an ALTER, batch mode on SQLite.
+    from database.imports import import_all_models
+
+    copy = MetaData()
+    for table in import_all_models().sorted_tables:
+        table.to_metadata(copy)
+    copy.tables["users"].c.email.type = String(400)
+    return copy
+
+
 def noisy():
     warnings.warn("a very long warning from the models " + "x" * 200, UserWarning, stacklevel=1)
     return Base.metadata
@@ -424,6 +435,26 @@ def test_unimported_custom_type_removes_the_file(project, app, dev_url):
         "was removed",
     )
     assert list((team / "migrations" / "versions").glob("*.py")) == []
+
+
+def test_altering_revision_is_proved_and_runs(project, app, dev_url):
+    """SQLite's batch rebuild cannot render offline: it is proved on a copy of the database."""
+    team = project.tmp / "ours"
+    shutil.copy2(ROOT / "alembic.ini", team.mkdir() or team / "alembic.ini")
+    shutil.copytree(ROOT / "alembic", team / "alembic", ignore=shutil.ignore_patterns("*.py[co]"))
+    project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(team / "alembic.ini"))
+    prepare(project, dev_url)
+    project.setenv("INVOKE_MIGRATIONS_METADATA", f"{app}.db:widened")
+
+    result = project.invoke("dev.revision", "-m", "widen email", "--autogenerate")
+
+    assert_ok(result)
+    assert "Running post write hook" not in result.output
+    path = created(result)
+    assert "modify_type users.email" in result.stdout
+    lint_clean(path)
+    assert_ok(project.invoke("dev.upgrade"))
+    assert_ok(project.invoke("dev.check"))
 
 
 def test_empty_revision_is_lint_clean(project, dev_url):
