@@ -21,6 +21,7 @@ from tests.conftest import ROOT, schema_snapshot
 from tests.helpers import (
     APP_TABLES,
     HEAD,
+    SECRET,
     assert_ok,
     assert_one_line_error,
     prepare,
@@ -511,3 +512,29 @@ def test_upgrade_after_sync_says_stamp(project):
     )
     assert_ok(project.invoke("local.stamp", "--rev", "head", "--yes"))
     assert_ok(project.invoke("local.upgrade"))
+
+
+@pytest.mark.postgres
+def test_url_handed_to_env_py_is_escaped_and_masked(project, pg_url):
+    """sqlalchemy.url carries the real URL, `%` included (configparser would read `%x` as an
+    interpolation); when an env.py shows it in an error, the password is masked."""
+    import sqlalchemy
+
+    url = sqlalchemy.make_url(pg_url).set(password=f"{SECRET}%x")  # trust auth ignores it
+    project.setenv("DATABASE_URL_DEVELOPMENT", url.render_as_string(hide_password=False))
+    team = team_project(project, generic_env_py())
+
+    assert_ok(upgraded := project.invoke("dev.upgrade"))
+    assert SECRET not in upgraded.output
+
+    leaking = COOKBOOK_ENV.replace(
+        "def run_migrations_online():",
+        "def run_migrations_online():\n"
+        '    raise RuntimeError(config.get_main_option("sqlalchemy.url"))',
+    )
+    (team / "migrations" / "env.py").write_text(leaking)
+    result = project.invoke("dev.downgrade", "--rev", "-1", "--yes")
+
+    line = assert_one_line_error(result, ExitCode.FAILED, "env.py failed", "RuntimeError")
+    assert SECRET not in result.output and SECRET not in project.log_file.read_text()
+    assert "***" in line
