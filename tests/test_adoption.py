@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 import sys
+import textwrap
 import uuid
 from pathlib import Path
 
@@ -538,3 +539,30 @@ def test_url_handed_to_env_py_is_escaped_and_masked(project, pg_url):
     line = assert_one_line_error(result, ExitCode.FAILED, "env.py failed", "RuntimeError")
     assert SECRET not in result.output and SECRET not in project.log_file.read_text()
     assert "***" in line
+
+
+def test_our_env_py_takes_a_cookbook_shared_connection(project):
+    """A program driving this repository's env.py the cookbook way (pytest-alembic does) has
+    its connection used, not the one ENVIRONMENT would open."""
+    shared = project.tmp / "shared.sqlite3"
+    elsewhere = project.tmp / "elsewhere.sqlite3"
+    project.setenv("DATABASE_URL_DEVELOPMENT", sqlite_url(elsewhere))
+    script = textwrap.dedent(
+        f"""
+        import sqlalchemy
+        from alembic import command
+        from alembic.config import Config
+
+        engine = sqlalchemy.create_engine({sqlite_url(shared)!r})
+        with engine.begin() as connection:
+            config = Config({str(ROOT / "alembic.ini")!r})
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+        """
+    )
+
+    result = project.run(sys.executable, "-c", script)
+
+    assert result.code == 0, result.output
+    assert version_rows(schema_snapshot(sqlite_url(shared))) == [HEAD]
+    assert not elsewhere.exists() or "alembic_version" not in schema_snapshot(sqlite_url(elsewhere))
