@@ -345,6 +345,16 @@ def test_script_location_override(project, dev_url):
     assert_one_line_error(result, ExitCode.USAGE, "migrations.version_locations", "nowhere")
 
 
+def test_version_locations_override(project, dev_url):
+    """The history may live outside script_location: migrations.version_locations finds it."""
+    team = team_project(project, COOKBOOK_ENV)
+    (team / "migrations" / "versions").rename(team / "history")
+    project.setenv("INVOKE_MIGRATIONS_VERSION_LOCATIONS", str(team / "history"))
+
+    assert_ok(project.invoke("dev.upgrade"))
+    assert version_rows(schema_snapshot(dev_url)) == [HEAD]
+
+
 @pytest.mark.parametrize(
     "ini",
     [
