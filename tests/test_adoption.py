@@ -25,6 +25,7 @@ from tests.helpers import (
     SECRET,
     assert_ok,
     assert_one_line_error,
+    copy_scripts,
     prepare,
     sqlite_url,
     table_names,
@@ -201,6 +202,15 @@ def team_project(project, env_py: str, *, with_history: bool = True) -> Path:
             shutil.copy2(revision, versions / revision.name)
     project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(team / "alembic.ini"))
     return team
+
+
+def our_scripts(project, *, with_history: bool = True) -> None:
+    """A private copy of this repository's alembic.ini (with its ruff hooks) and alembic/."""
+    copy = copy_scripts(project.tmp / "ours")
+    if not with_history:
+        for revision in copy.versions.glob("*.py"):
+            revision.unlink()
+    project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(copy.ini))
 
 
 def generic_env_py(target_metadata: str = "None", imports: str = "") -> str:
@@ -411,12 +421,7 @@ def created(result) -> Path:
 
 def test_custom_type_is_imported_and_the_revision_runs(project, app, dev_url):
     """Our env.py renders `import <app>.types`; ruff's post-write hooks leave it lint-clean."""
-    team = project.tmp / "ours"
-    shutil.copy2(ROOT / "alembic.ini", team.mkdir() or team / "alembic.ini")
-    shutil.copytree(ROOT / "alembic", team / "alembic", ignore=shutil.ignore_patterns("*.py[co]"))
-    for revision in (team / "alembic" / "versions").glob("*.py"):
-        revision.unlink()
-    project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(team / "alembic.ini"))
+    our_scripts(project, with_history=False)
     project.setenv("INVOKE_MIGRATIONS_METADATA", f"{app}.db:Base.metadata")
 
     result = project.invoke("dev.revision", "-m", "secrets", "--autogenerate")
@@ -451,10 +456,7 @@ def test_unimported_custom_type_removes_the_file(project, app, dev_url):
 
 def test_altering_revision_is_proved_and_runs(project, app, dev_url):
     """SQLite's batch rebuild cannot render offline: it is proved on a copy of the database."""
-    team = project.tmp / "ours"
-    shutil.copy2(ROOT / "alembic.ini", team.mkdir() or team / "alembic.ini")
-    shutil.copytree(ROOT / "alembic", team / "alembic", ignore=shutil.ignore_patterns("*.py[co]"))
-    project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(team / "alembic.ini"))
+    our_scripts(project)
     prepare(project, dev_url)
     project.setenv("INVOKE_MIGRATIONS_METADATA", f"{app}.db:widened")
 
@@ -470,10 +472,7 @@ def test_altering_revision_is_proved_and_runs(project, app, dev_url):
 
 
 def test_empty_revision_is_lint_clean(project, dev_url):
-    team = project.tmp / "ours"
-    shutil.copy2(ROOT / "alembic.ini", team.mkdir() or team / "alembic.ini")
-    shutil.copytree(ROOT / "alembic", team / "alembic", ignore=shutil.ignore_patterns("*.py[co]"))
-    project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(team / "alembic.ini"))
+    our_scripts(project)
     prepare(project, dev_url)
 
     result = project.invoke("dev.revision", "-m", "hand written")
@@ -487,10 +486,7 @@ def test_empty_revision_is_lint_clean(project, dev_url):
 
 def test_drop_warning_names_the_configured_metadata(project, app, dev_url):
     prepare(project, dev_url)
-    team = project.tmp / "ours"
-    shutil.copy2(ROOT / "alembic.ini", team.mkdir() or team / "alembic.ini")
-    shutil.copytree(ROOT / "alembic", team / "alembic", ignore=shutil.ignore_patterns("*.py[co]"))
-    project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(team / "alembic.ini"))
+    our_scripts(project)
     project.setenv("INVOKE_MIGRATIONS_METADATA", f"{app}.db:OTHER")
 
     result = project.invoke("dev.revision", "-m", "oops", "--autogenerate")
