@@ -232,7 +232,8 @@ def import_custom_types(type_: str, obj: Any, autogen_context: Any) -> bool:
     """
     if type_ == "type" and autogen_context.opts.get("user_module_prefix") is None:
         module = type(obj).__module__
-        if module != "builtins" and not module.startswith("sqlalchemy"):
+        # Alembic's own test: sqlalchemy_utils and the like are third-party, they need it too.
+        if module not in {"builtins", "sqlalchemy"} and not module.startswith("sqlalchemy."):
             autogen_context.imports.add(f"import {module}")
     return False
 
