@@ -513,6 +513,7 @@ def revision(session: Session, message: str, *, autogenerate: bool = False) -> P
         handover = _handover(session, connection)
         handover.write_empty_revision = not autogenerate
         config = alembic_config(session.settings, handover, stdout=io.StringIO())
+        _skip_missing_hook_modules(session, config)
         # Alembic prints "Running post write hook ..." on sys.stdout whatever `quiet` says.
         with contextlib.redirect_stdout(io.StringIO()):
             created = _alembic(
@@ -530,6 +531,36 @@ def revision(session: Session, message: str, *, autogenerate: bool = False) -> P
     session.console.line(f"created {_display_path(session, path)}")
     _report_operations(session, handover.revision_directives)
     return path
+
+
+def _skip_missing_hook_modules(session: Session, config: Config) -> None:
+    """A post-write hook whose module is not installed is skipped with a warning.
+
+    Alembic raises after the file is written, leaving a revision the task never reported;
+    a formatter missing from a machine (ruff comes with requirements-dev.txt) is not worth that.
+    """
+    import importlib.util
+
+    section = "post_write_hooks"
+    ini = config.file_config
+    if not ini.has_section(section):
+        return
+    names = [name.strip() for name in ini.get(section, "hooks", fallback="").split(",")]
+    kept = []
+    for name in filter(None, names):
+        module = ini.get(section, f"{name}.module", fallback="")
+        if ini.get(section, f"{name}.type", fallback="") == "module" and module:
+            try:
+                missing = importlib.util.find_spec(module) is None
+            except (ImportError, ValueError):
+                missing = True
+            if missing:
+                session.console.warning(
+                    f"post-write hook {name} skipped: module {module!r} is not installed"
+                )
+                continue
+        kept.append(name)
+    ini.set(section, "hooks", ", ".join(kept))
 
 
 def _prove_revision(session: Session, written: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import sys
 import textwrap
 import uuid
@@ -406,9 +407,7 @@ def test_env_py_that_cannot_be_driven_is_blamed_not_the_revision(project, dev_ur
 def lint_clean(path: Path) -> None:
     ruff = venv_bin("ruff")
     for argv in ([ruff, "check", str(path)], [ruff, "format", "--check", str(path)]):
-        completed = __import__("subprocess").run(
-            argv, cwd=ROOT, capture_output=True, text=True, check=False
-        )
+        completed = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
         assert completed.returncode == 0, completed.stdout + completed.stderr
 
 
@@ -479,6 +478,27 @@ def test_empty_revision_is_lint_clean(project, dev_url):
 
     assert_ok(result)
     lint_clean(created(result))
+
+
+def test_missing_hook_module_is_skipped_with_a_warning(project, dev_url):
+    copy = copy_scripts(project.tmp / "ours")
+    copy.ini.write_text(
+        copy.ini.read_text().replace("ruff_fix.module = ruff", "ruff_fix.module = no_such_fixer")
+    )
+    project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(copy.ini))
+    prepare(project, dev_url)
+
+    result = project.invoke("dev.revision", "-m", "hand written")
+
+    assert_ok(result)
+    assert "post-write hook ruff_fix skipped: module 'no_such_fixer'" in result.stderr
+    formatted = subprocess.run(
+        [venv_bin("ruff"), "format", "--check", str(created(result))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert formatted.returncode == 0, formatted.stdout  # the other hook still ran
 
 
 # --- The smaller ones ----------------------------------------------------------------------
