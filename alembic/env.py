@@ -118,8 +118,10 @@ def run_migrations_online() -> None:
     target = _from_handover_or_environment()
     options = context_options(_metadata(target), target.environment.dialect, target)
     options = _safe_revisions(options)
-    if target.connection is not None:
-        context.configure(connection=target.connection, **options)
+    # A caller following Alembic's cookbook ("Sharing a Connection") passes its connection here.
+    shared = target.connection or config.attributes.get("connection")
+    if shared is not None:
+        context.configure(connection=shared, **options)
         with context.begin_transaction():
             context.run_migrations()
         return

@@ -8,9 +8,14 @@ metadata, hooks), so a task never opens a second engine and never consults ENVIR
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import contextlib
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+
+from tasks.errors import ConfigError
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -49,21 +54,127 @@ def alembic_config(
     stdout: IO[str] | None = None,
     sql_output: IO[str] | None = None,
 ) -> Config:
+    """The Alembic Config of `migrations.alembic_ini`, its paths resolved and checked.
+
+    With a handover, the config also carries what third-party env.py files read, following
+    Alembic's documented patterns: the task's live connection in `attributes["connection"]`
+    (cookbook "Sharing a Connection") and the real URL in `sqlalchemy.url` (the default
+    `alembic init` env.py's `engine_from_config`). A bad ini is a ConfigError naming the key.
+    """
     config = _task_config_class()(
         str(settings.alembic_ini),
         stdout=stdout,
         output_buffer=sql_output,
         cmd_opts=argparse.Namespace(quiet=True),
     )
-    # The ini's script_location (`%(here)s/alembic` in the project's) wins, so an alembic.ini
-    # elsewhere (`migrations.alembic_ini`) brings its own scripts; without one, the project's.
-    if not config.get_main_option("script_location"):
-        config.set_main_option("script_location", str(settings.root / "alembic"))
+    _read_ini(config, settings)
+    try:
+        _resolve_locations(config, settings)
+    except ValueError as error:  # Alembic's own reading of a bad path_separator, for one
+        raise ConfigError(f"migrations.alembic_ini {settings.alembic_ini.name}: {error}") from None
     if handover is not None:
         if handover.settings is None:
             handover.settings = settings
         config.attributes["handover"] = handover
+        if handover.connection is not None:
+            config.attributes["connection"] = handover.connection
+        url = handover.environment.url.render_as_string(hide_password=False)
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
+
+
+def _read_ini(config: Config, settings: Settings) -> None:
+    """Parse the ini now, so a missing or malformed file is one line, not a traceback later."""
+    import configparser
+
+    ini = settings.alembic_ini
+    if not ini.is_file():
+        raise ConfigError(f"migrations.alembic_ini {str(ini)!r} does not exist")
+    try:
+        config.file_config  # noqa: B018 - parsed on first access, memoized by Alembic
+        config.get_main_option("script_location")
+    except (configparser.Error, UnicodeDecodeError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"migrations.alembic_ini {ini.name}: cannot parse: {first}") from None
+
+
+def _resolve_locations(config: Config, settings: Settings) -> None:
+    """script_location and version_locations: the overrides first, then the ini's own values.
+
+    Alembic resolves a relative path against the shell's directory; a team's ini was written
+    to be run next to it, so a relative value that does not exist there is taken relative to
+    the ini. Anything that still does not exist is a ConfigError naming the key to fix.
+    """
+    ini_dir = settings.alembic_ini.resolve().parent
+    override = str(settings.extra.get("script_location") or "").strip()
+    if override:
+        location = str(settings.path(override))
+        key = "migrations.script_location"
+    else:
+        location = config.get_main_option("script_location") or str(settings.root / "alembic")
+        key = f"script_location in {settings.alembic_ini.name}"
+    config.set_main_option("script_location", _existing(location, ini_dir, key).replace("%", "%%"))
+    versions = _names_of(settings.extra.get("version_locations"))
+    if versions:
+        resolved = [
+            str(_existing(str(settings.path(item)), ini_dir, "migrations.version_locations"))
+            for item in versions
+        ]
+    else:
+        resolved = [
+            _existing(item, ini_dir, f"version_locations in {settings.alembic_ini.name}")
+            for item in (config.get_version_locations_list() or [])
+        ]
+    if resolved:
+        if config.get_main_option("path_separator") is None:
+            config.set_main_option("path_separator", "os")
+        config.set_main_option("version_locations", os.pathsep.join(resolved).replace("%", "%%"))
+
+
+def _existing(location: str, ini_dir: Path, key: str) -> str:
+    """`location` as a path that exists: as given, package resource, or relative to the ini."""
+    from alembic.util import coerce_resource_to_filename
+
+    candidates: list[Path] = []
+    if ":" in location and not Path(location).is_absolute():
+        with contextlib.suppress(Exception):  # "package:folder", Alembic's resource form
+            candidates.append(Path(coerce_resource_to_filename(location)))
+    path = Path(location).expanduser()
+    candidates.append(path)
+    if not path.is_absolute():
+        candidates.append(ini_dir / path)
+    for candidate in candidates:
+        if candidate.is_dir():
+            return str(candidate.resolve())
+    raise ConfigError(f"{key}: {location!r} is not a folder (relative paths: to the ini file)")
+
+
+def _names_of(value: Any) -> list[str]:
+    """A list from YAML, or a comma-separated string from a variable."""
+    if not value:
+        return []
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ConfigError("migrations.version_locations must be a list or a comma-separated string")
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
+@contextlib.contextmanager
+def without_ini_logging() -> Iterator[None]:
+    """While a task runs Alembic, an env.py's `fileConfig(config.config_file_name)` does nothing.
+
+    The stock and most third-party env.py files call it unconditionally; it is meant for plain
+    `alembic` commands, and under a task it would disable the tasks' loggers and print Alembic's
+    INFO chatter on stderr, where a task promises one line.
+    """
+    import logging.config
+
+    original = logging.config.fileConfig
+    logging.config.fileConfig = lambda *_args, **_kwargs: None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        logging.config.fileConfig = original
 
 
 def _task_config_class() -> type[Config]:
@@ -111,9 +222,40 @@ def context_options(
         "process_revision_directives": _revision_hook(handover),
         **comparison_options(handover.settings if handover is not None else None, dialect),
     }
+    options["render_item"] = _with_custom_type_imports(options.get("render_item"))
     if handover is not None and handover.on_revision_applied is not None:
         options["on_version_apply"] = _version_hook(handover.on_revision_applied)
     return options
+
+
+def _with_custom_type_imports(project_hook: Callable[..., Any] | None) -> Callable[..., Any]:
+    """The project's `render_item` (`migrations.compare.render_item`) first; where it renders
+    as usual (returns False), the application's own types still get their import."""
+    if project_hook is None:
+        return import_custom_types
+
+    def render_item(type_: str, obj: Any, autogen_context: Any) -> Any:
+        rendered = project_hook(type_, obj, autogen_context)
+        if rendered is False:
+            return import_custom_types(type_, obj, autogen_context)
+        return rendered
+
+    return render_item
+
+
+def import_custom_types(type_: str, obj: Any, autogen_context: Any) -> bool:
+    """Autogenerate's `render_item`: a type from the application's own modules gets its import.
+
+    Alembic renders such a type as `myapp.types.EncryptedString(length=1000)` and imports
+    nothing, so the revision fails with a NameError only when it is applied. Adding
+    `import myapp.types` keeps Alembic's own rendering (False means "render as usual").
+    """
+    if type_ == "type" and autogen_context.opts.get("user_module_prefix") is None:
+        module = type(obj).__module__
+        # Alembic's own test: sqlalchemy_utils and the like are third-party, they need it too.
+        if module not in {"builtins", "sqlalchemy"} and not module.startswith("sqlalchemy."):
+            autogen_context.imports.add(f"import {module}")
+    return False
 
 
 def _version_hook(callback: Callable[[str, str, bool], None]) -> Callable[..., None]:

@@ -13,12 +13,15 @@ import contextlib
 import os
 import time
 import traceback
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 from invoke import Context, Exit
 
+from tasks.alembic_support import without_ini_logging
 from tasks.confirmation import Confirmer
 from tasks.console import Console
 from tasks.environments import Environment
@@ -100,7 +103,8 @@ class _Run:
         # The lock, when taken, is released only after the run is logged and audited: audit
         # rows then follow the order in which runners held the lock, and the next runner never
         # starts before the previous one's row exists.
-        with contextlib.ExitStack() as held:
+        # Warnings go to the run log, and a team env.py's fileConfig stays off stderr.
+        with contextlib.ExitStack() as held, warnings_into(self.record), without_ini_logging():
             self._execute(raw_settings, operation, held)
 
     def _execute(
@@ -235,6 +239,24 @@ class _Run:
                 self.log.event("audit failed", task=self.spec.name, error=message)
             if outcome == "ok":  # on failure the run's own error is the one line that matters
                 self.console.warning(message)
+
+
+@contextlib.contextmanager
+def warnings_into(record: RunRecord) -> Iterator[None]:
+    """Python warnings raised during a task go to its run log entry, not to stderr.
+
+    SQLAlchemy's SAWarnings and Alembic's multi-kilobyte warnings would otherwise break the
+    promise of one line on stderr; in the log (`details.warnings`) they stay available, masked.
+    """
+
+    def show(message: Any, category: type[Warning], filename: str, lineno: int, *_: Any) -> None:
+        where = f"{PurePath(filename).name}:{lineno}"
+        text = " ".join(str(message).split())
+        record.details.setdefault("warnings", []).append(f"{category.__name__}: {text} ({where})")
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def _one_line(message: str) -> str:

@@ -8,6 +8,7 @@ a database.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -16,9 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks import ddl_residue, drift
-from tasks.alembic_support import EnvHandover, alembic_config
+from tasks.alembic_support import EnvHandover, alembic_config, without_ini_logging
 from tasks.engines import describe_database_error
-from tasks.errors import DatabaseError, DifferencesFound, MigrationsError, Refused, UsageError
+from tasks.errors import (
+    ConfigError,
+    DatabaseError,
+    DifferencesFound,
+    MigrationsError,
+    Refused,
+    UsageError,
+)
 from tasks.ownership import UNRESTRICTED_ENVIRONMENTS
 from tasks.plan import Plan, build_plan, print_plan, summary
 from tasks.redaction import redact
@@ -318,7 +326,10 @@ def upgrade(
             session.confirm(action)
         else:
             _show_steps(session, f"{name}: {len(steps)} revision(s) to apply", steps)
-        _apply(session, connection, steps, _run_with(script, "upgrade"), revision)
+        try:
+            _apply(session, connection, steps, _run_with(script, "upgrade"), revision)
+        except DatabaseError as error:
+            raise _with_stamp_hint(session, error, before) from None
 
 
 def downgrade(
@@ -359,6 +370,22 @@ def downgrade(
         session.console.line("WARNING: a downgrade can drop tables and columns and lose their data")
         session.confirm(action)
         _apply(session, connection, steps, _run_with(script, "downgrade"), revision)
+
+
+def _with_stamp_hint(session: Session, error: DatabaseError, before: tuple[str, ...]) -> Exception:
+    """An upgrade from base that meets existing tables: the schema came from elsewhere.
+
+    `local.sync` (or `create_all`, or a restored dump) builds the tables without recording a
+    revision; the first revision then fails on its first CREATE. Say how to record it.
+    """
+    if before or "already exists" not in str(error).lower():
+        return error
+    collection = session.record.task.rpartition(".")[0] or session.environment.name
+    return DatabaseError(
+        f"{error}; the database has tables but no recorded revision (built by local.sync or "
+        f"create_all?): if they match the models, record that with "
+        f"`invoke {collection}.stamp --rev head` instead of upgrading"
+    )
 
 
 def _nothing_to(session: Session, direction: str, before: tuple[str, ...]) -> None:
@@ -503,11 +530,14 @@ def revision(session: Session, message: str, *, autogenerate: bool = False) -> P
         handover.write_empty_revision = not autogenerate
         config = alembic_config(session.settings, handover, stdout=io.StringIO())
         config.attributes["safe_revisions"] = _safe_revisions_enabled(session)
+        _skip_missing_hook_modules(session, config)
         written_before = _revision_files(script)
         try:
-            created = _alembic(
-                session, command.revision, config, message=message, autogenerate=autogenerate
-            )
+            # Alembic prints "Running post write hook ..." on sys.stdout whatever `quiet` says.
+            with contextlib.redirect_stdout(io.StringIO()):
+                created = _alembic(
+                    session, command.revision, config, message=message, autogenerate=autogenerate
+                )
         except MigrationsError:  # Alembic loads what it wrote: a broken file fails right here
             for new_file in _revision_files(script) - written_before:
                 _require_message_as_data(new_file, message)
@@ -520,18 +550,11 @@ def revision(session: Session, message: str, *, autogenerate: bool = False) -> P
         return None
     path = Path(scripts[0].path)
     _require_message_as_data(path, message)
-    _tidy_revision(session, path)
     session.record.details["revision_file"] = str(path)
+    _prove_revision(session, scripts[0])
     session.console.line(f"created {_display_path(session, path)}")
     _report_operations(session, handover.revision_directives)
     return path
-
-
-def _tidy_revision(session: Session, path: Path) -> None:
-    """The new file formatted by ruff (when installed), so it passes the project's lint as is."""
-    from tasks.safe_revisions import tidy
-
-    tidy(path, session.settings.root)
 
 
 def _safe_revisions_enabled(session: Session) -> bool:
@@ -539,6 +562,127 @@ def _safe_revisions_enabled(session: Session) -> bool:
     from tasks.safe_revisions import enabled
 
     return enabled(session.settings.extra)
+
+
+def _skip_missing_hook_modules(session: Session, config: Config) -> None:
+    """A post-write hook whose module is not installed is skipped with a warning.
+
+    Alembic raises after the file is written, leaving a revision the task never reported;
+    a formatter missing from a machine (ruff comes with requirements-dev.txt) is not worth that.
+    """
+    import importlib.util
+
+    section = "post_write_hooks"
+    ini = config.file_config
+    if not ini.has_section(section):
+        return
+    names = [name.strip() for name in ini.get(section, "hooks", fallback="").split(",")]
+    kept = []
+    for name in filter(None, names):
+        module = ini.get(section, f"{name}.module", fallback="")
+        if ini.get(section, f"{name}.type", fallback="") == "module" and module:
+            try:
+                missing = importlib.util.find_spec(module) is None
+            except (ImportError, ValueError):
+                missing = True
+            if missing:
+                session.console.warning(
+                    f"post-write hook {name} skipped: module {module!r} is not installed"
+                )
+                continue
+        kept.append(name)
+    ini.set(section, "hooks", ", ".join(kept))
+
+
+def _prove_revision(session: Session, written: Any) -> None:
+    """A new revision must run: every name it uses resolves, and it renders SQL offline.
+
+    Autogenerate renders a custom type as `myapp.types.EncryptedString(...)` and imports
+    nothing, so the file fails only later, in `upgrade`, with a line-less NameError. A file that
+    fails either proof is removed, and the error says what to fix.
+    """
+    from alembic import command
+
+    path = Path(written.path)
+    shown = _display_path(session, path)
+    source = path.read_text(encoding="utf-8")
+    missing = unresolved_names(source, str(path))
+    if missing:
+        path.unlink(missing_ok=True)
+        name, usage = missing[0]
+        raise ConfigError(
+            f"the new revision uses {usage} without importing {name!r}, so it could not run; "
+            f"{shown} was removed: import the type's module in script.py.mako, or render it "
+            "with user_module_prefix or render_item in env.py"
+        )
+    down = written.down_revision
+    start = down if isinstance(down, str) else ",".join(down or ()) or "base"
+    config = alembic_config(
+        session.settings,
+        _handover(session, None),
+        stdout=io.StringIO(),
+        sql_output=io.StringIO(),
+    )
+    try:
+        if session.environment.dialect == "sqlite":
+            _rehearse_revision(session, written.revision)
+        else:
+            _alembic(session, command.upgrade, config, f"{start}:{written.revision}", sql=True)
+    except Exception as error:
+        path.unlink(missing_ok=True)
+        how = "run on a copy of" if session.environment.dialect == "sqlite" else "render SQL for"
+        raise ConfigError(
+            f"the new revision does not {how} {session.environment.dialect} "
+            f"({' '.join(str(error).split())[:300]}); {shown} was removed"
+        ) from None
+
+
+def _rehearse_revision(session: Session, revision_id: str) -> None:
+    """SQLite: batch mode reflects the tables it rebuilds, which offline mode cannot; run the
+    new revision on a copy of the database (at head, so only it runs) instead."""
+    import tempfile
+
+    from tasks.plan import _rehearse
+
+    with tempfile.TemporaryDirectory(prefix="migrations-revision-") as directory:
+        _rehearse(session, "upgrade", revision_id, f"{directory}/copy.sqlite3")
+
+
+def unresolved_names(source: str, filename: str) -> list[tuple[str, str]]:
+    """Names a module uses but neither defines, imports nor gets from builtins, with the first
+    expression using each (`myapp.types.EncryptedString(length=1000)`).
+
+    Python's own symbol tables answer this exactly, without running the file: a name a function
+    reads but does not bind is global there, and must then be bound at module level.
+    """
+    import builtins
+    import re
+    import symtable
+
+    try:
+        module = symtable.symtable(source, filename, "exec")
+    except SyntaxError as error:
+        return [("(syntax)", f"invalid syntax at line {error.lineno}")]
+    defined = {
+        symbol.get_name()
+        for symbol in module.get_symbols()
+        if symbol.is_assigned() or symbol.is_imported() or symbol.is_namespace()
+    }
+    known = defined | set(dir(builtins)) | {"__file__", "__name__", "__doc__"}
+    used: list[str] = []
+    tables = [module]
+    while tables:
+        table = tables.pop()
+        tables.extend(table.get_children())
+        for symbol in table.get_symbols():
+            global_here = table is module or symbol.is_global()
+            if symbol.is_referenced() and global_here and symbol.get_name() not in known:
+                used.append(symbol.get_name())
+    found: list[tuple[str, str]] = []
+    for name in dict.fromkeys(used):
+        match = re.search(rf"\b{re.escape(name)}(?:\.\w+)*(?:\([^()\n]*\))?", source)
+        found.append((name, f"`{match.group(0)}`" if match else f"`{name}`"))
+    return found
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -574,9 +718,16 @@ def _require_message_as_data(path: Path, message: str) -> None:
 
 
 def _script(session: Session) -> ScriptDirectory:
+    """The scripts of `migrations.alembic_ini`; an ini Alembic cannot use is exit 2, one line."""
     from alembic.script import ScriptDirectory
+    from alembic.script.revision import RevisionError
+    from alembic.util import CommandError
 
-    return ScriptDirectory.from_config(alembic_config(session.settings))
+    try:
+        return ScriptDirectory.from_config(alembic_config(session.settings))
+    except (CommandError, RevisionError) as error:
+        ini = session.settings.alembic_ini.name
+        raise ConfigError(f"{ini} (migrations.alembic_ini): {redact(_first_line(error))}") from None
 
 
 def _config(session: Session, connection: Connection | None) -> Config:
@@ -716,6 +867,8 @@ def _apply(
         try:
             _alembic(session, operation, config, revision)
         except DatabaseError as error:
+            if getattr(error, "in_env_py", False):
+                raise DatabaseError(f"{_env_py(session)} failed: {error}{ENV_PY_HINT}") from None
             failed = _failed_step(steps, applied)
             if failed:
                 advice = residue.explain(failed)
@@ -857,7 +1010,8 @@ def _alembic(session: Session, operation: Callable[..., Any], *args: Any, **kwar
     from alembic.util import CommandError
 
     try:
-        return operation(*args, **kwargs)
+        with without_ini_logging():
+            return operation(*args, **kwargs)
     except (CommandError, RevisionError) as error:
         raise UsageError(redact(_first_line(error))) from None
     except Refused:
@@ -867,7 +1021,48 @@ def _alembic(session: Session, operation: Callable[..., Any], *args: Any, **kwar
             raise UsageError("no such revision (a relative step past base or head?)") from None
         raise _as_database_error(session, error) from None
     except Exception as error:
-        raise _as_database_error(session, error) from None
+        converted = _as_database_error(session, error)
+        converted.in_env_py = _raised_in_env_py(error)  # type: ignore[attr-defined]
+        raise converted from None
+
+
+# What the tasks give env.py, for the one line that says an env.py could not be driven.
+ENV_PY_HINT = (
+    " (the tasks hand env.py the connection in config.attributes['connection'] "
+    "and the URL in sqlalchemy.url)"
+)
+
+
+def _raised_in_env_py(error: BaseException) -> bool:
+    """Whether `error` came from env.py itself rather than from a revision it ran.
+
+    A revision module (it defines `down_revision`) is on the traceback when a revision fails,
+    wherever its file lives (site-packages for an installed application's history); when env.py
+    is and no revision is, the revision never ran and blaming it would send people to the wrong
+    file.
+    """
+    from pathlib import PurePath
+
+    in_env_py = False
+    traceback_ = error.__traceback__
+    while traceback_ is not None:
+        frame = traceback_.tb_frame
+        if "down_revision" in frame.f_globals and "revision" in frame.f_globals:
+            return False
+        in_env_py = in_env_py or PurePath(frame.f_code.co_filename).name == "env.py"
+        traceback_ = traceback_.tb_next
+    return in_env_py
+
+
+def _env_py(session: Session) -> str:
+    """env.py's path as people find it: relative to the project when inside it."""
+    from alembic.script import ScriptDirectory
+
+    try:
+        script = ScriptDirectory.from_config(alembic_config(session.settings))
+    except Exception:
+        return "env.py"
+    return _display_path(session, Path(script.env_py_location))
 
 
 def _from_revision_map(error: BaseException) -> bool:
@@ -912,8 +1107,9 @@ def _report_operations(session: Session, directives: list[Any]) -> None:
     if drops:
         session.record.details["drops"] = drops
         session.console.warning(
-            "THIS REVISION DROPS " + "; ".join(drops) + ". If a model was not imported "
-            "(database/imports.py, migrations.metadata), delete the file instead of applying it."
+            "THIS REVISION DROPS " + "; ".join(drops) + ". If a model was not imported by "
+            f"migrations.metadata ({session.settings.metadata}), delete the file instead of "
+            "applying it."
         )
 
 

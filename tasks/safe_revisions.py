@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from alembic.autogenerate import renderers
@@ -364,26 +363,3 @@ def _not_null_check_name(table: str, column: str) -> str:
 
 
 # --- the written file ---------------------------------------------------------------------------
-
-
-def tidy(path: Path, root: Path) -> bool:
-    """Format a new revision file with ruff and drop its unused imports, when ruff is there.
-
-    Alembic's renderer writes single quotes and long lines, and the template imports `sa` even
-    when nothing uses it: a file that fails `ruff format --check` and `ruff check` the moment it
-    is written. Done here rather than as an alembic.ini post-write hook, whose status lines go
-    to the real stdout and which fails the whole command where ruff is not installed; without
-    ruff the file is left as Alembic wrote it. Returns whether ruff ran.
-    """
-    import shutil
-    import subprocess
-    import sys
-
-    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
-    if ruff is None:
-        return False
-    for arguments in (["format", "--quiet"], ["check", "--fix", "--exit-zero", "--silent"]):
-        subprocess.run(
-            [ruff, *arguments, str(path)], cwd=root, capture_output=True, check=False, timeout=60
-        )
-    return True

@@ -68,6 +68,10 @@ DEFAULTS: dict[str, Any] = {
     "backup_dir": "backups",
     "connect_timeout": "5",
     "alembic_ini": "alembic.ini",
+    # Overrides of the ini's script_location and version_locations (an adopted project's own
+    # alembic/ folder); empty: the ini's values.
+    "script_location": "",
+    "version_locations": "",
     "dotenv_dir": ".",
     # Seconds a task waits for another runner's migration lock before giving up.
     "lock_timeout": "60",
