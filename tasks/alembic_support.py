@@ -250,11 +250,18 @@ def import_custom_types(type_: str, obj: Any, autogen_context: Any) -> bool:
     nothing, so the revision fails with a NameError only when it is applied. Adding
     `import myapp.types` keeps Alembic's own rendering (False means "render as usual").
     """
-    if type_ == "type" and autogen_context.opts.get("user_module_prefix") is None:
-        module = type(obj).__module__
-        # Alembic's own test: sqlalchemy_utils and the like are third-party, they need it too.
-        if module not in {"builtins", "sqlalchemy"} and not module.startswith("sqlalchemy."):
-            autogen_context.imports.add(f"import {module}")
+    if type_ != "type":
+        return False
+    module = type(obj).__module__
+    # Alembic's own test: sqlalchemy_utils and the like are third-party, they need it too.
+    if module in {"builtins", "sqlalchemy"} or module.startswith("sqlalchemy."):
+        return False
+    prefix = autogen_context.opts.get("user_module_prefix")
+    if prefix is not None:
+        # Alembic writes `<prefix>EncryptedString(...)`: the prefix's module is what to import.
+        module = prefix.rstrip(".")
+    if module.replace(".", "").replace("_", "").isalnum():
+        autogen_context.imports.add(f"import {module}")
     return False
 
 

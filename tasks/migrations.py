@@ -538,9 +538,8 @@ def revision(session: Session, message: str, *, autogenerate: bool = False) -> P
                 created = _alembic(
                     session, command.revision, config, message=message, autogenerate=autogenerate
                 )
-        except MigrationsError:  # Alembic loads what it wrote: a broken file fails right here
-            for new_file in _revision_files(script) - written_before:
-                _require_message_as_data(new_file, message)
+        except MigrationsError as error:  # Alembic loads what it wrote: a broken file fails here
+            _remove_unloadable(session, _revision_files(script) - written_before, message, error)
             raise
         connection.rollback()
     scripts = created if isinstance(created, list) else [created]
@@ -562,6 +561,21 @@ def _safe_revisions_enabled(session: Session) -> bool:
     from tasks.safe_revisions import enabled
 
     return enabled(session.settings.extra)
+
+
+def _remove_unloadable(
+    session: Session, written: set[Path], message: str, error: MigrationsError
+) -> None:
+    """A revision Alembic wrote but cannot load (a type's module that does not import, a
+    template that broke the file) would fail every later task: it is removed, and said so."""
+    for path in sorted(written):
+        _require_message_as_data(path, message)
+    if not written:
+        return
+    for path in written:
+        path.unlink(missing_ok=True)
+    shown = ", ".join(_display_path(session, path) for path in sorted(written))
+    raise ConfigError(f"the new revision could not be loaded ({error}); {shown} was removed")
 
 
 def _skip_missing_hook_modules(session: Session, config: Config) -> None:

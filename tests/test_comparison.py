@@ -286,11 +286,19 @@ def test_user_module_prefix_reaches_the_written_revision(project, tmp_path):
     project.setenv("DATABASE_URL_DEVELOPMENT", f"sqlite:///{tmp_path / 'dev.sqlite3'}")
     project.setenv("INVOKE_MIGRATIONS_COMPARE_USER_MODULE_PREFIX", "myapp.types.")
 
+    # A prefix naming no importable module writes a revision that could never run: refused.
+    refused = project.invoke("dev.revision", "-m", "secrets", "--autogenerate")
+    assert_one_line_error(refused, ExitCode.USAGE, "No module named 'myapp'")
+    assert not list(copy.versions.glob("*.py"))
+
+    project.setenv("INVOKE_MIGRATIONS_COMPARE_USER_MODULE_PREFIX", "tests.test_comparison.")
     result = project.invoke("dev.revision", "-m", "secrets", "--autogenerate")
 
     assert_ok(result)
     (path,) = copy.versions.glob("*.py")
-    assert "myapp.types.EncryptedString(length=1000)" in path.read_text()
+    written = path.read_text()
+    assert "tests.test_comparison.EncryptedString(length=1000)" in written
+    assert "import tests.test_comparison" in written  # the prefix's module, imported
 
 
 def models_in_public() -> MetaData:
