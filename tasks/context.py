@@ -23,6 +23,7 @@ from tasks.confirmation import Confirmer
 from tasks.console import Console
 from tasks.environments import Environment
 from tasks.errors import ExitCode, MigrationsError
+from tasks.interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, stop_requests
 from tasks.ownership import (
     UNRESTRICTED_ENVIRONMENTS,
     current_operator,
@@ -100,7 +101,8 @@ class _Run:
         # The lock, when taken, is released only after the run is logged and audited: audit
         # rows then follow the order in which runners held the lock, and the next runner never
         # starts before the previous one's row exists.
-        with contextlib.ExitStack() as held:
+        # SIGTERM stops the run like Ctrl-C (rollback, audit row, log line) instead of killing it.
+        with stop_requests(), contextlib.ExitStack() as held:
             self._execute(raw_settings, operation, held)
 
     def _execute(
@@ -114,9 +116,10 @@ class _Run:
         except MigrationsError as error:
             self._finish(error.outcome, str(error))
             raise Exit(_one_line(f"{self.spec.name}: {error}"), code=int(error.exit_code)) from None
-        except KeyboardInterrupt:
-            self._finish("failed", "interrupted")
-            raise Exit(f"{self.spec.name}: interrupted", code=130) from None
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (Terminated)
+            what, code = _stopped_by(interrupt)
+            self._finish("failed", what)
+            raise Exit(f"{self.spec.name}: {what}", code=code) from None
         except Exception as error:  # a bug or an unforeseen failure: details go to the log
             detail = f"{type(error).__name__}: {error}"
             self.record.details["traceback"] = traceback.format_exc()
@@ -137,7 +140,12 @@ class _Run:
         session = self.session = Session(self.settings, self.record, confirmer, self.console)
         if self.spec.needs_database:
             session.environment  # noqa: B018 - resolve now: a missing URL fails before anything
-        self.log.started(self.record)
+        try:
+            self.log.started(self.record)
+        except MigrationsError:  # the log is unusable (a full disk): no finish line either
+            self.log.close()
+            self.log = None
+            raise
         spec = self.spec
         if policy_applies(
             self.record.environment,
@@ -181,10 +189,15 @@ class _Run:
         duration_ms = (time.perf_counter() - self.started) * 1000
         if outcome == "refused" and self.record.revision_after is None:
             self.record.revision_after = self.record.revision_before  # a refusal changes nothing
-        if self.log is not None:
-            self.log.finished(self.record, outcome=outcome, duration_ms=duration_ms, error=error)
+        # The audit row first: it is the record that travels with the database, and a full
+        # local disk must not cost it. The run log's line follows; if it cannot be written,
+        # one line says so and the run keeps its own outcome.
         if self._audited():
             self._audit(outcome, error, duration_ms)
+        if self.log is not None:
+            self.log.finished(self.record, outcome=outcome, duration_ms=duration_ms, error=error)
+            if self.log.failure is not None:
+                self.console.warning(_one_line(self.log.failure))
 
     def _audited(self) -> bool:
         """Shared databases keep their own record of every attempt to change them."""
@@ -214,6 +227,13 @@ class _Run:
                 self.log.event("audit failed", task=self.spec.name, error=message)
             if outcome == "ok":  # on failure the run's own error is the one line that matters
                 self.console.warning(message)
+
+
+def _stopped_by(interrupt: KeyboardInterrupt) -> tuple[str, int]:
+    """What stopped the run, for the log and audit, and the exit code a shell expects."""
+    if isinstance(interrupt, Terminated):
+        return "terminated (SIGTERM)", EXIT_TERMINATED
+    return "interrupted", EXIT_INTERRUPTED
 
 
 def _one_line(message: str) -> str:

@@ -1,0 +1,110 @@
+"""Stopping a run on request: SIGTERM like Ctrl-C, and a long statement cancelled on the server.
+
+A CI cancel, `docker stop` and Kubernetes send SIGTERM, whose default action kills the process
+at once: no rollback of the revision in progress, no audit row, no finished log line. While a
+run holds `stop_requests()`, SIGTERM raises `Terminated` (a KeyboardInterrupt, so every
+`with`/`finally` that rolls back on Ctrl-C rolls back on it too) and the run ends through the same
+path as an interrupted one.
+
+Neither signal could interrupt a PostgreSQL statement: psycopg2 waits for the server inside C,
+where Python's signal handlers do not run, so Ctrl-C during a 20-minute ALTER waited up to the
+statement_timeout. Inside `stop_requests()` psycopg2 waits through a Python callback instead;
+when Ctrl-C or SIGTERM arrives there, the migration connection's statement is cancelled on the
+server (libpq's cancel request, what `pg_cancel_backend` does), the server's answer is read so
+the connection stays usable for the rollback, and the interrupt is raised.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, what shells report for a SIGTERM'd command
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: stop like Ctrl-C, but say so and exit 143."""
+
+
+@contextmanager
+def stop_requests() -> Iterator[None]:
+    """Within the block, SIGTERM raises Terminated once and PostgreSQL statements are
+    cancellable; outside the main thread (no signal handlers there) only the latter."""
+    with _cancellable_postgresql(), _terminate_raises():
+        yield
+
+
+@contextmanager
+def _terminate_raises() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    raised = False
+
+    def on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal raised
+        if raised:  # already stopping: let the rollback, audit row and log line finish
+            return
+        raised = True
+        raise Terminated("terminated (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _cancellable_postgresql() -> Iterator[None]:
+    try:
+        from psycopg2 import extensions
+    except ImportError:  # no PostgreSQL driver, no PostgreSQL statement to cancel
+        yield
+        return
+    previous = extensions.get_wait_callback()
+    extensions.set_wait_callback(_wait_cancelling)
+    try:
+        yield
+    finally:
+        extensions.set_wait_callback(previous)
+
+
+def _wait_cancelling(connection: Any) -> None:
+    """psycopg2's wait callback: `wait_select`, except that an interrupt cancels the statement
+    and, once the server has answered, is raised again instead of being swallowed."""
+    import select
+
+    from psycopg2 import Error, extensions
+
+    interrupted: KeyboardInterrupt | None = None
+    while True:
+        try:
+            state = connection.poll()
+            if state == extensions.POLL_OK:
+                break
+            if state == extensions.POLL_READ:
+                select.select([connection.fileno()], [], [])
+            elif state == extensions.POLL_WRITE:
+                select.select([], [connection.fileno()], [])
+            else:
+                raise connection.OperationalError(f"bad state from poll: {state}")
+        except KeyboardInterrupt as interrupt:
+            if interrupted is not None:
+                raise  # a second Ctrl-C while cancelling: stop waiting for the server
+            interrupted = interrupt
+            try:
+                connection.cancel()
+            except Error:
+                raise interrupt from None  # nothing to cancel (still connecting)
+        except Error:
+            if interrupted is not None:
+                raise interrupted from None  # the server's "canceling statement" answer
+            raise
+    if interrupted is not None:
+        raise interrupted
