@@ -23,7 +23,7 @@ from tasks.confirmation import Confirmer
 from tasks.console import Console
 from tasks.environments import Environment
 from tasks.errors import ExitCode, MigrationsError
-from tasks.interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, stop_requests
+from tasks.interrupts import EXIT_INTERRUPTED, Terminated, stop_requests
 from tasks.ownership import (
     UNRESTRICTED_ENVIRONMENTS,
     current_operator,
@@ -185,15 +185,15 @@ class _Run:
         )
 
     def _finish(self, outcome: str, error: str | None) -> None:
-        self.console.clear_status()  # a live terminal line must not swallow the last words
         duration_ms = (time.perf_counter() - self.started) * 1000
         if outcome == "refused" and self.record.revision_after is None:
             self.record.revision_after = self.record.revision_before  # a refusal changes nothing
-        # The audit row first: it is the record that travels with the database, and a full
-        # local disk must not cost it. The run log's line follows; if it cannot be written,
-        # one line says so and the run keeps its own outcome.
+        # The audit row first: it is the record that travels with the database, and neither a
+        # full local disk nor a terminal gone with SIGHUP must cost it. The run log's line
+        # follows; if it cannot be written, one line says so and the run keeps its outcome.
         if self._audited():
             self._audit(outcome, error, duration_ms)
+        self.console.clear_status()  # a live terminal line must not swallow the last words
         if self.log is not None:
             self.log.finished(self.record, outcome=outcome, duration_ms=duration_ms, error=error)
             if self.log.failure is not None:
@@ -232,7 +232,7 @@ class _Run:
 def _stopped_by(interrupt: KeyboardInterrupt) -> tuple[str, int]:
     """What stopped the run, for the log and audit, and the exit code a shell expects."""
     if isinstance(interrupt, Terminated):
-        return "terminated (SIGTERM)", EXIT_TERMINATED
+        return str(interrupt), interrupt.exit_code
     return "interrupted", EXIT_INTERRUPTED
 
 

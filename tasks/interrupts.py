@@ -25,15 +25,26 @@ from typing import Any
 
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, what shells report for a SIGTERM'd command
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
+# Signals whose default action kills the task outright: a CI cancel, `docker stop`, Kubernetes
+# (SIGTERM), and a closed terminal or dropped SSH session (SIGHUP).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived: stop like Ctrl-C, but say so and exit 143."""
+    """SIGTERM or SIGHUP arrived: stop like Ctrl-C, but say which and exit 128 + its number."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"terminated ({signal.Signals(signum).name})")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
 @contextmanager
 def stop_requests() -> Iterator[None]:
-    """Within the block, SIGTERM raises Terminated once and PostgreSQL statements are
+    """Within the block, SIGTERM or SIGHUP raises Terminated once and PostgreSQL statements are
     cancellable; outside the main thread (no signal handlers there) only the latter."""
     with _cancellable_postgresql(), _terminate_raises():
         yield
@@ -46,18 +57,19 @@ def _terminate_raises() -> Iterator[None]:
         return
     raised = False
 
-    def on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    def on_stop_signal(signum: int, _frame: FrameType | None) -> None:
         nonlocal raised
         if raised:  # already stopping: let the rollback, audit row and log line finish
             return
         raised = True
-        raise Terminated("terminated (SIGTERM)")
+        raise Terminated(signum)
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous = {signum: signal.signal(signum, on_stop_signal) for signum in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @contextmanager

@@ -65,11 +65,19 @@ def assert_stopped_cleanly(project, pg_server, url: str, chain, what: str) -> No
 
 
 @pytest.mark.postgres
-def test_sigterm_rolls_back_audits_and_exits_143(project, pg_server, pg_url, slow_dev):
-    result = stop_during_the_slow_revision(pg_server, pg_url, signal.SIGTERM)
+@pytest.mark.parametrize(
+    ("signum", "code"),
+    [(signal.SIGTERM, 143), (signal.SIGHUP, 129)],  # a CI cancel; a closed terminal or SSH
+    ids=["SIGTERM", "SIGHUP"],
+)
+def test_a_stop_signal_rolls_back_audits_and_exits_128_plus_it(
+    project, pg_server, pg_url, slow_dev, signum, code
+):
+    result = stop_during_the_slow_revision(pg_server, pg_url, signum)
 
-    assert_one_line_error(result, 143, "terminated (SIGTERM)")
-    assert_stopped_cleanly(project, pg_server, pg_url, slow_dev, "terminated (SIGTERM)")
+    what = f"terminated ({signal.Signals(signum).name})"
+    assert_one_line_error(result, code, what)
+    assert_stopped_cleanly(project, pg_server, pg_url, slow_dev, what)
 
 
 @pytest.mark.postgres
