@@ -79,12 +79,36 @@ def _cancellable_postgresql() -> Iterator[None]:
     except ImportError:  # no PostgreSQL driver, no PostgreSQL statement to cancel
         yield
         return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
     previous = extensions.get_wait_callback()
     extensions.set_wait_callback(_wait_cancelling)
+    event.listen(Engine, "do_connect", _connect_blocking)
     try:
         yield
     finally:
+        event.remove(Engine, "do_connect", _connect_blocking)
         extensions.set_wait_callback(previous)
+
+
+def _connect_blocking(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+    """Connect psycopg2 the ordinary, blocking way, without the wait callback.
+
+    With a wait callback psycopg2 connects asynchronously, where libpq ignores connect_timeout
+    (an unreachable host would hang) and connection errors lose their host and port. Statements
+    still go through the callback: psycopg2 consults it at every execute.
+    """
+    if getattr(dialect, "driver", None) != "psycopg2":
+        return None  # SQLAlchemy connects as usual
+    from psycopg2 import extensions
+
+    callback = extensions.get_wait_callback()
+    extensions.set_wait_callback(None)
+    try:
+        return dialect.loaded_dbapi.connect(*cargs, **cparams)
+    finally:
+        extensions.set_wait_callback(callback)
 
 
 def _wait_cancelling(connection: Any) -> None:
