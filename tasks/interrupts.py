@@ -46,7 +46,7 @@ class Terminated(KeyboardInterrupt):
 def stop_requests() -> Iterator[None]:
     """Within the block, SIGTERM or SIGHUP raises Terminated once and PostgreSQL statements are
     cancellable; outside the main thread (no signal handlers there) only the latter."""
-    with _cancellable_postgresql(), _terminate_raises():
+    with _cancellable_postgresql(), _cancellable_mysql(), _terminate_raises():
         yield
 
 
@@ -62,9 +62,16 @@ def _terminate_raises() -> Iterator[None]:
         if raised:  # already stopping: let the rollback, audit row and log line finish
             return
         raised = True
+        _kill_busy_mysql_queries()
         raise Terminated(signum)
 
+    def on_interrupt(_signum: int, _frame: FrameType | None) -> None:
+        _kill_busy_mysql_queries()
+        raise KeyboardInterrupt
+
     previous = {signum: signal.signal(signum, on_stop_signal) for signum in STOP_SIGNALS}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_interrupt)
     try:
         yield
     finally:
@@ -144,3 +151,75 @@ def _wait_cancelling(connection: Any) -> None:
             raise
     if interrupted is not None:
         raise interrupted
+
+
+# PyMySQL connections of this process with a statement on the server right now.
+_BUSY_MYSQL: set[Any] = set()
+
+
+@contextmanager
+def _cancellable_mysql() -> Iterator[None]:
+    """Track which PyMySQL connections are executing, so a stop request can KILL QUERY them.
+
+    PyMySQL reads in Python, so Ctrl-C does interrupt it, but only on our side: the server
+    would run the statement (a long ALTER TABLE, which then commits) to its end after the task
+    gave up on it. MariaDB's equivalent of a cancel is `KILL QUERY <connection id>`, sent on a
+    separate connection.
+    """
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    listeners = (
+        ("before_cursor_execute", _mysql_busy),
+        ("after_cursor_execute", _mysql_idle),
+        ("handle_error", _mysql_failed),
+    )
+    for name, listener in listeners:
+        event.listen(Engine, name, listener)
+    try:
+        yield
+    finally:
+        for name, listener in listeners:
+            event.remove(Engine, name, listener)
+        _BUSY_MYSQL.clear()
+
+
+def _mysql_busy(connection: Any, _cursor: Any, *_args: Any) -> None:
+    if connection.dialect.driver == "pymysql":
+        _BUSY_MYSQL.add(connection.connection.dbapi_connection)
+
+
+def _mysql_idle(connection: Any, _cursor: Any, *_args: Any) -> None:
+    if connection.dialect.driver == "pymysql":
+        _BUSY_MYSQL.discard(connection.connection.dbapi_connection)
+
+
+def _mysql_failed(context: Any) -> None:
+    connection = context.connection
+    if connection is not None and connection.dialect.driver == "pymysql":
+        _BUSY_MYSQL.discard(connection.connection.dbapi_connection)
+
+
+def _kill_busy_mysql_queries() -> None:
+    """KILL QUERY every statement our PyMySQL connections are running (best effort: the stop
+    goes ahead whatever happens here)."""
+    for busy in list(_BUSY_MYSQL):
+        _BUSY_MYSQL.discard(busy)
+        try:
+            import pymysql
+
+            killer = pymysql.connect(
+                host=busy.host,
+                port=busy.port,
+                user=busy.user.decode() if isinstance(busy.user, bytes) else busy.user,
+                password=busy.password,
+                unix_socket=busy.unix_socket,
+                connect_timeout=5,
+            )
+            try:
+                with killer.cursor() as cursor:
+                    cursor.execute(f"KILL QUERY {int(busy.thread_id())}")
+            finally:
+                killer.close()
+        except Exception:  # noqa: S110 - the server ends the statement later, at worst
+            pass

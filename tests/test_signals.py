@@ -144,3 +144,77 @@ def test_a_log_disk_that_fills_during_the_run_keeps_the_audit_row(project, dev):
     assert version_rows(schema_snapshot(dev)) == [chain.head]
     rows = [row for row in audit_rows(project) if row["task"] == "dev.upgrade"]
     assert rows[0]["outcome"] == "ok" and rows[0]["revision_after"] == chain.head
+
+
+# --- MariaDB ----------------------------------------------------------------------------------
+
+MYSQL_WAIT = "UPDATE gate SET id = 1"  # queues behind the test's row lock for up to 10 minutes
+
+
+def mysql_statements_running(fragment: str) -> int:
+    import sqlalchemy
+
+    from tests.conftest import MYSQL_ADMIN_URL
+
+    engine = sqlalchemy.create_engine(MYSQL_ADMIN_URL, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(
+                sqlalchemy.text(
+                    "SELECT count(*) FROM information_schema.PROCESSLIST "
+                    "WHERE INFO LIKE :pattern AND ID <> CONNECTION_ID()"
+                ),
+                {"pattern": f"%{fragment}%"},
+            ).scalar()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize(
+    ("signum", "code", "what"),
+    [(signal.SIGTERM, 143, "terminated (SIGTERM)"), (signal.SIGINT, 130, "interrupted")],
+    ids=["SIGTERM", "SIGINT"],
+)
+def test_mariadb_statement_is_killed_on_the_server_when_the_task_stops(
+    project, mysql_url, signum, code, what
+):
+    import sqlalchemy
+
+    project.setenv("DATABASE_URL_DEVELOPMENT", mysql_url)
+    chain = empty_chain(project.tmp / "scripts").use(project)
+    assert_ok(project.invoke("dev.upgrade"))
+    chain.add(
+        SLOW,
+        "waits for a row lock",
+        f"""
+        op.execute("SET SESSION innodb_lock_wait_timeout = 600")
+        op.execute("{MYSQL_WAIT} WHERE id = 1")
+        """,
+    )
+    engine = sqlalchemy.create_engine(mysql_url, poolclass=sqlalchemy.pool.NullPool)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text("CREATE TABLE gate (id int PRIMARY KEY)"))
+        connection.execute(sqlalchemy.text("INSERT INTO gate VALUES (1)"))
+
+    # Unlike SLEEP(), a row-lock wait goes on when the client disconnects: only a KILL ends it.
+    with engine.connect() as holder:
+        holder.execute(sqlalchemy.text("SELECT id FROM gate WHERE id = 1 FOR UPDATE"))
+        runner = spawn("dev.upgrade")
+        try:
+            wait_until(lambda: mysql_statements_running(MYSQL_WAIT), what="the waiting revision")
+            runner.send_signal(signum)
+            stdout, stderr = runner.communicate(timeout=60)
+        finally:
+            if runner.poll() is None:
+                runner.kill()
+                runner.communicate()
+        # KILL QUERY: the server stops the statement now, while the row is still locked.
+        wait_until(lambda: mysql_statements_running(MYSQL_WAIT) == 0, timeout=15, what="KILL")
+        holder.rollback()
+    engine.dispose()
+
+    assert_one_line_error(Result(runner.returncode, stdout, stderr), code, what)
+    assert SLOW not in counts(mysql_url)
+    rows = [row for row in audit_rows(project) if row["task"] == "dev.upgrade"]
+    assert (rows[0]["outcome"], rows[0]["error"]) == ("failed", what)
