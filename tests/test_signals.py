@@ -146,6 +146,37 @@ def test_a_log_disk_that_fills_during_the_run_keeps_the_audit_row(project, dev):
     assert rows[0]["outcome"] == "ok" and rows[0]["revision_after"] == chain.head
 
 
+# The disk fills in the middle of the finish line: RLIMIT_FSIZE lets the write through up to a
+# few bytes past the log's current end, then fails it (EFBIG), as a nearly full disk does.
+FILL_MID_LINE = """
+import os, resource, signal
+from tasks.audit import git_commit
+from tasks.settings import PROJECT_ROOT
+git_commit(PROJECT_ROOT)  # cached now: git, run later, would inherit the limit
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+size = os.path.getsize(os.environ["INVOKE_MIGRATIONS_LOG_FILE"])
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + 20, resource.RLIM_INFINITY))
+"""
+
+
+@pytest.mark.postgres
+def test_a_log_disk_that_fills_mid_line_leaves_no_half_line(project, dev):
+    chain = empty_chain(project.tmp / "scripts").use(project)
+    chain.add("e30000000001", "fills the log disk mid-line", FILL_MID_LINE)
+
+    result = project.invoke_subprocess("dev.upgrade")
+
+    assert result.code == ExitCode.OK, result.output
+    assert "Traceback" not in result.output
+    lines = stderr_lines(result)
+    assert len(lines) == 1 and "could not write the run log" in lines[0], result.stderr
+    text = project.log_file.read_text()
+    assert text.endswith("\n"), text[-80:]
+    assert [json.loads(line)["event"] for line in text.splitlines()][-1] == "task started"
+    rows = [row for row in audit_rows(project) if row["task"] == "dev.upgrade"]
+    assert rows[0]["outcome"] == "ok" and rows[0]["revision_after"] == chain.head
+
+
 # --- MariaDB ----------------------------------------------------------------------------------
 
 MYSQL_WAIT = "UPDATE gate SET id = 1"  # queues behind the test's row lock for up to 10 minutes
