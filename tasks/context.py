@@ -101,7 +101,8 @@ class _Run:
         # The lock, when taken, is released only after the run is logged and audited: audit
         # rows then follow the order in which runners held the lock, and the next runner never
         # starts before the previous one's row exists.
-        # SIGTERM stops the run like Ctrl-C (rollback, audit row, log line) instead of killing it.
+        # SIGTERM and SIGHUP stop the run like Ctrl-C (statement cancelled, rollback, audit row,
+        # log line) instead of killing it.
         with stop_requests(), contextlib.ExitStack() as held:
             self._execute(raw_settings, operation, held)
 
@@ -116,7 +117,7 @@ class _Run:
         except MigrationsError as error:
             self._finish(error.outcome, str(error))
             raise Exit(_one_line(f"{self.spec.name}: {error}"), code=int(error.exit_code)) from None
-        except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (Terminated)
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM/SIGHUP (Terminated)
             what, code = _stopped_by(interrupt)
             self._finish("failed", what)
             raise Exit(f"{self.spec.name}: {what}", code=code) from None

@@ -78,8 +78,8 @@ class HeldLock:
                 self.lost = f"its connection failed: {describe_database_error(error)}"
         if self.lost is not None:
             raise LockLost(
-                f"migration lock lost {moment} ({self.lost}); another runner may hold it now, "
-                "so the revision in progress was rolled back and the run stopped"
+                f"migration lock lost {moment} ({self.lost}); another runner may hold it now: "
+                "the run stopped and the revision in progress, if any, was rolled back"
             )
 
 

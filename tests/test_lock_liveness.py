@@ -112,6 +112,39 @@ def test_postgresql_terminated_lock_session_stops_the_run_before_commit(project,
     assert advisory_locks(pg_server, pg_dev) == 0
 
 
+@pytest.mark.postgres
+def test_postgresql_lock_lost_during_the_backup_stops_before_the_first_revision(
+    project, pg_url, pg_server
+):
+    """A long backup (here: pg_dump queued behind a table lock) is where a proxy or an idle
+    timeout ends the lock's session; the downgrade after it must not start."""
+    from tests.test_child_processes import DUMP_WAITING, table_locked
+
+    project.setenv("DATABASE_URL_DEVELOPMENT", pg_url)
+    chain = empty_chain(project.tmp / "scripts").use(project)
+    chain.add("d20000000001", "one", create_table("one"), 'op.drop_table("one")')
+    assert_ok(project.invoke("dev.upgrade"))
+
+    with table_locked(pg_url, "one", "ACCESS EXCLUSIVE"):
+        runner = spawn("dev.downgrade", "--rev", "base", "--yes")
+        try:
+            wait_until(lambda: backends_running(pg_server, pg_url, DUMP_WAITING), what="pg_dump")
+            pid = lock_backend_pid(pg_server, pg_url)
+            assert pid is not None
+            with pg_server.connect() as admin:
+                admin.execute(sqlalchemy.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        except BaseException:
+            runner.kill()
+            raise
+    result = finished(runner)  # the table lock is gone: the backup completes
+
+    line = assert_one_line_error(result, ExitCode.LOCK_LOST, "migration lock lost")
+    assert "before revision d20000000001 started" in line
+    assert counts(pg_url) == {"d20000000001": 1}  # nothing was reverted
+    rows = [row for row in audit_rows(project) if row["task"] == "dev.downgrade"]
+    assert rows[0]["outcome"] == "failed" and "migration lock lost" in rows[0]["error"]
+
+
 @pytest.fixture
 def idle_role(pg_server, pg_url):
     """A throwaway login role whose sessions the server ends after one idle second."""
