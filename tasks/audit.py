@@ -9,6 +9,7 @@ sync never see it.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from datetime import UTC, datetime
 from functools import cache
@@ -149,8 +150,16 @@ def git_commit(root: Path) -> str | None:
 
 def _git(root: Path, *arguments: str) -> str:
     """What `git *arguments` printed on stdout, stripped; usually "" when git fails."""
+    # GIT_OPTIONAL_LOCKS=0: `git status` must not take index.lock to refresh the index, which
+    # would collide with the operator's own git commands (and leave a stale lock if killed).
     result = subprocess.run(
-        ["git", *arguments], cwd=root, capture_output=True, text=True, timeout=5, check=False
+        ["git", *arguments],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=5,
+        check=False,
+        env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
     )
     return result.stdout.strip()
 

@@ -26,6 +26,7 @@ import contextlib
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable
@@ -62,6 +63,7 @@ def create_backup(session: Session) -> Path:
     environment = session.environment
     dialect = _dialect(environment)
     directory = _backup_directory(session.settings.backup_dir)
+    remove_stale_partials(directory)
     path, partial = _reserve(directory / backup_file_name(environment, datetime.now(UTC)))
     try:
         _DUMPERS[dialect](session, partial)
@@ -181,7 +183,7 @@ def _reserve(wanted: Path) -> tuple[Path, Path]:
         raise ConfigError(
             f"cannot use the backup directory {wanted.parent}: {error.strerror or error}"
         ) from None
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{_owner_tag()}.partial")
     _writable(partial)
     return path, partial
 
@@ -209,10 +211,78 @@ def _writable(path: Path) -> None:
 def _free_path(path: Path) -> Path:
     """Two backups in the same second get -2, -3, ... rather than overwriting each other."""
     candidate, number = path, 1
-    while candidate.exists() or candidate.with_name(candidate.name + ".partial").exists():
+    while candidate.exists() or any(candidate.parent.glob(f"{candidate.name}.*partial")):
         number += 1
         candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
     return candidate
+
+
+def _owner_tag() -> str:
+    """`<host>-<pid>` of this process, written into partial file names so a later run can tell
+    a backup still being written from one whose writer died (SIGKILL, OOM, a lost VM)."""
+    return f"{_safe(socket.gethostname())}-{os.getpid()}"
+
+
+_PARTIAL = re.compile(r"^(?P<final>.+)\.(?P<host>[A-Za-z0-9_.-]+)-(?P<pid>\d+)\.partial$")
+
+
+def remove_stale_partials(directory: Path) -> list[Path]:
+    """Delete the `*.partial` files in `directory` whose writer, on this host, is gone.
+
+    A partial file of a killed backup is as large as the dump got and is never completed.
+    Only files named by this tool for this host are judged; a live writer's file, another
+    host's (a shared directory), or a name we cannot read is left alone.
+    """
+    removed = []
+    host = _safe(socket.gethostname())
+    for candidate in directory.glob("*.partial"):
+        match = _PARTIAL.match(candidate.name)
+        if match is None or match["host"] != host or _process_alive(int(match["pid"])):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            candidate.unlink()
+            removed.append(candidate)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _die_with_task() -> Callable[[], None] | None:
+    """A `preexec_fn` that makes the child die with this process, even on SIGKILL.
+
+    Children already share the task's process group, so Ctrl-C and a group-wide SIGTERM reach
+    them; a SIGKILL of the task alone would leave pg_dump dumping production, or psql
+    committing a restore, after the migration lock was released. Linux's parent-death signal
+    closes that gap. Elsewhere (no prctl) None: the group is all we have.
+    """
+    import ctypes
+    import ctypes.util
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    prctl = libc.prctl  # looked up here: the child between fork and exec does as little as it can
+    parent = os.getpid()
+
+    def in_child() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the task died before prctl took effect
+            os._exit(1)
+
+    return in_child
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _size(path: Path) -> str:
@@ -256,6 +326,7 @@ def _tool_error(tool: str, stderr: str) -> BackupError:
 
 
 def _run(command: list[str], env: dict[str, str]) -> None:
+    # subprocess.run kills the child when the wait is interrupted (Ctrl-C, SIGTERM).
     completed = subprocess.run(
         command,
         env=env,
@@ -264,6 +335,7 @@ def _run(command: list[str], env: dict[str, str]) -> None:
         stderr=subprocess.PIPE,
         text=True,
         check=False,
+        preexec_fn=_die_with_task(),
     )
     if completed.returncode != 0:
         raise _tool_error(command[0], completed.stderr)
@@ -278,22 +350,32 @@ def _feed(
     return False to abandon (the client then sees end of input without the final part)."""
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(
-            command, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors
+            command,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            preexec_fn=_die_with_task(),
         )
         assert process.stdin is not None
         try:
-            for part in parts:
-                if callable(part):
-                    if not part(process.stdin):
-                        break
-                else:
-                    process.stdin.write(part)
-        except BrokenPipeError:
-            pass  # the client stopped on an error; its stderr says which
-        finally:
-            with contextlib.suppress(BrokenPipeError):
-                process.stdin.close()
-        code = process.wait()
+            try:
+                for part in parts:
+                    if callable(part):
+                        if not part(process.stdin):
+                            break
+                    else:
+                        process.stdin.write(part)
+            except BrokenPipeError:
+                pass  # the client stopped on an error; its stderr says which
+            finally:
+                with contextlib.suppress(BrokenPipeError):
+                    process.stdin.close()
+            code = process.wait()
+        except BaseException:  # interrupted: the client must not finish (commit) without us
+            process.kill()
+            process.wait()
+            raise
         errors.seek(0)
         stderr = errors.read().decode("utf-8", "replace")
     if code != 0:
@@ -407,7 +489,22 @@ def _pg_env(session: Session) -> dict[str, str]:
 
 def _backup_postgresql(session: Session, target: Path) -> None:
     tool = _tool("pg_dump")
-    _run([tool, "--format=custom", "--no-password", f"--file={target}"], _pg_env(session))
+    wait = f"--lock-wait-timeout={_dump_lock_wait(session)}"
+    _run([tool, "--format=custom", "--no-password", wait, f"--file={target}"], _pg_env(session))
+
+
+# pg_dump's wait for its table locks when the environment sets no postgres_lock_timeout.
+DUMP_LOCK_WAIT = "60s"
+
+
+def _dump_lock_wait(session: Session) -> str:
+    """How long pg_dump may queue for a table lock: the environment's postgres_lock_timeout.
+
+    pg_dump takes ACCESS SHARE on every table first; behind an ACCESS EXCLUSIVE (a long ALTER,
+    another migration) it used to wait without limit, while this task held the migration lock.
+    """
+    configured = session.settings.environment(session.environment.name).postgres_lock_timeout
+    return str(configured or DUMP_LOCK_WAIT).strip()
 
 
 def _validate_postgresql(session: Session, path: Path) -> None:
@@ -420,6 +517,7 @@ def _validate_postgresql(session: Session, path: Path) -> None:
         capture_output=True,
         text=True,
         check=False,
+        preexec_fn=_die_with_task(),
     )
     if completed.returncode != 0:
         first = next((line for line in completed.stderr.splitlines() if line.strip()), "")
@@ -439,6 +537,7 @@ def _restore_postgresql(session: Session, path: Path) -> None:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=restore_errors,
+            preexec_fn=_die_with_task(),
         )
 
         def stream(stdin: IO[bytes]) -> bool:

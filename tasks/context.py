@@ -26,6 +26,7 @@ from tasks.confirmation import Confirmer
 from tasks.console import Console
 from tasks.environments import Environment
 from tasks.errors import ExitCode, MigrationsError
+from tasks.interrupts import EXIT_INTERRUPTED, Terminated, stop_requests
 from tasks.ownership import (
     UNRESTRICTED_ENVIRONMENTS,
     current_operator,
@@ -103,8 +104,14 @@ class _Run:
         # The lock, when taken, is released only after the run is logged and audited: audit
         # rows then follow the order in which runners held the lock, and the next runner never
         # starts before the previous one's row exists.
-        # Warnings go to the run log, and a team env.py's fileConfig stays off stderr.
-        with contextlib.ExitStack() as held, warnings_into(self.record), without_ini_logging():
+        # Warnings go to the run log, and a team env.py's fileConfig stays off stderr. SIGTERM and
+        # SIGHUP stop the run like Ctrl-C (statement cancelled, rollback, audit row, log line).
+        with (
+            stop_requests(),
+            contextlib.ExitStack() as held,
+            warnings_into(self.record),
+            without_ini_logging(),
+        ):
             self._execute(raw_settings, operation, held)
 
     def _execute(
@@ -118,9 +125,10 @@ class _Run:
         except MigrationsError as error:
             self._finish(error.outcome, str(error))
             raise Exit(_one_line(f"{self.spec.name}: {error}"), code=int(error.exit_code)) from None
-        except KeyboardInterrupt:
-            self._finish("failed", "interrupted")
-            raise Exit(f"{self.spec.name}: interrupted", code=130) from None
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM/SIGHUP (Terminated)
+            what, code = _stopped_by(interrupt)
+            self._finish("failed", what)
+            raise Exit(f"{self.spec.name}: {what}", code=code) from None
         except SystemExit as error:  # code we import (revisions, env.py) called sys.exit
             detail = f"sys.exit({error.code!r}) called"
             self._finish("failed", detail)
@@ -147,7 +155,12 @@ class _Run:
         if self.spec.needs_database:
             session.environment  # noqa: B018 - resolve now: a missing URL fails before anything
             self._note_protection_override(session)
-        self.log.started(self.record)
+        try:
+            self.log.started(self.record)
+        except MigrationsError:  # the log is unusable (a full disk): no finish line either
+            self.log.close()
+            self.log = None
+            raise
         spec = self.spec
         if policy_applies(
             self.record.environment,
@@ -202,14 +215,19 @@ class _Run:
         )
 
     def _finish(self, outcome: str, error: str | None) -> None:
-        self.console.clear_status()  # a live terminal line must not swallow the last words
         duration_ms = (time.perf_counter() - self.started) * 1000
         if outcome == "refused" and self.record.revision_after is None:
             self.record.revision_after = self.record.revision_before  # a refusal changes nothing
-        if self.log is not None:
-            self.log.finished(self.record, outcome=outcome, duration_ms=duration_ms, error=error)
+        # The audit row first: it is the record that travels with the database, and neither a
+        # full local disk nor a terminal gone with SIGHUP must cost it. The run log's line
+        # follows; if it cannot be written, one line says so and the run keeps its outcome.
         if self._audited():
             self._audit(outcome, error, duration_ms)
+        self.console.clear_status()  # a live terminal line must not swallow the last words
+        if self.log is not None:
+            self.log.finished(self.record, outcome=outcome, duration_ms=duration_ms, error=error)
+            if self.log.failure is not None:
+                self.console.warning(_one_line(self.log.failure))
 
     def _audited(self) -> bool:
         """Shared databases keep their own record of every attempt to change them."""
@@ -257,6 +275,13 @@ def warnings_into(record: RunRecord) -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.showwarning = show
         yield
+
+
+def _stopped_by(interrupt: KeyboardInterrupt) -> tuple[str, int]:
+    """What stopped the run, for the log and audit, and the exit code a shell expects."""
+    if isinstance(interrupt, Terminated):
+        return str(interrupt), interrupt.exit_code
+    return "interrupted", EXIT_INTERRUPTED
 
 
 def _one_line(message: str) -> str:

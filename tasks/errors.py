@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     DIFFERENCES = 4  # a check found the models and the database differ
     NEEDS_REVISION = 5  # differences that only a revision or a manual step can resolve
     LOCKED = 6  # another migration held the database's migration lock past --lock-timeout
+    LOCK_LOST = 6  # the same code: the lock was lost during the run (its session ended)
     # preflight: the first check that failed
     PREFLIGHT_HEADS = 10  # several heads and no explicit target
     PREFLIGHT_UNKNOWN_REVISION = 11  # the database is at a revision the scripts do not know
@@ -60,6 +61,16 @@ class LockTimeout(MigrationsError):
 
     exit_code = ExitCode.LOCKED
     outcome = "refused"
+
+
+class LockLost(MigrationsError):
+    """Our migration lock vanished during the run (its session was killed or timed out).
+
+    Another runner may hold it now: the revision in progress is rolled back and the run ends,
+    with the lock's exit code, rather than race that runner through the same revisions.
+    """
+
+    exit_code = ExitCode.LOCK_LOST
 
 
 class DatabaseError(MigrationsError):

@@ -12,20 +12,28 @@ takes this lock first and keeps it until it ends:
   the holder dies.
 
 A runner that finds the lock taken says who holds it and waits up to `timeout` seconds.
+
+A held lock can still be lost: an `idle_session_timeout` or `wait_timeout`, a `KILL`, a proxy or
+a dead network path ends the lock's session, and the server then gives the lock to the next
+runner. The lock's connection therefore turns idle timeouts off for its session and uses TCP
+keepalives, and `verify_lock()` (called before each revision starts and before it commits)
+raises `LockLost` when the lock is no longer ours.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
 
-from tasks.errors import DatabaseError, LockTimeout
+from tasks.errors import DatabaseError, LockLost, LockTimeout
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -36,10 +44,57 @@ LOCK_NAME = "migration-tasks"
 POLL_SECONDS = 0.25
 
 
+# Seconds of TCP silence before the lock connection's keepalive probes start, between probes,
+# and probes lost before the kernel declares the server gone.
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 30, 10, 3
+# MariaDB's largest wait_timeout on Linux (one year): the session never times out while idle.
+MYSQL_MAX_WAIT_TIMEOUT = 31536000
+
+
 class _Lock(Protocol):
     def try_acquire(self) -> bool: ...
     def holder(self) -> str: ...
+    def still_held(self) -> bool: ...
     def release(self) -> None: ...
+
+
+class HeldLock:
+    """A migration lock this process holds; `verify` says whether it still does."""
+
+    def __init__(self, lock: _Lock) -> None:
+        self._lock = lock
+        self.lost: str | None = None
+
+    def verify(self, moment: str) -> None:
+        """Raise LockLost unless the lock is still ours. Fails closed: an error while asking
+        (the connection is gone) counts as a lost lock, and a lost lock stays lost."""
+        if self.lost is None:
+            try:
+                if not self._lock.still_held():
+                    self.lost = "the server no longer shows it held by this run's session"
+            except Exception as error:  # a dead connection: the server released the lock
+                from tasks.engines import describe_database_error
+
+                self.lost = f"its connection failed: {describe_database_error(error)}"
+        if self.lost is not None:
+            raise LockLost(
+                f"migration lock lost {moment} ({self.lost}); another runner may hold it now: "
+                "the run stopped and the revision in progress, if any, was rolled back"
+            )
+
+
+# Locks held by this process, innermost last; `verify_lock` checks them all.
+_HELD: list[HeldLock] = []
+
+
+def verify_lock(moment: str) -> None:
+    """Raise LockLost if a migration lock this process took has been lost since.
+
+    `moment` says when we looked ("before revision X commits"). Without a held lock (a caller
+    that never took one) there is nothing to verify.
+    """
+    for held in list(_HELD):
+        held.verify(moment)
 
 
 @contextmanager
@@ -51,7 +106,7 @@ def migration_lock(
     connect_timeout: float = 5,
     on_wait: Callable[[str], None] | None = None,
     on_tick: Callable[[float], None] | None = None,
-) -> Iterator[None]:
+) -> Iterator[HeldLock]:
     """Hold the environment's migration lock for the duration of the block.
 
     `label` says who we are (operator, host, task, pid); waiting runners print it once through
@@ -60,9 +115,12 @@ def migration_lock(
     """
     with _lock_for(environment, label[:63], connect_timeout) as lock:
         _wait_for(lock, timeout, on_wait, on_tick)
+        held = HeldLock(lock)
+        _HELD.append(held)
         try:
-            yield
+            yield held
         finally:
+            _HELD.remove(held)
             with contextlib.suppress(Exception):  # a lost session has released it already
                 lock.release()
 
@@ -76,14 +134,65 @@ def _lock_for(environment: Environment, label: str, connect_timeout: float) -> I
         return
     from tasks.engines import connect
 
+    if backend == "postgresql":
+        environment = _with_keepalives(environment)
     with connect(environment, connect_timeout, application_name=label) as connection:
         connection = connection.execution_options(isolation_level="AUTOCOMMIT")
         if backend == "postgresql":
+            _keep_postgresql_session(connection)
             yield _AdvisoryLock(connection)
         elif backend in {"mysql", "mariadb"}:
+            _keep_mysql_session(connection)
             yield _NamedLock(connection, f"{LOCK_NAME}:{environment.url.database}"[:64])
         else:
             raise DatabaseError(f"no migration lock is implemented for {backend}")
+
+
+def _with_keepalives(environment: Environment) -> Environment:
+    """The environment with libpq's TCP keepalives on: a silently dead path (a NAT or proxy that
+    dropped the connection) is noticed in about a minute instead of the kernel's two hours.
+    Settings in the URL's own query win."""
+    wanted = {
+        "keepalives": "1",
+        "keepalives_idle": str(KEEPALIVE_IDLE),
+        "keepalives_interval": str(KEEPALIVE_INTERVAL),
+        "keepalives_count": str(KEEPALIVE_COUNT),
+    }
+    query = {**wanted, **dict(environment.url.query)}
+    return dataclasses.replace(environment, url=environment.url.update_query_dict(query))
+
+
+def _keep_postgresql_session(connection: Connection) -> None:
+    """Nothing on the server may end the lock's session for being idle: holding the lock is
+    all it does. A role or database setting would otherwise hand the lock to the next runner."""
+    settings = ["idle_in_transaction_session_timeout"]
+    if (connection.dialect.server_version_info or (0,)) >= (14,):
+        settings.append("idle_session_timeout")
+    for name in settings:
+        connection.exec_driver_sql("SELECT set_config(%(name)s, '0', false)", {"name": name})
+
+
+def _keep_mysql_session(connection: Connection) -> None:
+    """The longest wait_timeout the server accepts, and TCP keepalives on the socket."""
+    connection.exec_driver_sql(
+        f"SET SESSION wait_timeout = {MYSQL_MAX_WAIT_TIMEOUT}, "
+        f"interactive_timeout = {MYSQL_MAX_WAIT_TIMEOUT}"
+    )
+    raw = connection.connection.dbapi_connection
+    sock = getattr(raw, "_sock", None)  # PyMySQL's socket; other drivers keep theirs hidden
+    if isinstance(sock, socket.socket):
+        _socket_keepalives(sock)
+
+
+def _socket_keepalives(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+        ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+    ):
+        if hasattr(socket, option) and sock.family in {socket.AF_INET, socket.AF_INET6}:
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 def _wait_for(
@@ -141,6 +250,16 @@ class _AdvisoryLock:
         where = address or "local socket"
         return f"'{name or 'unknown'}' (server pid {pid}, {where}, since {since:%Y-%m-%d %H:%M:%S})"
 
+    def still_held(self) -> bool:
+        """Whether this connection's own session holds the lock (pg_locks, by backend pid)."""
+        row = self.connection.exec_driver_sql(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND pid = pg_backend_pid() AND classid = %(high)s AND objid = %(low)s "
+            "AND objsubid = 1",
+            {"high": self.KEY >> 32, "low": self.KEY & 0xFFFF_FFFF},
+        ).scalar()
+        return bool(row)
+
     def release(self) -> None:
         self.connection.exec_driver_sql("SELECT pg_advisory_unlock(%(key)s)", {"key": self.KEY})
 
@@ -162,28 +281,31 @@ class _NamedLock:
         ).first()
         return f"connection {row[0]} ({row[1]}@{row[2]})" if row else "another session"
 
+    def still_held(self) -> bool:
+        """Whether the lock's owner is this very connection (a reconnect is not the owner)."""
+        query = "SELECT IS_USED_LOCK(%(name)s) = CONNECTION_ID()"
+        return self.connection.exec_driver_sql(query, {"name": self.name}).scalar() == 1
+
     def release(self) -> None:
         self.connection.exec_driver_sql("SELECT RELEASE_LOCK(%(name)s)", {"name": self.name})
 
 
 class _FileLock:
-    def __init__(self, handle: IO[str], label: str) -> None:
+    def __init__(self, handle: IO[str], label: str, path: Path) -> None:
         self.handle = handle
         self.label = label
+        self.path = path
 
     @classmethod
     @contextmanager
     def open(cls, environment: Environment, label: str) -> Iterator[_FileLock]:
-        database = environment.url.database or ":memory:"
-        path = Path(f"{database}.migration-lock")
-        if database == ":memory:":
-            path = Path(os.devnull)
+        path = lock_file_path(environment.url.database or ":memory:")
         try:
             handle = path.open("a+", encoding="utf-8")
         except OSError as error:
             raise DatabaseError(f"cannot open the lock file {path}: {error.strerror}") from None
         with handle:
-            yield cls(handle, label)
+            yield cls(handle, label, path)
 
     def try_acquire(self) -> bool:
         import fcntl
@@ -202,9 +324,37 @@ class _FileLock:
         self.handle.seek(0)
         return self.handle.read().strip() or "another process"
 
+    def still_held(self) -> bool:
+        """A flock lasts as long as our descriptor, but only locks the file it was taken on: if
+        the lock file was deleted or replaced, the next runner locks a new file beside us."""
+        if self.path == Path(os.devnull):
+            return True
+        try:
+            current = self.path.stat()
+        except OSError:
+            return False
+        ours = os.fstat(self.handle.fileno())
+        return (current.st_dev, current.st_ino) == (ours.st_dev, ours.st_ino)
+
     def release(self) -> None:
         import fcntl
 
         self.handle.truncate(0)
         self.handle.flush()
         fcntl.flock(self.handle, fcntl.LOCK_UN)
+
+
+def lock_file_path(database: str) -> Path:
+    """`<database>.migration-lock` beside the database's real file: every path that reaches the
+    same file (a symlink, `..`, a relative path) must find the same lock."""
+    if database.startswith("file:"):  # a URI filename: its path, without ?mode=... and such
+        from urllib.parse import unquote, urlsplit
+
+        parts = urlsplit(database)
+        if "mode=memory" in parts.query:
+            return Path(os.devnull)
+        database = unquote(parts.path)
+    if not database or database == ":memory:":
+        return Path(os.devnull)
+    real = Path(database).expanduser().resolve()
+    return real.with_name(real.name + ".migration-lock")

@@ -12,7 +12,7 @@ import contextlib
 import functools
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -853,6 +853,7 @@ def _apply(
     each revision's duration also goes to the run log.
     """
     from tasks.console import Progress
+    from tasks.locking import verify_lock
 
     applied: list[str] = []
     durations: list[dict[str, Any]] = []
@@ -865,6 +866,9 @@ def _apply(
     with Progress(session.console, len(steps), verb) as progress:
 
         def on_applied(revision_id: str, doc: str, is_upgrade: bool) -> None:
+            # Inside the revision's transaction, just before Alembic commits it: raising here
+            # rolls the revision back (see _verified for the check before it starts).
+            verify_lock(f"before revision {revision_id} committed")
             applied.append(revision_id)
             residue.revision_done()
             done = "stamped" if stamping else "applied" if is_upgrade else "reverted"
@@ -957,15 +961,25 @@ def _run_with(script: ScriptDirectory, direction: str) -> Callable[[Config, str]
     from alembic.runtime.environment import EnvironmentContext
 
     def run(config: Config, revision: str) -> None:
-        def steps(heads: Any, _context: Any) -> list[Any]:
+        def steps(heads: Any, _context: Any) -> Iterator[Any]:
             if direction == "upgrade":
-                return script._upgrade_revs(revision, heads)
-            return script._downgrade_revs(revision, heads)
+                return _verified(script._upgrade_revs(revision, heads))
+            return _verified(script._downgrade_revs(revision, heads))
 
         with EnvironmentContext(config, script, fn=steps, destination_rev=revision):
             script.run_env()
 
     return run
+
+
+def _verified(steps: list[Any]) -> Iterator[Any]:
+    """Alembic's steps, handed over one at a time after checking that the migration lock is
+    still ours: Alembic takes the next step only when it is about to begin its transaction."""
+    from tasks.locking import verify_lock
+
+    for step in steps:
+        verify_lock(f"before revision {step.revision.revision} started")
+        yield step
 
 
 def _step_name(step: MigrationStep) -> str:

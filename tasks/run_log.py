@@ -7,12 +7,14 @@ carry a password whatever a caller puts in an event.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import os
 import socket
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from tasks.errors import ConfigError
 from tasks.redaction import redact
@@ -54,21 +56,64 @@ def _redact_processor(_logger: Any, _method: str, event_dict: dict[str, Any]) ->
     return _redact_values(event_dict)
 
 
+class _AppendOnlyLines:
+    """The log file as structlog's logger: each event one whole line, or nothing at all.
+
+    A line goes out in one `write` on an O_APPEND descriptor (concurrent runners never
+    interleave inside a line). When the disk fills part way, the bytes that did land are cut
+    off again, so the file never ends in half a JSON line that breaks every reader after it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def msg(self, message: str) -> None:
+        data = (message + "\n").encode()
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+        except OSError:
+            self._cut_partial(data[:written])
+            raise
+
+    info = warning = error = msg
+
+    def _cut_partial(self, landed: bytes) -> None:
+        """Remove `landed` from the end of the file, if it is still the end (best effort)."""
+        if not landed:
+            return
+        with contextlib.suppress(OSError):
+            end = os.fstat(self._fd).st_size
+            if end >= len(landed) and os.pread(self._fd, len(landed), end - len(landed)) == landed:
+                os.ftruncate(self._fd, end - len(landed))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
 class RunLog:
     """An append-only JSON-lines file; opened before any database work, so an unwritable
-    log refuses the task instead of losing the record of a change."""
+    log refuses the task instead of losing the record of a change.
+
+    Once the task has started, a failing write (a full disk) must not cost more than the line
+    itself: `finished` and `event` never raise, they return or keep what went wrong, and the
+    caller reports it in one line (the audit row is written before the finished line).
+    """
 
     def __init__(self, path: Path) -> None:
         import structlog
 
         self.path = path
+        self.failure: str | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file: IO[str] = path.open("a", encoding="utf-8")
+            self._file = _AppendOnlyLines(path)
         except OSError as error:
             raise ConfigError(f"cannot write the run log {path}: {error.strerror}") from None
         self._logger = structlog.wrap_logger(
-            structlog.WriteLogger(self._file),
+            self._file,
             processors=[
                 structlog.processors.add_log_level,
                 structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
@@ -78,13 +123,19 @@ class RunLog:
         )
 
     def started(self, record: RunRecord) -> None:
-        self._logger.info("task started", **record.fields())
+        """The first line; a log that cannot take it refuses the task before any change."""
+        try:
+            self._logger.info("task started", **record.fields())
+        except OSError as error:
+            raise ConfigError(f"cannot write the run log {self.path}: {error.strerror}") from None
 
     def finished(
         self, record: RunRecord, *, outcome: str, duration_ms: float, error: str | None
-    ) -> None:
+    ) -> str | None:
+        """Write the finish line; what went wrong when it could not be written, else None."""
         log = self._logger.error if outcome == "failed" else self._logger.info
-        log(
+        return self._safely(
+            log,
             "task finished",
             **record.fields(),
             outcome=outcome,
@@ -92,8 +143,16 @@ class RunLog:
             error=error,
         )
 
-    def event(self, name: str, **fields: Any) -> None:
-        self._logger.warning(name, **fields)
+    def event(self, name: str, **fields: Any) -> str | None:
+        return self._safely(self._logger.warning, name, **fields)
+
+    def _safely(self, log: Any, name: str, **fields: Any) -> str | None:
+        try:
+            log(name, **fields)
+        except OSError as error:
+            self.failure = f"could not write the run log {self.path}: {error.strerror}"
+            return self.failure
+        return None
 
     def close(self) -> None:
         self._file.close()
