@@ -288,9 +288,10 @@ def upgrade(
 ) -> None:
     """Apply pending revisions up to `revision`.
 
-    On a protected environment: the plan with SQL and lint, a backup (unless `backup` is
-    False), a typed confirmation, destructive statements only with `allow_destructive` (or
-    typed consent), then a check that the database reached the target.
+    On a protected environment: the plan with SQL and lint, destructive statements only with
+    `allow_destructive` (or typed consent), a typed confirmation, then the backup (unless
+    `backup` is False; after the answer, so a "no" leaves no dump behind), then a check that
+    the database reached the target. The migration lock is held from before the plan.
     """
     from alembic import command
 
@@ -309,10 +310,11 @@ def upgrade(
         if session.environment.protected:
             planned = _shown_plan(session, connection, script, steps, "upgrade", before, revision)
             action = f"Upgrade {name} ({session.environment.masked_url}) to {revision}"
-            _refuse_before_backup(session, planned, action, allow_destructive)
-            _backup_before(session, requested=backup, mandatory=False)
+            # plan -> confirmation -> backup -> apply: a declined run writes nothing, and the
+            # lock held since before the plan means nothing changes while the operator reads.
             _require_consent(session, planned, allow_destructive)
             session.confirm(action)
+            _backup_before(session, requested=backup, mandatory=False)
         else:
             _show_steps(session, f"{name}: {len(steps)} revision(s) to apply", steps)
         _apply(session, connection, steps, _run_with(script, "upgrade"), revision)
@@ -349,12 +351,13 @@ def downgrade(
             _show_steps(session, f"{name}: {len(steps)} revision(s) to revert", steps)
         else:
             _shown_plan(session, connection, script, steps, "downgrade", before, revision)
-            if not session.can_prompt():
-                session.confirm(action)  # no --yes and nobody to ask: refuse before the backup
-            _backup_before(session, requested=backup, mandatory=session.environment.protected)
+            if not backup and session.environment.protected:  # refused before anyone is asked
+                _backup_before(session, requested=False, mandatory=True)
         # On stdout, next to the question: stderr keeps the one line that says how it ended.
         session.console.line("WARNING: a downgrade can drop tables and columns and lose their data")
         session.confirm(action)
+        if name not in UNRESTRICTED_ENVIRONMENTS:  # after the answer: a "no" writes no backup
+            _backup_before(session, requested=backup, mandatory=session.environment.protected)
         _apply(session, connection, steps, _run_with(script, "downgrade"), revision)
 
 
@@ -386,21 +389,6 @@ def _shown_plan(
     )
     print_plan(session.console, planned, show_sql=True)
     return planned
-
-
-def _refuse_before_backup(
-    session: Session, planned: Plan, action: str, allow_destructive: bool
-) -> None:
-    """Refusals that need no human are made before the backup, not after it.
-
-    Without a terminal, destructive or blocking statements without --allow-destructive, or a
-    protected upgrade without --yes, can only end in a refusal: a backup of a large production
-    database first would cost its whole duration for nothing.
-    """
-    if session.can_prompt():
-        return
-    _require_consent(session, planned, allow_destructive)
-    session.confirm(action)
 
 
 def _backup_before(session: Session, *, requested: bool, mandatory: bool) -> None:

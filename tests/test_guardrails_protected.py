@@ -247,11 +247,12 @@ def test_typing_allow_destructive_then_the_name_applies_them(project, pg_url):
     chain.add("e00000000002", "destructive", DESTRUCTIVE)
 
     child = terminal("prod.upgrade")
-    child.expect("backup written to")
     child.expect(r"Type 'allow-destructive' to continue: ")
+    assert "backup written to" not in child.before  # asked first, backed up after (issue 12.4)
     child.sendline("allow-destructive")
     child.expect(r"Type 'production' to continue: ")
     child.sendline("production")
+    child.expect("backup written to")
     child.expect(pexpect.EOF)
     child.close()
 
