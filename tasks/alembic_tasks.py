@@ -20,6 +20,14 @@ SQL_HELP = "print the SQL instead of running it (offline mode; opens no connecti
 LOCK_HELP = "seconds to wait for another runner's migration lock (default: configuration, 60)"
 BACKUP_HELP = "--no-backup skips the backup taken first on protected and shared databases"
 JSON_HELP = "print JSON for machines"
+REVISION_OPTION_HELP = {
+    "head": "the head to build on (Alembic's --head; e.g. base, or a branch label@head)",
+    "splice": "allow --head to name a non-head revision (starts a branch there)",
+    "branch_label": "label(s) for a new branch, comma-separated",
+    "depends_on": "revision(s) this one depends on, comma-separated",
+    "rev_id": "the new revision's id instead of a generated one",
+    "empty": "write an empty revision (no autogenerate; needs no database)",
+}
 
 
 def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
@@ -80,7 +88,7 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
 
         operation = show_graph if graph else lambda s: migrations.history(s, verbose=verbose)
         arguments = {"verbose": verbose, "graph": graph}
-        run(c, "history", arguments, operation, changes_database=False)
+        run(c, "history", arguments, operation, changes_database=False, needs_database=False)
 
     @task
     def heads(c: Context) -> None:
@@ -205,16 +213,129 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         help={
             "message": "required: what the revision changes",
             "autogenerate": "write the operations from the differences between models and database",
-        }
+            **REVISION_OPTION_HELP,
+        },
+        auto_shortflags=False,
     )
-    def revision(c: Context, message: str = "", autogenerate: bool = False) -> None:
+    def revision(
+        c: Context,
+        message: str = "",
+        autogenerate: bool = False,
+        head: str = "head",
+        splice: bool = False,
+        branch_label: str = "",
+        depends_on: str = "",
+        rev_id: str = "",
+        empty: bool = False,
+    ) -> None:
         """Write a new revision file (the database must be at head); warns when it drops things."""
-        operation = lambda s: migrations.revision(s, message, autogenerate=autogenerate)  # noqa: E731
-        arguments = {"message": message, "autogenerate": autogenerate}
-        run(c, "revision", arguments, operation, changes_database=False, creates_revision=True)
+        options = migrations.RevisionOptions(head, splice, branch_label, depends_on, rev_id, empty)
+        operation = lambda s: migrations.revision(  # noqa: E731
+            s, message, autogenerate=autogenerate, options=options
+        )
+        arguments = {"message": message, "autogenerate": autogenerate, **vars(options)}
+        # Only an empty revision is written from the scripts alone.
+        run(
+            c,
+            "revision",
+            arguments,
+            operation,
+            changes_database=False,
+            creates_revision=True,
+            needs_database=not empty,
+        )
+
+    _short_flags(revision, message="m", autogenerate="a")
 
     built = [current, history, heads, plan, upgrade, downgrade, stamp, check, preflight, audit]
-    return [*built, revision] if with_revision else built
+    built += reading_tasks(run)
+    return [*built, revision, *revision_file_tasks(run)] if with_revision else built
+
+
+# --- issue 12: Alembic's verbs (show, branches, merge, edit); reading needs no database ---------
+# Invoke's automatic short flags give each `--rev` here `-r` (its first letter, taken first).
+
+Runner = Callable[..., None]
+
+
+def reading_tasks(run: Runner) -> list[Task]:
+    """`show` and `branches`: the scripts are enough; a URL, when set, marks the current one."""
+
+    @task(
+        help={
+            "rev": "required: the revision (an id, a unique prefix, head, or relative like head-1)",
+            "dialect": "render the SQL for this dialect (postgresql, mysql, mariadb, sqlite); "
+            "default: the environment's database, or postgresql without a URL",
+        }
+    )
+    def show(c: Context, rev: str = "", dialect: str = "") -> None:
+        """A revision's header, docstring and upgrade SQL (needs no database)."""
+        from tasks.verbs import show as show_revision
+
+        operation = lambda s: show_revision(s, rev, dialect=dialect)  # noqa: E731
+        arguments = {"rev": rev, "dialect": dialect}
+        run(c, "show", arguments, operation, changes_database=False, needs_database=False)
+
+    @task
+    def branches(c: Context) -> None:
+        """Branch points of the revision graph and the heads of their branches (no database)."""
+        from tasks.verbs import branches as show_branches
+
+        run(c, "branches", {}, show_branches, changes_database=False, needs_database=False)
+
+    return [show, branches]
+
+
+def revision_file_tasks(run: Runner) -> list[Task]:
+    """`merge` and `edit` write or open revision files: only where `revision` exists."""
+
+    @task(
+        help={
+            "message": "required: what the merge joins",
+            "rev_id": "the new revision's id (default: generated)",
+        }
+    )
+    def merge(c: Context, message: str = "", rev_id: str = "") -> None:
+        """Write a merge revision joining the current heads (needs no database)."""
+        from tasks.verbs import merge as merge_heads
+
+        operation = lambda s: merge_heads(s, message, rev_id=rev_id)  # noqa: E731
+        arguments = {"message": message, "rev_id": rev_id}
+        run(
+            c,
+            "merge",
+            arguments,
+            operation,
+            changes_database=False,
+            needs_database=False,
+            creates_revision=True,
+        )
+
+    @task(help={"rev": "required: the revision whose file to open"})
+    def edit(c: Context, rev: str = "") -> None:
+        """Open a revision's file in $EDITOR (or $VISUAL)."""
+        from tasks.verbs import edit as edit_revision
+
+        operation = lambda s: edit_revision(s, rev)  # noqa: E731
+        run(c, "edit", {"rev": rev}, operation, changes_database=False, needs_database=False)
+
+    return [merge, edit]
+
+
+def _short_flags(task_: Task, **flags: str) -> Task:
+    """Chosen short flags on a task built with auto_shortflags=False: `revision` keeps `-m` and
+    `-a` without Invoke handing `-h` to --head (which would shadow --help)."""
+    original = task_.get_arguments
+
+    def get_arguments(ignore_unknown_help: bool | None = None) -> list[Any]:
+        arguments = original(ignore_unknown_help)
+        for argument in arguments:
+            if argument.name in flags:
+                argument.names = (*argument.names, flags[argument.name])
+        return arguments
+
+    task_.get_arguments = get_arguments  # type: ignore[method-assign]
+    return task_
 
 
 def _required_rev(rev: str, task_name: str) -> str:

@@ -41,6 +41,20 @@ class Console:
             print(f"WARNING: {redact(text)}", file=self.stderr, flush=True)
             self._draw_status()
 
+    def note(self, text: str) -> None:
+        """A remark for a person at a terminal (on stderr); scripts and CI never see it, since
+        a successful run's stderr stays empty."""
+        try:
+            interactive = bool(self.stderr.isatty())
+        except (AttributeError, ValueError):
+            interactive = False
+        if not interactive:
+            return
+        with self._lock:
+            self._clear_status()
+            print(redact(text), file=self.stderr, flush=True)
+            self._draw_status()
+
     def is_terminal(self) -> bool:
         try:
             return bool(self.stdout.isatty())

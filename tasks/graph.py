@@ -27,20 +27,18 @@ class GraphRow:
 
 def show_graph(session: Session) -> list[GraphRow]:
     """Print the graph with the database's current revision(s) marked."""
-    from alembic.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
     from tasks.alembic_support import alembic_config
+    from tasks.verbs import current_if_configured
 
     script = ScriptDirectory.from_config(alembic_config(session.settings))
-    with session.connect() as connection:
-        current = set(MigrationContext.configure(connection).get_current_heads())
-        connection.rollback()
-    session.record.revision_before = sorted(current)
+    found = current_if_configured(session)  # None: no URL, nothing to mark (issue 12.2)
+    current = set(found or ())
     rows = graph_rows(script, current)
     for row in rows:
         session.console.line(row.render())
-    if not current:
+    if found is not None and not current:
         session.console.line(f"({session.environment.name} is at base: no revision applied)")
     return rows
 

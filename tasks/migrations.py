@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import io
 import json
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +43,10 @@ def current(session: Session) -> list[str]:
         heads = _database_heads(connection, session)
     script_heads = set(script.get_heads())
     name = session.environment.name
-    if not heads:
+    if not script_heads:
+        where = _display_path(session, Path(script.versions))
+        session.console.line(f"{name}: the scripts have no revisions yet ({where} is empty)")
+    if not heads and script_heads:
         session.console.line(f"{name}: no revision applied (base); head is {_ids(script_heads)}")
     for revision in heads:
         marker = " (head)" if revision in script_heads else ""
@@ -61,6 +66,13 @@ def history(session: Session, *, verbose: bool = False) -> None:
     """Alembic's history, newest first, with the database's revision marked (current)."""
     from alembic import command
 
+    from tasks.verbs import current_if_configured
+
+    # Reading needs no database (issue 12.2); with none, or one at base, nothing is marked.
+    if not current_if_configured(session):
+        config = alembic_config(session.settings, stdout=_StdoutProxy(session))
+        _alembic(session, command.history, config, verbose=verbose)
+        return
     with session.connect() as connection:
         _database_heads(connection, session)
         config = _config(session, connection)
@@ -75,7 +87,8 @@ def heads(session: Session) -> list[str]:
         session.console.line(f"{revision} (head) {_doc(script, revision)}".rstrip())
     if len(revisions) > 1:
         session.console.warning(
-            f"{len(revisions)} heads: merge them (alembic merge heads) before upgrading to 'head'"
+            f"{len(revisions)} heads: merge them ({_merge_command(session)}) before upgrading "
+            "to 'head'"
         )
     return revisions
 
@@ -448,21 +461,35 @@ def stamp(session: Session, revision: str, *, sql: bool = False) -> None:
         _apply(session, connection, [], operation, revision, stamping=True)
 
 
-def revision(session: Session, message: str, *, autogenerate: bool = False) -> Path | None:
+def revision(
+    session: Session,
+    message: str,
+    *,
+    autogenerate: bool = False,
+    options: RevisionOptions | None = None,
+) -> Path | None:
     """Write a new revision file; with autogenerate, from the models' differences.
 
     Refuses unless the database is at head: autogenerate against a lagging database writes the
-    pending revisions' changes a second time.
+    pending revisions' changes a second time. `options` carries Alembic's own flags (--head,
+    --splice, --branch-label, --depends-on, --rev-id, --empty); an empty revision needs no
+    database at all.
     """
     from alembic import command
 
     if not message.strip():
         raise UsageError("a revision needs a message: -m 'what it changes'")
+    options = options or RevisionOptions()
+    if options.empty and autogenerate:
+        raise UsageError("--empty and --autogenerate contradict each other: choose one")
     script = _script(session)
+    if options.customised():
+        return _revision_with_options(session, script, message, autogenerate, options)
     script_heads = tuple(script.get_heads())
     if len(script_heads) > 1:
         raise UsageError(
-            f"several heads {_ids(script_heads)}: merge them first (alembic merge heads)"
+            f"several heads {_ids(script_heads)}: merge them first ({_merge_command(session)}), "
+            "or name one with --head"
         )
     with session.connect() as connection:
         current_heads = _database_heads(connection, session)
@@ -488,6 +515,115 @@ def revision(session: Session, message: str, *, autogenerate: bool = False) -> P
     session.record.details["revision_file"] = str(path)
     session.console.line(f"created {_display_path(session, path)}")
     _report_operations(session, handover.revision_directives)
+    return path
+
+
+@dataclass(frozen=True)
+class RevisionOptions:
+    """Alembic's `revision` flags beyond -m and --autogenerate (issue 12.1)."""
+
+    head: str = "head"
+    splice: bool = False
+    branch_label: str = ""
+    depends_on: str = ""
+    rev_id: str = ""
+    empty: bool = False
+
+    def customised(self) -> bool:
+        return self != RevisionOptions()
+
+    def alembic_kwargs(self) -> dict[str, Any]:
+        depends = [item.strip() for item in self.depends_on.split(",") if item.strip()]
+        labels = [item.strip() for item in self.branch_label.split(",") if item.strip()]
+        return {
+            "head": self.head.strip() or "head",
+            "splice": self.splice,
+            "branch_label": labels or None,
+            "depends_on": depends or None,
+            "rev_id": self.rev_id.strip() or None,
+        }
+
+
+def _revision_with_options(
+    session: Session,
+    script: ScriptDirectory,
+    message: str,
+    autogenerate: bool,
+    options: RevisionOptions,
+) -> Path | None:
+    """`revision` with Alembic's branching flags. An empty revision is written from the scripts
+    alone; autogenerate still needs the database at the head it builds on."""
+    from alembic import command
+
+    kwargs = options.alembic_kwargs()
+    for dependency in kwargs["depends_on"] or ():
+        _validate_revision(script, dependency)
+    for label in kwargs["branch_label"] or ():
+        _validate_branch_label(script, label)
+    if kwargs["rev_id"]:
+        validate_new_rev_id(script, kwargs["rev_id"])
+    base = kwargs["head"]
+    wanted = {
+        item.revision
+        for item in _plan(lambda: list(script.get_revisions(base)), base)
+        if item is not None
+    }
+    if options.empty:
+        config = alembic_config(session.settings, stdout=io.StringIO())
+        created = _alembic(session, command.revision, config, message=message, **kwargs)
+        return _report_created(session, created, [])
+    with session.connect() as connection:
+        current_heads = _database_heads(connection, session)
+        connection.rollback()
+        _require_known(session, script, current_heads)
+        if not wanted <= set(current_heads):
+            raise Refused(
+                f"{session.environment.name} database is at {_ids(current_heads) or 'base'}, "
+                f"not at {base} ({_ids(wanted) or 'base'}); upgrade it first"
+            )
+        handover = _handover(session, connection)
+        handover.write_empty_revision = not autogenerate
+        config = alembic_config(session.settings, handover, stdout=io.StringIO())
+        created = _alembic(
+            session, command.revision, config, message=message, autogenerate=autogenerate, **kwargs
+        )
+        connection.rollback()
+    return _report_created(session, created, handover.revision_directives)
+
+
+_REV_ID = re.compile(r"[0-9A-Za-z_]+")
+_BRANCH_LABEL = re.compile(r"[A-Za-z_][0-9A-Za-z_]*")
+_RESERVED_LABELS = frozenset({"head", "heads", "base"})
+
+
+def validate_new_rev_id(script: ScriptDirectory, rev_id: str) -> None:
+    """A revision id that Alembic's relative syntax and file names can both carry, unused."""
+    if not _REV_ID.fullmatch(rev_id):
+        raise UsageError(f"--rev-id {rev_id!r}: use letters, digits and underscores only")
+    if _known(script, rev_id):
+        raise UsageError(f"--rev-id {rev_id!r}: a revision with that id exists already")
+
+
+def _validate_branch_label(script: ScriptDirectory, label: str) -> None:
+    if not _BRANCH_LABEL.fullmatch(label) or label in _RESERVED_LABELS:
+        raise UsageError(
+            f"--branch-label {label!r}: a name of letters, digits and underscores "
+            "(not head, heads or base)"
+        )
+    if _known(script, label):
+        raise UsageError(f"--branch-label {label!r}: that name is taken already")
+
+
+def _report_created(session: Session, created: Any, directives: list[Any]) -> Path | None:
+    scripts = created if isinstance(created, list) else [created]
+    scripts = [item for item in scripts if item is not None]
+    if not scripts:
+        session.console.line("no changes between the models and the database: no revision written")
+        return None
+    path = Path(scripts[0].path)
+    session.record.details["revision_file"] = str(path)
+    session.console.line(f"created {_display_path(session, path)}")
+    _report_operations(session, directives)
     return path
 
 
@@ -779,6 +915,14 @@ def _display_path(session: Session, path: Path) -> str:
         return str(path.resolve().relative_to(session.settings.root))
     except ValueError:
         return str(path)
+
+
+def _merge_command(session: Session) -> str:
+    """The task that merges heads in this collection (dev: `invoke dev.merge -m MESSAGE`)."""
+    collection = session.record.task.rsplit(".", 1)[0]
+    if collection not in {"local", "dev"}:
+        collection = "dev"
+    return f"invoke {collection}.merge -m MESSAGE"
 
 
 def _ids(revisions: Any) -> str:
