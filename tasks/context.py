@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -112,14 +112,16 @@ class _Run:
                 held.enter_context(self._lock())
             operation(session)
         except MigrationsError as error:
-            self._finish(error.outcome, str(error))
-            raise Exit(_one_line(f"{self.spec.name}: {error}"), code=int(error.exit_code)) from None
+            message = _located(self.record, error, str(error))
+            self._finish(error.outcome, message)
+            raise Exit(
+                _one_line(f"{self.spec.name}: {message}"), code=int(error.exit_code)
+            ) from None
         except KeyboardInterrupt:
             self._finish("failed", "interrupted")
             raise Exit(f"{self.spec.name}: interrupted", code=130) from None
         except Exception as error:  # a bug or an unforeseen failure: details go to the log
-            detail = f"{type(error).__name__}: {error}"
-            self.record.details["traceback"] = traceback.format_exc()
+            detail = _located(self.record, error, f"{type(error).__name__}: {error}", always=True)
             self._finish("failed", detail)
             message = f"{self.spec.name}: unexpected error: {detail}"
             raise Exit(_one_line(message), code=int(ExitCode.FAILED)) from None
@@ -214,6 +216,22 @@ class _Run:
                 self.log.event("audit failed", task=self.spec.name, error=message)
             if outcome == "ok":  # on failure the run's own error is the one line that matters
                 self.console.warning(message)
+
+
+def _located(record: RunRecord, error: BaseException, message: str, *, always: bool = False) -> str:
+    """Issue 12.5: the message with `file:line` when the error came from the operator's code
+    (models, env.py, revisions); the full traceback kept for the run log, and printed to stderr
+    under Invoke's --debug. A one-line error with no underlying exception has no traceback."""
+    from tasks.locations import debugging, full_traceback, with_location
+
+    underlying = error if always else error.__cause__ or error.__context__
+    if underlying is None:
+        return message
+    text = full_traceback(error)
+    record.exception = text
+    if debugging():
+        print(text, file=sys.stderr, end="", flush=True)
+    return with_location(message, error)
 
 
 def _one_line(message: str) -> str:
