@@ -20,6 +20,7 @@ SQL_HELP = "print the SQL instead of running it (offline mode; opens no connecti
 LOCK_HELP = "seconds to wait for another runner's migration lock (default: configuration, 60)"
 BACKUP_HELP = "--no-backup skips the backup taken first on protected and shared databases"
 JSON_HELP = "print JSON for machines"
+PLAN_FORMAT_HELP = {"format": "text (default), json, or markdown (pull requests, CI summaries)"}
 REVISION_OPTION_HELP = {
     "head": "the head to build on (Alembic's --head; e.g. base, or a branch label@head)",
     "splice": "allow --head to name a non-head revision (starts a branch there)",
@@ -80,14 +81,17 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         help={
             "verbose": "show full revision details",
             "graph": "draw the revision graph: branches, merges, heads, current marked",
+            "format": "with --graph: text (default), mermaid (GitHub) or dot (Graphviz)",
         }
     )
-    def history(c: Context, verbose: bool = False, graph: bool = False) -> None:
+    def history(c: Context, verbose: bool = False, graph: bool = False, format: str = "") -> None:
         """List revisions, newest first, with the database's current one marked."""
-        from tasks.graph import show_graph
+        from tasks.graph import show_graph, show_graph_as
 
         operation = show_graph if graph else lambda s: migrations.history(s, verbose=verbose)
-        arguments = {"verbose": verbose, "graph": graph}
+        if format:  # a review format is always the graph
+            operation = lambda s: show_graph_as(s, format.strip().lower())  # noqa: E731
+        arguments = {"verbose": verbose, "graph": graph, "format": format}
         run(c, "history", arguments, operation, changes_database=False, needs_database=False)
 
     @task
@@ -95,11 +99,20 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         """Show the head revision(s) of the migration scripts (needs no database)."""
         run(c, "heads", {}, migrations.heads, changes_database=False, needs_database=False)
 
-    @task(help={"rev": "target revision (default: head)", "json": JSON_HELP})
-    def plan(c: Context, rev: str = "head", json: bool = False) -> None:
+    @task(help={"rev": "target revision (default: head)", "json": JSON_HELP, **PLAN_FORMAT_HELP})
+    def plan(c: Context, rev: str = "head", json: bool = False, format: str = "") -> None:
         """Read-only: pending revisions with the SQL each would run and its lint findings."""
-        operation = lambda s: migrations.plan(s, rev, as_json=json)  # noqa: E731
-        run(c, "plan", {"rev": rev, "json": json}, operation, changes_database=False)
+        try:
+            as_json, as_markdown = _plan_format(format, json)
+        except UsageError as error:
+            arguments = {"rev": rev, "json": json, "format": format}
+            run(c, "plan", arguments, _failing(error), changes_database=False)
+            return
+        operation = lambda s: migrations.plan(  # noqa: E731
+            s, rev, as_json=as_json, as_markdown=as_markdown
+        )
+        arguments = {"rev": rev, "json": json, "format": format}
+        run(c, "plan", arguments, operation, changes_database=False)
 
     @task(
         help={
@@ -336,6 +349,14 @@ def _short_flags(task_: Task, **flags: str) -> Task:
 
     task_.get_arguments = get_arguments  # type: ignore[method-assign]
     return task_
+
+
+def _plan_format(format: str, json: bool) -> tuple[bool, bool]:
+    """(as_json, as_markdown) from --format and the older --json."""
+    chosen = format.strip().lower() or ("json" if json else "text")
+    if chosen not in {"text", "json", "markdown"} or (json and chosen != "json"):
+        raise UsageError(f"--format takes text, json or markdown, not {format!r}")
+    return chosen == "json", chosen == "markdown"
 
 
 def _required_rev(rev: str, task_name: str) -> str:

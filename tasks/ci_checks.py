@@ -48,7 +48,7 @@ class Outcome:
         return f"  {'ok    ' if self.ok else 'FAILED'} {self.check}: {self.detail}"
 
 
-def run_checks(session: Session) -> list[Outcome]:
+def run_checks(session: Session, *, as_markdown: bool = False) -> list[Outcome]:
     """Run every check, print each outcome, and fail with the first failing check's code."""
     from alembic.script import ScriptDirectory
 
@@ -60,18 +60,24 @@ def run_checks(session: Session) -> list[Outcome]:
         outcome = Outcome(
             "heads", False, f"the revision graph does not load: {error}", ExitCode.CI_HEADS
         )
-        return _report(session, [outcome])
+        return _report(session, [outcome], as_markdown=as_markdown)
     outcomes = [check_heads(script, options["allowed_heads"]), *check_downgrades(revisions)]
     for backend in _backends(options):
         with throwaway_database(session, backend, options) as (environment, connection):
             outcomes += stairway(session, environment, connection, revisions)
             outcomes.append(models_match(session, environment, connection))
     outcomes += lint_revisions(session, script, options)
-    return _report(session, outcomes)
+    return _report(session, outcomes, as_markdown=as_markdown)
 
 
-def _report(session: Session, outcomes: list[Outcome]) -> list[Outcome]:
-    for outcome in outcomes:
+def _report(
+    session: Session, outcomes: list[Outcome], *, as_markdown: bool = False
+) -> list[Outcome]:
+    if as_markdown:  # issue 12.7: one table for a pull request or $GITHUB_STEP_SUMMARY
+        from tasks.plan_markdown import ci_markdown
+
+        session.console.line(ci_markdown(outcomes).rstrip("\n"))
+    for outcome in [] if as_markdown else outcomes:
         session.console.line(outcome.line())
     failed = [outcome for outcome in outcomes if not outcome.ok]
     session.record.details["failed"] = [f"{o.check}: {o.detail}" for o in failed]

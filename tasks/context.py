@@ -181,6 +181,8 @@ class _Run:
     def _finish(self, outcome: str, error: str | None) -> None:
         self.console.clear_status()  # a live terminal line must not swallow the last words
         duration_ms = (time.perf_counter() - self.started) * 1000
+        if self.session is not None:  # time at the prompt is the operator's, not the run's
+            duration_ms = max(0.0, duration_ms - self.session.confirmer.waited * 1000)
         if outcome == "refused" and self.record.revision_after is None:
             self.record.revision_after = self.record.revision_before  # a refusal changes nothing
         if self.log is not None:

@@ -232,7 +232,9 @@ def _known(script: ScriptDirectory, revision: str) -> bool:
 # --- changes --------------------------------------------------------------------------------
 
 
-def plan(session: Session, revision: str = "head", *, as_json: bool = False) -> Plan:
+def plan(
+    session: Session, revision: str = "head", *, as_json: bool = False, as_markdown: bool = False
+) -> Plan:
     """Read-only: the revisions between the database and `revision`, their SQL and lint.
 
     A target below the database's revision (-1, base, an ancestor) plans the downgrade, linted
@@ -255,6 +257,10 @@ def plan(session: Session, revision: str = "head", *, as_json: bool = False) -> 
     )
     if as_json:
         session.console.line(json.dumps(planned.as_dict(), indent=2))
+    elif as_markdown:  # for a pull-request comment or $GITHUB_STEP_SUMMARY (issue 12.7)
+        from tasks.plan_markdown import plan_markdown
+
+        session.console.line(plan_markdown(planned.as_dict()).rstrip("\n"))
     else:
         print_plan(session.console, planned, show_sql=True)
     session.record.details["pending"] = [item.revision for item in planned.revisions]

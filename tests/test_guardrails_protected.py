@@ -216,11 +216,11 @@ def test_audit_rows_for_ok_refused_and_failed_runs(project, pg_url):
         assert row["operator"] == "tester@example.com"
         assert row["host"] and row["git_commit"]
         assert row["started_at"] <= row["finished_at"] and row["duration_ms"] >= 0
-        assert json.loads(row["arguments"])["yes"] is True
+        assert row["arguments"]["yes"] is True
     assert (refused["revision_before"], refused["revision_after"]) == (start, start)
     assert "--allow-destructive" in refused["error"]
     assert (ok["revision_before"], ok["revision_after"]) == (start, risky)
-    assert json.loads(ok["arguments"])["allow_destructive"] is True
+    assert ok["arguments"]["allow_destructive"] is True
     assert ok["error"] is None
     assert (failed["revision_before"], failed["revision_after"]) == (risky, risky)
     assert broken in failed["error"] and "missing" in failed["error"]

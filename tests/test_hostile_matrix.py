@@ -137,6 +137,7 @@ BAD_FLAG_VALUES = {
     "file": ("--file", "/nonexistent/backup.dump", ["/nonexistent/backup.dump", "does not exist"]),
     "message": ("--message", "   ", ["needs a message"]),
     "dialect": ("--dialect", "oracle9", ["--dialect", "oracle9"]),
+    "format": ("--format", "pdf", ["--format", "pdf"]),
     "rev_id": ("--rev-id", "bad!id", ["--rev-id", "bad!id"]),
     "head": ("--head", "nosuchrev", ["nosuchrev"]),
     "branch_label": ("--branch-label", "a@b", ["--branch-label", "a@b"]),
@@ -602,7 +603,7 @@ def test_audit_view_of_a_failed_attempt_claims_no_change(project, states):
     result = project.invoke("dev.audit", "--limit", "1")
 
     assert result.code == ExitCode.OK, result.output
-    line = result.stdout.splitlines()[0]
+    line = result.stdout.splitlines()[1]  # under the table's header
     assert "dev.downgrade" in line and "failed" in line, line
     assert f"{HEAD} -> base" not in line, line
     assert states.unchanged("head")
