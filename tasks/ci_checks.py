@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from tasks import drift
 from tasks.alembic_support import EnvHandover, alembic_config
+from tasks.console import plural
 from tasks.errors import CheckFailed, ConfigError, ExitCode
 from tasks.session import Session
 
@@ -84,7 +85,8 @@ def _report(
     if failed:
         first = failed[0]
         raise CheckFailed(
-            f"{len(failed)} check(s) failed; first: {first.check}: {first.detail}", first.code
+            f"{plural(len(failed), 'check')} failed; first: {first.check}: {first.detail}",
+            first.code,
         )
     return outcomes
 
@@ -137,7 +139,9 @@ def _backends(options: dict[str, Any]) -> list[str]:
 def check_heads(script: ScriptDirectory, allowed: int) -> Outcome:
     heads = sorted(script.get_heads())
     ok = len(heads) == allowed
-    detail = f"{len(heads)} head(s) {', '.join(heads)}" + ("" if ok else f"; {allowed} allowed")
+    detail = f"{plural(len(heads), 'head')} {', '.join(heads)}" + (
+        "" if ok else f"; {allowed} allowed"
+    )
     return Outcome("heads", ok, detail, ExitCode.CI_HEADS)
 
 
@@ -148,7 +152,7 @@ def check_downgrades(revisions: list[Script]) -> list[Outcome]:
             Outcome(
                 "downgrades",
                 True,
-                f"{len(revisions)} revision(s) can be reverted",
+                f"{plural(len(revisions), 'revision')} can be reverted",
                 ExitCode.CI_DOWNGRADES,
             )
         ]
@@ -219,7 +223,7 @@ def stairway(
                     f"{_first_line(error)}"
                 )
                 return [Outcome("stairway", False, detail, ExitCode.CI_STAIRWAY)]
-    detail = f"{environment.dialect}: {len(revisions)} revision(s) up, down and up again"
+    detail = f"{environment.dialect}: {plural(len(revisions), 'revision')} up, down and up again"
     return [Outcome("stairway", True, detail, ExitCode.CI_STAIRWAY)]
 
 
@@ -271,7 +275,8 @@ def lint_revisions(
     if not outcomes:
         total = sum(len(item.findings) for item in planned.revisions)
         detail = (
-            f"{len(planned.revisions)} revision(s), {total} finding(s), none of {sorted(failing)}"
+            f"{plural(len(planned.revisions), 'revision')}, {plural(total, 'finding')}, "
+            f"none of {sorted(failing)}"
         )
         outcomes.append(Outcome("lint", True, detail, ExitCode.CI_LINT))
     return outcomes

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from tasks import drift
 from tasks.alembic_support import EnvHandover, alembic_config
+from tasks.console import plural
 from tasks.engines import describe_database_error
 from tasks.errors import DatabaseError, DifferencesFound, Refused, UsageError
 from tasks.ownership import UNRESTRICTED_ENVIRONMENTS
@@ -56,7 +57,7 @@ def current(session: Session) -> list[str]:
         return list(heads)
     pending = _upgrade_steps(script, "heads", heads) if script_heads else []
     if pending:
-        session.console.line(f"{name}: behind head by {len(pending)} revision(s)")
+        session.console.line(f"{name}: behind head by {plural(len(pending), 'revision')}")
     else:
         session.console.line(f"{name}: at head")
     return list(heads)
@@ -109,7 +110,9 @@ def check(session: Session) -> None:
     for difference in differences:
         session.console.line(f"  {drift.describe(difference)}")
     session.record.details["differences"] = [drift.describe(d) for d in differences]
-    raise DifferencesFound(f"{name}: {len(differences)} difference(s) between models and database")
+    raise DifferencesFound(
+        f"{name}: {plural(len(differences), 'difference')} between models and database"
+    )
 
 
 def preflight(session: Session, revision: str = "head", *, allow_destructive: bool = False) -> None:
@@ -153,8 +156,8 @@ def preflight(session: Session, revision: str = "head", *, allow_destructive: bo
         report(
             allow_destructive or not pending,
             ExitCode.PREFLIGHT_DESTRUCTIVE,
-            f"{len(steps)} pending revision(s), {len(pending) - blocking} destructive and "
-            f"{blocking} blocking statement(s)"
+            f"{plural(len(steps), 'pending revision')}, {len(pending) - blocking} destructive "
+            f"and {plural(blocking, 'blocking statement')}"
             + ("" if not pending else " (--allow-destructive to accept)"),
         )
         for item in planned.revisions:
@@ -335,7 +338,7 @@ def upgrade(
             session.confirm(action)
             _backup_before(session, requested=backup, mandatory=False)
         else:
-            _show_steps(session, f"{name}: {len(steps)} revision(s) to apply", steps)
+            _show_steps(session, f"{name}: {plural(len(steps), 'revision')} to apply", steps)
         _apply(session, connection, steps, _run_with(script, "upgrade"), revision)
 
 
@@ -367,7 +370,7 @@ def downgrade(
             return
         action = f"Downgrade {name} ({session.environment.masked_url}) to {revision}"
         if name in UNRESTRICTED_ENVIRONMENTS:
-            _show_steps(session, f"{name}: {len(steps)} revision(s) to revert", steps)
+            _show_steps(session, f"{name}: {plural(len(steps), 'revision')} to revert", steps)
         else:
             _shown_plan(session, connection, script, steps, "downgrade", before, revision)
             if not backup and session.environment.protected:  # refused before anyone is asked
@@ -434,7 +437,7 @@ def _require_consent(session: Session, planned: Plan, allow_destructive: bool) -
         return
     rules = ", ".join(sorted({f"{revision}:{finding.rule}" for revision, finding in pending}))
     session.record.details["needs_consent"] = rules
-    what = f"{len(pending)} destructive or blocking statement(s) pending ({rules})"
+    what = f"{plural(len(pending), 'destructive or blocking statement')} pending ({rules})"
     if not session.can_prompt():
         raise Refused(f"{what}: pass --allow-destructive to apply them; nothing changed")
     session.confirmer.ask(
