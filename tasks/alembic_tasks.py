@@ -70,6 +70,7 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
             changes_database=not sql,
             assume_yes=yes,
             lock_timeout=seconds,
+            needs_database=not sql,  # --sql renders offline: a reviewer needs no URL
         )
 
     @task

@@ -842,7 +842,10 @@ def _failed_step(steps: list[MigrationStep], applied: list[str]) -> str | None:
 
 
 def _offline(session: Session, operation: Callable[..., Any], revision: str) -> None:
-    """Print the SQL Alembic would run; no connection is opened."""
+    """Print the SQL Alembic would run; no connection is opened, and no URL is needed."""
+    from tasks.verbs import offline_session
+
+    session = offline_session(session)
     config = alembic_config(
         session.settings,
         _handover(session, None),

@@ -199,6 +199,21 @@ def _rendering_environment(session: Session, dialect: str) -> Environment:
     return Environment(name, make_url(OFFLINE_DIALECTS[chosen]), "--dialect", "offline", False)
 
 
+def offline_session(session: Session) -> Session:
+    """The session `--sql` renders with: its own when a URL is set; otherwise one whose
+    environment carries only a dialect (PostgreSQL), said in an SQL comment first, so a
+    reviewer without credentials can still read the SQL."""
+    if database_configured(session):
+        return session
+    environment = _rendering_environment(session, DEFAULT_OFFLINE_DIALECT)
+    variable = session.settings.environment(session.record.environment).url_variable
+    session.console.line(f"-- {variable} is not set: SQL rendered for {environment.dialect}")
+    rendering = Session(session.settings, session.record, session.confirmer, session.console)
+    rendering._environment = environment
+    rendering._metadata = session._metadata
+    return rendering
+
+
 # --- branches --------------------------------------------------------------------------------
 
 

@@ -301,3 +301,27 @@ def test_revision_with_several_heads_points_to_merge(project, branched, tmp_path
     result = project.invoke("dev.revision", "-m", "x")
 
     assert_one_line_error(result, ExitCode.USAGE, "invoke dev.merge -m MESSAGE", "--head")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("dev.upgrade", "--sql"),
+        ("dev.downgrade", "--sql", "--rev", f"{HEAD}:base"),
+        ("dev.stamp", "--sql", "--rev", HEAD),
+        ("prod.upgrade", "--sql"),
+    ],
+    ids=["upgrade", "downgrade", "stamp", "prod-upgrade"],
+)
+def test_sql_rendering_needs_no_url(project, linear, argv):
+    result = project.invoke(*argv)
+
+    assert_ok(result)
+    variable = (
+        "DATABASE_URL_PRODUCTION" if argv[0].startswith("prod") else "DATABASE_URL_DEVELOPMENT"
+    )
+    assert result.stdout.startswith(f"-- {variable} is not set: SQL rendered for postgresql\n")
+    assert "alembic_version" in result.stdout
+    assert not project.log_records() or all(
+        r.get("outcome") in (None, "ok") for r in project.log_records()
+    )
