@@ -6,6 +6,8 @@ VENV   ?= .venv
 INVOKE := $(VENV)/bin/invoke
 ENVS   := local dev staging prod
 ENV    ?= dev
+# The environments' long names work too: ENV=production means prod, development dev.
+override ENV := $(patsubst production,prod,$(patsubst development,dev,$(strip $(ENV))))
 REV    ?=
 MSG    ?=
 YES    ?=
@@ -18,6 +20,9 @@ yes_flag = $(if $(YES),--yes,)
 help: ## show this help
 	@echo "Usage: make TARGET [ENV=local|dev|staging|prod] [REV=...] [MSG=...] [YES=1]"
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@echo "Exit codes: make ends every failure with 2. Where the task's own code matters"
+	@echo "(4/5 sync-check, 6 lock, 10-13 preflight, 20-24 ci.check) run the invoke command"
+	@echo "that the target prints, e.g. .venv/bin/invoke local.sync --check; echo \$$?"
 
 $(VENV)/.runtime: requirements.txt
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -31,7 +36,7 @@ $(VENV)/.dev: requirements-dev.txt requirements.txt $(VENV)/.runtime
 venv: $(VENV)/.runtime ## create .venv with the runtime requirements
 
 check-env:
-	@case " $(ENVS) " in *" $(ENV) "*) ;; *) echo "ENV must be one of: $(ENVS) (got '$(ENV)')" >&2; exit 2;; esac
+	@case " $(ENVS) " in *" $(ENV) "*) ;; *) echo "ENV must be one of: $(ENVS), or development, production (got '$(ENV)')" >&2; exit 2;; esac
 
 sync: $(VENV)/.runtime ## bring the local database up to the models (SQLite by default)
 	$(INVOKE) local.sync

@@ -33,6 +33,8 @@ SHORT_FLAGS: dict[str, str] = {
     "graph": "g",
     "message": "m",
     "autogenerate": "a",
+    "dialect": "d",
+    "format": "f",
 }
 
 
@@ -64,6 +66,15 @@ SQL_HELP = "print the SQL instead of running it (offline mode; opens no connecti
 LOCK_HELP = "seconds to wait for another runner's migration lock (default: configuration, 60)"
 BACKUP_HELP = "--no-backup skips the backup taken first on protected and shared databases"
 JSON_HELP = "print JSON for machines"
+PLAN_FORMAT_HELP = {"format": "text (default), json, or markdown (pull requests, CI summaries)"}
+REVISION_OPTION_HELP = {
+    "head": "the head to build on (Alembic's --head; e.g. base, or a branch label@head)",
+    "splice": "allow --head to name a non-head revision (starts a branch there)",
+    "branch_label": "label(s) for a new branch, comma-separated",
+    "depends_on": "revision(s) this one depends on, comma-separated",
+    "rev_id": "the new revision's id instead of a generated one",
+    "empty": "write an empty revision (no autogenerate; needs no database)",
+}
 
 
 def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
@@ -105,6 +116,7 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
             changes_database=not sql,
             assume_yes=yes,
             lock_timeout=seconds,
+            needs_database=not sql,  # --sql renders offline: a reviewer needs no URL
         )
 
     @flag_task
@@ -116,26 +128,40 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         help={
             "verbose": "show full revision details",
             "graph": "draw the revision graph: branches, merges, heads, current marked",
+            "format": "with --graph: text (default), mermaid (GitHub) or dot (Graphviz)",
         }
     )
-    def history(c: Context, verbose: bool = False, graph: bool = False) -> None:
+    def history(c: Context, verbose: bool = False, graph: bool = False, format: str = "") -> None:
         """List revisions, newest first, with the database's current one marked."""
-        from tasks.graph import show_graph
+        from tasks.graph import show_graph, show_graph_as
 
         operation = show_graph if graph else lambda s: migrations.history(s, verbose=verbose)
-        arguments = {"verbose": verbose, "graph": graph}
-        run(c, "history", arguments, operation, changes_database=False)
+        if format:  # a review format is always the graph
+            operation = lambda s: show_graph_as(s, format.strip().lower())  # noqa: E731
+        arguments = {"verbose": verbose, "graph": graph, "format": format}
+        run(c, "history", arguments, operation, changes_database=False, needs_database=False)
 
     @flag_task
     def heads(c: Context) -> None:
         """Show the head revision(s) of the migration scripts (needs no database)."""
         run(c, "heads", {}, migrations.heads, changes_database=False, needs_database=False)
 
-    @flag_task(help={"rev": "target revision (default: head)", "json": JSON_HELP})
-    def plan(c: Context, rev: str = "head", json: bool = False) -> None:
+    @flag_task(
+        help={"rev": "target revision (default: head)", "json": JSON_HELP, **PLAN_FORMAT_HELP}
+    )
+    def plan(c: Context, rev: str = "head", json: bool = False, format: str = "") -> None:
         """Read-only: pending revisions with the SQL each would run and its lint findings."""
-        operation = lambda s: migrations.plan(s, rev, as_json=json)  # noqa: E731
-        run(c, "plan", {"rev": rev, "json": json}, operation, changes_database=False)
+        try:
+            as_json, as_markdown = _plan_format(format, json)
+        except UsageError as error:
+            arguments = {"rev": rev, "json": json, "format": format}
+            run(c, "plan", arguments, _failing(error), changes_database=False)
+            return
+        operation = lambda s: migrations.plan(  # noqa: E731
+            s, rev, as_json=as_json, as_markdown=as_markdown
+        )
+        arguments = {"rev": rev, "json": json, "format": format}
+        run(c, "plan", arguments, operation, changes_database=False)
 
     @flag_task(
         help={
@@ -246,16 +272,118 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         help={
             "message": "required: what the revision changes",
             "autogenerate": "write the operations from the differences between models and database",
-        }
+            **REVISION_OPTION_HELP,
+        },
+        auto_shortflags=False,
     )
-    def revision(c: Context, message: str = "", autogenerate: bool = False) -> None:
+    def revision(
+        c: Context,
+        message: str = "",
+        autogenerate: bool = False,
+        head: str = "head",
+        splice: bool = False,
+        branch_label: str = "",
+        depends_on: str = "",
+        rev_id: str = "",
+        empty: bool = False,
+    ) -> None:
         """Write a new revision file (the database must be at head); warns when it drops things."""
-        operation = lambda s: migrations.revision(s, message, autogenerate=autogenerate)  # noqa: E731
-        arguments = {"message": message, "autogenerate": autogenerate}
-        run(c, "revision", arguments, operation, changes_database=False, creates_revision=True)
+        options = migrations.RevisionOptions(head, splice, branch_label, depends_on, rev_id, empty)
+        operation = lambda s: migrations.revision(  # noqa: E731
+            s, message, autogenerate=autogenerate, options=options
+        )
+        arguments = {"message": message, "autogenerate": autogenerate, **vars(options)}
+        # Only an empty revision is written from the scripts alone.
+        run(
+            c,
+            "revision",
+            arguments,
+            operation,
+            changes_database=False,
+            creates_revision=True,
+            needs_database=not empty,
+        )
 
     built = [current, history, heads, plan, upgrade, downgrade, stamp, check, preflight, audit]
-    return [*built, revision] if with_revision else built
+    built += reading_tasks(run)
+    return [*built, revision, *revision_file_tasks(run)] if with_revision else built
+
+
+# --- Alembic's verbs (show, branches, merge, edit); reading needs no database -------------------
+
+Runner = Callable[..., None]
+
+
+def reading_tasks(run: Runner) -> list[Task]:
+    """`show` and `branches`: the scripts are enough; a URL, when set, marks the current one."""
+
+    @flag_task(
+        help={
+            "rev": "required: the revision (an id, a unique prefix, head, or relative like head-1)",
+            "dialect": "render the SQL for this dialect (postgresql, mysql, mariadb, sqlite); "
+            "default: the environment's database, or postgresql without a URL",
+        }
+    )
+    def show(c: Context, rev: str = "", dialect: str = "") -> None:
+        """A revision's header, docstring and upgrade SQL (needs no database)."""
+        from tasks.verbs import show as show_revision
+
+        operation = lambda s: show_revision(s, rev, dialect=dialect)  # noqa: E731
+        arguments = {"rev": rev, "dialect": dialect}
+        run(c, "show", arguments, operation, changes_database=False, needs_database=False)
+
+    @flag_task
+    def branches(c: Context) -> None:
+        """Branch points of the revision graph and the heads of their branches (no database)."""
+        from tasks.verbs import branches as show_branches
+
+        run(c, "branches", {}, show_branches, changes_database=False, needs_database=False)
+
+    return [show, branches]
+
+
+def revision_file_tasks(run: Runner) -> list[Task]:
+    """`merge` and `edit` write or open revision files: only where `revision` exists."""
+
+    @flag_task(
+        help={
+            "message": "required: what the merge joins",
+            "rev_id": "the new revision's id (default: generated)",
+        }
+    )
+    def merge(c: Context, message: str = "", rev_id: str = "") -> None:
+        """Write a merge revision joining the current heads (needs no database)."""
+        from tasks.verbs import merge as merge_heads
+
+        operation = lambda s: merge_heads(s, message, rev_id=rev_id)  # noqa: E731
+        arguments = {"message": message, "rev_id": rev_id}
+        run(
+            c,
+            "merge",
+            arguments,
+            operation,
+            changes_database=False,
+            needs_database=False,
+            creates_revision=True,
+        )
+
+    @flag_task(help={"rev": "required: the revision whose file to open"})
+    def edit(c: Context, rev: str = "") -> None:
+        """Open a revision's file in $EDITOR (or $VISUAL)."""
+        from tasks.verbs import edit as edit_revision
+
+        operation = lambda s: edit_revision(s, rev)  # noqa: E731
+        run(c, "edit", {"rev": rev}, operation, changes_database=False, needs_database=False)
+
+    return [merge, edit]
+
+
+def _plan_format(format: str, json: bool) -> tuple[bool, bool]:
+    """(as_json, as_markdown) from --format and the older --json."""
+    chosen = format.strip().lower() or ("json" if json else "text")
+    if chosen not in {"text", "json", "markdown"} or (json and chosen != "json"):
+        raise UsageError(f"--format takes text, json or markdown, not {format!r}")
+    return chosen == "json", chosen == "markdown"
 
 
 def _required_rev(rev: str, task_name: str) -> str:

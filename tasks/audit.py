@@ -165,7 +165,9 @@ def _git(root: Path, *arguments: str) -> str:
 
 
 def show_runs(session: Session, *, limit: int = 20, as_json: bool = False) -> list[dict[str, Any]]:
-    """Print the latest audit rows of the session's database, newest first."""
+    """Print the latest audit rows of the session's database, newest first: an aligned table
+    with a header (operator and host in their own columns), or JSON with `arguments` as an
+    object."""
     from tasks.errors import UsageError
 
     if limit < 1:
@@ -174,20 +176,90 @@ def show_runs(session: Session, *, limit: int = 20, as_json: bool = False) -> li
         session.environment, limit=limit, connect_timeout=session.settings.connect_timeout
     )
     if as_json:
-        session.console.line(json.dumps(rows, indent=2, default=str))
-        return rows
+        shown = [{**row, "arguments": _arguments(row.get("arguments"))} for row in rows]
+        session.console.line(json.dumps(shown, indent=2, default=str))
+        return shown
     if not rows:
         session.console.line(f"{session.environment.name}: no audited runs yet")
-    for row in rows:
-        change = f"{_shown(row['revision_before'])} -> {_shown(row['revision_after'])}"
-        session.console.line(
-            f"{row['started_at']:%Y-%m-%d %H:%M:%S} {row['outcome']:<8} {row['task']:<16} "
-            f"{change:<30} {row['operator'] or '?'}@{row['host'] or '?'} "
-            f"{row['duration_ms']:.0f} ms {row['git_commit'] or ''}".rstrip()
-        )
-        if row["error"]:
-            session.console.line(f"    error: {row['error']}")
+        return rows
+    for line in audit_table_lines(rows):
+        session.console.line(line)
     return rows
+
+
+AUDIT_COLUMNS = (
+    "STARTED (UTC)",
+    "OUTCOME",
+    "TASK",
+    "REVISIONS",
+    "OPERATOR",
+    "HOST",
+    "DURATION",
+    "COMMIT",
+)
+
+
+def audit_table_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The rows as an aligned table; an error follows its row, indented."""
+    cells = [
+        [
+            _started(row["started_at"]),
+            str(row["outcome"]),
+            str(row["task"]),
+            f"{_shown(row['revision_before'])} -> {_shown(row['revision_after'])}",
+            row["operator"] or "?",
+            row["host"] or "?",
+            _duration(row["duration_ms"]),
+            row["git_commit"] or "",
+        ]
+        for row in rows
+    ]
+    widths = [
+        max(len(header), *(len(line[index]) for line in cells))
+        for index, header in enumerate(AUDIT_COLUMNS)
+    ]
+    lines = [_aligned(AUDIT_COLUMNS, widths)]
+    for row, line in zip(rows, cells, strict=True):
+        lines.append(_aligned(line, widths))
+        if row["error"]:
+            lines.append(f"    error: {row['error']}")
+    return lines
+
+
+def _aligned(values: Any, widths: list[int]) -> str:
+    return "  ".join(
+        f"{value:<{width}}" for value, width in zip(values, widths, strict=True)
+    ).rstrip()
+
+
+def _started(value: Any) -> str:
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return f"{value:%Y-%m-%d %H:%M:%S}"
+    return str(value)[:19]
+
+
+def _duration(milliseconds: float | None) -> str:
+    if milliseconds is None:
+        return "?"
+    if milliseconds < 1000:
+        return f"{milliseconds:.0f} ms"
+    seconds = milliseconds / 1000
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds:02d} s"
+
+
+def _arguments(value: Any) -> Any:
+    """The stored JSON text as an object; anything unreadable stays the text it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
 
 
 def _shown(revisions: str | None) -> str:

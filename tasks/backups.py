@@ -29,6 +29,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +43,7 @@ from tasks.session import Session
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
+    from tasks.console import Console
     from tasks.environments import Environment
 
 SUFFIXES = {"sqlite": ".sqlite3", "postgresql": ".dump", "mysql": ".sql", "mariadb": ".sql"}
@@ -325,6 +328,134 @@ def _tool_error(tool: str, stderr: str) -> BackupError:
     return BackupError(f"{Path(tool).name} failed: {redact(first)}")
 
 
+class BackupProgress:
+    """What a running backup has done: tables dumped, bytes written, rate and time elapsed.
+
+    On a terminal a live line ticks (twice a second, so a long table still shows its bytes
+    growing); elsewhere one plain line per table, so a CI log shows where a slow backup is. A
+    15-second silence before a prompt was the complaint this answers.
+    """
+
+    def __init__(self, console: Console, target: Path) -> None:
+        self.console = console
+        self.target = target
+        self.tables = 0
+        self.current = ""
+        self.started = time.monotonic()
+        self._live = console.is_terminal()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    def __enter__(self) -> BackupProgress:
+        if self._live:
+            self._render()
+            self._ticker = threading.Thread(target=self._tick, daemon=True)
+            self._ticker.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(2)
+        self.console.clear_status()
+
+    def table(self, name: str) -> None:
+        """The dump tool moved on to `name`'s rows."""
+        self.tables += 1
+        self.current = name
+        if self._live:
+            self._render()
+        else:
+            self.console.line(f"  backup: table {self.tables} {name} ({self.summary()})")
+
+    def summary(self) -> str:
+        written = self.written()
+        elapsed = time.monotonic() - self.started
+        rate = written / elapsed if elapsed > 0 else 0.0
+        return f"{_human(written)} written, {_human(rate)}/s, {elapsed:.0f} s"
+
+    def written(self) -> int:
+        try:
+            return self.target.stat().st_size
+        except OSError:
+            return 0
+
+    def _render(self) -> None:
+        table = f" ({self.current})" if self.current else ""
+        self.console.status(f"  backing up: {self.tables} tables done{table}, {self.summary()}")
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.5):
+            self._render()
+
+
+# One line of a dump tool's --verbose output per table whose rows it starts on.
+_PG_TABLE = re.compile(r'dumping contents of table "(?P<name>[^"]+)"')
+_MYSQL_STRUCTURE = re.compile(r"Retrieving table structure for table (?P<name>.+?)\.\.\.$")
+_MYSQL_ROWS = "-- Retrieving rows"
+
+
+def _run_verbose(
+    command: list[str],
+    env: dict[str, str],
+    progress: BackupProgress,
+    on_line: Callable[[str, BackupProgress], None],
+) -> None:
+    """Run a dump tool with --verbose, turning its per-table lines into progress; the rest of
+    its stderr is kept for the error message."""
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        preexec_fn=_die_with_task(),
+    )
+    assert process.stderr is not None
+    kept: list[str] = []
+    try:
+        for line in process.stderr:
+            on_line(line.rstrip("\n"), progress)
+            kept.append(line)
+    except BaseException:  # Ctrl-C, SIGTERM: the dump must not outlive the task's decision
+        process.kill()
+        raise
+    finally:
+        process.stderr.close()
+        code = process.wait()
+    if code != 0:
+        raise _tool_error(command[0], "".join(kept))
+
+
+def _pg_line(line: str, progress: BackupProgress) -> None:
+    match = _PG_TABLE.search(line)
+    if match:
+        progress.table(match.group("name"))
+
+
+def _mysql_line_reader() -> Callable[[str, BackupProgress], None]:
+    table = {"name": ""}
+
+    def on_line(line: str, progress: BackupProgress) -> None:
+        match = _MYSQL_STRUCTURE.search(line)
+        if match:
+            table["name"] = match.group("name")
+        elif line.startswith(_MYSQL_ROWS) and table["name"]:
+            progress.table(table["name"])
+
+    return on_line
+
+
+def _human(size: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
 def _run(command: list[str], env: dict[str, str]) -> None:
     # subprocess.run kills the child when the wait is interrupted (Ctrl-C, SIGTERM).
     completed = subprocess.run(
@@ -490,7 +621,9 @@ def _pg_env(session: Session) -> dict[str, str]:
 def _backup_postgresql(session: Session, target: Path) -> None:
     tool = _tool("pg_dump")
     wait = f"--lock-wait-timeout={_dump_lock_wait(session)}"
-    _run([tool, "--format=custom", "--no-password", wait, f"--file={target}"], _pg_env(session))
+    command = [tool, "--format=custom", "--no-password", "--verbose", wait, f"--file={target}"]
+    with BackupProgress(session.console, target) as progress:
+        _run_verbose(command, _pg_env(session), progress, _pg_line)
 
 
 # pg_dump's wait for its table locks when the environment sets no postgres_lock_timeout.
@@ -681,21 +814,21 @@ def _mysql_database(session: Session) -> str:
 def _backup_mysql(session: Session, target: Path) -> None:
     tool = _tool("mariadb-dump", "mysqldump")
     url = session.environment.url
-    _run(
-        [
-            tool,
-            *mysql_arguments(url),
-            "--single-transaction",
-            "--routines",
-            "--triggers",
-            "--hex-blob",
-            "--no-tablespaces",
-            "--default-character-set=utf8mb4",
-            f"--result-file={target}",
-            _mysql_database(session),
-        ],
-        _mysql_env(session),
-    )
+    command = [
+        tool,
+        *mysql_arguments(url),
+        "--single-transaction",
+        "--routines",
+        "--triggers",
+        "--hex-blob",
+        "--no-tablespaces",
+        "--default-character-set=utf8mb4",
+        "--verbose",
+        f"--result-file={target}",
+        _mysql_database(session),
+    ]
+    with BackupProgress(session.console, target) as progress:
+        _run_verbose(command, _mysql_env(session), progress, _mysql_line_reader())
 
 
 def _validate_mysql(_session: Session, path: Path) -> None:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from tasks import comparison, drift
 from tasks.alembic_support import EnvHandover, alembic_config
+from tasks.console import plural
 from tasks.errors import CheckFailed, ConfigError, ExitCode
 from tasks.session import Session
 
@@ -54,7 +55,7 @@ class Outcome:
         return f"  {'ok    ' if self.ok else 'FAILED'} {self.check}: {self.detail}"
 
 
-def run_checks(session: Session) -> list[Outcome]:
+def run_checks(session: Session, *, as_markdown: bool = False) -> list[Outcome]:
     """Run every check, print each outcome, and fail with the first failing check's code."""
     from alembic.script import ScriptDirectory
 
@@ -66,14 +67,14 @@ def run_checks(session: Session) -> list[Outcome]:
         outcome = Outcome(
             "heads", False, f"the revision graph does not load: {error}", ExitCode.CI_HEADS
         )
-        return _report(session, [outcome])
+        return _report(session, [outcome], as_markdown=as_markdown)
     since = _since(script, options["since"])
     trusted = _trusted(script, since)
     checked = [revision for revision in revisions if revision.revision not in trusted]
     outcomes = [check_heads(script, options["allowed_heads"]), *check_downgrades(checked)]
     backends, notes = dialects_to_check(session, options)
     for note in notes:
-        session.console.line(f"  note: {note}")
+        session.console.line(f"> note: {note}" if as_markdown else f"  note: {note}")
     if not backends:
         outcomes.append(_no_dialect_outcome(notes))
     for backend in backends:
@@ -83,18 +84,25 @@ def run_checks(session: Session) -> list[Outcome]:
             )
             outcomes.append(models_match(session, environment, connection))
     outcomes += lint_revisions(session, script, {**options, "backends": backends}, since=since)
-    return _report(session, outcomes)
+    return _report(session, outcomes, as_markdown=as_markdown)
 
 
-def _report(session: Session, outcomes: list[Outcome]) -> list[Outcome]:
-    for outcome in outcomes:
+def _report(
+    session: Session, outcomes: list[Outcome], *, as_markdown: bool = False
+) -> list[Outcome]:
+    if as_markdown:  # issue 12.7: one table for a pull request or $GITHUB_STEP_SUMMARY
+        from tasks.plan_markdown import ci_markdown
+
+        session.console.line(ci_markdown(outcomes).rstrip("\n"))
+    for outcome in [] if as_markdown else outcomes:
         session.console.line(outcome.line())
     failed = [outcome for outcome in outcomes if not outcome.ok]
     session.record.details["failed"] = [f"{o.check}: {o.detail}" for o in failed]
     if failed:
         first = failed[0]
         raise CheckFailed(
-            f"{len(failed)} check(s) failed; first: {first.check}: {first.detail}", first.code
+            f"{plural(len(failed), 'check')} failed; first: {first.check}: {first.detail}",
+            first.code,
         )
     return outcomes
 
@@ -246,7 +254,9 @@ def _require_postgresql(url: str) -> None:
 def check_heads(script: ScriptDirectory, allowed: int) -> Outcome:
     heads = sorted(script.get_heads())
     ok = len(heads) == allowed
-    detail = f"{len(heads)} head(s) {', '.join(heads)}" + ("" if ok else f"; {allowed} allowed")
+    detail = f"{plural(len(heads), 'head')} {', '.join(heads)}" + (
+        "" if ok else f"; {allowed} allowed"
+    )
     return Outcome("heads", ok, detail, ExitCode.CI_HEADS)
 
 
@@ -257,7 +267,7 @@ def check_downgrades(revisions: list[Script]) -> list[Outcome]:
             Outcome(
                 "downgrades",
                 True,
-                f"{len(revisions)} revision(s) can be reverted",
+                f"{plural(len(revisions), 'revision')} can be reverted",
                 ExitCode.CI_DOWNGRADES,
             )
         ]
@@ -344,9 +354,9 @@ def stairway(
                     f"{_first_line(error)}"
                 )
                 return [Outcome("stairway", False, detail, ExitCode.CI_STAIRWAY)]
-    detail = f"{environment.dialect}: {len(revisions)} revision(s) up, down and up again"
+    detail = f"{environment.dialect}: {plural(len(revisions), 'revision')} up, down and up again"
     if trusted:
-        detail += f" ({trusted} older revision(s) trusted: ci.since {since})"
+        detail += f" ({plural(trusted, 'older revision')} trusted: ci.since {since})"
     return [Outcome("stairway", True, detail, ExitCode.CI_STAIRWAY)]
 
 
@@ -404,7 +414,8 @@ def lint_revisions(
     if not outcomes:
         total = sum(len(item.findings) for item in planned.revisions)
         detail = (
-            f"{len(planned.revisions)} revision(s), {total} finding(s), none of {sorted(failing)}"
+            f"{plural(len(planned.revisions), 'revision')}, {plural(total, 'finding')}, "
+            f"none of {sorted(failing)}"
         )
         outcomes.append(Outcome("lint", True, detail, ExitCode.CI_LINT))
     return outcomes

@@ -9,19 +9,32 @@ from tasks.context import run_task
 
 
 def ci_tasks() -> list[Task]:
-    @flag_task
-    def check(c: Context) -> None:
+    @flag_task(help={"format": "text (default) or markdown (pull requests, $GITHUB_STEP_SUMMARY)"})
+    def check(c: Context, format: str = "") -> None:
         """Heads, real downgrades, stairway and models on ci.dialects, lint (ci.since: trusted)."""
         from tasks import ci_checks
 
+        chosen = format.strip().lower() or "text"
+        operation = lambda s: ci_checks.run_checks(s, as_markdown=chosen == "markdown")  # noqa: E731
+        if chosen not in {"text", "markdown"}:
+            operation = _refuse_format(format)
         run_task(
             c,
             "ci",
             "check",
-            {},
-            ci_checks.run_checks,
+            {"format": format},
+            operation,
             changes_database=False,
             needs_database=False,
         )
 
     return [check]
+
+
+def _refuse_format(format: str):  # type: ignore[no-untyped-def]
+    from tasks.errors import UsageError
+
+    def operation(_session: object) -> None:
+        raise UsageError(f"--format takes text or markdown, not {format!r}")
+
+    return operation

@@ -8,10 +8,13 @@ terminal: a piped or closed stdin is not consent, so the task refuses instead of
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import IO
 
 from tasks.errors import Refused
+
+_clock = time.monotonic  # how long the operator took to answer (a test can stand in for it)
 
 
 @dataclass
@@ -19,6 +22,8 @@ class Confirmer:
     assume_yes: bool = False
     stdin: IO[str] = field(default_factory=lambda: sys.stdin)
     stdout: IO[str] = field(default_factory=lambda: sys.stdout)
+    # Seconds spent waiting for the operator's answers: run durations leave them out.
+    waited: float = 0.0
 
     def ask(
         self, action: str, *, type_to_confirm: str | None = None, honour_yes: bool = True
@@ -56,7 +61,11 @@ class Confirmer:
     def _prompt(self, question: str) -> str:
         self.stdout.write(question)
         self.stdout.flush()
-        line = self.stdin.readline()
+        asked = _clock()
+        try:
+            line = self.stdin.readline()
+        finally:
+            self.waited += _clock() - asked
         if not line:
             raise Refused("confirmation: input closed, nothing changed")
         return line.strip()

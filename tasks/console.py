@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import sys
 import threading
 import time
@@ -15,6 +16,36 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from tasks.redaction import redact
+
+
+def plural(count: int, noun: str, plural_form: str | None = None) -> str:
+    """`1 revision`, `2 revisions`: never `revision(s)`."""
+    return f"{count} {noun if count == 1 else plural_form or noun + 's'}"
+
+
+# Words that carry a verdict, coloured on a terminal: red, yellow, green, red.
+_COLOURS = {"DESTRUCTIVE": "31", "BLOCKING": "33", "FAILED": "31", "ok": "32"}
+_VERDICT = re.compile(r"\b(DESTRUCTIVE|BLOCKING|FAILED)\b|(?<=^  )(ok)\b")
+
+
+def colour_enabled(stream: IO[str]) -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def colourise(text: str) -> str:
+    """DESTRUCTIVE, BLOCKING and FAILED anywhere, `ok` opening an indented check line."""
+
+    def paint(match: re.Match[str]) -> str:
+        word = match.group(0)
+        return f"\x1b[{_COLOURS[word]}m{word}\x1b[0m"
+
+    return _VERDICT.sub(paint, text)
 
 
 @dataclass
@@ -32,15 +63,32 @@ class Console:
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def line(self, text: str = "") -> None:
+        text = redact(text)
+        if colour_enabled(self.stdout):
+            text = colourise(text)
         with self._lock:
             self._clear_status()
-            _emit(self.stdout, redact(text) + "\n")
+            _emit(self.stdout, text + "\n")
             self._draw_status()
 
     def warning(self, text: str) -> None:
         with self._lock:
             self._clear_status()
             _emit(self.stderr, f"WARNING: {redact(text)}\n")
+            self._draw_status()
+
+    def note(self, text: str) -> None:
+        """A remark for a person at a terminal (on stderr); scripts and CI never see it, since
+        a successful run's stderr stays empty."""
+        try:
+            interactive = bool(self.stderr.isatty())
+        except (AttributeError, ValueError):
+            interactive = False
+        if not interactive:
+            return
+        with self._lock:
+            self._clear_status()
+            print(redact(text), file=self.stderr, flush=True)
             self._draw_status()
 
     def is_terminal(self) -> bool:

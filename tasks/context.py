@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
-import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -123,20 +123,22 @@ class _Run:
                 held.enter_context(self._lock())
             operation(session)
         except MigrationsError as error:
-            self._finish(error.outcome, str(error))
-            raise Exit(_one_line(f"{self.spec.name}: {error}"), code=int(error.exit_code)) from None
+            message = _located(self.record, error, str(error))
+            self._finish(error.outcome, message)
+            raise Exit(
+                _one_line(f"{self.spec.name}: {message}"), code=int(error.exit_code)
+            ) from None
         except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM/SIGHUP (Terminated)
             what, code = _stopped_by(interrupt)
             self._finish("failed", what)
             raise Exit(f"{self.spec.name}: {what}", code=code) from None
         except SystemExit as error:  # code we import (revisions, env.py) called sys.exit
-            detail = f"sys.exit({error.code!r}) called"
+            detail = _located(self.record, error, f"sys.exit({error.code!r}) called", always=True)
             self._finish("failed", detail)
             message = _one_line(f"{self.spec.name}: {detail}")
             raise Exit(message, code=int(ExitCode.FAILED)) from None
         except Exception as error:  # a bug or an unforeseen failure: details go to the log
-            detail = f"{type(error).__name__}: {error}"
-            self.record.details["traceback"] = traceback.format_exc()
+            detail = _located(self.record, error, f"{type(error).__name__}: {error}", always=True)
             self._finish("failed", detail)
             message = f"{self.spec.name}: unexpected error: {detail}"
             raise Exit(_one_line(message), code=int(ExitCode.FAILED)) from None
@@ -216,6 +218,8 @@ class _Run:
 
     def _finish(self, outcome: str, error: str | None) -> None:
         duration_ms = (time.perf_counter() - self.started) * 1000
+        if self.session is not None:  # time at the prompt is the operator's, not the run's
+            duration_ms = max(0.0, duration_ms - self.session.confirmer.waited * 1000)
         if outcome == "refused" and self.record.revision_after is None:
             self.record.revision_after = self.record.revision_before  # a refusal changes nothing
         # The audit row first: it is the record that travels with the database, and neither a
@@ -282,6 +286,22 @@ def _stopped_by(interrupt: KeyboardInterrupt) -> tuple[str, int]:
     if isinstance(interrupt, Terminated):
         return str(interrupt), interrupt.exit_code
     return "interrupted", EXIT_INTERRUPTED
+
+
+def _located(record: RunRecord, error: BaseException, message: str, *, always: bool = False) -> str:
+    """Issue 12.5: the message with `file:line` when the error came from the operator's code
+    (models, env.py, revisions); the full traceback kept for the run log, and printed to stderr
+    under Invoke's --debug. A one-line error with no underlying exception has no traceback."""
+    from tasks.locations import debugging, full_traceback, with_location
+
+    underlying = error if always else error.__cause__ or error.__context__
+    if underlying is None:
+        return message
+    text = full_traceback(error)
+    record.exception = text
+    if debugging():
+        print(text, file=sys.stderr, end="", flush=True)
+    return with_location(message, error)
 
 
 def _one_line(message: str) -> str:

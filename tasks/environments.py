@@ -74,6 +74,14 @@ def resolve_environment(
     return Environment(name, url, variable, source, env_settings.protected)
 
 
+def url_is_set(settings: Settings, name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether `name` has a URL at all; reading tasks then mark the database's revision."""
+    env_settings = settings.environment(name)
+    environ = os.environ if environ is None else environ
+    raw, _source = _lookup(settings.dotenv_dir, name, env_settings.url_variable, environ)
+    return bool(raw or env_settings.default_url)
+
+
 def environment_for_alembic(settings: Settings, environ: Mapping[str, str] | None = None) -> str:
     """Plain `alembic` commands follow ENVIRONMENT (default from the configuration)."""
     environ = os.environ if environ is None else environ

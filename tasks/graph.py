@@ -27,20 +27,18 @@ class GraphRow:
 
 def show_graph(session: Session) -> list[GraphRow]:
     """Print the graph with the database's current revision(s) marked."""
-    from alembic.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
     from tasks.alembic_support import alembic_config
+    from tasks.verbs import current_if_configured
 
     script = ScriptDirectory.from_config(alembic_config(session.settings))
-    with session.connect() as connection:
-        current = set(MigrationContext.configure(connection).get_current_heads())
-        connection.rollback()
-    session.record.revision_before = sorted(current)
+    found = current_if_configured(session)  # None: no URL, nothing to mark (issue 12.2)
+    current = set(found or ())
     rows = graph_rows(script, current)
     for row in rows:
         session.console.line(row.render())
-    if not current:
+    if found is not None and not current:
         session.console.line(f"({session.environment.name} is at base: no revision applied)")
     return rows
 
@@ -144,3 +142,122 @@ def _label(revision: Script, heads: set[str], current: set[str]) -> str:
         tags.append("mergepoint")
     marks = f" ({', '.join(tags)})" if tags else ""
     return f"{revision.revision}{marks} {revision.doc or ''}".rstrip()
+
+
+# --- review formats: Mermaid (GitHub renders it) and DOT (Graphviz) -----------------------------
+
+GRAPH_FORMATS = ("text", "mermaid", "dot")
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    revision: str
+    message: str
+    parents: tuple[str, ...]
+    tags: tuple[str, ...]  # head, current, branchpoint, mergepoint
+
+
+def graph_nodes(script: ScriptDirectory, current: set[str]) -> list[GraphNode]:
+    """Every revision, base first, with its parents and marks: what the text formats draw."""
+    heads = set(script.get_heads())
+    nodes = []
+    for revision in reversed(list(script.walk_revisions())):
+        tags = tuple(
+            tag
+            for tag, present in (
+                ("head", revision.revision in heads),
+                ("current", revision.revision in current),
+                ("branchpoint", revision.is_branch_point),
+                ("mergepoint", revision.is_merge_point),
+            )
+            if present
+        )
+        nodes.append(
+            GraphNode(revision.revision, revision.doc or "", tuple(_parents(revision)), tags)
+        )
+    return nodes
+
+
+def render_mermaid(nodes: list[GraphNode]) -> str:
+    """A Mermaid flowchart, base at the top, each edge from parent to child; GitHub renders a
+    ```mermaid block in pull requests and issues. Marks are classes and text in the label."""
+    lines = ["flowchart TD"]
+    for node in nodes:
+        marks = f" ({', '.join(node.tags)})" if node.tags else ""
+        label = _mermaid_text(f"{node.revision}{marks}") + "<br/>" + _mermaid_text(node.message)
+        lines.append(f'    {_mermaid_id(node.revision)}["{label}"]')
+    for node in nodes:
+        for parent in node.parents:
+            lines.append(f"    {_mermaid_id(parent)} --> {_mermaid_id(node.revision)}")
+    styles = {
+        "head": "stroke-width:3px",
+        "current": "fill:#cde4ff",
+        "mergepoint": "stroke-dasharray:4 2",
+    }
+    for tag, style in styles.items():
+        members = [_mermaid_id(node.revision) for node in nodes if tag in node.tags]
+        if members:
+            lines.append(f"    classDef {tag} {style}")
+            lines.append(f"    class {','.join(members)} {tag}")
+    return "\n".join(lines) + "\n"
+
+
+def _mermaid_id(revision: str) -> str:
+    return "r_" + "".join(ch if ch.isalnum() else "_" for ch in revision)
+
+
+def _mermaid_text(text: str) -> str:
+    """Mermaid labels take HTML entities; quotes and angle brackets would end or break them."""
+    replacements = {"&": "#amp;", '"': "#quot;", "<": "#lt;", ">": "#gt;"}
+    return "".join(replacements.get(ch, ch) for ch in text)
+
+
+def render_dot(nodes: list[GraphNode]) -> str:
+    """Graphviz DOT: `dot -Tsvg` draws it; heads are bold, the current revision filled."""
+    lines = [
+        "digraph revisions {",
+        "    rankdir=TB;",
+        '    node [shape=box, fontname="monospace"];',
+    ]
+    for node in nodes:
+        marks = f" ({', '.join(node.tags)})" if node.tags else ""
+        attributes = [f"label={_dot_string(f'{node.revision}{marks}' + chr(10) + node.message)}"]
+        if "head" in node.tags:
+            attributes.append("penwidth=3")
+        if "current" in node.tags:
+            attributes.append('style=filled, fillcolor="#cde4ff"')
+        if "mergepoint" in node.tags:
+            attributes.append("shape=octagon")
+        lines.append(f"    {_dot_string(node.revision)} [{', '.join(attributes)}];")
+    for node in nodes:
+        for parent in node.parents:
+            lines.append(f"    {_dot_string(parent)} -> {_dot_string(node.revision)};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _dot_string(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def show_graph_as(session: Session, graph_format: str) -> list[GraphNode]:
+    """`history --graph --format mermaid|dot`: the same graph as text for review tools."""
+    from alembic.script import ScriptDirectory
+
+    from tasks.alembic_support import alembic_config
+    from tasks.errors import UsageError
+    from tasks.verbs import current_if_configured
+
+    if graph_format not in GRAPH_FORMATS:
+        raise UsageError(
+            f"--format must be one of {', '.join(GRAPH_FORMATS)}, not {graph_format!r}"
+        )
+    if graph_format == "text":
+        show_graph(session)
+        return []
+    script = ScriptDirectory.from_config(alembic_config(session.settings))
+    nodes = graph_nodes(script, set(current_if_configured(session) or ()))
+    render = render_mermaid if graph_format == "mermaid" else render_dot
+    session.console.line(render(nodes).rstrip("\n"))
+    return nodes

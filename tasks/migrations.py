@@ -12,13 +12,17 @@ import contextlib
 import functools
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks import ddl_residue, drift
 from tasks.alembic_support import EnvHandover, alembic_config, without_ini_logging
+from tasks.console import plural
 from tasks.engines import describe_database_error
+from tasks.environments import url_is_set
 from tasks.errors import (
     ConfigError,
     DatabaseError,
@@ -49,7 +53,10 @@ def current(session: Session) -> list[str]:
         heads = _database_heads(connection, session)
     script_heads = set(script.get_heads())
     name = session.environment.name
-    if not heads:
+    if not script_heads:
+        where = _display_path(session, Path(script.versions))
+        session.console.line(f"{name}: the scripts have no revisions yet ({where} is empty)")
+    if not heads and script_heads:
         session.console.line(f"{name}: no revision applied (base); head is {_ids(script_heads)}")
     for revision in heads:
         marker = " (head)" if revision in script_heads else ""
@@ -59,7 +66,7 @@ def current(session: Session) -> list[str]:
         return list(heads)
     pending = _upgrade_steps(script, "heads", heads) if script_heads else []
     if pending:
-        session.console.line(f"{name}: behind head by {len(pending)} revision(s)")
+        session.console.line(f"{name}: behind head by {plural(len(pending), 'revision')}")
     else:
         session.console.line(f"{name}: at head")
     return list(heads)
@@ -69,6 +76,13 @@ def history(session: Session, *, verbose: bool = False) -> None:
     """Alembic's history, newest first, with the database's revision marked (current)."""
     from alembic import command
 
+    from tasks.verbs import current_if_configured
+
+    # Reading needs no database (issue 12.2); with none, or one at base, nothing is marked.
+    if not current_if_configured(session):
+        config = alembic_config(session.settings, stdout=_StdoutProxy(session))
+        _alembic(session, command.history, config, verbose=verbose)
+        return
     with session.connect() as connection:
         _database_heads(connection, session)
         config = _config(session, connection)
@@ -83,7 +97,8 @@ def heads(session: Session) -> list[str]:
         session.console.line(f"{revision} (head) {_doc(script, revision)}".rstrip())
     if len(revisions) > 1:
         session.console.warning(
-            f"{len(revisions)} heads: merge them (alembic merge heads) before upgrading to 'head'"
+            f"{len(revisions)} heads: merge them ({_merge_command(session)}) before upgrading "
+            "to 'head'"
         )
     return revisions
 
@@ -107,7 +122,9 @@ def check(session: Session) -> None:
     for difference in differences:
         session.console.line(f"  {drift.describe(difference)}")
     session.record.details["differences"] = [drift.describe(d) for d in differences]
-    raise DifferencesFound(f"{name}: {len(differences)} difference(s) between models and database")
+    raise DifferencesFound(
+        f"{name}: {plural(len(differences), 'difference')} between models and database"
+    )
 
 
 def preflight(session: Session, revision: str = "head", *, allow_destructive: bool = False) -> None:
@@ -151,8 +168,8 @@ def preflight(session: Session, revision: str = "head", *, allow_destructive: bo
         report(
             allow_destructive or not pending,
             ExitCode.PREFLIGHT_DESTRUCTIVE,
-            f"{len(steps)} pending revision(s), {len(pending) - blocking} destructive and "
-            f"{blocking} blocking statement(s)"
+            f"{plural(len(steps), 'pending revision')}, {len(pending) - blocking} destructive "
+            f"and {plural(blocking, 'blocking statement')}"
             + ("" if not pending else " (--allow-destructive to accept)"),
         )
         for item in planned.revisions:
@@ -230,7 +247,9 @@ def _known(script: ScriptDirectory, revision: str) -> bool:
 # --- changes --------------------------------------------------------------------------------
 
 
-def plan(session: Session, revision: str = "head", *, as_json: bool = False) -> Plan:
+def plan(
+    session: Session, revision: str = "head", *, as_json: bool = False, as_markdown: bool = False
+) -> Plan:
     """Read-only: the revisions between the database and `revision`, their SQL and lint.
 
     A target below the database's revision (-1, base, an ancestor) plans the downgrade, linted
@@ -253,6 +272,10 @@ def plan(session: Session, revision: str = "head", *, as_json: bool = False) -> 
     )
     if as_json:
         session.console.line(json.dumps(planned.as_dict(), indent=2))
+    elif as_markdown:  # for a pull-request comment or $GITHUB_STEP_SUMMARY (issue 12.7)
+        from tasks.plan_markdown import plan_markdown
+
+        session.console.line(plan_markdown(planned.as_dict()).rstrip("\n"))
     else:
         print_plan(session.console, planned, show_sql=True)
     session.record.details["pending"] = [item.revision for item in planned.revisions]
@@ -299,9 +322,10 @@ def upgrade(
 ) -> None:
     """Apply pending revisions up to `revision`.
 
-    On a protected environment: the plan with SQL and lint, a backup (unless `backup` is
-    False), a typed confirmation, destructive statements only with `allow_destructive` (or
-    typed consent), then a check that the database reached the target.
+    On a protected environment: the plan with SQL and lint, destructive statements only with
+    `allow_destructive` (or typed consent), a typed confirmation, then the backup (unless
+    `backup` is False; after the answer, so a "no" leaves no dump behind), then a check that
+    the database reached the target. The migration lock is held from before the plan.
     """
     from alembic import command
 
@@ -320,12 +344,13 @@ def upgrade(
         if session.environment.protected:
             planned = _shown_plan(session, connection, script, steps, "upgrade", before, revision)
             action = f"Upgrade {name} ({session.environment.masked_url}) to {revision}"
-            _refuse_before_backup(session, planned, action, allow_destructive)
-            _backup_before(session, requested=backup, mandatory=False)
+            # plan -> confirmation -> backup -> apply: a declined run writes nothing, and the
+            # lock held since before the plan means nothing changes while the operator reads.
             _require_consent(session, planned, allow_destructive)
             session.confirm(action)
+            _backup_before(session, requested=backup, mandatory=False)
         else:
-            _show_steps(session, f"{name}: {len(steps)} revision(s) to apply", steps)
+            _show_steps(session, f"{name}: {plural(len(steps), 'revision')} to apply", steps)
         try:
             _apply(session, connection, steps, _run_with(script, "upgrade"), revision)
         except DatabaseError as error:
@@ -360,15 +385,16 @@ def downgrade(
             return
         action = f"Downgrade {name} ({session.environment.masked_url}) to {revision}"
         if name in UNRESTRICTED_ENVIRONMENTS:
-            _show_steps(session, f"{name}: {len(steps)} revision(s) to revert", steps)
+            _show_steps(session, f"{name}: {plural(len(steps), 'revision')} to revert", steps)
         else:
             _shown_plan(session, connection, script, steps, "downgrade", before, revision)
-            if not session.can_prompt():
-                session.confirm(action)  # no --yes and nobody to ask: refuse before the backup
-            _backup_before(session, requested=backup, mandatory=session.environment.protected)
+            if not backup and session.environment.protected:  # refused before anyone is asked
+                _backup_before(session, requested=False, mandatory=True)
         # On stdout, next to the question: stderr keeps the one line that says how it ended.
         session.console.line("WARNING: a downgrade can drop tables and columns and lose their data")
         session.confirm(action)
+        if name not in UNRESTRICTED_ENVIRONMENTS:  # after the answer: a "no" writes no backup
+            _backup_before(session, requested=backup, mandatory=session.environment.protected)
         _apply(session, connection, steps, _run_with(script, "downgrade"), revision)
 
 
@@ -418,21 +444,6 @@ def _shown_plan(
     return planned
 
 
-def _refuse_before_backup(
-    session: Session, planned: Plan, action: str, allow_destructive: bool
-) -> None:
-    """Refusals that need no human are made before the backup, not after it.
-
-    Without a terminal, destructive or blocking statements without --allow-destructive, or a
-    protected upgrade without --yes, can only end in a refusal: a backup of a large production
-    database first would cost its whole duration for nothing.
-    """
-    if session.can_prompt():
-        return
-    _require_consent(session, planned, allow_destructive)
-    session.confirm(action)
-
-
 def _backup_before(session: Session, *, requested: bool, mandatory: bool) -> None:
     """A backup before a risky change; skipping it must be explicit, and is not always allowed."""
     if not requested:
@@ -460,7 +471,7 @@ def _require_consent(session: Session, planned: Plan, allow_destructive: bool) -
     if allow_destructive:
         _record_consent(session, "--allow-destructive")
         return
-    what = f"{len(pending)} destructive or blocking statement(s) pending ({rules})"
+    what = f"{plural(len(pending), 'destructive or blocking statement')} pending ({rules})"
     if not session.can_prompt():
         raise Refused(f"{what}: pass --allow-destructive to apply them; nothing changed")
     session.console.line(summary(planned))  # what is asked about, right above the question
@@ -502,46 +513,103 @@ def stamp(session: Session, revision: str, *, sql: bool = False) -> None:
         _apply(session, connection, [], operation, revision, stamping=True)
 
 
-def revision(session: Session, message: str, *, autogenerate: bool = False) -> Path | None:
+def revision(
+    session: Session,
+    message: str,
+    *,
+    autogenerate: bool = False,
+    options: RevisionOptions | None = None,
+) -> Path | None:
     """Write a new revision file; with autogenerate, from the models' differences.
 
-    Refuses unless the database is at head: autogenerate against a lagging database writes the
-    pending revisions' changes a second time.
+    Refuses unless the database is at the head it builds on: autogenerate against a lagging
+    database writes the pending revisions' changes a second time. `options` carries Alembic's
+    own flags (--head, --splice, --branch-label, --depends-on, --rev-id, --empty); an empty
+    revision needs no database at all. Whatever the flags, the written file is proved the same
+    way: the message is data, every name resolves, and its SQL renders.
     """
-    from alembic import command
-
     if not message.strip():
         raise UsageError("a revision needs a message: -m 'what it changes'")
+    options = options or RevisionOptions()
+    if options.empty and autogenerate:
+        raise UsageError("--empty and --autogenerate contradict each other: choose one")
     script = _script(session)
-    script_heads = tuple(script.get_heads())
-    if len(script_heads) > 1:
-        raise UsageError(
-            f"several heads {_ids(script_heads)}: merge them first (alembic merge heads)"
-        )
+    kwargs = _validated_revision_options(script, options)
+    if not options.customised():
+        script_heads = tuple(script.get_heads())
+        if len(script_heads) > 1:
+            raise UsageError(
+                f"several heads {_ids(script_heads)}: merge them first "
+                f"({_merge_command(session)}), or name one with --head"
+            )
+    if options.empty:
+        config = alembic_config(session.settings, stdout=io.StringIO())
+        created = _write_revision(session, script, config, message, **kwargs)
+        return _report_created(session, created, message, [])
+    base = kwargs["head"]
+    wanted = {
+        item.revision
+        for item in _plan(lambda: list(script.get_revisions(base)), base)
+        if item is not None
+    }
     with session.connect() as connection:
         current_heads = _database_heads(connection, session)
         connection.rollback()
-        if set(current_heads) != set(script_heads):
+        _require_known(session, script, current_heads)
+        at_base = (
+            wanted <= set(current_heads)
+            if options.customised()
+            else (set(current_heads) == set(script.get_heads()))
+        )
+        if not at_base:
             raise Refused(
                 f"{session.environment.name} database is at {_ids(current_heads) or 'base'}, "
-                f"not at head {_ids(script_heads) or 'base'}; upgrade it first"
+                f"not at {base} ({_ids(wanted) or 'base'}); upgrade it first"
             )
         handover = _handover(session, connection)
         handover.write_empty_revision = not autogenerate
         config = alembic_config(session.settings, handover, stdout=io.StringIO())
         config.attributes["safe_revisions"] = _safe_revisions_enabled(session)
-        _skip_missing_hook_modules(session, config)
-        written_before = _revision_files(script)
-        try:
-            # Alembic prints "Running post write hook ..." on sys.stdout whatever `quiet` says.
-            with contextlib.redirect_stdout(io.StringIO()):
-                created = _alembic(
-                    session, command.revision, config, message=message, autogenerate=autogenerate
-                )
-        except MigrationsError as error:  # Alembic loads what it wrote: a broken file fails here
-            _remove_unloadable(session, _revision_files(script) - written_before, message, error)
-            raise
+        created = _write_revision(
+            session, script, config, message, autogenerate=autogenerate, **kwargs
+        )
         connection.rollback()
+    return _report_created(session, created, message, handover.revision_directives)
+
+
+def _validated_revision_options(script: ScriptDirectory, options: RevisionOptions) -> dict:
+    """Alembic's keyword arguments, each checked against the scripts before anything is written."""
+    kwargs = options.alembic_kwargs()
+    for dependency in kwargs["depends_on"] or ():
+        _validate_revision(script, dependency)
+    for label in kwargs["branch_label"] or ():
+        _validate_branch_label(script, label)
+    if kwargs["rev_id"]:
+        validate_new_rev_id(script, kwargs["rev_id"])
+    return kwargs
+
+
+def _write_revision(
+    session: Session, script: ScriptDirectory, config: Config, message: str, **kwargs: Any
+) -> Any:
+    """Alembic's `revision` command; a file it wrote but cannot load is removed again."""
+    from alembic import command
+
+    _skip_missing_hook_modules(session, config)
+    written_before = _revision_files(script)
+    try:
+        # Alembic prints "Running post write hook ..." on sys.stdout whatever `quiet` says.
+        with contextlib.redirect_stdout(io.StringIO()):
+            return _alembic(session, command.revision, config, message=message, **kwargs)
+    except MigrationsError as error:  # Alembic loads what it wrote: a broken file fails here
+        _remove_unloadable(session, _revision_files(script) - written_before, message, error)
+        raise
+
+
+def _report_created(
+    session: Session, created: Any, message: str, directives: list[Any]
+) -> Path | None:
+    """The new file, proved (message as data, names resolve, SQL renders), then reported."""
     scripts = created if isinstance(created, list) else [created]
     scripts = [item for item in scripts if item is not None]
     if not scripts:
@@ -552,7 +620,7 @@ def revision(session: Session, message: str, *, autogenerate: bool = False) -> P
     session.record.details["revision_file"] = str(path)
     _prove_revision(session, scripts[0])
     session.console.line(f"created {_display_path(session, path)}")
-    _report_operations(session, handover.revision_directives)
+    _report_operations(session, directives)
     return path
 
 
@@ -629,6 +697,10 @@ def _prove_revision(session: Session, written: Any) -> None:
             f"{shown} was removed: import the type's module in script.py.mako, or render it "
             "with user_module_prefix or render_item in env.py"
         )
+    if session._environment is None and not url_is_set(
+        session.settings, session.record.environment
+    ):
+        return  # an empty revision written without a database: nothing to render it for
     down = written.down_revision
     start = down if isinstance(down, str) else ",".join(down or ()) or "base"
     config = alembic_config(
@@ -697,6 +769,55 @@ def unresolved_names(source: str, filename: str) -> list[tuple[str, str]]:
         match = re.search(rf"\b{re.escape(name)}(?:\.\w+)*(?:\([^()\n]*\))?", source)
         found.append((name, f"`{match.group(0)}`" if match else f"`{name}`"))
     return found
+
+
+@dataclass(frozen=True)
+class RevisionOptions:
+    """Alembic's `revision` flags beyond -m and --autogenerate (issue 12.1)."""
+
+    head: str = "head"
+    splice: bool = False
+    branch_label: str = ""
+    depends_on: str = ""
+    rev_id: str = ""
+    empty: bool = False
+
+    def customised(self) -> bool:
+        return self != RevisionOptions()
+
+    def alembic_kwargs(self) -> dict[str, Any]:
+        depends = [item.strip() for item in self.depends_on.split(",") if item.strip()]
+        labels = [item.strip() for item in self.branch_label.split(",") if item.strip()]
+        return {
+            "head": self.head.strip() or "head",
+            "splice": self.splice,
+            "branch_label": labels or None,
+            "depends_on": depends or None,
+            "rev_id": self.rev_id.strip() or None,
+        }
+
+
+_REV_ID = re.compile(r"[0-9A-Za-z_]+")
+_BRANCH_LABEL = re.compile(r"[A-Za-z_][0-9A-Za-z_]*")
+_RESERVED_LABELS = frozenset({"head", "heads", "base"})
+
+
+def validate_new_rev_id(script: ScriptDirectory, rev_id: str) -> None:
+    """A revision id that Alembic's relative syntax and file names can both carry, unused."""
+    if not _REV_ID.fullmatch(rev_id):
+        raise UsageError(f"--rev-id {rev_id!r}: use letters, digits and underscores only")
+    if _known(script, rev_id):
+        raise UsageError(f"--rev-id {rev_id!r}: a revision with that id exists already")
+
+
+def _validate_branch_label(script: ScriptDirectory, label: str) -> None:
+    if not _BRANCH_LABEL.fullmatch(label) or label in _RESERVED_LABELS:
+        raise UsageError(
+            f"--branch-label {label!r}: a name of letters, digits and underscores "
+            "(not head, heads or base)"
+        )
+    if _known(script, label):
+        raise UsageError(f"--branch-label {label!r}: that name is taken already")
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -1013,8 +1134,11 @@ def _failed_step(steps: list[MigrationStep], applied: list[str]) -> str | None:
 
 
 def _offline(session: Session, operation: Callable[..., Any], revision: str) -> None:
-    """Print the SQL Alembic would run; no connection is opened."""
+    """Print the SQL Alembic would run; no connection is opened, and no URL is needed."""
+    from tasks.verbs import offline_session
+
     _require_offline_range(revision)
+    session = offline_session(session)
     config = alembic_config(
         session.settings,
         _handover(session, None),
@@ -1147,6 +1271,14 @@ def _display_path(session: Session, path: Path) -> str:
         return str(path.resolve().relative_to(session.settings.root))
     except ValueError:
         return str(path)
+
+
+def _merge_command(session: Session) -> str:
+    """The task that merges heads in this collection (dev: `invoke dev.merge -m MESSAGE`)."""
+    collection = session.record.task.rsplit(".", 1)[0]
+    if collection not in {"local", "dev"}:
+        collection = "dev"
+    return f"invoke {collection}.merge -m MESSAGE"
 
 
 def _ids(revisions: Any) -> str:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from tasks import ddl_residue, lint
 from tasks.alembic_support import EnvHandover, alembic_config
-from tasks.console import Console
+from tasks.console import Console, plural
 from tasks.session import Session
 
 if TYPE_CHECKING:
@@ -338,7 +338,7 @@ def print_plan(console: Console, plan: Plan, *, show_sql: bool) -> None:
     verb = "apply" if plan.direction == "upgrade" else "revert"
     current = ", ".join(plan.current) or "base"
     console.line(
-        f"{plan.environment}: at {current}; {len(plan.revisions)} revision(s) to {verb} "
+        f"{plan.environment}: at {current}; {plural(len(plan.revisions), 'revision')} to {verb} "
         f"(target {plan.target})"
     )
     for item in plan.revisions:

@@ -34,6 +34,8 @@ class RunRecord:
     revision_before: list[str] | None = None
     revision_after: list[str] | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    # The full traceback (redacted) of an unexpected error, or of the error behind a one-line one.
+    exception: str | None = None
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def fields(self) -> dict[str, Any]:

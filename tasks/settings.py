@@ -7,6 +7,7 @@ only gives the merged mapping a shape. `alembic/env.py` loads the same files thr
 
 from __future__ import annotations
 
+import difflib
 import functools
 import math
 import os
@@ -158,6 +159,7 @@ class Settings:
 
 def settings_from_mapping(raw: Mapping[str, Any], root: Path = PROJECT_ROOT) -> Settings:
     """Validate the merged `migrations:` mapping; a wrong value is a one-line ConfigError."""
+    check_known_keys(raw)
     environments = {
         name: _environment(name, values)
         for name, values in _mapping(raw.get("environments", {}), "environments").items()
@@ -322,3 +324,76 @@ def _names(value: Any, key: str) -> tuple[str, ...]:
 
 def _owners(value: Any) -> tuple[str, ...]:
     return tuple(owner.lower() for owner in _names(value, "owners"))
+
+
+# --- strictness: every key must be one the defaults know ------------------------------------
+
+# Keys an entry of a named map may carry beyond those the defaults' own entries show (an
+# environment's optional settings appear on some default environments only).
+ENTRY_KEYS: dict[str, frozenset[str]] = {
+    "environments": frozenset(
+        {
+            "url_variable",
+            "default_url",
+            "protected",
+            "postgres_lock_timeout",
+            "postgres_statement_timeout",
+        }
+    ),
+}
+
+
+def check_known_keys(raw: Mapping[str, Any], defaults: Mapping[str, Any] = DEFAULTS) -> None:
+    """Refuse any key the defaults do not know, naming it and the closest known one.
+
+    A misspelled key (`owner:` for `owners:`) used to be ignored silently, switching a guard off:
+    strictness fails closed. The schema *is* `DEFAULTS`, so a key added there is known at once.
+    A mapping whose default entries are all mappings (`environments`) is a map of named entries:
+    the names are free, each entry's keys are checked against the union of the default entries'
+    keys (and `ENTRY_KEYS`). An empty default mapping holds names chosen by the user.
+    """
+    _check_section(raw, defaults, "migrations")
+
+
+def _check_section(raw: Any, defaults: Mapping[str, Any], where: str) -> None:
+    if not _is_mapping(raw):
+        raise ConfigError(f"{where} must be a mapping")
+    for key in raw:
+        value = raw.get(key)  # Invoke's DataProxy hands out plain dicts through get()
+        name = f"{where}.{key}"
+        if key not in defaults:
+            raise ConfigError(_unknown_key(str(key), defaults, where))
+        default = defaults[key]
+        if not isinstance(default, Mapping):
+            continue
+        if _is_named_map(default):
+            _check_named_map(value, default, name, str(key))
+        elif default:
+            _check_section(value, default, name)
+        elif not _is_mapping(value):
+            raise ConfigError(f"{name} must be a mapping")
+
+
+def _is_mapping(value: Any) -> bool:
+    """Mappings, and Invoke's DataProxy (a mapping in all but its type)."""
+    return isinstance(value, Mapping) or (hasattr(value, "keys") and hasattr(value, "get"))
+
+
+def _is_named_map(default: Mapping[str, Any]) -> bool:
+    return bool(default) and all(isinstance(entry, Mapping) for entry in default.values())
+
+
+def _check_named_map(raw: Any, default: Mapping[str, Any], where: str, key: str) -> None:
+    if not _is_mapping(raw):
+        raise ConfigError(f"{where} must be a mapping")
+    schema: dict[str, Any] = {name: None for name in ENTRY_KEYS.get(key, ())}
+    for entry in default.values():
+        schema.update(entry)
+    for entry_name in raw:
+        _check_section(raw.get(entry_name), schema, f"{where}.{entry_name}")
+
+
+def _unknown_key(key: str, known: Mapping[str, Any], where: str) -> str:
+    close = difflib.get_close_matches(key, [str(name) for name in known], n=1, cutoff=0.6)
+    hint = f"did you mean {where}.{close[0]}?" if close else f"known: {', '.join(sorted(known))}"
+    return f"unknown setting {where}.{key} ({hint})"

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tasks.console import plural
 from tasks.errors import DatabaseError, DifferencesFound, ExitCode
 from tasks.session import Session
 
@@ -157,7 +158,8 @@ def reset(session: Session, *, backup: bool = False) -> None:
     created = len(metadata.tables)
     session.record.details.update({"dropped_tables": dropped, "created_tables": created})
     session.console.line(
-        f"{environment.name}: dropped {len(dropped)} table(s), created {created} from the models"
+        f"{environment.name}: dropped {plural(len(dropped), 'table')}, "
+        f"created {created} from the models"
     )
     session.console.line(
         f"{environment.name}: no revision is recorded now; "
@@ -311,12 +313,12 @@ def _pair_foreign_keys(ops: dict[str, list[Change]]) -> list[Item]:
 
 def _new_table_item(change: Change, indexes: list[Change]) -> Item:
     table = change.model
-    parts = [f"{len(table.columns)} column(s)"]
+    parts = [plural(len(table.columns), "column")]
     if table.indexes:
         parts.append(f"{len(table.indexes)} index(es)")
     foreign_keys = len(table.foreign_key_constraints)
     if foreign_keys:
-        parts.append(f"{foreign_keys} foreign key(s)")
+        parts.append(plural(foreign_keys, "foreign key"))
     return Item(
         "missing_table",
         change.table,
@@ -827,7 +829,7 @@ def _execute(connection: Connection, plan: Plan, progress: list[str]) -> None:
         connection.execute(_add_constraint_ddl(item.changes[0].model))
     tables = [item.changes[0].model for item in by_kind["missing_table"]]
     if tables:  # a failure names its own statement (see _failed_statement), not every table
-        progress.append(f"{_CREATING_TABLES}{len(tables)} table(s)")
+        progress.append(f"{_CREATING_TABLES}{plural(len(tables), 'table')}")
         tables[0].metadata.create_all(connection, tables=tables, checkfirst=True)
     for item in by_kind["missing_index"]:
         progress.append(item.detail)
@@ -1041,12 +1043,13 @@ def _raise_for(session: Session, plan: Plan, *, applied: bool) -> None:
     left = len(plan.left_alone)
     if plan.exit_code == ExitCode.DIFFERENCES:
         raise DifferencesFound(
-            f"{name}: {len(plan.items)} difference(s) sync can apply (run `invoke local.sync`)",
+            f"{name}: {plural(len(plan.items), 'difference')} sync can apply "
+            "(run `invoke local.sync`)",
             exit_code=ExitCode.DIFFERENCES,
         )
     can = f"; {len(plan.to_apply)} sync can apply" if plan.to_apply and not applied else ""
     raise DifferencesFound(
-        f"{name}: {left} difference(s) need a revision or a manual step{can}",
+        f"{name}: {plural(left, 'difference')} need a revision or a manual step{can}",
         exit_code=ExitCode.NEEDS_REVISION,
     )
 
@@ -1074,7 +1077,7 @@ def _report(
         for item in left_by_table.get(table, []):
             _report_item(session, item)
     if plan.exit_code == ExitCode.OK:
-        done = f"applied {len(applied)} change(s); " if applied else ""
+        done = f"applied {plural(len(applied), 'change')}; " if applied else ""
         session.console.line(f"{name}: {done}in sync with the models")
     elif plan.items:
         session.console.line(

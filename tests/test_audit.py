@@ -60,7 +60,7 @@ def test_every_changing_run_leaves_a_row_with_every_field(project, dev):
     assert (first["revision_before"] or None, first["revision_after"]) == (None, FIRST)
     assert (upgrade["revision_before"], upgrade["revision_after"]) == (FIRST, HEAD)
     assert (stamp["revision_before"], stamp["revision_after"]) == (HEAD, FIRST)
-    assert json.loads(upgrade["arguments"])["rev"] == "head"
+    assert upgrade["arguments"]["rev"] == "head"  # an object, not a JSON string (issue 12.7)
     for row in (first, upgrade, stamp):
         assert row["environment"] == "development" and row["outcome"] == "ok"
         assert row["operator"] == "tester@example.com" and row["host"]
@@ -79,9 +79,10 @@ def test_limit_and_the_text_view(project, dev):
 
     assert latest["revision_after"] == HEAD
     assert_ok(text)
-    lines = text.stdout.splitlines()
+    header, *lines = text.stdout.splitlines()
+    assert header.split()[:3] == ["STARTED", "(UTC)", "OUTCOME"]
     assert len(lines) == 2 and "dev.upgrade" in lines[0] and f"{FIRST} -> {HEAD}" in lines[0]
-    assert "tester@example.com@" in lines[0]
+    assert "tester@example.com " in lines[0]  # operator and host are separate columns
     assert project.invoke("dev.audit", "--limit", "0").code == 2
 
 

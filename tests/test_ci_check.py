@@ -69,7 +69,7 @@ def test_two_heads_fail_the_heads_check(project, scripts):
     scripts.add_branch("b0b0b0b0b0b0")
     result = project.invoke("ci.check")
     assert result.code == ExitCode.CI_HEADS, result.output
-    assert "FAILED heads: 2 head(s)" in result.stdout
+    assert "FAILED heads: 2 heads" in result.stdout
 
 
 def test_missing_downgrade_is_named(project, scripts):

@@ -216,18 +216,19 @@ def test_audit_rows_for_ok_refused_and_failed_runs(project, pg_url):
         assert row["operator"] == "tester@example.com"
         assert row["host"] and row["git_commit"]
         assert row["started_at"] <= row["finished_at"] and row["duration_ms"] >= 0
-        assert json.loads(row["arguments"])["yes"] is True
+        assert row["arguments"]["yes"] is True
     assert (refused["revision_before"], refused["revision_after"]) == (start, start)
     assert "--allow-destructive" in refused["error"]
     assert (ok["revision_before"], ok["revision_after"]) == (start, risky)
-    assert json.loads(ok["arguments"])["allow_destructive"] is True
+    assert ok["arguments"]["allow_destructive"] is True
     assert ok["error"] is None
     assert (failed["revision_before"], failed["revision_after"]) == (risky, risky)
     assert broken in failed["error"] and "missing" in failed["error"]
     # Human-readable too, and --limit is honoured.
     text = project.invoke("prod.audit", "--limit", "2")
     assert_ok(text)
-    assert "failed" in text.stdout and "ok" in text.stdout and "refused" not in text.stdout
+    rows = [line for line in text.stdout.splitlines()[1:] if not line.startswith("    ")]
+    assert [row.split()[2] for row in rows] == ["failed", "ok"]  # the OUTCOME column
 
 
 def test_audit_is_only_for_shared_databases_and_readable_when_empty(project, pg_url):
@@ -247,11 +248,12 @@ def test_typing_allow_destructive_then_the_name_applies_them(project, pg_url):
     chain.add("e00000000002", "destructive", DESTRUCTIVE)
 
     child = terminal("prod.upgrade")
-    child.expect("backup written to")
     child.expect(r"Type 'allow-destructive' to continue: ")
+    assert "backup written to" not in child.before  # asked first, backed up after (issue 12.4)
     child.sendline("allow-destructive")
     child.expect(r"Type 'production' to continue: ")
     child.sendline("production")
+    child.expect("backup written to")
     child.expect(pexpect.EOF)
     child.close()
 

@@ -63,7 +63,7 @@ def test_plan_shows_each_pending_revision_with_its_sql_and_findings(project, pg_
 
     assert_ok(result)
     out = result.stdout
-    assert f"at {chain.ids[0]}" in out and "3 revision(s) to apply (target head)" in out
+    assert f"at {chain.ids[0]}" in out and "3 revisions to apply (target head)" in out
     positions = [out.index(revision) for revision in chain.ids[1:]]
     assert positions == sorted(positions)  # in the order they will run
     assert "index and required score" in out and "d00000000003_drop_legacy_retype_name.py" in out
@@ -144,7 +144,7 @@ def test_plan_at_head_has_nothing_pending(project, pg_dev):
     as_json = project.invoke("dev.plan", "--json")
 
     assert_ok(text)
-    assert "0 revision(s) to apply" in text.stdout
+    assert "0 revisions to apply" in text.stdout
     assert json.loads(as_json.stdout)["revisions"] == []
 
 
@@ -327,7 +327,7 @@ def test_downgrade_shows_the_statements_that_lose_data(project, pg_dev):
 
     assert_ok(result)
     out = result.stdout
-    assert "2 revision(s) to revert (target base)" in out
+    assert "2 revisions to revert (target base)" in out
     assert out.index("d30000000002") < out.index("d30000000001")
     assert "DESTRUCTIVE drop-column" in out and "DESTRUCTIVE drop-table" in out
     assert "ban-drop-column" not in out and "ban-drop-table" not in out  # folded into ours

@@ -60,7 +60,7 @@ def test_all_good_exits_0_and_lists_the_pending_revisions(project, staging, chai
     assert check_lines(result) == {
         "heads": "ok",
         "database": "ok",
-        "1": "ok",  # "1 pending revision(s), ..."
+        "1": "ok",  # "1 pending revision, ..."
         "models": "ok",
     }
     assert f"{HEAD} add memberships" in result.stdout

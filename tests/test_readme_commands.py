@@ -94,7 +94,7 @@ def test_make_sync_creates_the_local_sqlite_database(project, clone):
     ("argv", "message"),
     [
         (("upgrade", "ENV=qa"), "ENV must be one of"),
-        (("current", "ENV=production"), "ENV must be one of"),
+        (("current", "ENV=prodution"), "ENV must be one of"),
         (("downgrade", "ENV=dev"), "REV="),
         (("revision",), "MSG="),
     ],

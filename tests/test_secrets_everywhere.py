@@ -173,6 +173,7 @@ def _pg_restore_list(path: Path) -> str:
 def test_no_password_anywhere(project, states, pg_server, run: Run):
     scripts = copy_scripts(project.tmp / "scripts")  # `revision` writes here, never in the repo
     project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(scripts.ini))
+    project.setenv("EDITOR", "true")  # `edit` opens the file in an editor that does nothing
     backup_file = states.backup_file(project)
     private = None
     if run.private_database:
