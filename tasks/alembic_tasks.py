@@ -35,6 +35,9 @@ SHORT_FLAGS: dict[str, str] = {
     "autogenerate": "a",
     "dialect": "d",
     "format": "f",
+    "rev_id": "r",
+    "depends_on": "d",
+    "empty": "e",
 }
 
 
