@@ -38,6 +38,11 @@ DEFAULTS: dict[str, Any] = {
             "url_variable": "DATABASE_URL_LOCAL",
             "default_url": "sqlite:///local.sqlite3",
             "protected": False,
+            # A local URL must name this machine (loopback or a unix socket) unless this is
+            # "true". A string, so INVOKE_MIGRATIONS_ENVIRONMENTS_LOCAL_ALLOW_REMOTE=false arrives
+            # as text (Invoke casts a variable over a bool with `not in ("0", "")`: "false" is
+            # True) and is parsed strictly by settings_from_mapping.
+            "allow_remote": "false",
         },
         # PostgreSQL session settings for migrations on shared databases: fail fast instead of
         # queueing traffic behind a lock, and never let one statement run unbounded.
@@ -93,6 +98,7 @@ class EnvironmentSettings:
     protected: bool = False
     postgres_lock_timeout: str | None = None
     postgres_statement_timeout: str | None = None
+    allow_remote: bool = False
 
 
 @dataclass(frozen=True)
@@ -175,6 +181,9 @@ def _environment(name: str, values: Any) -> EnvironmentSettings:
         protected=_flag(values.get("protected", False), f"environments.{name}.protected"),
         postgres_lock_timeout=_optional_text(values.get("postgres_lock_timeout")),
         postgres_statement_timeout=_optional_text(values.get("postgres_statement_timeout")),
+        allow_remote=_strict_flag(
+            values.get("allow_remote", False), f"environments.{name}.allow_remote"
+        ),
     )
 
 
@@ -207,6 +216,15 @@ def _flag(value: Any, key: str) -> bool:
         return value
     if isinstance(value, str) and value.lower() in {"true", "yes", "1", "false", "no", "0", ""}:
         return value.lower() in {"true", "yes", "1"}
+    raise ConfigError(f"migrations.{key} must be true or false")
+
+
+def _strict_flag(value: Any, key: str) -> bool:
+    """A switch that loosens a guard: only true or false, never a guess at "yes", "on" or "1"."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in {"true", "false"}:
+        return value.strip().lower() == "true"
     raise ConfigError(f"migrations.{key} must be true or false")
 
 
