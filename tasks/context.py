@@ -161,7 +161,9 @@ class _Run:
             return
         assert self.settings is not None
         try:
-            check_scope(self.settings, session.environment)
+            check_scope(
+                self.settings, session.environment, changes_database=self.spec.changes_database
+            )
         except ForeignDatabase as refusal:
             # A shared run's own audit row already lands in that database (`_finish`).
             if self.spec.changes_database and not self._audited():

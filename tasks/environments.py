@@ -432,7 +432,11 @@ def guard_level(settings: Settings, name: str) -> int:
 
 
 def check_scope(
-    settings: Settings, environment: Environment, environ: Mapping[str, str] | None = None
+    settings: Settings,
+    environment: Environment,
+    *,
+    changes_database: bool,
+    environ: Mapping[str, str] | None = None,
 ) -> None:
     """Refuse, with one line naming both environments, a run that is not on its own database.
 
@@ -440,10 +444,15 @@ def check_scope(
     `environments.<name>.allow_remote`), and a database that another configured environment with
     stricter guards also points at (`DATABASE_URL_LOCAL=$DATABASE_URL_PRODUCTION`, or a
     `url_variable` redirected to production's variable). Refusing is simpler to make airtight
-    than borrowing the other environment's owners, confirmation, backup and audit.
+    than borrowing the other environment's owners, confirmation, backup and audit. A local task
+    is refused even when it only reads (`local.backup` would carry a shared database off in a
+    local dump); a shared one only when it changes the database, since reading is unguarded
+    everywhere (`dev.upgrade --sql` renders SQL without connecting).
     """
     environ = os.environ if environ is None else environ
     _require_this_machine(settings, environment, environ)
+    if environment.name not in UNRESTRICTED_ENVIRONMENTS and not changes_database:
+        return
     owner = stricter_owner(settings, environment, environ)
     if owner is None:
         return

@@ -176,6 +176,16 @@ def test_development_redirected_to_production_variable_is_refused(project, pg_ur
 
 
 @pytest.mark.postgres
+def test_development_may_still_read_the_production_database(project, pg_url):
+    """Reading is unguarded in every environment: only changes need the stricter guards."""
+    prod = production_with_history(project, pg_url)
+    project.setenv("DATABASE_URL_DEVELOPMENT", prod)
+
+    assert_ok(project.invoke("dev.current"))
+    assert_ok(project.invoke("dev.upgrade", "--sql", "--rev", f"{FIRST}:head"))
+
+
+@pytest.mark.postgres
 def test_production_tasks_still_run_when_development_shares_its_database(project, pg_url):
     """The stricter environment's own tasks are never refused: prod's guards are the strictest."""
     prod = production_with_history(project, pg_url)
