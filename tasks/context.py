@@ -138,7 +138,6 @@ class _Run:
         if self.spec.needs_database:
             session.environment  # noqa: B018 - resolve now: a missing URL fails before anything
         self.log.started(self.record)
-        self._check_scope(session)
         spec = self.spec
         if policy_applies(
             self.record.environment,
@@ -146,6 +145,7 @@ class _Run:
             creates_revision=spec.creates_revision,
         ):
             require_owner(self.settings.owners, self.record.operator, spec.name)
+        self._check_scope(session)
         return session
 
     def _check_scope(self, session: Session) -> None:
