@@ -485,6 +485,8 @@ def stricter_owner(
             other = resolve_environment(settings, name, environ)
         except MigrationsError:
             continue
+        if _family(other.url) != mine.family:  # no name lookups for a server of another kind
+            continue
         if same_database(mine, database_identity(other.url, environ)):
             found = other
     return found

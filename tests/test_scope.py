@@ -139,6 +139,54 @@ def test_every_local_task_is_refused_on_the_production_database(project, pg_url,
     assert not project.backup_dir.exists() or not any(project.backup_dir.iterdir())
 
 
+# Other spellings of the production database `postgresql+psycopg2://postgres@127.0.0.1:5432/NAME`
+# (NAME filled in): other host names for this machine, the default socket, query parameters
+# that override the URL, an async driver, upper case, and a URL the check cannot pin down.
+SPELLINGS = {
+    "localhost": "postgresql://postgres@localhost/NAME",
+    "ipv6-loopback": "postgres://someone@[::1]:5432/NAME",
+    "default-socket": "postgresql://postgres@/NAME",
+    "socket-dir": "postgresql://postgres@/NAME?host=/var/run/postgresql",
+    "query-dbname": "postgresql://postgres@127.0.0.1/postgres?dbname=NAME",
+    "query-port": "postgresql://postgres@localhost/NAME?port=5432",
+    "async-upper": "postgresql+asyncpg://postgres@127.0.0.1:5432/UPPER",
+    "service": "postgresql://postgres@127.0.0.1/postgres?service=anything",
+}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("spelling", sorted(SPELLINGS))
+def test_other_spellings_of_the_production_database_are_refused(project, pg_url, spelling):
+    prod = production_with_history(project, pg_url)
+    name = sqlalchemy.make_url(prod).database
+    url = SPELLINGS[spelling].replace("NAME", name).replace("UPPER", name.upper())
+    project.setenv("DATABASE_URL_LOCAL", url)
+    if spelling == "service":  # off this machine as far as anyone can tell: allowed, to reach
+        project.setenv("INVOKE_MIGRATIONS_ENVIRONMENTS_LOCAL_ALLOW_REMOTE", "true")  # the match
+    before = schema_snapshot(prod)
+
+    result = project.invoke("local.reset", "--yes")
+
+    assert_refused_naming_both(result, "local", "production")
+    assert schema_snapshot(prod) == before
+    assert user_count(prod) == 1
+
+
+@pytest.mark.postgres
+def test_this_machines_own_name_is_this_machine(project, pg_url):
+    """A host name resolving to one of this machine's addresses is the same server."""
+    import socket
+
+    prod = production_with_history(project, pg_url)
+    project.setenv("DATABASE_URL_PRODUCTION", as_host(prod, socket.gethostname()))
+    project.setenv("DATABASE_URL_LOCAL", prod)
+
+    result = project.invoke("local.stamp", "--rev", "base", "--yes")
+
+    assert_refused_naming_both(result, "local", "production")
+    assert version_rows(schema_snapshot(prod)) == [HEAD]
+
+
 @pytest.mark.postgres
 def test_local_on_the_development_database_is_refused_too(project, pg_url):
     """Shared, not only protected: dev's owners and audit apply to dev's database."""
