@@ -208,6 +208,7 @@ def test_development_redirected_to_production_variable_is_refused(project, pg_ur
     project.setenv(
         "INVOKE_MIGRATIONS_ENVIRONMENTS_DEVELOPMENT_URL_VARIABLE", "DATABASE_URL_PRODUCTION"
     )
+    project.setenv("MIGRATIONS_OPERATOR", OWNER)  # an owner too: dev's guards are not prod's
 
     for argv in (("downgrade", "--rev", "base", "--yes"), ("stamp", "--rev", "base", "--yes")):
         result = project.invoke(f"dev.{argv[0]}", *argv[1:])
@@ -291,6 +292,7 @@ def test_sqlite_development_redirected_to_production_variable(project):
     project.setenv(
         "INVOKE_MIGRATIONS_ENVIRONMENTS_DEVELOPMENT_URL_VARIABLE", "DATABASE_URL_PRODUCTION"
     )
+    project.setenv("MIGRATIONS_OPERATOR", OWNER)  # an owner too: dev's guards are not prod's
 
     result = project.invoke("dev.downgrade", "--rev", "base", "--yes")
 
@@ -311,13 +313,22 @@ def test_local_runs_when_other_environments_are_unset_or_elsewhere(project):
 # --- MariaDB ------------------------------------------------------------------------------------
 
 
+MARIADB_SPELLINGS = {
+    "localhost-mariadb": "mariadb://root@localhost:3306/NAME",
+    "socket": "mysql+pymysql://root@localhost/NAME?unix_socket=/run/mysqld/mysqld.sock",
+    "query-db": "mysql+aiomysql://root@127.0.0.1/mysql?db=NAME",
+    "upper": "mysql://root@127.0.0.1/UPPER",
+}
+
+
 @pytest.mark.mysql
-def test_mariadb_local_reset_on_the_production_database_is_refused(project, mysql_url):
+@pytest.mark.parametrize("spelling", sorted(MARIADB_SPELLINGS))
+def test_mariadb_local_reset_on_the_production_database_is_refused(project, mysql_url, spelling):
     prod = production_with_history(project, mysql_url)
+    name = sqlalchemy.make_url(prod).database
+    url = MARIADB_SPELLINGS[spelling].replace("NAME", name).replace("UPPER", name.upper())
+    project.setenv("DATABASE_URL_LOCAL", url)
     before = schema_snapshot(prod)
-    project.setenv(
-        "DATABASE_URL_LOCAL", as_host(prod, "localhost").replace("mysql+pymysql", "mariadb")
-    )
 
     result = project.invoke("local.reset", "--yes")
 
@@ -334,6 +345,7 @@ def test_mariadb_development_redirected_to_production_variable(project, mysql_ur
     project.setenv(
         "INVOKE_MIGRATIONS_ENVIRONMENTS_DEVELOPMENT_URL_VARIABLE", "DATABASE_URL_PRODUCTION"
     )
+    project.setenv("MIGRATIONS_OPERATOR", OWNER)  # an owner too: dev's guards are not prod's
 
     result = project.invoke("dev.downgrade", "--rev", "base", "--yes")
 
