@@ -286,6 +286,19 @@ def test_sqlite_paths_to_the_production_file_are_refused(project, link):
     assert audit_rows(project)[0]["task"] == "local.reset"
 
 
+def test_production_url_from_its_dotenv_file_counts_too(project):
+    prod = production_with_history(project, sqlite_url(project.tmp / "prod.sqlite3"))
+    project.monkeypatch.delenv("DATABASE_URL_PRODUCTION")
+    (project.dotenv_dir / ".env.production").write_text(f"DATABASE_URL_PRODUCTION={prod}\n")
+    project.setenv("DATABASE_URL_LOCAL", prod)
+    before = schema_snapshot(prod)
+
+    result = project.invoke("local.sync")
+
+    assert_refused_naming_both(result, "local", "production")
+    assert schema_snapshot(prod) == before
+
+
 def test_sqlite_development_redirected_to_production_variable(project):
     prod = production_with_history(project, sqlite_url(project.tmp / "prod.sqlite3"))
     before = schema_snapshot(prod)
