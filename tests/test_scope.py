@@ -360,9 +360,10 @@ def test_mariadb_development_redirected_to_production_variable(project, mysql_ur
     )
     project.setenv("MIGRATIONS_OPERATOR", OWNER)  # an owner too: dev's guards are not prod's
 
-    result = project.invoke("dev.downgrade", "--rev", "base", "--yes")
+    for argv in (("stamp", "--rev", "base", "--yes"), ("upgrade", "--rev", FIRST)):
+        result = project.invoke(f"dev.{argv[0]}", *argv[1:])
+        assert_refused_naming_both(result, "development", "production")
 
-    assert_refused_naming_both(result, "development", "production")
     assert schema_snapshot(prod) == before
 
 
