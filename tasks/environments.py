@@ -481,15 +481,34 @@ def stricter_owner(
             continue
         if found is not None and other_level <= guard_level(settings, found.name):
             continue
-        try:
-            other = resolve_environment(settings, name, environ)
-        except MigrationsError:
-            continue
-        if _family(other.url) != mine.family:  # no name lookups for a server of another kind
-            continue
-        if same_database(mine, database_identity(other.url, environ)):
-            found = other
+        for other in _databases_of(settings, name, environ):
+            if _family(other.url) != mine.family:  # no name lookups for a server of another kind
+                continue
+            if same_database(mine, database_identity(other.url, environ)):
+                found = other
+                break
     return found
+
+
+def _databases_of(settings: Settings, name: str, environ: Mapping[str, str]) -> list[Environment]:
+    """`name`'s database as configured, and the one its default variable names when the
+    configuration points it elsewhere (`INVOKE_MIGRATIONS_ENVIRONMENTS_PRODUCTION_URL_VARIABLE=
+    NOTHING` must not hide production). Unset or malformed: no database, no error."""
+    from tasks.settings import DEFAULTS
+
+    databases: list[Environment] = []
+    with contextlib.suppress(MigrationsError):
+        databases.append(resolve_environment(settings, name, environ))
+    default = DEFAULTS["environments"].get(name, {}).get("url_variable")
+    if not default or default == settings.environment(name).url_variable:
+        return databases
+    with contextlib.suppress(MigrationsError):
+        raw, source = _lookup(settings.dotenv_dir, name, default, environ)
+        if raw is not None:
+            url = normalize_url(raw, default, settings.root)
+            protected = settings.environment(name).protected
+            databases.append(Environment(name, url, default, source, protected))
+    return databases
 
 
 def _require_this_machine(

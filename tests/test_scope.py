@@ -299,6 +299,20 @@ def test_production_url_from_its_dotenv_file_counts_too(project):
     assert schema_snapshot(prod) == before
 
 
+def test_production_variable_redirected_away_still_counts(project):
+    """Pointing production's url_variable at nothing does not hide DATABASE_URL_PRODUCTION."""
+    prod = production_with_history(project, sqlite_url(project.tmp / "prod.sqlite3"))
+    project.setenv("INVOKE_MIGRATIONS_ENVIRONMENTS_PRODUCTION_URL_VARIABLE", "NOT_SET_ANYWHERE")
+    project.setenv("DATABASE_URL_LOCAL", prod)
+    before = schema_snapshot(prod)
+
+    result = project.invoke("local.reset", "--yes")
+
+    assert_refused_naming_both(result, "local", "production", "DATABASE_URL_PRODUCTION")
+    assert schema_snapshot(prod) == before
+    assert user_count(prod) == 1
+
+
 def test_sqlite_development_redirected_to_production_variable(project):
     prod = production_with_history(project, sqlite_url(project.tmp / "prod.sqlite3"))
     before = schema_snapshot(prod)
