@@ -24,6 +24,7 @@ from tests.helpers import (
     SECRET,
     assert_ok,
     assert_one_line_error,
+    copy_scripts,
     prepare,
     sqlite_url,
     table_names,
@@ -185,6 +186,30 @@ def test_this_machines_own_name_is_this_machine(project, pg_url):
 
     assert_refused_naming_both(result, "local", "production")
     assert version_rows(schema_snapshot(prod)) == [HEAD]
+
+
+def test_every_local_task_that_uses_a_database_is_in_the_list():
+    """A local task added later is covered here, or this fails."""
+    from tests.task_matrix import discover
+
+    listed = {argv[0] for argv in LOCAL_TASKS} | {"revision"}  # revision: its own test below
+    using = {t.name for t in discover() if t.collection == "local" and t.needs_database}
+    assert using <= listed, using - listed
+
+
+@pytest.mark.postgres
+def test_local_revision_on_the_production_database_is_refused(project, pg_url):
+    prod = production_with_history(project, pg_url)
+    scripts = copy_scripts(project.tmp / "scripts")  # a revision that slips through lands here
+    project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(scripts.ini))
+    project.setenv("MIGRATIONS_OPERATOR", OWNER)  # owners may write revisions: scope still holds
+    project.setenv("DATABASE_URL_LOCAL", prod)
+    files = scripts.files()
+
+    result = project.invoke("local.revision", "-m", "sneaky", "--autogenerate")
+
+    assert_refused_naming_both(result, "local", "production")
+    assert scripts.files() == files
 
 
 @pytest.mark.postgres
