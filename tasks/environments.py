@@ -225,7 +225,9 @@ def same_database(a: DatabaseIdentity, b: DatabaseIdentity) -> bool:
     if a.family != b.family:
         return False
     if a.family == "sqlite":
-        return bool(a.files & b.files)
+        if not a.files or not b.files:  # in memory: private to its connection
+            return False
+        return ANY in a.files or ANY in b.files or bool(a.files & b.files)
     endpoints = ANY in a.endpoints or ANY in b.endpoints or bool(a.endpoints & b.endpoints)
     ports = not a.ports or not b.ports or bool(a.ports & b.ports)
     names = a.database is None or b.database is None or a.database == b.database
@@ -268,7 +270,10 @@ def _sqlite_files(url: URL) -> frozenset[str]:
             database = ""
     if not database or database == ":memory:":
         return frozenset()  # a private in-memory database is nobody else's
-    path = Path(database).expanduser().resolve()
+    try:
+        path = Path(database).expanduser().resolve()
+    except (OSError, RuntimeError):  # a symlink loop: no file anyone can name, so any file
+        return frozenset({ANY})
     files = {str(path)}
     with contextlib.suppress(OSError):
         status = path.stat()
@@ -286,13 +291,16 @@ def _server_target(url: URL, environ: Mapping[str, str]) -> _ServerTarget:
     return _ServerTarget(family, (url.host or "",), (), url.database, understood=False)
 
 
-def _query(url: URL, *keys: str) -> list[str]:
-    """Every value of the query parameters `keys` (repeated or comma-separated), in order."""
+def _query(url: URL, *keys: str, split: bool = False) -> list[str]:
+    """Every value of the query parameters `keys` (repeated, or with `split` comma-separated as
+    libpq lists hosts and ports), in order."""
     values: list[str] = []
     for key in keys:
         raw = url.query.get(key)
         items = (raw,) if isinstance(raw, str) else (raw or ())
-        values.extend(part.strip() for item in items for part in str(item).split(","))
+        for item in items:
+            parts = str(item).split(",") if split else [str(item)]
+            values.extend(part.strip() for part in parts)
     return values
 
 
@@ -301,23 +309,28 @@ def _postgres_target(url: URL, environ: Mapping[str, str]) -> _ServerTarget:
     if _query(url, "service") or environ.get("PGSERVICE") or environ.get("PGSERVICEFILE"):
         return _ServerTarget("postgresql", (), (), None, understood=False)
     hosts: list[str] = []
-    ports: list[str] = _query(url, "port")
-    for value in _query(url, "host"):
+    ports: list[str] = _query(url, "port", split=True)
+    for value in _query(url, "host", split=True):
         host, _, port = _split_host_port(value)
         hosts.append(host)
         ports.extend([port] if port else [])
-    hosts += _query(url, "hostaddr")
     if url.host:
         hosts.append(url.host)
     if not hosts:
-        hosts = environ.get("PGHOST", "").split(",") if environ.get("PGHOST") else [""]
-        hosts += environ.get("PGHOSTADDR", "").split(",") if environ.get("PGHOSTADDR") else []
+        hosts = _listed(environ, "PGHOST") or [""]
+    # hostaddr, when given, is where libpq connects, whatever the host name says.
+    hosts += _query(url, "hostaddr", split=True) or _listed(environ, "PGHOSTADDR")
     if url.port:
         ports.append(str(url.port))
     if not ports:
-        ports = environ.get("PGPORT", "").split(",") if environ.get("PGPORT") else ["5432"]
+        ports = _listed(environ, "PGPORT") or [str(_DEFAULT_PORTS["postgresql"])]
     database = (_query(url, "dbname") or [url.database or environ.get("PGDATABASE") or ""])[-1]
     return _server_from_parts("postgresql", hosts, ports, database)
+
+
+def _listed(environ: Mapping[str, str], variable: str) -> list[str]:
+    """A libpq variable's comma-separated values; none when it is unset or empty."""
+    return [part.strip() for part in environ.get(variable, "").split(",") if part.strip()]
 
 
 def _mysql_target(url: URL) -> _ServerTarget:
@@ -325,8 +338,8 @@ def _mysql_target(url: URL) -> _ServerTarget:
     if _query(url, "read_default_file", "read_default_group"):
         return _ServerTarget("mysql", (), (), None, understood=False)
     sockets = _query(url, "unix_socket")
-    hosts = _query(url, "host") or [url.host or "localhost"]
-    ports = _query(url, "port") or [str(url.port or _DEFAULT_PORTS["mysql"])]
+    hosts = _query(url, "host", split=True) or [url.host or "localhost"]
+    ports = _query(url, "port", split=True) or [str(url.port or _DEFAULT_PORTS["mysql"])]
     database = (_query(url, "db", "database") or [url.database or ""])[-1]
     if sockets:  # a socket names no port: any local server of the family may be behind it
         return _server_from_parts("mysql", [""], [], database)
