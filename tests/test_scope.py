@@ -174,6 +174,22 @@ def test_other_spellings_of_the_production_database_are_refused(project, pg_url,
 
 
 @pytest.mark.postgres
+def test_libpq_variables_that_complete_the_url_count(project, pg_url):
+    """`postgresql://postgres@` with PGHOST and PGDATABASE is production, as libpq reads it."""
+    prod = production_with_history(project, pg_url)
+    project.setenv("PGHOST", "127.0.0.1")
+    project.setenv("PGDATABASE", sqlalchemy.make_url(prod).database)
+    project.setenv("DATABASE_URL_LOCAL", "postgresql://postgres@")
+    before = schema_snapshot(prod)
+
+    result = project.invoke("local.reset", "--yes")
+
+    assert_refused_naming_both(result, "local", "production")
+    assert schema_snapshot(prod) == before
+    assert user_count(prod) == 1
+
+
+@pytest.mark.postgres
 def test_this_machines_own_name_is_this_machine(project, pg_url):
     """A host name resolving to one of this machine's addresses is the same server."""
     import socket
