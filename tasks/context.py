@@ -170,6 +170,7 @@ class _Run:
             creates_revision=spec.creates_revision,
         ):
             require_owner(self.settings.owners, self.record.operator, spec.name)
+        self._check_scope(session)
         return session
 
     def _note_protection_override(self, session: Session) -> None:
@@ -261,6 +262,49 @@ class _Run:
                 self.log.event("audit failed", task=self.spec.name, error=message)
             if outcome == "ok":  # on failure the run's own error is the one line that matters
                 self.console.warning(message)
+
+    def _check_scope(self, session: Session) -> None:
+        """Refuse a run whose database is not its own environment's (tasks.environments).
+
+        Before any connection: `DATABASE_URL_LOCAL=$DATABASE_URL_PRODUCTION invoke local.reset`
+        never reaches production. A refused attempt to change a shared database is still an
+        attempt on it, so it is recorded in that database's audit table, as its own runs are.
+        """
+        from tasks.environments import ForeignDatabase, check_scope
+
+        if not self.spec.needs_database:
+            return
+        assert self.settings is not None
+        try:
+            check_scope(
+                self.settings, session.environment, changes_database=self.spec.changes_database
+            )
+        except ForeignDatabase as refusal:
+            # A shared run's own audit row already lands in that database (`_finish`).
+            if self.spec.changes_database and not self._audited():
+                self._audit_in(refusal.owner, "refused", str(refusal))
+            raise
+
+    def _audit_in(self, environment: Environment, outcome: str, error: str) -> None:
+        """One audit row in `environment`'s database; failing to write it never changes the
+        run's outcome (the run log has the attempt either way)."""
+        from tasks.audit import record_run
+
+        assert self.settings is not None
+        try:
+            record_run(
+                environment,
+                self.record,
+                outcome=outcome,
+                error=redact(error),
+                duration_ms=(time.perf_counter() - self.started) * 1000,
+                root=self.settings.root,
+                connect_timeout=self.settings.connect_timeout,
+            )
+        except Exception as audit_error:
+            if self.log is not None:
+                message = f"could not write the audit row: {_one_line(str(audit_error))}"
+                self.log.event("audit failed", task=self.spec.name, error=message)
 
 
 @contextlib.contextmanager

@@ -7,13 +7,16 @@ overrides the process. A task's collection names its environment explicitly, so 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, MigrationsError, Refused
+from tasks.ownership import UNRESTRICTED_ENVIRONMENTS
 from tasks.redaction import mask_url, register_url_secrets
 from tasks.settings import Settings
 
@@ -171,3 +174,376 @@ def read_dotenv(path: Path) -> dict[str, str]:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path.name}: cannot read ({type(error).__name__})") from None
     return {key: value for key, value in dotenv_values(path).items() if value is not None}
+
+
+# --- Which database a URL reaches, and which environment's guards it therefore needs ----------
+#
+# A collection's guards (owners, typed confirmation, backup, audit) belong to a database, not to
+# a variable name: `DATABASE_URL_LOCAL=$DATABASE_URL_PRODUCTION invoke local.reset` must not
+# empty production around them. The identity below is what a URL connects to (family, server
+# endpoints, ports, database; for SQLite the file itself), read the way the drivers read it
+# (query parameters override the URL, libpq's PG* variables fill in what it omits). Whatever it
+# cannot pin down (a pg_service entry, a MySQL option file) matches every database of its kind:
+# a guard that cannot tell must assume the worst.
+
+ANY = "*"  # an endpoint or database we cannot pin down: matches any
+THIS_MACHINE = "this machine"  # loopback addresses, unix sockets, this host's own addresses
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
+_FAMILIES = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql", "sqlite": "sqlite"}
+
+
+@dataclass(frozen=True)
+class DatabaseIdentity:
+    """What a URL connects to; two identities that `same_database` says overlap may be one."""
+
+    family: str
+    endpoints: frozenset[str] = frozenset()  # hosts: THIS_MACHINE, addresses, names or ANY
+    ports: frozenset[int] = frozenset()  # empty: any port (a MySQL unix socket names none)
+    database: str | None = None  # case-folded; None: any database on the server
+    files: frozenset[str] = frozenset()  # SQLite: real path and device:inode; empty: in memory
+
+
+@dataclass(frozen=True)
+class _ServerTarget:
+    """A server URL as its driver will read it, before names are resolved."""
+
+    family: str
+    hosts: tuple[str, ...]  # "" is a unix socket
+    ports: tuple[int, ...]
+    database: str | None
+    understood: bool = True
+
+
+def database_identity(url: URL, environ: Mapping[str, str] | None = None) -> DatabaseIdentity:
+    """The database `url` reaches (see the section comment for how it is read)."""
+    environ = os.environ if environ is None else environ
+    family = _family(url)
+    if family == "sqlite":
+        return DatabaseIdentity(family, files=_sqlite_files(url))
+    target = _server_target(url, environ)
+    if not target.understood:
+        return DatabaseIdentity(family, frozenset({ANY}))
+    endpoints = frozenset().union(*(_endpoints(host) for host in target.hosts))
+    database = target.database.casefold() if target.database else None
+    return DatabaseIdentity(family, endpoints, frozenset(target.ports), database)
+
+
+def same_database(a: DatabaseIdentity, b: DatabaseIdentity) -> bool:
+    """Whether `a` and `b` may be the same database: when in doubt, they are."""
+    if a.family != b.family:
+        return False
+    if a.family == "sqlite":
+        if not a.files or not b.files:  # in memory: private to its connection
+            return False
+        return ANY in a.files or ANY in b.files or bool(a.files & b.files)
+    endpoints = ANY in a.endpoints or ANY in b.endpoints or bool(a.endpoints & b.endpoints)
+    ports = not a.ports or not b.ports or bool(a.ports & b.ports)
+    names = a.database is None or b.database is None or a.database == b.database
+    return endpoints and ports and names
+
+
+def is_on_this_machine(url: URL, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether every host the URL may reach is loopback (127.0.0.0/8, ::1, localhost) or a socket.
+
+    Deliberately literal: no name resolution, so a DNS answer never makes a remote server local.
+    """
+    if _family(url) == "sqlite":
+        return True
+    target = _server_target(url, os.environ if environ is None else environ)
+    return target.understood and all(_is_loopback_literal(host) for host in target.hosts)
+
+
+def server_hosts(url: URL, environ: Mapping[str, str] | None = None) -> str:
+    """The hosts a server URL reaches, for a message (never the password)."""
+    target = _server_target(url, os.environ if environ is None else environ)
+    if not target.understood:
+        return "a server named outside the URL"
+    return ", ".join(host or "a unix socket" for host in target.hosts)
+
+
+def _family(url: URL) -> str:
+    backend = url.get_backend_name()
+    return _FAMILIES.get(backend, backend)
+
+
+def _sqlite_files(url: URL) -> frozenset[str]:
+    """The file a SQLite URL opens: real path (symlinks resolved) and device:inode (hard links)."""
+    database = url.database or ""
+    if database.startswith("file:"):  # a SQLite URI: file:path?mode=...
+        from urllib.parse import parse_qs, unquote, urlsplit
+
+        parts = urlsplit(database)
+        database = unquote(parts.path)
+        if "memory" in parse_qs(parts.query).get("mode", []):
+            database = ""
+    if not database or database == ":memory:":
+        return frozenset()  # a private in-memory database is nobody else's
+    try:
+        path = Path(database).expanduser().resolve()
+    except (OSError, RuntimeError):  # a symlink loop: no file anyone can name, so any file
+        return frozenset({ANY})
+    files = {str(path)}
+    with contextlib.suppress(OSError):
+        status = path.stat()
+        files.add(f"inode {status.st_dev}:{status.st_ino}")
+    return frozenset(files)
+
+
+def _server_target(url: URL, environ: Mapping[str, str]) -> _ServerTarget:
+    family = _family(url)
+    if family == "postgresql":
+        return _postgres_target(url, environ)
+    if family == "mysql":
+        return _mysql_target(url)
+    # A dialect this module does not know how to read: it could be anything of its kind.
+    return _ServerTarget(family, (url.host or "",), (), url.database, understood=False)
+
+
+def _query(url: URL, *keys: str, split: bool = False) -> list[str]:
+    """Every value of the query parameters `keys` (repeated, or with `split` comma-separated as
+    libpq lists hosts and ports), in order."""
+    values: list[str] = []
+    for key in keys:
+        raw = url.query.get(key)
+        items = (raw,) if isinstance(raw, str) else (raw or ())
+        for item in items:
+            parts = str(item).split(",") if split else [str(item)]
+            values.extend(part.strip() for part in parts)
+    return values
+
+
+def _postgres_target(url: URL, environ: Mapping[str, str]) -> _ServerTarget:
+    """libpq's reading: query parameters override the URL, PG* variables fill in the rest."""
+    if _query(url, "service") or environ.get("PGSERVICE") or environ.get("PGSERVICEFILE"):
+        return _ServerTarget("postgresql", (), (), None, understood=False)
+    hosts: list[str] = []
+    ports: list[str] = _query(url, "port", split=True)
+    for value in _query(url, "host", split=True):
+        host, _, port = _split_host_port(value)
+        hosts.append(host)
+        ports.extend([port] if port else [])
+    if url.host:
+        hosts.append(url.host)
+    if not hosts:
+        hosts = _listed(environ, "PGHOST") or [""]
+    # hostaddr, when given, is where libpq connects, whatever the host name says.
+    hosts += _query(url, "hostaddr", split=True) or _listed(environ, "PGHOSTADDR")
+    if url.port:
+        ports.append(str(url.port))
+    if not ports:
+        ports = _listed(environ, "PGPORT") or [str(_DEFAULT_PORTS["postgresql"])]
+    database = (_query(url, "dbname") or [url.database or environ.get("PGDATABASE") or ""])[-1]
+    return _server_from_parts("postgresql", hosts, ports, database)
+
+
+def _listed(environ: Mapping[str, str], variable: str) -> list[str]:
+    """A libpq variable's comma-separated values; none when it is unset or empty."""
+    return [part.strip() for part in environ.get(variable, "").split(",") if part.strip()]
+
+
+def _mysql_target(url: URL) -> _ServerTarget:
+    """PyMySQL's reading: query parameters override the URL; option files could say anything."""
+    if _query(url, "read_default_file", "read_default_group"):
+        return _ServerTarget("mysql", (), (), None, understood=False)
+    sockets = _query(url, "unix_socket")
+    hosts = _query(url, "host", split=True) or [url.host or "localhost"]
+    ports = _query(url, "port", split=True) or [str(url.port or _DEFAULT_PORTS["mysql"])]
+    database = (_query(url, "db", "database") or [url.database or ""])[-1]
+    if sockets:  # a socket names no port: any local server of the family may be behind it
+        return _server_from_parts("mysql", [""], [], database)
+    return _server_from_parts("mysql", hosts, ports, database)
+
+
+def _server_from_parts(
+    family: str, hosts: list[str], ports: list[str], database: str
+) -> _ServerTarget:
+    hosts = [host.strip() for host in hosts]
+    hosts = ["" if host.startswith(("/", "@")) else host for host in hosts]  # socket directories
+    try:
+        numbers = tuple(int(port) for port in ports if port.strip())
+    except ValueError:
+        return _ServerTarget(family, tuple(hosts), (), None, understood=False)
+    return _ServerTarget(family, tuple(hosts) or ("",), numbers, database.strip() or None)
+
+
+def _split_host_port(value: str) -> tuple[str, str, str]:
+    """`host:port` (or `[v6]:port`) inside a query parameter, as SQLAlchemy's psycopg2 reads it."""
+    if value.startswith("/") or (value.count(":") > 1 and not value.startswith("[")):
+        return value, "", ""
+    host, sep, port = value.rpartition(":")
+    if sep and port.isdigit():
+        return host.strip("[]"), sep, port
+    return value.strip("[]"), "", ""
+
+
+def _is_loopback_literal(host: str) -> bool:
+    import ipaddress
+
+    name = host.strip().strip("[]").lower().rstrip(".")
+    if name in ("", "localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool((mapped or address).is_loopback)
+
+
+def _endpoints(host: str) -> frozenset[str]:
+    """Comparable endpoints for a host: THIS_MACHINE, addresses it resolves to, and its name."""
+    import ipaddress
+
+    name = host.strip().strip("[]").lower().rstrip(".")
+    if name in ("", "localhost") or name.endswith(".localhost"):
+        return frozenset({THIS_MACHINE})
+    with contextlib.suppress(ValueError):
+        return frozenset({_address_endpoint(ipaddress.ip_address(name))})
+    addresses = _resolve(name)
+    # An unresolvable name still equals itself; it cannot be compared with anything else.
+    return frozenset({name, *(_address_endpoint(ipaddress.ip_address(a)) for a in addresses)})
+
+
+def _address_endpoint(address: Any) -> str:
+    mapped = getattr(address, "ipv4_mapped", None)
+    address = mapped or address
+    if address.is_loopback or address.is_unspecified or str(address) in _own_addresses():
+        return THIS_MACHINE
+    return str(address)
+
+
+@functools.cache
+def _resolve(name: str) -> tuple[str, ...]:
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(name, None)
+    except (OSError, UnicodeError):
+        return ()
+    return tuple(sorted({str(info[4][0]).split("%")[0] for info in infos}))
+
+
+@functools.cache
+def _own_addresses() -> frozenset[str]:
+    """This machine's own addresses: a server reached through them is on this machine."""
+    import socket
+
+    names = {socket.gethostname()}
+    with contextlib.suppress(OSError):
+        names.add(socket.getfqdn())
+    return frozenset(address for name in names for address in _resolve(name.lower()))
+
+
+# --- The policy: a run works on its own environment's database, never around another's guards --
+
+
+class ForeignDatabase(Refused):
+    """The run's database belongs to an environment with stricter guards than the run's own."""
+
+    def __init__(self, message: str, owner: Environment) -> None:
+        super().__init__(message)
+        self.owner = owner
+
+
+def guard_level(settings: Settings, name: str) -> int:
+    """How strict an environment's guards are: 0 local, 1 shared, 2 protected."""
+    if settings.environment(name).protected:
+        return 2
+    return 0 if name in UNRESTRICTED_ENVIRONMENTS else 1
+
+
+def check_scope(
+    settings: Settings,
+    environment: Environment,
+    *,
+    changes_database: bool,
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    """Refuse, with one line naming both environments, a run that is not on its own database.
+
+    Two holes closed here, before anything connects: a local URL on another machine (unless
+    `environments.<name>.allow_remote`), and a database that another configured environment with
+    stricter guards also points at (`DATABASE_URL_LOCAL=$DATABASE_URL_PRODUCTION`, or a
+    `url_variable` redirected to production's variable). Refusing is simpler to make airtight
+    than borrowing the other environment's owners, confirmation, backup and audit. A local task
+    is refused even when it only reads (`local.backup` would carry a shared database off in a
+    local dump); a shared one only when it changes the database, since reading is unguarded
+    everywhere (`dev.upgrade --sql` renders SQL without connecting).
+    """
+    environ = os.environ if environ is None else environ
+    _require_this_machine(settings, environment, environ)
+    if environment.name not in UNRESTRICTED_ENVIRONMENTS and not changes_database:
+        return
+    owner = stricter_owner(settings, environment, environ)
+    if owner is None:
+        return
+    kind = "protected" if owner.protected else "shared"
+    raise ForeignDatabase(
+        f"the {environment.name} database ({environment.url_variable}) is the {owner.name} "
+        f"database ({owner.url_variable}, {kind}); refused: use the {owner.name} tasks, "
+        f"which apply its guards",
+        owner,
+    )
+
+
+def stricter_owner(
+    settings: Settings, environment: Environment, environ: Mapping[str, str] | None = None
+) -> Environment | None:
+    """The strictest other environment whose database is `environment`'s, if its guards are
+    stricter than `environment`'s own. Another environment whose URL is unset or malformed is
+    not a match (it cannot be anyone's database); its URL is never shown."""
+    environ = os.environ if environ is None else environ
+    level = guard_level(settings, environment.name)
+    mine = database_identity(environment.url, environ)
+    found: Environment | None = None
+    for name in sorted(settings.environments):
+        other_level = guard_level(settings, name)
+        if name == environment.name or other_level <= level:
+            continue
+        if found is not None and other_level <= guard_level(settings, found.name):
+            continue
+        for other in _databases_of(settings, name, environ):
+            if _family(other.url) != mine.family:  # no name lookups for a server of another kind
+                continue
+            if same_database(mine, database_identity(other.url, environ)):
+                found = other
+                break
+    return found
+
+
+def _databases_of(settings: Settings, name: str, environ: Mapping[str, str]) -> list[Environment]:
+    """`name`'s database as configured, and the one its default variable names when the
+    configuration points it elsewhere (`INVOKE_MIGRATIONS_ENVIRONMENTS_PRODUCTION_URL_VARIABLE=
+    NOTHING` must not hide production). Unset or malformed: no database, no error."""
+    from tasks.settings import DEFAULTS
+
+    databases: list[Environment] = []
+    with contextlib.suppress(MigrationsError):
+        databases.append(resolve_environment(settings, name, environ))
+    default = DEFAULTS["environments"].get(name, {}).get("url_variable")
+    if not default or default == settings.environment(name).url_variable:
+        return databases
+    with contextlib.suppress(MigrationsError):
+        raw, source = _lookup(settings.dotenv_dir, name, default, environ)
+        if raw is not None:
+            url = normalize_url(raw, default, settings.root)
+            protected = settings.environment(name).protected
+            databases.append(Environment(name, url, default, source, protected))
+    return databases
+
+
+def _require_this_machine(
+    settings: Settings, environment: Environment, environ: Mapping[str, str]
+) -> None:
+    """Local work stays on this machine unless the configuration says otherwise."""
+    if environment.name not in UNRESTRICTED_ENVIRONMENTS:
+        return
+    if settings.environment(environment.name).allow_remote:
+        return
+    if is_on_this_machine(environment.url, environ):
+        return
+    raise Refused(
+        f"the {environment.name} database ({environment.url_variable}) is on "
+        f"{server_hosts(environment.url, environ)}, not this machine (loopback or a unix "
+        f"socket); set migrations.environments.{environment.name}.allow_remote: true to allow it"
+    )

@@ -42,6 +42,11 @@ DEFAULTS: dict[str, Any] = {
             "url_variable": "DATABASE_URL_LOCAL",
             "default_url": "sqlite:///local.sqlite3",
             "protected": "false",
+            # A local URL must name this machine (loopback or a unix socket) unless this is
+            # "true". A string, so INVOKE_MIGRATIONS_ENVIRONMENTS_LOCAL_ALLOW_REMOTE=false arrives
+            # as text (Invoke casts a variable over a bool with `not in ("0", "")`: "false" is
+            # True) and is parsed strictly by settings_from_mapping.
+            "allow_remote": "false",
         },
         # PostgreSQL session settings for migrations on shared databases: fail fast instead of
         # queueing traffic behind a lock, and never let one statement run unbounded.
@@ -126,6 +131,7 @@ class EnvironmentSettings:
     protected: bool = False
     postgres_lock_timeout: str | None = None
     postgres_statement_timeout: str | None = None
+    allow_remote: bool = False
 
 
 @dataclass(frozen=True)
@@ -209,6 +215,9 @@ def _environment(name: str, values: Any) -> EnvironmentSettings:
         protected=_protected(name, values.get("protected", False)),
         postgres_lock_timeout=_optional_text(values.get("postgres_lock_timeout")),
         postgres_statement_timeout=_optional_text(values.get("postgres_statement_timeout")),
+        allow_remote=parse_flag(
+            values.get("allow_remote", False), f"environments.{name}.allow_remote"
+        ),
     )
 
 

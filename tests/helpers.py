@@ -145,6 +145,8 @@ def prepare(project, url: str, revision: str = HEAD) -> str:
     saved = {name: os.environ.get(name) for name in PREPARE_OVERRIDES}
     project.setenv("DATABASE_URL_DEVELOPMENT", url)
     project.monkeypatch.delenv("INVOKE_MIGRATIONS_OWNERS", raising=False)
+    for name in PREPARE_OVERRIDES[2:]:  # dev on a stricter environment's database is refused
+        project.monkeypatch.delenv(name, raising=False)
     try:
         assert_ok(project.invoke("dev.upgrade", "--rev", revision))
     finally:
@@ -156,7 +158,13 @@ def prepare(project, url: str, revision: str = HEAD) -> str:
     return url
 
 
-PREPARE_OVERRIDES = ("DATABASE_URL_DEVELOPMENT", "INVOKE_MIGRATIONS_OWNERS")
+PREPARE_OVERRIDES = (
+    "DATABASE_URL_DEVELOPMENT",
+    "INVOKE_MIGRATIONS_OWNERS",
+    "DATABASE_URL_STAGING",
+    "DATABASE_URL_PRODUCTION",
+    "INVOKE_MIGRATIONS_ENVIRONMENTS_DEVELOPMENT_URL_VARIABLE",
+)
 
 
 def terminal(*argv: str):  # -> pexpect.spawn

@@ -4,6 +4,7 @@ head, so both an upgrade and a downgrade would show)."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -38,8 +39,27 @@ def db(project, pg_module_url):
         _empty(url)
         prepare(project, url, FIRST)
         before = schema_snapshot(url)
+    _production_only_for_prod(project)
     yield url
     assert schema_snapshot(url) == before, "bad input changed the database"
+
+
+def _production_only_for_prod(project) -> None:  # type: ignore[no-untyped-def]
+    """A dev or staging change on production's database is refused before any input is judged
+    (tests/test_scope.py), so production's variable is set only while a `prod.` task runs."""
+    invoke = project.invoke
+
+    def invoke_own(*argv: str):  # type: ignore[no-untyped-def]
+        saved = os.environ.get("DATABASE_URL_PRODUCTION")
+        if saved is None or (argv and argv[0].startswith("prod.")):
+            return invoke(*argv)
+        project.monkeypatch.delenv("DATABASE_URL_PRODUCTION")
+        try:
+            return invoke(*argv)
+        finally:
+            project.setenv("DATABASE_URL_PRODUCTION", saved)
+
+    project.monkeypatch.setattr(project, "invoke", invoke_own)
 
 
 def _empty(url: str) -> None:

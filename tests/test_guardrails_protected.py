@@ -170,6 +170,7 @@ def test_a_protected_downgrade_takes_a_backup_first(project, pg_url):
 
 def test_a_shared_downgrade_takes_a_backup_by_default(project, pg_url):
     chain = chain_at_accounts(project, pg_url)
+    project.monkeypatch.delenv("DATABASE_URL_PRODUCTION")  # staging on prod's is refused
     project.setenv("DATABASE_URL_STAGING", pg_url)
 
     result = project.invoke("staging.downgrade", "--rev", "-1", "--yes")

@@ -449,7 +449,9 @@ def test_every_flag_that_takes_a_value_has_a_hostile_value():
 def test_hostile_input(project, states, scripts, case: Case):
     url = states.ready(case.state, project, case.backend)
     for variable in [env.url_variable for env in SETTINGS.environments.values()]:
-        project.setenv(variable, url)
+        # Only the task's own: a second environment on its database is refused (test_scope).
+        if variable == case.task.url_variable:
+            project.setenv(variable, url)
     project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(scripts["plain"].ini))
     project.monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # no terminal, even under -s
     # as in a fresh process: no password known from an earlier test masks a leak in this one
