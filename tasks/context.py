@@ -270,11 +270,19 @@ class _Run:
         never reaches production. A refused attempt to change a shared database is still an
         attempt on it, so it is recorded in that database's audit table, as its own runs are.
         """
-        from tasks.environments import ForeignDatabase, check_scope
+        from tasks.environments import ForeignDatabase, check_scope, url_is_set
 
-        if not self.spec.needs_database:
-            return
         assert self.settings is not None
+        if not self.spec.needs_database:
+            # Reading tasks (history, show) use the database only when a URL is set: then it is
+            # theirs to read, and it must be their own environment's like any other run's.
+            name = self.record.environment
+            if name not in self.settings.environments or not url_is_set(self.settings, name):
+                return  # `ci` has no database of its own
+            try:
+                session.environment  # noqa: B018
+            except MigrationsError:
+                return  # a URL it cannot use: the task reads the scripts alone, or says so
         try:
             check_scope(
                 self.settings, session.environment, changes_database=self.spec.changes_database

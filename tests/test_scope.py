@@ -148,7 +148,7 @@ SPELLINGS = {
     "ipv6-loopback": "postgres://someone@[::1]:5432/NAME",
     "default-socket": "postgresql://postgres@/NAME",
     "socket-dir": "postgresql://postgres@/NAME?host=/var/run/postgresql",
-    "query-dbname": "postgresql://postgres@127.0.0.1/postgres?dbname=NAME",
+    "query-dbname": "postgresql://postgres@127.0.0.1/t_scope_decoy?dbname=NAME",
     "query-port": "postgresql://postgres@localhost/NAME?port=5432",
     "async-upper": "postgresql+asyncpg://postgres@127.0.0.1:5432/UPPER",
     "service": "postgresql://postgres@127.0.0.1/postgres?service=anything",
@@ -384,7 +384,8 @@ def test_local_runs_when_other_environments_are_unset_or_elsewhere(project):
 MARIADB_SPELLINGS = {
     "localhost-mariadb": "mariadb://root@localhost:3306/NAME",
     "socket": "mysql+pymysql://root@localhost/NAME?unix_socket=/run/mysqld/mysqld.sock",
-    "query-db": "mysql+aiomysql://root@127.0.0.1/mysql?db=NAME",
+    # Never the server's own `mysql` schema here: a guard regression would reset it.
+    "query-db": "mysql+aiomysql://root@127.0.0.1/t_scope_decoy?db=NAME",
     "upper": "mysql://root@127.0.0.1/UPPER",
 }
 
