@@ -1,55 +1,21 @@
-"""Running a task inside the shared context: settings, log, ownership, lock, audit, exit codes.
+"""Where Invoke meets the guarded runner: a task's run becomes an exit code.
 
-This is the one place where Invoke meets the core. `run_task` resolves the environment the
-task's collection names, opens the run log before touching a database, applies the ownership
-policy, takes the migration lock for tasks that change the database, hands a Session to the
-core operation, records the run in the audit table of shared databases, and turns whatever was
-raised into one line on stderr and a documented exit code. Nothing else calls `Exit`.
+`run_task` names the environment of the task's collection, runs the operation through
+`tasks.runner.GuardedRun` (settings, run log, ownership, lock, audit) and turns a failed
+outcome into one line on stderr and its documented exit code. Nothing else calls `Exit`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import time
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from invoke import Context, Exit
 
-from tasks.confirmation import Confirmer
-from tasks.console import Console
-from tasks.environments import Environment
-from tasks.errors import ExitCode, MigrationsError
-from tasks.ownership import (
-    UNRESTRICTED_ENVIRONMENTS,
-    current_operator,
-    policy_applies,
-    require_owner,
-)
-from tasks.redaction import redact
-from tasks.run_log import RunLog, RunRecord
+from tasks.run_log import RunRecord
+from tasks.runner import GuardedRun, TaskSpec
 from tasks.session import Session
-from tasks.settings import COLLECTIONS, Settings, settings_from_mapping
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """How the shared context treats a task: what it guards and what it records."""
-
-    collection: str
-    task: str
-    changes_database: bool
-    creates_revision: bool = False
-    assume_yes: bool = False
-    lock_timeout: float | None = None
-    needs_database: bool = True
-
-    @property
-    def name(self) -> str:
-        return f"{self.collection}.{self.task}"
+from tasks.settings import COLLECTIONS
 
 
 def run_task(
@@ -78,143 +44,6 @@ def run_task(
     # Collections without an environment of their own (`ci`) log under their own name.
     environment = COLLECTIONS.get(collection, collection)
     record = RunRecord(environment=environment, task=spec.name, arguments=arguments)
-    _Run(spec, record).execute(c.config.migrations, operation)
-
-
-class _Run:
-    def __init__(self, spec: TaskSpec, record: RunRecord) -> None:
-        self.spec = spec
-        self.record = record
-        self.started = time.perf_counter()
-        self.log: RunLog | None = None
-        self.settings: Settings | None = None
-        self.session: Session | None = None
-        self.console = Console()
-
-    @property
-    def environment(self) -> Environment | None:
-        """The environment if it was resolved (the audit needs it; `heads` may never)."""
-        return self.session._environment if self.session is not None else None
-
-    def execute(self, raw_settings: Any, operation: Callable[[Session], Any]) -> None:
-        # The lock, when taken, is released only after the run is logged and audited: audit
-        # rows then follow the order in which runners held the lock, and the next runner never
-        # starts before the previous one's row exists.
-        with contextlib.ExitStack() as held:
-            self._execute(raw_settings, operation, held)
-
-    def _execute(
-        self, raw_settings: Any, operation: Callable[[Session], Any], held: contextlib.ExitStack
-    ) -> None:
-        try:
-            session = self._prepare(raw_settings)
-            if self.spec.changes_database:
-                held.enter_context(self._lock())
-            operation(session)
-        except MigrationsError as error:
-            self._finish(error.outcome, str(error))
-            raise Exit(_one_line(f"{self.spec.name}: {error}"), code=int(error.exit_code)) from None
-        except KeyboardInterrupt:
-            self._finish("failed", "interrupted")
-            raise Exit(f"{self.spec.name}: interrupted", code=130) from None
-        except Exception as error:  # a bug or an unforeseen failure: details go to the log
-            detail = f"{type(error).__name__}: {error}"
-            self.record.details["traceback"] = traceback.format_exc()
-            self._finish("failed", detail)
-            message = f"{self.spec.name}: unexpected error: {detail}"
-            raise Exit(_one_line(message), code=int(ExitCode.FAILED)) from None
-        else:
-            self._finish("ok", None)
-        finally:
-            if self.log is not None:
-                self.log.close()
-
-    def _prepare(self, raw_settings: Any) -> Session:
-        self.settings = settings_from_mapping(raw_settings)
-        self.log = RunLog(self.settings.log_file)
-        self.record.operator = current_operator()
-        confirmer = Confirmer(assume_yes=self.spec.assume_yes)
-        session = self.session = Session(self.settings, self.record, confirmer, self.console)
-        if self.spec.needs_database:
-            session.environment  # noqa: B018 - resolve now: a missing URL fails before anything
-        self.log.started(self.record)
-        spec = self.spec
-        if policy_applies(
-            self.record.environment,
-            changes_database=spec.changes_database,
-            creates_revision=spec.creates_revision,
-        ):
-            require_owner(self.settings.owners, self.record.operator, spec.name)
-        return session
-
-    def _lock(self):  # type: ignore[no-untyped-def]
-        from tasks.locking import migration_lock
-
-        assert self.settings is not None and self.session is not None
-        # Both sources are validated already: --lock-timeout by its task, the configuration's
-        # by settings_from_mapping.
-        timeout = self.spec.lock_timeout
-        if timeout is None:
-            timeout = self.settings.lock_timeout
-        # Who, where, what and which process: enough for a waiting operator to find the holder.
-        who = self.record.operator or self.record.user
-        label = f"{who}@{self.record.host} {self.spec.name} pid {os.getpid()}"
-        console = self.console
-
-        def waiting(text: str) -> None:
-            console.clear_status()
-            console.line(text)
-
-        return migration_lock(
-            self.session.environment,
-            label=label,
-            timeout=timeout,
-            connect_timeout=self.settings.connect_timeout,
-            on_wait=waiting,
-            on_tick=lambda waited: console.status(
-                f"waiting for the migration lock: {waited:.0f}/{timeout:g} s"
-            ),
-        )
-
-    def _finish(self, outcome: str, error: str | None) -> None:
-        self.console.clear_status()  # a live terminal line must not swallow the last words
-        duration_ms = (time.perf_counter() - self.started) * 1000
-        if outcome == "refused" and self.record.revision_after is None:
-            self.record.revision_after = self.record.revision_before  # a refusal changes nothing
-        if self.log is not None:
-            self.log.finished(self.record, outcome=outcome, duration_ms=duration_ms, error=error)
-        if self._audited():
-            self._audit(outcome, error, duration_ms)
-
-    def _audited(self) -> bool:
-        """Shared databases keep their own record of every attempt to change them."""
-        return (
-            self.spec.changes_database
-            and self.environment is not None
-            and self.environment.name not in UNRESTRICTED_ENVIRONMENTS
-        )
-
-    def _audit(self, outcome: str, error: str | None, duration_ms: float) -> None:
-        from tasks.audit import record_run
-
-        assert self.settings is not None and self.environment is not None
-        try:
-            record_run(
-                self.environment,
-                self.record,
-                outcome=outcome,
-                error=redact(error) if error else None,
-                duration_ms=duration_ms,
-                root=self.settings.root,
-                connect_timeout=self.settings.connect_timeout,
-            )
-        except Exception as audit_error:  # the run's own outcome matters more than its audit row
-            message = f"could not write the audit row: {_one_line(str(audit_error))}"
-            if self.log is not None:
-                self.log.event("audit failed", task=self.spec.name, error=message)
-            if outcome == "ok":  # on failure the run's own error is the one line that matters
-                self.console.warning(message)
-
-
-def _one_line(message: str) -> str:
-    return " ".join(redact(message).split())
+    outcome = GuardedRun(spec, record).execute(c.config.migrations, operation)
+    if not outcome.ok:
+        raise Exit(outcome.message, code=outcome.exit_code)

@@ -47,6 +47,13 @@ class Environment:
     url_variable: str
     source: str  # "process environment", ".env.development", ".env" or "default"
     protected: bool
+    # Whether others depend on it: owners, audit rows and shared-database prompts apply.
+    shared: bool = True
+    # PostgreSQL session settings migrations run under (None: the server's own).
+    postgres_lock_timeout: str | None = None
+    postgres_statement_timeout: str | None = None
+    # Schema-per-tenant: the schema this target's tables and version table live in.
+    schema: str | None = None
 
     @property
     def masked_url(self) -> str:
@@ -71,7 +78,16 @@ def resolve_environment(
         places = ", ".join(["the process environment", *_dotenv_files(name)])
         raise ConfigError(f"{variable} is not set for environment {name!r} (searched {places})")
     url = normalize_url(raw, variable, settings.root)
-    return Environment(name, url, variable, source, env_settings.protected)
+    return Environment(
+        name,
+        url,
+        variable,
+        source,
+        env_settings.protected,
+        env_settings.shared,
+        env_settings.postgres_lock_timeout,
+        env_settings.postgres_statement_timeout,
+    )
 
 
 def environment_for_alembic(settings: Settings, environ: Mapping[str, str] | None = None) -> str:

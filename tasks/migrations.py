@@ -19,7 +19,6 @@ from tasks import ddl_residue, drift
 from tasks.alembic_support import EnvHandover, alembic_config
 from tasks.engines import describe_database_error
 from tasks.errors import DatabaseError, DifferencesFound, Refused, UsageError
-from tasks.ownership import UNRESTRICTED_ENVIRONMENTS
 from tasks.plan import Plan, build_plan, print_plan
 from tasks.redaction import redact
 from tasks.session import Session
@@ -345,7 +344,7 @@ def downgrade(
             _nothing_to(session, "downgrade", before)
             return
         action = f"Downgrade {name} ({session.environment.masked_url}) to {revision}"
-        if name in UNRESTRICTED_ENVIRONMENTS:
+        if not session.environment.shared:
             _show_steps(session, f"{name}: {len(steps)} revision(s) to revert", steps)
         else:
             _shown_plan(session, connection, script, steps, "downgrade", before, revision)

@@ -77,10 +77,9 @@ def _apply_session_timeouts(
     """PostgreSQL migrations fail fast on a busy table instead of queueing traffic behind them."""
     if environment.dialect != "postgresql":
         return
-    configured = settings.environment(environment.name)
     values = {
-        "lock_timeout": configured.postgres_lock_timeout,
-        "statement_timeout": configured.postgres_statement_timeout,
+        "lock_timeout": environment.postgres_lock_timeout,
+        "statement_timeout": environment.postgres_statement_timeout,
     }
     from tasks.engines import describe_database_error
     from tasks.errors import ConfigError

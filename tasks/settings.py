@@ -38,6 +38,8 @@ DEFAULTS: dict[str, Any] = {
             "url_variable": "DATABASE_URL_LOCAL",
             "default_url": "sqlite:///local.sqlite3",
             "protected": False,
+            # Nobody else depends on it: no owners, no audit table, no mandatory backups.
+            "shared": False,
         },
         # PostgreSQL session settings for migrations on shared databases: fail fast instead of
         # queueing traffic behind a lock, and never let one statement run unbounded.
@@ -91,6 +93,7 @@ class EnvironmentSettings:
     url_variable: str
     default_url: str | None = None
     protected: bool = False
+    shared: bool = True
     postgres_lock_timeout: str | None = None
     postgres_statement_timeout: str | None = None
 
@@ -173,6 +176,7 @@ def _environment(name: str, values: Any) -> EnvironmentSettings:
         url_variable=_text(values.get("url_variable"), f"environments.{name}.url_variable"),
         default_url=str(default_url) if default_url else None,
         protected=_flag(values.get("protected", False), f"environments.{name}.protected"),
+        shared=_flag(values.get("shared", True), f"environments.{name}.shared"),
         postgres_lock_timeout=_optional_text(values.get("postgres_lock_timeout")),
         postgres_statement_timeout=_optional_text(values.get("postgres_statement_timeout")),
     )
