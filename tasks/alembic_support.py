@@ -108,6 +108,8 @@ def context_options(
     }
     if handover is not None and handover.on_revision_applied is not None:
         options["on_version_apply"] = _version_hook(handover.on_revision_applied)
+    if handover is not None and handover.environment.schema:
+        options["version_table_schema"] = handover.environment.schema
     return options
 
 

@@ -15,7 +15,7 @@ from invoke import Context, Exit
 from tasks.run_log import RunRecord
 from tasks.runner import GuardedRun, TaskSpec
 from tasks.session import Session
-from tasks.settings import COLLECTIONS
+from tasks.settings import COLLECTIONS, Settings, settings_from_mapping
 
 
 def run_task(
@@ -47,3 +47,22 @@ def run_task(
     outcome = GuardedRun(spec, record).execute(c.config.migrations, operation)
     if not outcome.ok:
         raise Exit(outcome.message, code=outcome.exit_code)
+
+
+def run_command(c: Context, name: str, command: Callable[[Settings], int]) -> None:
+    """Run a command that guards each of its own targets (a fleet) and exit with its code.
+
+    The command gets the validated settings and returns an exit code; its own errors (a bad
+    fleet configuration, an unknown revision) become one line on stderr like any task's.
+    """
+    from tasks.errors import MigrationsError
+    from tasks.runner import one_line
+
+    try:
+        code = command(settings_from_mapping(c.config.migrations))
+    except MigrationsError as error:
+        raise Exit(one_line(f"{name}: {error}"), code=int(error.exit_code)) from None
+    except KeyboardInterrupt:
+        raise Exit(f"{name}: interrupted", code=130) from None
+    if code:
+        raise Exit(code=code)

@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     DIFFERENCES = 4  # a check found the models and the database differ
     NEEDS_REVISION = 5  # differences that only a revision or a manual step can resolve
     LOCKED = 6  # another migration held the database's migration lock past --lock-timeout
+    FLEET_PARTIAL = 7  # fleet: some targets failed (the others ran, or were not started)
     # preflight: the first check that failed
     PREFLIGHT_HEADS = 10  # several heads and no explicit target
     PREFLIGHT_UNKNOWN_REVISION = 11  # the database is at a revision the scripts do not know

@@ -79,7 +79,9 @@ def _lock_for(environment: Environment, label: str, connect_timeout: float) -> I
     with connect(environment, connect_timeout, application_name=label) as connection:
         connection = connection.execution_options(isolation_level="AUTOCOMMIT")
         if backend == "postgresql":
-            yield _AdvisoryLock(connection)
+            # Schema-per-tenant targets share a database but not a lock.
+            schema = f":{environment.schema}" if environment.schema else ""
+            yield _AdvisoryLock(connection, _advisory_key(LOCK_NAME + schema))
         elif backend in {"mysql", "mariadb"}:
             yield _NamedLock(connection, f"{LOCK_NAME}:{environment.url.database}"[:64])
         else:
@@ -125,8 +127,9 @@ class _AdvisoryLock:
         "AND l.classid = %(high)s AND l.objid = %(low)s AND l.objsubid = 1 LIMIT 1"
     )
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, key: int = KEY) -> None:
         self.connection = connection
+        self.KEY = key
 
     def try_acquire(self) -> bool:
         query = "SELECT pg_try_advisory_lock(%(key)s)"

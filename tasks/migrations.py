@@ -506,9 +506,12 @@ def revision(session: Session, message: str, *, autogenerate: bool = False) -> P
 
 
 def _script(session: Session) -> ScriptDirectory:
+    """The run's ScriptDirectory, read once: a fleet hands the same one to every target."""
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(alembic_config(session.settings))
+    if session._script is None:
+        session._script = ScriptDirectory.from_config(alembic_config(session.settings))
+    return session._script
 
 
 def _config(session: Session, connection: Connection | None) -> Config:
@@ -553,7 +556,9 @@ def _database_heads(connection: Connection, session: Session) -> tuple[str, ...]
     from alembic.migration import MigrationContext
 
     try:
-        heads = MigrationContext.configure(connection).get_current_heads()
+        schema = session.environment.schema
+        options = {"version_table_schema": schema} if schema else {}
+        heads = MigrationContext.configure(connection, opts=options).get_current_heads()
     except Exception as error:
         raise _as_database_error(session, error) from None
     connection.rollback()  # end the read so Alembic starts each revision in its own transaction

@@ -13,6 +13,7 @@ REVISION_COLLECTIONS = frozenset({"local", "dev"})
 def build_namespace() -> Collection:
     from tasks.alembic_tasks import alembic_tasks
     from tasks.ci_tasks import ci_tasks
+    from tasks.fleet_tasks import fleet_tasks
     from tasks.local_tasks import local_tasks
 
     root = Collection()
@@ -26,4 +27,5 @@ def build_namespace() -> Collection:
                 sub.add_task(task)
         root.add_collection(sub)
     root.add_collection(Collection("ci", *ci_tasks()))
+    root.add_collection(Collection("fleet", *fleet_tasks()))
     return root

@@ -53,6 +53,7 @@ class RunOutcome:
     message: str | None = None  # the one line for stderr, task name first, secrets masked
     error: str | None = None  # the same without the task name (a fleet's per-target line)
     value: Any = None  # what the operation returned
+    record: RunRecord | None = None  # the run's record: revisions before and after, details
 
     @property
     def ok(self) -> bool:
@@ -122,14 +123,15 @@ class GuardedRun:
             return self._outcome("failed", int(ExitCode.FAILED), f"unexpected error: {detail}")
         else:
             self._finish("ok", None)
-            return RunOutcome("ok", 0, value=value)
+            return RunOutcome("ok", 0, value=value, record=self.record)
         finally:
             if self.log is not None:
                 self.log.close()
 
     def _outcome(self, outcome: str, code: int, error: str) -> RunOutcome:
-        line = _one_line(error)
-        return RunOutcome(outcome, code, _one_line(f"{self.spec.name}: {error}"), line)
+        line = one_line(error)
+        message = one_line(f"{self.spec.name}: {error}")
+        return RunOutcome(outcome, code, message, line, record=self.record)
 
     def _prepare(self, raw_settings: Any) -> Session:
         self.settings = (
@@ -231,12 +233,13 @@ class GuardedRun:
                 connect_timeout=self.settings.connect_timeout,
             )
         except Exception as audit_error:  # the run's own outcome matters more than its audit row
-            message = f"could not write the audit row: {_one_line(str(audit_error))}"
+            message = f"could not write the audit row: {one_line(str(audit_error))}"
             if self.log is not None:
                 self.log.event("audit failed", task=self.spec.name, error=message)
             if outcome == "ok":  # on failure the run's own error is the one line that matters
                 self.console.warning(message)
 
 
-def _one_line(message: str) -> str:
+def one_line(message: str) -> str:
+    """A message as one masked line: what stderr and per-target summaries show."""
     return " ".join(redact(message).split())

@@ -79,6 +79,9 @@ DEFAULTS: dict[str, Any] = {
         # Lint severities that fail `ci.check` (upgrade direction): destructive, warning.
         "fail_on": "destructive",
     },
+    # Fleets: many databases (tenants, shards, schemas) migrated by one command (`invoke fleet.*`).
+    # Each `fleets.<name>` has urls, urls_file, query or schemas; see the README.
+    "fleets": {},
     "lint": {
         # Rule names (ours or squawk's) never reported; a list or a comma-separated string.
         "ignore": "prefer-robust-stmts,prefer-bigint-over-int,prefer-bigint-over-smallint,"
