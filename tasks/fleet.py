@@ -15,6 +15,7 @@ the goal are read (no lock, no audit row) and skipped.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -413,22 +414,47 @@ class FleetRun:
         return run.execute(self.settings, operation)
 
 
-def load_shared_state(settings: Settings, *, metadata: bool) -> dict[str, Any]:
-    """The scripts (and models, when the operation compares) read once for the whole fleet."""
+def load_shared_state(settings: Settings, targets: Iterable[Target] = ()) -> dict[str, Any]:
+    """The scripts and models, read once for the whole fleet and handed to every target.
+
+    Everything a target imports lazily is imported here too, in one thread: two threads that
+    import the same package for the first time can see it half-initialised.
+    """
     from alembic.script import ScriptDirectory
 
     from tasks import alembic_threads
     from tasks.alembic_support import alembic_config
+    from tasks.models import load_metadata
 
     alembic_threads.install()
+    _import_what_targets_use({target.environment.url for target in targets})
     script = ScriptDirectory.from_config(alembic_config(settings))
     script.revision_map.heads  # noqa: B018 - load every revision file now, in one thread
-    state: dict[str, Any] = {"_script": script}
-    if metadata:
-        from tasks.models import load_metadata
+    # env.py needs the models even to upgrade (target_metadata); load them once, not per target.
+    return {"_script": script, "_metadata": load_metadata(settings.metadata)}
 
-        state["_metadata"] = load_metadata(settings.metadata)
-    return state
+
+def _import_what_targets_use(urls: Iterable[Any]) -> None:
+    import importlib
+
+    for module in (
+        "sqlalchemy.orm",
+        "alembic.autogenerate",
+        "alembic.operations",
+        "alembic.runtime.environment",
+        "alembic.runtime.migration",
+        "tasks.audit",
+        "tasks.backups",
+        "tasks.drift",
+        "tasks.locking",
+        "tasks.plan",
+    ):
+        importlib.import_module(module)
+    for url in urls:
+        dialect = url.get_dialect()
+        dialect.import_dbapi()
+        with contextlib.suppress(ImportError):  # Alembic has no module of its own for some
+            importlib.import_module(f"alembic.ddl.{dialect.name}")
 
 
 def run_targets(

@@ -79,7 +79,17 @@ class TargetStatus:
 def status(settings: Settings, selection: Selection, *, parallel: int = 8) -> dict[str, Any]:
     """Each target's revision and where it stands against the scripts' heads (read-only)."""
     fleet, targets = _targets(settings, selection)
-    state = load_shared_state(settings, metadata=False)
+    state = load_shared_state(settings, targets)
+    return _status_report(settings, fleet, targets, state, parallel)
+
+
+def _status_report(
+    settings: Settings,
+    fleet: FleetConfig,
+    targets: list[Target],
+    state: dict[str, Any],
+    parallel: int,
+) -> dict[str, Any]:
     heads = set(state["_script"].get_heads())
     known = {revision.revision for revision in state["_script"].walk_revisions()}
 
@@ -146,7 +156,9 @@ def print_status(console: Console, report: dict[str, Any]) -> None:
 
 def plan(settings: Settings, selection: Selection, console: Console, rev: str = "head") -> int:
     """What an upgrade would do: targets grouped by current revision, one plan per group."""
-    report = status(settings, selection)
+    fleet, targets = _targets(settings, selection)
+    state = load_shared_state(settings, targets)
+    report = _status_report(settings, fleet, targets, state, 8)
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in report["targets"]:
         if row["state"] in ("unreachable", "unknown revision"):
@@ -155,15 +167,13 @@ def plan(settings: Settings, selection: Selection, console: Console, rev: str = 
             )
             continue
         groups.setdefault(",".join(row["revision"]) or "base", []).append(row)
-    fleet, targets = _targets(settings, selection)
     by_name = {target.name: target for target in targets}
-    state = load_shared_state(settings, metadata=False)
     run = FleetRun(settings, fleet, console, "plan", {"rev": rev}, changes_database=False)
+    run.shared_state = state
     for revision, rows in sorted(groups.items()):
         names = ", ".join(row["name"] for row in rows[:5]) + (" ..." if len(rows) > 5 else "")
         console.line(f"{len(rows)} target(s) at {revision} ({names}):")
         target = by_name[rows[0]["name"]]
-        run.shared_state = state
         outcome = _visible(run, target, lambda s: migrations.plan(s, rev), console)
         if not outcome.ok:
             console.line(f"  plan failed: {outcome.error}")
@@ -204,7 +214,7 @@ def upgrade(
     """Every selected target up to `rev`; targets already there are skipped after one read."""
     fleet, targets = _targets(settings, selection)
     _require_owner(settings, "fleet.upgrade")
-    state = load_shared_state(settings, metadata=False)
+    state = load_shared_state(settings, targets)
     goal = _goal(state["_script"], rev)
     if fleet.protected:
         confirmer.ask(
@@ -253,7 +263,7 @@ def downgrade(
         raise UsageError("--rev is required: -1, base or a revision id")
     fleet, targets = _targets(settings, selection)
     _require_owner(settings, "fleet.downgrade")
-    state = load_shared_state(settings, metadata=False)
+    state = load_shared_state(settings, targets)
     migrations._validate_revision(state["_script"], rev)
     console.line("WARNING: a downgrade can drop tables and columns and lose their data")
     confirmer.ask(
@@ -278,7 +288,7 @@ def downgrade(
 def check(settings: Settings, selection: Selection, console: Console, parallel: int) -> FleetReport:
     """The models against every target's database (read-only): which ones differ."""
     fleet, targets = _targets(settings, selection)
-    state = load_shared_state(settings, metadata=True)
+    state = load_shared_state(settings, targets)
     run = FleetRun(settings, fleet, console, "check", {}, changes_database=False)
     run.shared_state = state
 

@@ -111,7 +111,7 @@ def fleet_tasks() -> list[Task]:
             from tasks import fleet_commands
             from tasks.confirmation import Confirmer
 
-            console = Console()
+            console = _progress_console(json)
             report = fleet_commands.upgrade(
                 settings,
                 selection(fleet, only or [], shard),
@@ -161,7 +161,7 @@ def fleet_tasks() -> list[Task]:
             from tasks import fleet_commands
             from tasks.confirmation import Confirmer
 
-            console = Console()
+            console = _progress_console(json)
             report = fleet_commands.downgrade(
                 settings,
                 selection(fleet, only or [], shard),
@@ -205,6 +205,15 @@ def fleet_tasks() -> list[Task]:
         run_command(c, "fleet.check", command)
 
     return [status, plan, upgrade, downgrade, check]
+
+
+def _progress_console(as_json: bool):  # type: ignore[no-untyped-def]
+    """Per-target lines go to stderr when stdout carries JSON, so the JSON stays parseable."""
+    import sys
+
+    from tasks.console import Console
+
+    return Console(stdout=sys.stderr) if as_json else Console()
 
 
 def _finish(console, report, as_json: bool) -> int:  # type: ignore[no-untyped-def]
