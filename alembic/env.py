@@ -20,11 +20,11 @@ if (_project := str(Path(__file__).resolve().parent.parent)) not in sys.path:
     sys.path.insert(0, _project)
 
 from tasks.alembic_support import EnvHandover, context_options
+from tasks.context import load_project_settings
 from tasks.engines import connect
 from tasks.environments import environment_for_alembic, resolve_environment
 from tasks.errors import MigrationsError
 from tasks.models import load_metadata
-from tasks.settings import load_project_settings
 
 config = context.config
 handover: EnvHandover | None = config.attributes.get("handover")

@@ -8,6 +8,7 @@ outcome into one line on stderr and its documented exit code. Nothing else calls
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from invoke import Context, Exit
@@ -15,7 +16,7 @@ from invoke import Context, Exit
 from tasks.run_log import RunRecord
 from tasks.runner import GuardedRun, TaskSpec
 from tasks.session import Session
-from tasks.settings import COLLECTIONS, Settings, settings_from_mapping
+from tasks.settings import COLLECTIONS, DEFAULTS, PROJECT_ROOT, Settings, settings_from_mapping
 
 
 def run_task(
@@ -66,3 +67,13 @@ def run_command(c: Context, name: str, command: Callable[[Settings], int]) -> No
         raise Exit(f"{name}: interrupted", code=130) from None
     if code:
         raise Exit(code=code)
+
+
+def load_project_settings(root: Path = PROJECT_ROOT) -> Settings:
+    """Settings for code outside Invoke (plain `alembic`), read the way Invoke reads them."""
+    from invoke import Config  # Invoke's own loader: the same files and variables, same order
+
+    config = Config(defaults={"migrations": DEFAULTS}, project_location=str(root))
+    config.load_project()
+    config.load_shell_env()
+    return settings_from_mapping(config.migrations, root)

@@ -2,7 +2,8 @@
 
 Invoke merges defaults, `invoke.yaml`, `INVOKE_MIGRATIONS_*` variables and `-f` files; this module
 only gives the merged mapping a shape. `alembic/env.py` loads the same files through
-`load_project_settings()`, so plain `alembic` commands and the tasks never disagree.
+`tasks.context.load_project_settings()`, so plain `alembic` commands and the tasks never
+disagree.
 """
 
 from __future__ import annotations
@@ -159,16 +160,6 @@ def settings_from_mapping(raw: Mapping[str, Any], root: Path = PROJECT_ROOT) -> 
         root=root,
         extra={key: value for key, value in raw.items() if key not in typed},
     )
-
-
-def load_project_settings(root: Path = PROJECT_ROOT) -> Settings:
-    """Settings for code outside Invoke (plain `alembic`), read the way Invoke reads them."""
-    from invoke import Config
-
-    config = Config(defaults={"migrations": DEFAULTS}, project_location=str(root))
-    config.load_project()
-    config.load_shell_env()
-    return settings_from_mapping(config.migrations, root)
 
 
 def _environment(name: str, values: Any) -> EnvironmentSettings:
