@@ -525,7 +525,7 @@ def _handover(session: Session, connection: Connection | None) -> EnvHandover:
         environment=session.environment,
         metadata_path=session.settings.metadata,
         connection=connection,
-        metadata=session._metadata,
+        metadata=session.metadata(),
         connect_timeout=session.settings.connect_timeout,
     )
 

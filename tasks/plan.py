@@ -218,7 +218,7 @@ def _rehearse(session: Session, direction: str, target: str, copy: str) -> dict[
                 environment=rehearsal,
                 metadata_path=session.settings.metadata,
                 connection=connection,
-                metadata=session._metadata,
+                metadata=session.metadata(),
                 on_revision_applied=cut,
             )
             config = alembic_config(session.settings, handover, stdout=io.StringIO())
@@ -242,7 +242,7 @@ def render_step_sql(session: Session, script: ScriptDirectory, step: MigrationSt
     handover = EnvHandover(
         environment=session.environment,
         metadata_path=session.settings.metadata,
-        metadata=session._metadata,
+        metadata=session.metadata(),
     )
     config = alembic_config(session.settings, handover, stdout=io.StringIO(), sql_output=buffer)
     starting = ",".join(step.from_revisions) or None

@@ -1,4 +1,4 @@
-"""The shared task context: everything a core operation needs, independent of Invoke.
+"""One run against one database: everything a core operation needs, independent of Invoke.
 
 A `Session` is one task run against one environment: settings, the resolved database, the
 confirmation hook, the console and the run record that ends up in the log. Core functions
