@@ -7,6 +7,7 @@ way the tasks do (see `tasks/environments.py`). Always a synchronous engine.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from logging.config import fileConfig
 from pathlib import Path
@@ -25,6 +26,7 @@ from tasks.engines import connect
 from tasks.environments import environment_for_alembic, resolve_environment
 from tasks.errors import MigrationsError
 from tasks.models import load_metadata
+from tasks.session import enter_schema
 
 config = context.config
 handover: EnvHandover | None = config.attributes.get("handover")
@@ -41,6 +43,10 @@ def _from_handover_or_environment() -> EnvHandover:
         settings = load_project_settings()
         name = environment_for_alembic(settings)
         environment = resolve_environment(settings, name)
+        # Schema-per-tenant, as in Alembic's cookbook: `alembic -x schema=tenant_1 upgrade head`.
+        schema = context.get_x_argument(as_dictionary=True).get("schema")
+        if schema:
+            environment = dataclasses.replace(environment, schema=schema)
         return EnvHandover(
             environment=environment,
             metadata_path=settings.metadata,
@@ -83,6 +89,8 @@ def run_migrations_online() -> None:
         return
     try:
         with connect(target.environment, target.connect_timeout) as connection:
+            if target.environment.schema:
+                enter_schema(connection, target.environment.schema)
             context.configure(connection=connection, **options)
             with context.begin_transaction():
                 context.run_migrations()

@@ -33,6 +33,7 @@ from tasks.confirmation import Confirmer
 from tasks.console import Console
 from tasks.environments import Environment, normalize_url, read_dotenv
 from tasks.errors import ConfigError, DatabaseError, ExitCode, UsageError
+from tasks.ownership import current_operator
 from tasks.run_log import RunLog, RunRecord
 from tasks.runner import GuardedRun, RunOutcome, TaskSpec
 from tasks.session import Session
@@ -387,6 +388,7 @@ class FleetRun:
     changes_database: bool = True
     lock_timeout: float | None = None
     shared_state: dict[str, Any] = field(default_factory=dict)
+    operator: str | None = field(default_factory=current_operator)
 
     def guarded(self, target: Target, operation: Callable[[Session], Any]) -> RunOutcome:
         """`operation` on one target under the guards of a single task run."""
@@ -401,6 +403,7 @@ class FleetRun:
             environment=target.environment.name,
             task=spec.name,
             arguments={**self.arguments, "target": target.name},
+            operator=self.operator,
         )
         quiet = Console(stdout=io.StringIO(), stderr=io.StringIO())
         run = GuardedRun(

@@ -140,7 +140,8 @@ class GuardedRun:
             else settings_from_mapping(raw_settings)
         )
         self.log = RunLog(self.settings.log_file)
-        self.record.operator = current_operator()
+        # A fleet names the operator once for all its targets (it runs `git config`).
+        self.record.operator = self.record.operator or current_operator()
         confirmer = self._confirmer or Confirmer(assume_yes=self.spec.assume_yes)
         session = self.session = Session(
             self.settings,

@@ -52,7 +52,7 @@ class Session:
         with connect(environment, self.settings.connect_timeout) as connection:
             _apply_session_timeouts(connection, self.settings, environment)
             if environment.schema:
-                _enter_schema(connection, environment.schema)
+                enter_schema(connection, environment.schema)
             yield connection
 
     def metadata(self) -> MetaData:
@@ -106,7 +106,7 @@ def _apply_session_timeouts(
     _detect_dead_client(connection)
 
 
-def _enter_schema(connection: Connection, schema: str) -> None:
+def enter_schema(connection: Connection, schema: str) -> None:
     """Schema-per-tenant (Alembic's cookbook): unqualified names resolve in the tenant's schema
     only, and SQLAlchemy treats it as the default schema. The engine is this connection's own,
     so changing its dialect touches no other target."""
