@@ -7,6 +7,7 @@ way the tasks do (see `tasks/environments.py`). Always a synchronous engine.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from logging.config import fileConfig
 from pathlib import Path
@@ -22,11 +23,12 @@ if (_project := str(Path(__file__).resolve().parent.parent)) not in sys.path:
 # Registers `op.drop_invalid_index`, which lock-safe revisions call (tasks/safe_ops.py).
 from tasks import safe_ops  # noqa: F401
 from tasks.alembic_support import EnvHandover, context_options
+from tasks.context import load_project_settings
 from tasks.engines import connect
 from tasks.environments import environment_for_alembic, resolve_environment
 from tasks.errors import MigrationsError
 from tasks.models import load_metadata
-from tasks.settings import load_project_settings
+from tasks.session import enter_schema
 
 config = context.config
 handover: EnvHandover | None = config.attributes.get("handover")
@@ -43,6 +45,10 @@ def _from_handover_or_environment() -> EnvHandover:
         settings = load_project_settings()
         name = environment_for_alembic(settings)
         environment = resolve_environment(settings, name)
+        # Schema-per-tenant, as in Alembic's cookbook: `alembic -x schema=tenant_1 upgrade head`.
+        schema = context.get_x_argument(as_dictionary=True).get("schema")
+        if schema:
+            environment = dataclasses.replace(environment, schema=schema)
         return EnvHandover(
             environment=environment,
             metadata_path=settings.metadata,
@@ -95,7 +101,9 @@ def _session_timeouts(connection, target: EnvHandover) -> None:  # type: ignore[
     from tasks.session import _apply_session_timeouts
 
     try:
-        _apply_session_timeouts(connection, load_project_settings(), target.environment)
+        _apply_session_timeouts(
+            connection, target.settings or load_project_settings(), target.environment
+        )
     except MigrationsError as error:
         raise CommandError(str(error)) from None
 
@@ -128,6 +136,8 @@ def run_migrations_online() -> None:
     try:
         with connect(target.environment, target.connect_timeout) as connection:
             _session_timeouts(connection, target)
+            if target.environment.schema:
+                enter_schema(connection, target.environment.schema)
             context.configure(connection=connection, **options)
             with context.begin_transaction():
                 context.run_migrations()

@@ -225,6 +225,8 @@ def context_options(
     options["render_item"] = _with_custom_type_imports(options.get("render_item"))
     if handover is not None and handover.on_revision_applied is not None:
         options["on_version_apply"] = _version_hook(handover.on_revision_applied)
+    if handover is not None and handover.environment.schema:
+        options["version_table_schema"] = handover.environment.schema
     return options
 
 

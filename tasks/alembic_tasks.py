@@ -38,6 +38,9 @@ SHORT_FLAGS: dict[str, str] = {
     "rev_id": "r",
     "depends_on": "d",
     "empty": "e",
+    "fleet": "f",
+    "parallel": "p",
+    "canary": "c",
 }
 
 

@@ -636,7 +636,7 @@ def _dump_lock_wait(session: Session) -> str:
     pg_dump takes ACCESS SHARE on every table first; behind an ACCESS EXCLUSIVE (a long ALTER,
     another migration) it used to wait without limit, while this task held the migration lock.
     """
-    configured = session.settings.environment(session.environment.name).postgres_lock_timeout
+    configured = session.environment.postgres_lock_timeout
     return str(configured or DUMP_LOCK_WAIT).strip()
 
 

@@ -396,7 +396,7 @@ def lint_revisions(
 
     backends = options.get("backends") or ["postgresql", "sqlite"]
     postgres = options["postgres_url"] if "postgresql" in backends else ""
-    linted = _session_for(session, _environment_for_lint(postgres or "sqlite://"))
+    linted = _session_for(session, _environment_for_lint(postgres or "sqlite://", session.settings))
     current = (since,) if since else ()
     steps = script._upgrade_revs("heads", current)
     planned = build_plan(
@@ -433,7 +433,7 @@ def throwaway_database(
     with factory(options) as url:
         from tasks.engines import create_engine
 
-        environment = _throwaway_environment(url)
+        environment = _throwaway_environment(url, session.settings)
         engine = create_engine(url, session.settings.connect_timeout)
         try:
             with engine.connect() as connection:
@@ -480,21 +480,33 @@ def _throwaway_postgres(options: dict[str, Any]) -> Iterator[Any]:
         admin.dispose()
 
 
-def _throwaway_environment(url: Any) -> Environment:
+def _throwaway_environment(url: Any, settings: Any) -> Environment:
+    """An unshared database judged under the strictest configured session settings: those of
+    a protected environment when there is one, so lint sees what production will run."""
     from tasks.environments import Environment
 
-    # Named after production so lint judges SQL under production's session settings.
-    return Environment("production", url, "(throwaway)", "ci.check", protected=False)
+    configured = sorted(settings.environments.values(), key=lambda item: not item.protected)
+    strictest = configured[0] if configured else None
+    return Environment(
+        "ci",
+        url,
+        "(throwaway)",
+        "ci.check",
+        protected=False,
+        shared=False,
+        postgres_lock_timeout=strictest.postgres_lock_timeout if strictest else None,
+        postgres_statement_timeout=strictest.postgres_statement_timeout if strictest else None,
+    )
 
 
-def _environment_for_lint(url: str) -> Environment:
+def _environment_for_lint(url: str, settings: Any) -> Environment:
     from sqlalchemy.engine import make_url
 
     from tasks.environments import SYNC_DRIVERS
 
     parsed = make_url(url)
     return _throwaway_environment(
-        parsed.set(drivername=SYNC_DRIVERS.get(parsed.drivername, parsed.drivername))
+        parsed.set(drivername=SYNC_DRIVERS.get(parsed.drivername, parsed.drivername)), settings
     )
 
 

@@ -1,59 +1,28 @@
-"""Running a task inside the shared context: settings, log, ownership, lock, audit, exit codes.
+"""Where Invoke meets the guarded runner: a task's run becomes an exit code.
 
-This is the one place where Invoke meets the core. `run_task` resolves the environment the
-task's collection names, opens the run log before touching a database, applies the ownership
-policy, takes the migration lock for tasks that change the database, hands a Session to the
-core operation, records the run in the audit table of shared databases, and turns whatever was
-raised into one line on stderr and a documented exit code. Nothing else calls `Exit`.
+`run_task` names the environment of the task's collection, runs the operation through
+`tasks.runner.GuardedRun` (settings, run log, ownership, scope, lock, audit) and turns a failed
+outcome into one line on stderr and its documented exit code; `run_command` does the same for a
+command that guards each of its targets itself (a fleet). Nothing else calls `Exit`.
+`load_project_settings` reads the configuration the way Invoke does, for plain `alembic`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-import time
-import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import PurePath
+import functools
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from invoke import Context, Exit
 
-from tasks.alembic_support import without_ini_logging
-from tasks.confirmation import Confirmer
-from tasks.console import Console
-from tasks.environments import Environment
-from tasks.errors import ExitCode, MigrationsError
-from tasks.interrupts import EXIT_INTERRUPTED, Terminated, stop_requests
-from tasks.ownership import (
-    UNRESTRICTED_ENVIRONMENTS,
-    current_operator,
-    policy_applies,
-    require_owner,
-)
-from tasks.redaction import redact
-from tasks.run_log import RunLog, RunRecord
+from tasks import settings as settings_module
+from tasks.errors import MigrationsError
+from tasks.interrupts import stop_requests
+from tasks.run_log import RunRecord
+from tasks.runner import GuardedRun, TaskSpec, one_line, warnings_into
 from tasks.session import Session
-from tasks.settings import COLLECTIONS, Settings, settings_from_mapping
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """How the shared context treats a task: what it guards and what it records."""
-
-    collection: str
-    task: str
-    changes_database: bool
-    creates_revision: bool = False
-    assume_yes: bool = False
-    lock_timeout: float | None = None
-    needs_database: bool = True
-
-    @property
-    def name(self) -> str:
-        return f"{self.collection}.{self.task}"
+from tasks.settings import COLLECTIONS, DEFAULTS, PROJECT_ROOT, Settings, settings_from_mapping
 
 
 def run_task(
@@ -82,279 +51,73 @@ def run_task(
     # Collections without an environment of their own (`ci`) log under their own name.
     environment = COLLECTIONS.get(collection, collection)
     record = RunRecord(environment=environment, task=spec.name, arguments=arguments)
-    _Run(spec, record).execute(c.config.migrations, operation)
+    outcome = GuardedRun(spec, record).execute(c.config.migrations, operation)
+    if not outcome.ok:
+        raise Exit(outcome.message, code=outcome.exit_code)
 
 
-class _Run:
-    def __init__(self, spec: TaskSpec, record: RunRecord) -> None:
-        self.spec = spec
-        self.record = record
-        self.started = time.perf_counter()
-        self.log: RunLog | None = None
-        self.settings: Settings | None = None
-        self.session: Session | None = None
-        self.console = Console()
+def run_command(c: Context, name: str, command: Callable[[Settings], int]) -> None:
+    """Run a command that guards each of its own targets (a fleet) and exit with its code.
 
-    @property
-    def environment(self) -> Environment | None:
-        """The environment if it was resolved (the audit needs it; `heads` may never)."""
-        return self.session._environment if self.session is not None else None
-
-    def execute(self, raw_settings: Any, operation: Callable[[Session], Any]) -> None:
-        # The lock, when taken, is released only after the run is logged and audited: audit
-        # rows then follow the order in which runners held the lock, and the next runner never
-        # starts before the previous one's row exists.
-        # Warnings go to the run log, and a team env.py's fileConfig stays off stderr. SIGTERM and
-        # SIGHUP stop the run like Ctrl-C (statement cancelled, rollback, audit row, log line).
-        with (
-            stop_requests(),
-            contextlib.ExitStack() as held,
-            warnings_into(self.record),
-            without_ini_logging(),
-        ):
-            self._execute(raw_settings, operation, held)
-
-    def _execute(
-        self, raw_settings: Any, operation: Callable[[Session], Any], held: contextlib.ExitStack
-    ) -> None:
-        try:
-            session = self._prepare(raw_settings)
-            if self.spec.changes_database:
-                held.enter_context(self._lock())
-            operation(session)
-        except MigrationsError as error:
-            message = _located(self.record, error, str(error))
-            self._finish(error.outcome, message)
-            raise Exit(
-                _one_line(f"{self.spec.name}: {message}"), code=int(error.exit_code)
-            ) from None
-        except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM/SIGHUP (Terminated)
-            what, code = _stopped_by(interrupt)
-            self._finish("failed", what)
-            raise Exit(f"{self.spec.name}: {what}", code=code) from None
-        except SystemExit as error:  # code we import (revisions, env.py) called sys.exit
-            detail = _located(self.record, error, f"sys.exit({error.code!r}) called", always=True)
-            self._finish("failed", detail)
-            message = _one_line(f"{self.spec.name}: {detail}")
-            raise Exit(message, code=int(ExitCode.FAILED)) from None
-        except Exception as error:  # a bug or an unforeseen failure: details go to the log
-            detail = _located(self.record, error, f"{type(error).__name__}: {error}", always=True)
-            self._finish("failed", detail)
-            message = f"{self.spec.name}: unexpected error: {detail}"
-            raise Exit(_one_line(message), code=int(ExitCode.FAILED)) from None
-        else:
-            self._finish("ok", None)
-        finally:
-            if self.log is not None:
-                self.log.close()
-
-    def _prepare(self, raw_settings: Any) -> Session:
-        self.settings = settings_from_mapping(raw_settings)
-        self.log = RunLog(self.settings.log_file)
-        self.record.operator = current_operator()
-        confirmer = Confirmer(assume_yes=self.spec.assume_yes)
-        session = self.session = Session(self.settings, self.record, confirmer, self.console)
-        if self.spec.needs_database:
-            session.environment  # noqa: B018 - resolve now: a missing URL fails before anything
-            self._note_protection_override(session)
-        try:
-            self.log.started(self.record)
-        except MigrationsError:  # the log is unusable (a full disk): no finish line either
-            self.log.close()
-            self.log = None
-            raise
-        spec = self.spec
-        if policy_applies(
-            self.record.environment,
-            changes_database=spec.changes_database,
-            creates_revision=spec.creates_revision,
-        ):
-            require_owner(self.settings.owners, self.record.operator, spec.name)
-        self._check_scope(session)
-        return session
-
-    def _note_protection_override(self, session: Session) -> None:
-        """A protected-by-default environment unprotected by a variable or `-f` file: one
-        warning line, and the reason in the run's arguments (log and audit row)."""
-        from tasks.settings import protection_override
-
-        assert self.settings is not None
-        reason = protection_override(self.settings, session.environment.name)
-        if reason is None:
-            return
-        self.record.arguments["protection_override"] = reason
-        self.console.warning(
-            f"{session.environment.name} is protected by the project's configuration, but "
-            f"{reason} unprotects it: no typed confirmation, no mandatory backup"
-        )
-
-    def _lock(self):  # type: ignore[no-untyped-def]
-        from tasks.locking import migration_lock
-
-        assert self.settings is not None and self.session is not None
-        # Both sources are validated already: --lock-timeout by its task, the configuration's
-        # by settings_from_mapping.
-        timeout = self.spec.lock_timeout
-        if timeout is None:
-            timeout = self.settings.lock_timeout
-        # Who, where, what and which process: enough for a waiting operator to find the holder.
-        who = self.record.operator or self.record.user
-        label = f"{who}@{self.record.host} {self.spec.name} pid {os.getpid()}"
-        console = self.console
-
-        def waiting(text: str) -> None:
-            console.clear_status()
-            console.line(text)
-
-        return migration_lock(
-            self.session.environment,
-            label=label,
-            timeout=timeout,
-            connect_timeout=self.settings.connect_timeout,
-            on_wait=waiting,
-            on_tick=lambda waited: console.status(
-                f"waiting for the migration lock: {waited:.0f}/{timeout:g} s"
-            ),
-        )
-
-    def _finish(self, outcome: str, error: str | None) -> None:
-        duration_ms = (time.perf_counter() - self.started) * 1000
-        if self.session is not None:  # time at the prompt is the operator's, not the run's
-            duration_ms = max(0.0, duration_ms - self.session.confirmer.waited * 1000)
-        if outcome == "refused" and self.record.revision_after is None:
-            self.record.revision_after = self.record.revision_before  # a refusal changes nothing
-        # The audit row first: it is the record that travels with the database, and neither a
-        # full local disk nor a terminal gone with SIGHUP must cost it. The run log's line
-        # follows; if it cannot be written, one line says so and the run keeps its outcome.
-        if self._audited():
-            self._audit(outcome, error, duration_ms)
-        self.console.clear_status()  # a live terminal line must not swallow the last words
-        if self.log is not None:
-            self.log.finished(self.record, outcome=outcome, duration_ms=duration_ms, error=error)
-            if self.log.failure is not None:
-                self.console.warning(_one_line(self.log.failure))
-
-    def _audited(self) -> bool:
-        """Shared databases keep their own record of every attempt to change them."""
-        return (
-            self.spec.changes_database
-            and self.environment is not None
-            and self.environment.name not in UNRESTRICTED_ENVIRONMENTS
-        )
-
-    def _audit(self, outcome: str, error: str | None, duration_ms: float) -> None:
-        from tasks.audit import record_run
-
-        assert self.settings is not None and self.environment is not None
-        try:
-            record_run(
-                self.environment,
-                self.record,
-                outcome=outcome,
-                error=redact(error) if error else None,
-                duration_ms=duration_ms,
-                root=self.settings.root,
-                connect_timeout=self.settings.connect_timeout,
-            )
-        except Exception as audit_error:  # the run's own outcome matters more than its audit row
-            message = f"could not write the audit row: {_one_line(str(audit_error))}"
-            if self.log is not None:
-                self.log.event("audit failed", task=self.spec.name, error=message)
-            if outcome == "ok":  # on failure the run's own error is the one line that matters
-                self.console.warning(message)
-
-    def _check_scope(self, session: Session) -> None:
-        """Refuse a run whose database is not its own environment's (tasks.environments).
-
-        Before any connection: `DATABASE_URL_LOCAL=$DATABASE_URL_PRODUCTION invoke local.reset`
-        never reaches production. A refused attempt to change a shared database is still an
-        attempt on it, so it is recorded in that database's audit table, as its own runs are.
-        """
-        from tasks.environments import ForeignDatabase, check_scope, url_is_set
-
-        assert self.settings is not None
-        if not self.spec.needs_database:
-            # Reading tasks (history, show) use the database only when a URL is set: then it is
-            # theirs to read, and it must be their own environment's like any other run's.
-            name = self.record.environment
-            if name not in self.settings.environments or not url_is_set(self.settings, name):
-                return  # `ci` has no database of its own
-            try:
-                session.environment  # noqa: B018
-            except MigrationsError:
-                return  # a URL it cannot use: the task reads the scripts alone, or says so
-        try:
-            check_scope(
-                self.settings, session.environment, changes_database=self.spec.changes_database
-            )
-        except ForeignDatabase as refusal:
-            # A shared run's own audit row already lands in that database (`_finish`).
-            if self.spec.changes_database and not self._audited():
-                self._audit_in(refusal.owner, "refused", str(refusal))
-            raise
-
-    def _audit_in(self, environment: Environment, outcome: str, error: str) -> None:
-        """One audit row in `environment`'s database; failing to write it never changes the
-        run's outcome (the run log has the attempt either way)."""
-        from tasks.audit import record_run
-
-        assert self.settings is not None
-        try:
-            record_run(
-                environment,
-                self.record,
-                outcome=outcome,
-                error=redact(error),
-                duration_ms=(time.perf_counter() - self.started) * 1000,
-                root=self.settings.root,
-                connect_timeout=self.settings.connect_timeout,
-            )
-        except Exception as audit_error:
-            if self.log is not None:
-                message = f"could not write the audit row: {_one_line(str(audit_error))}"
-                self.log.event("audit failed", task=self.spec.name, error=message)
-
-
-@contextlib.contextmanager
-def warnings_into(record: RunRecord) -> Iterator[None]:
-    """Python warnings raised during a task go to its run log entry, not to stderr.
-
-    SQLAlchemy's SAWarnings and Alembic's multi-kilobyte warnings would otherwise break the
-    promise of one line on stderr; in the log (`details.warnings`) they stay available, masked.
+    The command gets the validated settings and returns an exit code; its own errors (a bad
+    fleet configuration, an unknown revision) become one line on stderr like any task's. Stop
+    signals are set up here, once, in the main thread: the targets run in worker threads.
     """
-
-    def show(message: Any, category: type[Warning], filename: str, lineno: int, *_: Any) -> None:
-        where = f"{PurePath(filename).name}:{lineno}"
-        text = " ".join(str(message).split())
-        record.details.setdefault("warnings", []).append(f"{category.__name__}: {text} ({where})")
-
-    with warnings.catch_warnings():
-        warnings.showwarning = show
-        yield
-
-
-def _stopped_by(interrupt: KeyboardInterrupt) -> tuple[str, int]:
-    """What stopped the run, for the log and audit, and the exit code a shell expects."""
-    if isinstance(interrupt, Terminated):
-        return str(interrupt), interrupt.exit_code
-    return "interrupted", EXIT_INTERRUPTED
+    record = RunRecord(environment=name.split(".")[0], task=name, arguments={})
+    try:
+        settings = settings_from_mapping(c.config.migrations)
+        with stop_requests(), warnings_into(record):
+            code = command(settings)
+        if record.details.get("warnings"):  # the targets' warnings: to the run log, not stderr
+            _log_event(settings, "warnings", task=name, warnings=record.details["warnings"])
+    except MigrationsError as error:
+        raise Exit(one_line(f"{name}: {error}"), code=int(error.exit_code)) from None
+    except KeyboardInterrupt:
+        raise Exit(f"{name}: interrupted", code=130) from None
+    if code:
+        raise Exit(code=code)
 
 
-def _located(record: RunRecord, error: BaseException, message: str, *, always: bool = False) -> str:
-    """Issue 12.5: the message with `file:line` when the error came from the operator's code
-    (models, env.py, revisions); the full traceback kept for the run log, and printed to stderr
-    under Invoke's --debug. A one-line error with no underlying exception has no traceback."""
-    from tasks.locations import debugging, full_traceback, with_location
+def _log_event(settings: Settings, event: str, **fields: Any) -> None:
+    from tasks.run_log import RunLog
 
-    underlying = error if always else error.__cause__ or error.__context__
-    if underlying is None:
-        return message
-    text = full_traceback(error)
-    record.exception = text
-    if debugging():
-        print(text, file=sys.stderr, end="", flush=True)
-    return with_location(message, error)
+    try:
+        log = RunLog(settings.log_file)
+    except MigrationsError:
+        return
+    try:
+        log.event(event, **fields)
+    finally:
+        log.close()
 
 
-def _one_line(message: str) -> str:
-    return " ".join(redact(message).split())
+def load_project_settings(root: Path = PROJECT_ROOT) -> Settings:
+    """Settings for code outside Invoke (plain `alembic`), read the way Invoke reads them."""
+    from invoke import Config  # Invoke's own loader: the same files and variables, same order
+
+    config = Config(defaults={"migrations": DEFAULTS}, project_location=str(root))
+    config.load_project()
+    config.load_shell_env()
+    return settings_from_mapping(config.migrations, root)
+
+
+@functools.cache
+def project_protection(root: Path) -> dict[str, bool]:
+    """Which environments the defaults and the project's invoke.yaml protect (no variables, no
+    -f file): the baseline a run's configuration is compared with."""
+    from invoke import Config
+
+    config = Config(defaults={"migrations": DEFAULTS}, project_location=str(root))
+    config.load_project()
+    environments = config.migrations.get("environments") or {}
+    protected = {}
+    for name, values in environments.items():
+        try:
+            raw = values.get("protected", False)
+            protected[name] = settings_module.parse_flag(raw, f"environments.{name}.protected")
+        except (AttributeError, MigrationsError):
+            protected[name] = True  # unreadable: treat as protected, so an override is reported
+    return protected
+
+
+settings_module.project_protection_reader = project_protection

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.errors import ConfigError, MigrationsError, Refused
-from tasks.ownership import UNRESTRICTED_ENVIRONMENTS
 from tasks.redaction import mask_url, register_url_secrets
 from tasks.settings import Settings
 
@@ -50,6 +49,13 @@ class Environment:
     url_variable: str
     source: str  # "process environment", ".env.development", ".env" or "default"
     protected: bool
+    # Whether others depend on it: owners, audit rows and shared-database prompts apply.
+    shared: bool = True
+    # PostgreSQL session settings migrations run under (None: the server's own).
+    postgres_lock_timeout: str | None = None
+    postgres_statement_timeout: str | None = None
+    # Schema-per-tenant: the schema this target's tables and version table live in.
+    schema: str | None = None
 
     @property
     def masked_url(self) -> str:
@@ -74,7 +80,16 @@ def resolve_environment(
         places = ", ".join(["the process environment", *_dotenv_files(name)])
         raise ConfigError(f"{variable} is not set for environment {name!r} (searched {places})")
     url = normalize_url(raw, variable, settings.root)
-    return Environment(name, url, variable, source, env_settings.protected)
+    return Environment(
+        name,
+        url,
+        variable,
+        source,
+        env_settings.protected,
+        env_settings.shared,
+        env_settings.postgres_lock_timeout,
+        env_settings.postgres_statement_timeout,
+    )
 
 
 def url_is_set(settings: Settings, name: str, environ: Mapping[str, str] | None = None) -> bool:
@@ -446,10 +461,14 @@ class ForeignDatabase(Refused):
 
 
 def guard_level(settings: Settings, name: str) -> int:
-    """How strict an environment's guards are: 0 local, 1 shared, 2 protected."""
-    if settings.environment(name).protected:
-        return 2
-    return 0 if name in UNRESTRICTED_ENVIRONMENTS else 1
+    """How strict a configured environment's guards are: 0 unshared (local), 1 shared, 2
+    protected."""
+    configured = settings.environment(name)
+    return _level(protected=configured.protected, shared=configured.shared)
+
+
+def _level(*, protected: bool, shared: bool) -> int:
+    return 2 if protected else 1 if shared else 0
 
 
 def check_scope(
@@ -472,7 +491,7 @@ def check_scope(
     """
     environ = os.environ if environ is None else environ
     _require_this_machine(settings, environment, environ)
-    if environment.name not in UNRESTRICTED_ENVIRONMENTS and not changes_database:
+    if environment.shared and not changes_database:
         return
     owner = stricter_owner(settings, environment, environ)
     if owner is None:
@@ -493,7 +512,7 @@ def stricter_owner(
     stricter than `environment`'s own. Another environment whose URL is unset or malformed is
     not a match (it cannot be anyone's database); its URL is never shown."""
     environ = os.environ if environ is None else environ
-    level = guard_level(settings, environment.name)
+    level = _level(protected=environment.protected, shared=environment.shared)
     mine = database_identity(environment.url, environ)
     found: Environment | None = None
     for name in sorted(settings.environments):
@@ -527,8 +546,10 @@ def _databases_of(settings: Settings, name: str, environ: Mapping[str, str]) -> 
         raw, source = _lookup(settings.dotenv_dir, name, default, environ)
         if raw is not None:
             url = normalize_url(raw, default, settings.root)
-            protected = settings.environment(name).protected
-            databases.append(Environment(name, url, default, source, protected))
+            configured = settings.environment(name)
+            databases.append(
+                Environment(name, url, default, source, configured.protected, configured.shared)
+            )
     return databases
 
 
@@ -536,7 +557,7 @@ def _require_this_machine(
     settings: Settings, environment: Environment, environ: Mapping[str, str]
 ) -> None:
     """Local work stays on this machine unless the configuration says otherwise."""
-    if environment.name not in UNRESTRICTED_ENVIRONMENTS:
+    if environment.shared:
         return
     if settings.environment(environment.name).allow_remote:
         return

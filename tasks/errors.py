@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     NEEDS_REVISION = 5  # differences that only a revision or a manual step can resolve
     LOCKED = 6  # another migration held the database's migration lock past --lock-timeout
     LOCK_LOST = 6  # the same code: the lock was lost during the run (its session ended)
+    FLEET_PARTIAL = 7  # fleet: some targets failed (the others ran, or were not started)
     # preflight: the first check that failed
     PREFLIGHT_HEADS = 10  # several heads and no explicit target
     PREFLIGHT_UNKNOWN_REVISION = 11  # the database is at a revision the scripts do not know

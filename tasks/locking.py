@@ -140,7 +140,9 @@ def _lock_for(environment: Environment, label: str, connect_timeout: float) -> I
         connection = connection.execution_options(isolation_level="AUTOCOMMIT")
         if backend == "postgresql":
             _keep_postgresql_session(connection)
-            yield _AdvisoryLock(connection)
+            # Schema-per-tenant targets share a database but not a lock.
+            schema = f":{environment.schema}" if environment.schema else ""
+            yield _AdvisoryLock(connection, _advisory_key(LOCK_NAME + schema))
         elif backend in {"mysql", "mariadb"}:
             _keep_mysql_session(connection)
             yield _NamedLock(connection, f"{LOCK_NAME}:{environment.url.database}"[:64])
@@ -234,8 +236,9 @@ class _AdvisoryLock:
         "AND l.classid = %(high)s AND l.objid = %(low)s AND l.objsubid = 1 LIMIT 1"
     )
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, key: int = KEY) -> None:
         self.connection = connection
+        self.KEY = key
 
     def try_acquire(self) -> bool:
         query = "SELECT pg_try_advisory_lock(%(key)s)"

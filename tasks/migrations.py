@@ -31,7 +31,6 @@ from tasks.errors import (
     Refused,
     UsageError,
 )
-from tasks.ownership import UNRESTRICTED_ENVIRONMENTS
 from tasks.plan import Plan, build_plan, print_plan, summary
 from tasks.redaction import redact
 from tasks.session import Session
@@ -384,7 +383,7 @@ def downgrade(
             _nothing_to(session, "downgrade", before)
             return
         action = f"Downgrade {name} ({session.environment.masked_url}) to {revision}"
-        if name in UNRESTRICTED_ENVIRONMENTS:
+        if not session.environment.shared:
             _show_steps(session, f"{name}: {plural(len(steps), 'revision')} to revert", steps)
         else:
             _shown_plan(session, connection, script, steps, "downgrade", before, revision)
@@ -393,7 +392,7 @@ def downgrade(
         # On stdout, next to the question: stderr keeps the one line that says how it ended.
         session.console.line("WARNING: a downgrade can drop tables and columns and lose their data")
         session.confirm(action)
-        if name not in UNRESTRICTED_ENVIRONMENTS:  # after the answer: a "no" writes no backup
+        if session.environment.shared:  # after the answer: a "no" writes no backup
             _backup_before(session, requested=backup, mandatory=session.environment.protected)
         _apply(session, connection, steps, _run_with(script, "downgrade"), revision)
 
@@ -858,8 +857,11 @@ def _script(session: Session) -> ScriptDirectory:
     from alembic.script.revision import RevisionError
     from alembic.util import CommandError
 
+    if session._script is not None:  # read once per run; a fleet hands one to every target
+        return session._script
     try:
-        return ScriptDirectory.from_config(alembic_config(session.settings))
+        session._script = ScriptDirectory.from_config(alembic_config(session.settings))
+        return session._script
     except (CommandError, RevisionError) as error:
         ini = session.settings.alembic_ini.name
         raise ConfigError(f"{ini} (migrations.alembic_ini): {redact(_first_line(error))}") from None
@@ -876,7 +878,7 @@ def _handover(session: Session, connection: Connection | None) -> EnvHandover:
         environment=session.environment,
         metadata_path=session.settings.metadata,
         connection=connection,
-        metadata=session._metadata,
+        metadata=session.metadata(),
         connect_timeout=session.settings.connect_timeout,
     )
 
@@ -907,7 +909,9 @@ def _database_heads(connection: Connection, session: Session) -> tuple[str, ...]
     from alembic.migration import MigrationContext
 
     try:
-        heads = MigrationContext.configure(connection).get_current_heads()
+        schema = session.environment.schema
+        options = {"version_table_schema": schema} if schema else {}
+        heads = MigrationContext.configure(connection, opts=options).get_current_heads()
     except Exception as error:
         raise _as_database_error(session, error) from None
     connection.rollback()  # end the read so Alembic starts each revision in its own transaction

@@ -14,6 +14,7 @@ def build_namespace() -> Collection:
     from tasks.alembic_tasks import alembic_tasks
     from tasks.ci_tasks import ci_tasks
     from tasks.console import quiet_broken_pipes
+    from tasks.fleet_tasks import fleet_tasks
     from tasks.local_tasks import local_tasks
 
     quiet_broken_pipes()  # `invoke --list | head`: Invoke's own output, outside any task
@@ -29,4 +30,5 @@ def build_namespace() -> Collection:
                 sub.add_task(task)
         root.add_collection(sub)
     root.add_collection(Collection("ci", *ci_tasks()))
+    root.add_collection(Collection("fleet", *fleet_tasks()))
     return root

@@ -1,7 +1,7 @@
 """The ownership policy: only configured owners create revisions or change shared databases.
 
-The operator is `MIGRATIONS_OPERATOR`, else `git config user.email`. Local work is never
-restricted; with no owners configured nobody is.
+The operator is `MIGRATIONS_OPERATOR`, else `git config user.email`. Work on an environment
+that is not `shared` (local) is never restricted; with no owners configured nobody is.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ import os
 import subprocess
 
 from tasks.errors import Refused
-
-UNRESTRICTED_ENVIRONMENTS = frozenset({"local"})
 
 
 def current_operator() -> str | None:
@@ -28,11 +26,11 @@ def current_operator() -> str | None:
     return result.stdout.strip() or None
 
 
-def policy_applies(environment: str, *, changes_database: bool, creates_revision: bool) -> bool:
+def policy_applies(shared: bool, *, changes_database: bool, creates_revision: bool) -> bool:
     """Revisions are shared history wherever they are written; local databases are nobody's."""
     if creates_revision:
         return True
-    return changes_database and environment not in UNRESTRICTED_ENVIRONMENTS
+    return changes_database and shared
 
 
 def require_owner(owners: tuple[str, ...], operator: str | None, action: str) -> None:

@@ -246,7 +246,7 @@ def _rehearse(session: Session, direction: str, target: str, copy: str) -> dict[
         copy_sqlite(Path(original), Path(copy), timeout=session.settings.connect_timeout)
     url = URL.create("sqlite", database=copy)
     name = session.environment.name
-    rehearsal = Environment(name, url, "(rehearsal)", "rehearsal", protected=False)
+    rehearsal = Environment(name, url, "(rehearsal)", "rehearsal", protected=False, shared=False)
     engine = create_engine(url)
     ran: dict[str, list[str]] = {}
     current: list[str] = []
@@ -266,7 +266,7 @@ def _rehearse(session: Session, direction: str, target: str, copy: str) -> dict[
                 environment=rehearsal,
                 metadata_path=session.settings.metadata,
                 connection=connection,
-                metadata=session._metadata,
+                metadata=session.metadata(),
                 on_revision_applied=cut,
             )
             config = alembic_config(session.settings, handover, stdout=io.StringIO())
@@ -290,7 +290,7 @@ def render_step_sql(session: Session, script: ScriptDirectory, step: MigrationSt
     handover = EnvHandover(
         environment=session.environment,
         metadata_path=session.settings.metadata,
-        metadata=session._metadata,
+        metadata=session.metadata(),
     )
     config = alembic_config(session.settings, handover, stdout=io.StringIO(), sql_output=buffer)
     starting = ",".join(step.from_revisions) or None
@@ -309,12 +309,12 @@ def render_step_sql(session: Session, script: ScriptDirectory, step: MigrationSt
 
 def _squawk_preamble(session: Session) -> str:
     """The session settings the migration will really run under, so squawk judges that."""
-    configured = session.settings.environment(session.environment.name)
+    environment = session.environment
     lines = []
-    if configured.postgres_lock_timeout:
-        lines.append(f"SET lock_timeout = '{configured.postgres_lock_timeout}';\n")
-    if configured.postgres_statement_timeout:
-        lines.append(f"SET statement_timeout = '{configured.postgres_statement_timeout}';\n")
+    if environment.postgres_lock_timeout:
+        lines.append(f"SET lock_timeout = '{environment.postgres_lock_timeout}';\n")
+    if environment.postgres_statement_timeout:
+        lines.append(f"SET statement_timeout = '{environment.postgres_statement_timeout}';\n")
     return "".join(lines)
 
 

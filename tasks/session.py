@@ -1,4 +1,4 @@
-"""The shared task context: everything a core operation needs, independent of Invoke.
+"""One run against one database: everything a core operation needs, independent of Invoke.
 
 A `Session` is one task run against one environment: settings, the resolved database, the
 confirmation hook, the console and the run record that ends up in the log. Core functions
@@ -20,6 +20,7 @@ from tasks.run_log import RunRecord
 from tasks.settings import Settings
 
 if TYPE_CHECKING:
+    from alembic.script import ScriptDirectory
     from sqlalchemy import MetaData
     from sqlalchemy.engine import Connection
 
@@ -32,6 +33,8 @@ class Session:
     console: Console = field(default_factory=Console)
     _environment: Environment | None = None
     _metadata: MetaData | None = None
+    # Alembic's ScriptDirectory, read once per run (or once per fleet, handed to each target).
+    _script: ScriptDirectory | None = None
 
     @property
     def environment(self) -> Environment:
@@ -48,6 +51,8 @@ class Session:
         environment = self.environment
         with connect(environment, self.settings.connect_timeout) as connection:
             _apply_session_timeouts(connection, self.settings, environment)
+            if environment.schema:
+                enter_schema(connection, environment.schema)
             yield connection
 
     def metadata(self) -> MetaData:
@@ -77,10 +82,9 @@ def _apply_session_timeouts(
     """PostgreSQL migrations fail fast on a busy table instead of queueing traffic behind them."""
     if environment.dialect != "postgresql":
         return
-    configured = settings.environment(environment.name)
     values = {
-        "lock_timeout": configured.postgres_lock_timeout,
-        "statement_timeout": configured.postgres_statement_timeout,
+        "lock_timeout": environment.postgres_lock_timeout,
+        "statement_timeout": environment.postgres_statement_timeout,
     }
     from tasks.engines import describe_database_error
     from tasks.errors import ConfigError
@@ -100,6 +104,16 @@ def _apply_session_timeouts(
             ) from None
     connection.commit()
     _detect_dead_client(connection)
+
+
+def enter_schema(connection: Connection, schema: str) -> None:
+    """Schema-per-tenant (Alembic's cookbook): unqualified names resolve in the tenant's schema
+    only, and SQLAlchemy treats it as the default schema. The engine is this connection's own,
+    so changing its dialect touches no other target."""
+    quoted = connection.dialect.identifier_preparer.quote_identifier(schema)
+    connection.exec_driver_sql(f"SET search_path TO {quoted}")
+    connection.commit()
+    connection.dialect.default_schema_name = schema
 
 
 # Seconds between the server's checks that a migration's client is still there (PostgreSQL 14+).

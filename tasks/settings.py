@@ -2,16 +2,16 @@
 
 Invoke merges defaults, `invoke.yaml`, `INVOKE_MIGRATIONS_*` variables and `-f` files; this module
 only gives the merged mapping a shape. `alembic/env.py` loads the same files through
-`load_project_settings()`, so plain `alembic` commands and the tasks never disagree.
+`tasks.context.load_project_settings()`, so plain `alembic` commands and the tasks never
+disagree.
 """
 
 from __future__ import annotations
 
 import difflib
-import functools
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,9 @@ DEFAULTS: dict[str, Any] = {
             # as text (Invoke casts a variable over a bool with `not in ("0", "")`: "false" is
             # True) and is parsed strictly by settings_from_mapping.
             "allow_remote": "false",
+            # Nobody else depends on it: no owners, no audit table, no mandatory backups. Text,
+            # parsed strictly (Invoke would cast "false" over a boolean default to True).
+            "shared": "false",
         },
         # PostgreSQL session settings for migrations on shared databases: fail fast instead of
         # queueing traffic behind a lock, and never let one statement run unbounded.
@@ -115,6 +118,9 @@ DEFAULTS: dict[str, Any] = {
         # Whether an adopted env.py's own context.configure options are read and win.
         "from_env": "true",
     },
+    # Fleets: many databases (tenants, shards, schemas) migrated by one command (`invoke fleet.*`).
+    # Each `fleets.<name>` has urls, urls_file, query or schemas; see the README.
+    "fleets": {},
     "lint": {
         # Rule names (ours or squawk's) never reported; a list or a comma-separated string.
         "ignore": "prefer-robust-stmts,prefer-bigint-over-int,prefer-bigint-over-smallint,"
@@ -129,6 +135,7 @@ class EnvironmentSettings:
     url_variable: str
     default_url: str | None = None
     protected: bool = False
+    shared: bool = True
     postgres_lock_timeout: str | None = None
     postgres_statement_timeout: str | None = None
     allow_remote: bool = False
@@ -195,16 +202,6 @@ def settings_from_mapping(raw: Mapping[str, Any], root: Path = PROJECT_ROOT) -> 
     )
 
 
-def load_project_settings(root: Path = PROJECT_ROOT) -> Settings:
-    """Settings for code outside Invoke (plain `alembic`), read the way Invoke reads them."""
-    from invoke import Config
-
-    config = Config(defaults={"migrations": DEFAULTS}, project_location=str(root))
-    config.load_project()
-    config.load_shell_env()
-    return settings_from_mapping(config.migrations, root)
-
-
 def _environment(name: str, values: Any) -> EnvironmentSettings:
     values = _mapping(values, f"environments.{name}")
     default_url = values.get("default_url")
@@ -213,6 +210,7 @@ def _environment(name: str, values: Any) -> EnvironmentSettings:
         url_variable=_text(values.get("url_variable"), f"environments.{name}.url_variable"),
         default_url=str(default_url) if default_url else None,
         protected=_protected(name, values.get("protected", False)),
+        shared=parse_flag(values.get("shared", True), f"environments.{name}.shared"),
         postgres_lock_timeout=_optional_text(values.get("postgres_lock_timeout")),
         postgres_statement_timeout=_optional_text(values.get("postgres_statement_timeout")),
         allow_remote=parse_flag(
@@ -299,22 +297,15 @@ def protection_override(
     return "a configuration file given with -f (or another configuration source)"
 
 
-@functools.cache
-def _project_protection(root: Path) -> dict[str, bool]:
-    """Which environments the defaults and the project's invoke.yaml protect (no variables, no
-    -f file): the baseline a run's configuration is compared with."""
-    from invoke import Config
+# How the project's own files (the defaults and invoke.yaml, without variables or -f files)
+# protect each environment: the baseline an override is reported against. Reading files the way
+# Invoke does belongs to the task layer, which sets this (tasks.context); without it (the core
+# used on its own) no override can be told apart, and none is reported.
+project_protection_reader: Callable[[Path], dict[str, bool]] | None = None
 
-    config = Config(defaults={"migrations": DEFAULTS}, project_location=str(root))
-    config.load_project()
-    environments = _mapping(config.migrations.get("environments", {}), "environments")
-    protected = {}
-    for name, values in environments.items():
-        try:
-            protected[name] = parse_flag(_mapping(values, name).get("protected", False), name)
-        except ConfigError:
-            protected[name] = True  # unreadable: treat as protected, so an override is reported
-    return protected
+
+def _project_protection(root: Path) -> dict[str, bool]:
+    return project_protection_reader(root) if project_protection_reader is not None else {}
 
 
 def _optional_text(value: Any) -> str | None:

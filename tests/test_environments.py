@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
+from tasks.context import load_project_settings
 from tasks.environments import resolve_environment
 from tasks.errors import ConfigError, ExitCode
-from tasks.settings import load_project_settings
 from tests.conftest import ROOT, schema_snapshot
 from tests.helpers import (
     APP_TABLES,

@@ -1,0 +1,242 @@
+"""The `fleet` collection: one command across many databases (`migrations.fleets.<name>`).
+
+Each task parses its flags and calls one function of `tasks.fleet_commands`; `run_command`
+turns errors and the report's code into the exit.
+"""
+
+from __future__ import annotations
+
+import json as json_module
+
+from invoke import Context, Task
+
+from tasks.alembic_tasks import flag_task
+from tasks.context import run_command
+from tasks.settings import Settings
+
+FLEET_HELP = "the fleet (migrations.fleets.<name>); optional when only one is configured"
+ONLY_HELP = "only these targets (repeat the flag or separate with commas)"
+SHARD_HELP = "I/N: this job's stable share of the targets (1 <= I <= N), for N parallel jobs"
+PARALLEL_HELP = "targets migrated at once (default 4)"
+LOCK_HELP = "seconds each target waits for another runner's migration lock"
+
+
+def fleet_tasks() -> list[Task]:
+    from tasks.console import Console
+
+    def selection(fleet: str, only: list[str], shard: str):  # type: ignore[no-untyped-def]
+        from tasks.fleet_commands import Selection
+
+        return Selection(fleet or None, tuple(only or ()), shard or None)
+
+    def schedule(parallel: int, canary: int, continue_on_error: bool):  # type: ignore[no-untyped-def]
+        from tasks.fleet_commands import Schedule
+
+        return Schedule(parallel, canary, continue_on_error)
+
+    @flag_task(
+        help={"fleet": FLEET_HELP, "only": ONLY_HELP, "shard": SHARD_HELP, "json": "print JSON"},
+        iterable=["only"],
+    )
+    def status(c: Context, fleet: str = "", only: list[str] | None = None, shard: str = "",
+               json: bool = False) -> None:  # fmt: skip
+        """Each target's revision: at head, behind, unknown or unreachable; a summary."""
+
+        def command(settings: Settings) -> int:
+            from tasks import fleet_commands
+
+            report = fleet_commands.status(settings, selection(fleet, only or [], shard))
+            if json:
+                print(json_module.dumps(report, indent=2))
+            else:
+                fleet_commands.print_status(Console(), report)
+            unreachable = report["summary"]["by_state"].get("unreachable", 0)
+            return 7 if unreachable else 0
+
+        run_command(c, "fleet.status", command)
+
+    @flag_task(
+        help={"fleet": FLEET_HELP, "rev": "target revision (default: head)", "only": ONLY_HELP,
+              "shard": SHARD_HELP},
+        iterable=["only"],
+    )  # fmt: skip
+    def plan(c: Context, fleet: str = "", rev: str = "head", only: list[str] | None = None,
+             shard: str = "") -> None:  # fmt: skip
+        """Read-only: targets grouped by revision, the SQL and lint of what each group lacks."""
+
+        def command(settings: Settings) -> int:
+            from tasks import fleet_commands
+
+            return fleet_commands.plan(
+                settings, selection(fleet, only or [], shard), Console(), rev
+            )
+
+        run_command(c, "fleet.plan", command)
+
+    @flag_task(
+        help={
+            "fleet": FLEET_HELP,
+            "rev": "target revision (default: head)",
+            "parallel": PARALLEL_HELP,
+            "canary": "migrate the first K targets alone; the rest only if all K succeed",
+            "continue_on_error": "keep starting targets after one fails (default: stop)",
+            "only": ONLY_HELP,
+            "shard": SHARD_HELP,
+            "yes": "answer the confirmation (protected fleets); never implies --allow-destructive",
+            "allow_destructive": "apply revisions that drop, retype, rename, tighten or lock",
+            "lock_timeout": LOCK_HELP,
+            "json": "print the summary as JSON",
+        },
+        iterable=["only"],
+    )
+    def upgrade(
+        c: Context,
+        fleet: str = "",
+        rev: str = "head",
+        parallel: int = 4,
+        canary: int = 0,
+        continue_on_error: bool = False,
+        only: list[str] | None = None,
+        shard: str = "",
+        yes: bool = False,
+        allow_destructive: bool = False,
+        lock_timeout: str = "",
+        json: bool = False,
+    ) -> None:
+        """Upgrade every target of the fleet to --rev, in parallel, resuming where it stopped."""
+
+        def command(settings: Settings) -> int:
+            from tasks import fleet_commands
+            from tasks.confirmation import Confirmer
+
+            console = _progress_console(json)
+            report = fleet_commands.upgrade(
+                settings,
+                selection(fleet, only or [], shard),
+                schedule(parallel, canary, continue_on_error),
+                console,
+                Confirmer(assume_yes=yes),
+                rev=rev,
+                allow_destructive=allow_destructive,
+                lock_timeout=_seconds(lock_timeout),
+            )
+            return _finish(console, report, json)
+
+        run_command(c, "fleet.upgrade", command)
+
+    @flag_task(
+        help={
+            "fleet": FLEET_HELP,
+            "rev": "required: -1 (one step), base (everything) or a revision id",
+            "parallel": PARALLEL_HELP,
+            "continue_on_error": "keep starting targets after one fails (default: stop)",
+            "only": ONLY_HELP,
+            "shard": SHARD_HELP,
+            "yes": "answer the confirmation (scripts, CI)",
+            "backup": "--no-backup skips each database's backup (not on protected fleets)",
+            "lock_timeout": LOCK_HELP,
+            "json": "print the summary as JSON",
+        },
+        iterable=["only"],
+    )
+    def downgrade(
+        c: Context,
+        fleet: str = "",
+        rev: str = "",
+        parallel: int = 4,
+        continue_on_error: bool = False,
+        only: list[str] | None = None,
+        shard: str = "",
+        yes: bool = False,
+        backup: bool = True,
+        lock_timeout: str = "",
+        json: bool = False,
+    ) -> None:
+        """Revert every target to --rev, after one confirmation (typed name if protected)."""
+
+        def command(settings: Settings) -> int:
+            from tasks import fleet_commands
+            from tasks.confirmation import Confirmer
+
+            console = _progress_console(json)
+            report = fleet_commands.downgrade(
+                settings,
+                selection(fleet, only or [], shard),
+                schedule(parallel, 0, continue_on_error),
+                console,
+                Confirmer(assume_yes=yes),
+                rev=rev,
+                backup=backup,
+                lock_timeout=_seconds(lock_timeout),
+            )
+            return _finish(console, report, json)
+
+        run_command(c, "fleet.downgrade", command)
+
+    @flag_task(
+        help={"fleet": FLEET_HELP, "only": ONLY_HELP, "shard": SHARD_HELP,
+              "parallel": PARALLEL_HELP},
+        iterable=["only"],
+    )  # fmt: skip
+    def check(c: Context, fleet: str = "", only: list[str] | None = None, shard: str = "",
+              parallel: int = 4) -> None:  # fmt: skip
+        """Read-only: the models against every target's database; exit 4 when any differs."""
+
+        def command(settings: Settings) -> int:
+            from tasks import fleet_commands
+
+            console = Console()
+            report = fleet_commands.check(
+                settings, selection(fleet, only or [], shard), console, parallel
+            )
+            differs = report.count("differs")
+            console.line(
+                f"fleet {report.fleet} check: {len(report.results)} targets: "
+                f"{report.count('ok')} match, {differs} differ, {report.count('failed')} failed"
+            )
+            if report.count("failed"):
+                return 7
+            return 4 if differs else 0
+
+        run_command(c, "fleet.check", command)
+
+    return [status, plan, upgrade, downgrade, check]
+
+
+def _progress_console(as_json: bool):  # type: ignore[no-untyped-def]
+    """Per-target lines go to stderr when stdout carries JSON, so the JSON stays parseable."""
+    import sys
+
+    from tasks.console import Console
+
+    return Console(stdout=sys.stderr) if as_json else Console()
+
+
+def _finish(console, report, as_json: bool) -> int:  # type: ignore[no-untyped-def]
+    from tasks.fleet import summary_line
+    from tasks.fleet_commands import report_as_dict
+
+    if as_json:
+        print(json_module.dumps(report_as_dict(report), indent=2))
+    else:
+        failed = [result for result in report.results if result.status == "failed"]
+        if failed:
+            console.line("failed:")
+            for result in failed:
+                console.line(f"  {result.target}: {result.error}")
+        console.line(summary_line(report))
+    return report.exit_code
+
+
+def _seconds(text: str) -> float | None:
+    from tasks.errors import UsageError
+
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"--lock-timeout must be a number of seconds (got {text!r})") from None
+    if not 0 <= value < float("inf"):
+        raise UsageError(f"--lock-timeout must be a number of seconds (got {text!r})")
+    return value

@@ -1,0 +1,59 @@
+"""The guarded runner without Invoke: outcomes instead of exits, models loaded once per run."""
+
+from __future__ import annotations
+
+import sys
+
+from tasks.errors import ExitCode, UsageError
+from tasks.run_log import RunRecord
+from tasks.runner import GuardedRun, TaskSpec
+from tasks.settings import DEFAULTS, settings_from_mapping
+from tests.helpers import assert_ok
+from tests.revision_chains import create_table, empty_chain
+
+COUNTING_MODELS = """
+from pathlib import Path
+
+from database.imports import import_all_models
+
+
+def counted():
+    with Path(__file__).with_name("loads.txt").open("a") as log:
+        log.write("loaded\\n")
+    return import_all_models()
+"""
+
+
+def test_a_failed_operation_is_an_outcome_not_an_exit(project):
+    settings = settings_from_mapping(
+        {**DEFAULTS, "log_file": str(project.log_file)}, root=project.tmp
+    )
+    spec = TaskSpec("dev", "upgrade", changes_database=False, needs_database=False)
+
+    def refuse(_session):
+        raise UsageError("no such revision 'nope'")
+
+    outcome = GuardedRun(spec, RunRecord("development", spec.name, {})).execute(settings, refuse)
+
+    assert not outcome.ok
+    assert outcome.exit_code == ExitCode.USAGE
+    assert outcome.message == "dev.upgrade: no such revision 'nope'"
+    assert outcome.error == "no such revision 'nope'"
+    assert project.log_records()[-1]["outcome"] == "failed"
+
+
+def test_the_models_are_loaded_once_per_upgrade(project, monkeypatch):
+    models = project.tmp / "counting_models.py"
+    models.write_text(COUNTING_MODELS)
+    monkeypatch.syspath_prepend(str(project.tmp))
+    sys.modules.pop("counting_models", None)
+    project.setenv("INVOKE_MIGRATIONS_METADATA", "counting_models:counted")
+    project.setenv("DATABASE_URL_PRODUCTION", f"sqlite:///{project.tmp / 'prod.sqlite3'}")
+    chain = empty_chain(project.tmp / "scripts").use(project)
+    chain.add("a00000000001", "one", create_table("one"))
+    chain.add("a00000000002", "two", create_table("two"))
+
+    # A protected upgrade renders the plan (offline, per revision), backs up, then applies.
+    assert_ok(project.invoke("prod.upgrade", "--yes"))
+
+    assert (project.tmp / "loads.txt").read_text().splitlines() == ["loaded"]
