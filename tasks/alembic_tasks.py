@@ -55,9 +55,10 @@ class FlagTask(Task):
         finally:
             self.auto_shortflags = auto
         short = SHORT_FLAGS.get(name)
-        if short is not None:
-            if short in taken_names:
-                raise ValueError(f"task {self.name}: short flag -{short} of --{name} is taken")
+        # Two flags of one task may want one letter (fleet.upgrade's --canary and
+        # --continue-on-error): the first in the signature takes it, the other is long-only.
+        # Either way the task owns the letter, so Invoke never reads it as its own.
+        if short is not None and short not in taken_names:
             opts["names"] = [*opts["names"], short]
         return opts
 

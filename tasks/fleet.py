@@ -107,7 +107,7 @@ def _parse_fleet(name: str, raw: Any) -> FleetConfig:
         raise ConfigError(f"{key}.urls must be a list")
     query = _section(raw.get("query"), QUERY_KEYS, f"{key}.query")
     schemas = _section(raw.get("schemas"), SCHEMAS_KEYS, f"{key}.schemas")
-    from tasks.settings import _flag, _optional_text
+    from tasks.settings import parse_flag
 
     return FleetConfig(
         name=name,
@@ -115,10 +115,14 @@ def _parse_fleet(name: str, raw: Any) -> FleetConfig:
         urls_file=Path(str(raw["urls_file"])) if raw.get("urls_file") else None,
         query=query,
         schemas=schemas,
-        protected=_flag(raw.get("protected", False), f"fleets.{name}.protected"),
-        postgres_lock_timeout=_optional_text(raw.get("postgres_lock_timeout", "5s")),
-        postgres_statement_timeout=_optional_text(raw.get("postgres_statement_timeout", "30min")),
+        protected=parse_flag(raw.get("protected", "false"), f"fleets.{name}.protected"),
+        postgres_lock_timeout=_text_or_none(raw.get("postgres_lock_timeout", "5s")),
+        postgres_statement_timeout=_text_or_none(raw.get("postgres_statement_timeout", "30min")),
     )
+
+
+def _text_or_none(value: Any) -> str | None:
+    return str(value).strip() or None if value not in (None, False) else None
 
 
 def _section(raw: Any, keys: frozenset[str], key: str) -> Mapping[str, str] | None:

@@ -131,6 +131,8 @@ def discover() -> tuple[TaskInfo, ...]:
     namespace = build_namespace()
     found = []
     for collection_name, collection in sorted(namespace.collections.items()):
+        if collection_name == "fleet":  # many databases, each run guarded: tests/test_fleet.py
+            continue
         for task_name, task in sorted(collection.tasks.items()):
             defaults = {argument.name: argument.default for argument in task.get_arguments()}
             how = _how_it_runs(task, defaults)

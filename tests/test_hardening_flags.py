@@ -81,7 +81,7 @@ def test_every_short_flag_reaches_its_task() -> None:
     for context in _task_contexts():
         for argument in context.args.values():
             for short in _shorts(argument):
-                value = [] if argument.kind is bool else ["value"]
+                value = [] if argument.kind is bool else ["1" if argument.kind is int else "value"]
                 core, task = _parse(context.name, f"-{short}", *value)
                 assert core == {}, f"{context.name} -{short} went to Invoke: {core}"
                 assert _long(argument) in task, f"{context.name} -{short} did not reach the task"
