@@ -152,7 +152,7 @@ def invoke(python: Path, *argv: str) -> Result:
 # Run in the application's Python: its models, this project's helpers.
 BUILD_WITH_OWN_TOOLING = """
 import os, sqlalchemy
-from tasks.models import load_metadata
+from tasks.metadata import load_metadata
 engine = sqlalchemy.create_engine(os.environ["DATABASE_URL_DEVELOPMENT"])
 with engine.begin() as connection:
     load_metadata(os.environ["INVOKE_MIGRATIONS_METADATA"]).create_all(connection)
@@ -162,7 +162,7 @@ engine.dispose()
 # Drift a real schema the way hand edits do: an index dropped, a column and a table added.
 DRIFT = """
 import os, sqlalchemy
-from tasks.models import load_metadata
+from tasks.metadata import load_metadata
 metadata = load_metadata(os.environ["INVOKE_MIGRATIONS_METADATA"])
 table = next(t for t in metadata.sorted_tables if any(i.name for i in t.indexes))
 index = sorted(i.name for i in table.indexes if i.name)[0]
@@ -176,7 +176,7 @@ engine.dispose()
 
 ALEMBIC_KEYS = """
 import json, os, sqlalchemy
-from tasks.models import load_metadata
+from tasks.metadata import load_metadata
 from tests.test_sync_vs_alembic import alembic_keys
 metadata = load_metadata(os.environ["INVOKE_MIGRATIONS_METADATA"])
 print(json.dumps(sorted(alembic_keys(os.environ["DATABASE_URL_DEVELOPMENT"], metadata))))
