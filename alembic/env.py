@@ -27,7 +27,7 @@ from tasks.context import load_project_settings
 from tasks.engines import connect
 from tasks.environments import environment_for_alembic, resolve_environment
 from tasks.errors import MigrationsError
-from tasks.models import load_metadata
+from tasks.metadata import load_metadata
 from tasks.session import enter_schema
 
 config = context.config

@@ -113,23 +113,15 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         try:
             seconds = _seconds(lock_timeout)
         except UsageError as error:
-            run(c, name, arguments, _failing(error), changes_database=False, needs_database=False)
+            run(c, name, arguments, _failing(error), offline=True)
             return
-        run(
-            c,
-            name,
-            arguments,
-            operation,
-            changes_database=not sql,
-            assume_yes=yes,
-            lock_timeout=seconds,
-            needs_database=not sql,  # --sql renders offline: a reviewer needs no URL
-        )
+        # --sql renders offline: a reviewer needs no URL.
+        run(c, name, arguments, operation, assume_yes=yes, lock_timeout=seconds, offline=sql)
 
     @flag_task
     def current(c: Context) -> None:
         """Show the database's revision(s) and whether it is at head."""
-        run(c, "current", {}, migrations.current, changes_database=False)
+        run(c, "current", {}, migrations.current)
 
     @flag_task(
         help={
@@ -146,12 +138,12 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         if format:  # a review format is always the graph
             operation = lambda s: show_graph_as(s, format.strip().lower())  # noqa: E731
         arguments = {"verbose": verbose, "graph": graph, "format": format}
-        run(c, "history", arguments, operation, changes_database=False, needs_database=False)
+        run(c, "history", arguments, operation)
 
     @flag_task
     def heads(c: Context) -> None:
         """Show the head revision(s) of the migration scripts (needs no database)."""
-        run(c, "heads", {}, migrations.heads, changes_database=False, needs_database=False)
+        run(c, "heads", {}, migrations.heads)
 
     @flag_task(
         help={"rev": "target revision (default: head)", "json": JSON_HELP, **PLAN_FORMAT_HELP}
@@ -162,13 +154,13 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
             as_json, as_markdown = _plan_format(format, json)
         except UsageError as error:
             arguments = {"rev": rev, "json": json, "format": format}
-            run(c, "plan", arguments, _failing(error), changes_database=False)
+            run(c, "plan", arguments, _failing(error))
             return
         operation = lambda s: migrations.plan(  # noqa: E731
             s, rev, as_json=as_json, as_markdown=as_markdown
         )
         arguments = {"rev": rev, "json": json, "format": format}
-        run(c, "plan", arguments, operation, changes_database=False)
+        run(c, "plan", arguments, operation)
 
     @flag_task(
         help={
@@ -249,7 +241,7 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
     @flag_task
     def check(c: Context) -> None:
         """Compare the models with the live database (read-only); exit 4 when they differ."""
-        run(c, "check", {}, migrations.check, changes_database=False)
+        run(c, "check", {}, migrations.check)
 
     @flag_task(
         help={
@@ -261,7 +253,7 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         """Deploy gate: one head, known revision, pending lint, models match history."""
         operation = lambda s: migrations.preflight(s, rev, allow_destructive=allow_destructive)  # noqa: E731
         arguments = {"rev": rev, "allow_destructive": allow_destructive}
-        run(c, "preflight", arguments, operation, changes_database=False)
+        run(c, "preflight", arguments, operation)
 
     @flag_task(help={"limit": "how many runs to show (default 20)", "json": JSON_HELP})
     def audit(c: Context, limit: str = "20", json: bool = False) -> None:
@@ -270,10 +262,10 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         try:
             count = _whole_number(limit, "--limit")
         except UsageError as error:
-            run(c, "audit", arguments, _failing(error), changes_database=False)
+            run(c, "audit", arguments, _failing(error))
             return
         operation = lambda s: audit_trail.show_runs(s, limit=count, as_json=json)  # noqa: E731
-        run(c, "audit", arguments, operation, changes_database=False)
+        run(c, "audit", arguments, operation)
 
     @flag_task(
         help={
@@ -301,15 +293,7 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         )
         arguments = {"message": message, "autogenerate": autogenerate, **vars(options)}
         # Only an empty revision is written from the scripts alone.
-        run(
-            c,
-            "revision",
-            arguments,
-            operation,
-            changes_database=False,
-            creates_revision=True,
-            needs_database=not empty,
-        )
+        run(c, "revision", arguments, operation, offline=empty)
 
     built = [current, history, heads, plan, upgrade, downgrade, stamp, check, preflight, audit]
     built += reading_tasks(run)
@@ -337,14 +321,14 @@ def reading_tasks(run: Runner) -> list[Task]:
 
         operation = lambda s: show_revision(s, rev, dialect=dialect)  # noqa: E731
         arguments = {"rev": rev, "dialect": dialect}
-        run(c, "show", arguments, operation, changes_database=False, needs_database=False)
+        run(c, "show", arguments, operation)
 
     @flag_task
     def branches(c: Context) -> None:
         """Branch points of the revision graph and the heads of their branches (no database)."""
         from tasks.verbs import branches as show_branches
 
-        run(c, "branches", {}, show_branches, changes_database=False, needs_database=False)
+        run(c, "branches", {}, show_branches)
 
     return [show, branches]
 
@@ -364,15 +348,7 @@ def revision_file_tasks(run: Runner) -> list[Task]:
 
         operation = lambda s: merge_heads(s, message, rev_id=rev_id)  # noqa: E731
         arguments = {"message": message, "rev_id": rev_id}
-        run(
-            c,
-            "merge",
-            arguments,
-            operation,
-            changes_database=False,
-            needs_database=False,
-            creates_revision=True,
-        )
+        run(c, "merge", arguments, operation)
 
     @flag_task(help={"rev": "required: the revision whose file to open"})
     def edit(c: Context, rev: str = "") -> None:
@@ -380,7 +356,7 @@ def revision_file_tasks(run: Runner) -> list[Task]:
         from tasks.verbs import edit as edit_revision
 
         operation = lambda s: edit_revision(s, rev)  # noqa: E731
-        run(c, "edit", {"rev": rev}, operation, changes_database=False, needs_database=False)
+        run(c, "edit", {"rev": rev}, operation)
 
     return [merge, edit]
 

@@ -18,15 +18,7 @@ def ci_tasks() -> list[Task]:
         operation = lambda s: ci_checks.run_checks(s, as_markdown=chosen == "markdown")  # noqa: E731
         if chosen not in {"text", "markdown"}:
             operation = _refuse_format(format)
-        run_task(
-            c,
-            "ci",
-            "check",
-            {"format": format},
-            operation,
-            changes_database=False,
-            needs_database=False,
-        )
+        run_task(c, "ci", "check", {"format": format}, operation)
 
     return [check]
 

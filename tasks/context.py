@@ -20,7 +20,7 @@ from tasks import settings as settings_module
 from tasks.errors import MigrationsError
 from tasks.interrupts import stop_requests
 from tasks.run_log import RunRecord
-from tasks.runner import GuardedRun, TaskSpec, one_line, warnings_into
+from tasks.runner import GuardedRun, TaskSpec, guard_for, one_line, warnings_into
 from tasks.session import Session
 from tasks.settings import COLLECTIONS, DEFAULTS, PROJECT_ROOT, Settings, settings_from_mapping
 
@@ -32,21 +32,20 @@ def run_task(
     arguments: dict[str, Any],
     operation: Callable[[Session], Any],
     *,
-    changes_database: bool,
-    creates_revision: bool = False,
     assume_yes: bool = False,
     lock_timeout: float | None = None,
-    needs_database: bool = True,
+    offline: bool = False,
+    read_only: bool = False,
 ) -> None:
-    """Run `operation` for `collection.task` and exit with its documented code."""
-    spec = TaskSpec(
+    """Run `operation` for `collection.task` under its declared guard (`runner.GUARDS`) and
+    exit with its documented code; `offline` and `read_only` are the flags that lower it."""
+    spec = task_spec(
         collection,
         task,
-        changes_database,
-        creates_revision,
-        assume_yes,
-        lock_timeout,
-        needs_database,
+        assume_yes=assume_yes,
+        lock_timeout=lock_timeout,
+        offline=offline,
+        read_only=read_only,
     )
     # Collections without an environment of their own (`ci`) log under their own name.
     environment = COLLECTIONS.get(collection, collection)
@@ -54,6 +53,32 @@ def run_task(
     outcome = GuardedRun(spec, record).execute(c.config.migrations, operation)
     if not outcome.ok:
         raise Exit(outcome.message, code=outcome.exit_code)
+
+
+def task_spec(
+    collection: str,
+    task: str,
+    *,
+    assume_yes: bool = False,
+    lock_timeout: float | None = None,
+    offline: bool = False,
+    read_only: bool = False,
+) -> TaskSpec:
+    """The runner's spec for one run: the declared guard, lowered by `--sql`-like flags."""
+    guard = guard_for(collection, task)
+    if offline:
+        guard = guard.offline()
+    if read_only:
+        guard = guard.read_only()
+    return TaskSpec(
+        collection,
+        task,
+        guard.changes_database,
+        guard.creates_revision,
+        assume_yes,
+        lock_timeout,
+        guard.needs_database,
+    )
 
 
 def run_command(c: Context, name: str, command: Callable[[Settings], int]) -> None:

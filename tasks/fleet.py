@@ -432,7 +432,7 @@ def load_shared_state(settings: Settings, targets: Iterable[Target] = ()) -> dic
 
     from tasks import alembic_threads
     from tasks.alembic_support import alembic_config
-    from tasks.models import load_metadata
+    from tasks.metadata import load_metadata
 
     alembic_threads.install()
     _import_what_targets_use({target.environment.url for target in targets})

@@ -49,7 +49,7 @@ def local_tasks() -> list[Task]:
             "sync",
             {"check": check, "backup": backup, "json": json},
             lambda s: schema_sync.sync(s, check=check, backup=backup, as_json=json),
-            changes_database=not check,
+            read_only=check,
         )
 
     @flag_task
@@ -57,7 +57,7 @@ def local_tasks() -> list[Task]:
         """Back the local database up into the backup directory; prints the file's path."""
         from tasks.backups import create_backup
 
-        run_task(c, "local", "backup", {}, create_backup, changes_database=False)
+        run_task(c, "local", "backup", {}, create_backup)
 
     @flag_task(
         help={
@@ -76,7 +76,6 @@ def local_tasks() -> list[Task]:
             "restore",
             {"file": file, "yes": yes, "backup": backup},
             lambda s: restore_with_backup(s, _required_file(file), backup=backup),
-            changes_database=True,
             assume_yes=yes,
         )
 
@@ -91,7 +90,6 @@ def local_tasks() -> list[Task]:
             "reset",
             {"yes": yes, "backup": backup},
             lambda s: schema_sync.reset(s, backup=backup),
-            changes_database=True,
             assume_yes=yes,
         )
 

@@ -15,7 +15,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import PurePath
 from typing import Any
 
@@ -47,6 +47,67 @@ class TaskSpec:
     @property
     def name(self) -> str:
         return f"{self.collection}.{self.task}"
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A task's guard policy, declared once in `GUARDS` instead of at every call site.
+
+    `changes_database` takes the migration lock, writes the audit row on shared databases and
+    applies the ownership policy there; `creates_revision` applies the ownership policy
+    everywhere; `needs_database` resolves the URL before anything runs (a missing one fails).
+    """
+
+    changes_database: bool = False
+    creates_revision: bool = False
+    needs_database: bool = True
+
+    def offline(self) -> Guard:
+        """The run touches no database (`--sql` renders offline, `--empty` writes from the
+        scripts alone, a flag refused before any connection): it changes nothing, needs none."""
+        return replace(self, changes_database=False, needs_database=False)
+
+    def read_only(self) -> Guard:
+        """The run only reads its database (`local.sync --check`)."""
+        return replace(self, changes_database=False)
+
+
+# Anything undeclared gets every guard: a policy nobody wrote down is treated as the strictest.
+STRICTEST = Guard(changes_database=True, creates_revision=True, needs_database=True)
+
+# Keyed by task name (every environment collection's task of that name) or by
+# `collection.task` (a task only that collection has); the qualified name wins.
+GUARDS: dict[str, Guard] = {
+    # Reading the database.
+    "current": Guard(),
+    "plan": Guard(),
+    "check": Guard(),
+    "preflight": Guard(),
+    "audit": Guard(),
+    "local.backup": Guard(),
+    # Reading the scripts; the database only when a URL is set.
+    "history": Guard(needs_database=False),
+    "heads": Guard(needs_database=False),
+    "show": Guard(needs_database=False),
+    "branches": Guard(needs_database=False),
+    "edit": Guard(needs_database=False),
+    "ci.check": Guard(needs_database=False),
+    # Changing the database (`--sql`: offline; `local.sync --check`: read-only).
+    "upgrade": Guard(changes_database=True),
+    "downgrade": Guard(changes_database=True),
+    "stamp": Guard(changes_database=True),
+    "local.sync": Guard(changes_database=True),
+    "local.restore": Guard(changes_database=True),
+    "local.reset": Guard(changes_database=True),
+    # Writing revision files (`revision --empty`: offline).
+    "revision": Guard(creates_revision=True),
+    "merge": Guard(creates_revision=True, needs_database=False),
+}
+
+
+def guard_for(collection: str, task: str) -> Guard:
+    """The declared guard of `collection.task`; the strictest one when none is declared."""
+    return GUARDS.get(f"{collection}.{task}") or GUARDS.get(task) or STRICTEST
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ class Session:
     def metadata(self) -> MetaData:
         """The configured models, imported once per run."""
         if self._metadata is None:
-            from tasks.models import load_metadata
+            from tasks.metadata import load_metadata
 
             self._metadata = load_metadata(self.settings.metadata)
         return self._metadata

@@ -77,7 +77,7 @@ class Item:
 
 
 @dataclass
-class Plan:
+class SyncPlan:
     """Every difference, sorted into what sync adds and what it leaves alone."""
 
     dialect: str
@@ -111,7 +111,7 @@ class Plan:
 
 def sync(
     session: Session, *, check: bool = False, backup: bool = False, as_json: bool = False
-) -> Plan:
+) -> SyncPlan:
     """`local.sync`: report (`check`) or apply the additive differences, then report the rest."""
     from tasks import comparison
 
@@ -172,7 +172,7 @@ def reset(session: Session, *, backup: bool = False) -> None:
 
 def _compare(
     session: Session, connection: Connection, metadata: MetaData, rules: Comparison | None = None
-) -> Plan:
+) -> SyncPlan:
     """make_plan, with a database error turned into one masked line."""
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -187,13 +187,15 @@ def _compare(
         ) from None
 
 
-def make_plan(connection: Connection, metadata: MetaData, rules: Comparison | None = None) -> Plan:
+def make_plan(
+    connection: Connection, metadata: MetaData, rules: Comparison | None = None
+) -> SyncPlan:
     """Compare (under the project's comparison rules), group the changes into items, and
     decide which ones sync can apply."""
     from tasks import sync_diff
 
     changes = sync_diff.compare(connection, metadata, comparison=rules)
-    plan = Plan(connection.dialect.name, group(changes, connection.dialect))
+    plan = SyncPlan(connection.dialect.name, group(changes, connection.dialect))
     _classify(plan, connection)
     return plan
 
@@ -626,7 +628,7 @@ def _model_default_text(column: Column[Any], dialect: Any) -> str:
 # --- what sync may apply ------------------------------------------------------------------------
 
 
-def _classify(plan: Plan, connection: Connection) -> None:
+def _classify(plan: SyncPlan, connection: Connection) -> None:
     """Mark the additive items sync can apply; the others get the reason they need a revision."""
     dialect = plan.dialect
     blocked: set[tuple[str, str]] = set()
@@ -773,9 +775,9 @@ def apply_plan(
     session: Session,
     connection: Connection,
     metadata: MetaData,
-    plan: Plan,
+    plan: SyncPlan,
     rules: Comparison | None = None,
-) -> Plan:
+) -> SyncPlan:
     """Apply every item sync may apply in one transaction and return what is left.
 
     Before committing, the database is compared again: if something sync meant to add is still
@@ -807,13 +809,13 @@ def apply_plan(
 _NON_TRANSACTIONAL = frozenset({"mysql", "mariadb"})
 
 
-def _unexpected(before: Plan, after: Plan) -> list[Item]:
+def _unexpected(before: SyncPlan, after: SyncPlan) -> list[Item]:
     """Differences after applying that are not the ones sync meant to leave alone."""
     left = {key for item in before.left_alone for key in item.alembic_keys}
     return [item for item in after.items if not set(item.alembic_keys) <= left]
 
 
-def _execute(connection: Connection, plan: Plan, progress: list[str]) -> None:
+def _execute(connection: Connection, plan: SyncPlan, progress: list[str]) -> None:
     """Run the DDL in an order where everything exists before something refers to it."""
     from sqlalchemy.schema import CreateIndex
 
@@ -1030,11 +1032,11 @@ def _backup_first(session: Session, *, as_json: bool, missing: bool) -> Path | N
         session.console = console
 
 
-def _counts(plan: Plan) -> dict[str, int]:
+def _counts(plan: SyncPlan) -> dict[str, int]:
     return {"sync_can_apply": len(plan.to_apply), "needs_revision": len(plan.left_alone)}
 
 
-def _raise_for(session: Session, plan: Plan, *, applied: bool) -> None:
+def _raise_for(session: Session, plan: SyncPlan, *, applied: bool) -> None:
     """Turn the plan's state into the task's exit code (the report is already printed)."""
     name = session.environment.name
     session.record.details["status"] = plan.status
@@ -1056,7 +1058,7 @@ def _raise_for(session: Session, plan: Plan, *, applied: bool) -> None:
 
 def _report(
     session: Session,
-    plan: Plan,
+    plan: SyncPlan,
     *,
     applied: list[Item],
     backup_path: Path | None,
@@ -1105,7 +1107,7 @@ def _by_table(items: Iterable[Item]) -> list[tuple[str, list[Item]]]:
 
 
 def _json_report(
-    session: Session, plan: Plan, applied: list[Item], backup_path: Path | None
+    session: Session, plan: SyncPlan, applied: list[Item], backup_path: Path | None
 ) -> dict[str, Any]:
     return {
         "environment": session.environment.name,

@@ -107,6 +107,11 @@ def _how_it_runs(task: Any, defaults: dict[str, Any]) -> dict[str, Any]:
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         captured.update(bound.arguments)
+        # What the runner would be told: the task's declared guard, lowered by its flags.
+        flags = ("assume_yes", "lock_timeout", "offline", "read_only")
+        how = {key: bound.arguments[key] for key in flags}
+        spec = task_context.task_spec(bound.arguments["collection"], bound.arguments["task"], **how)
+        captured.update(vars(spec))
 
     modules = [
         module
@@ -131,7 +136,7 @@ def discover() -> tuple[TaskInfo, ...]:
     namespace = build_namespace()
     found = []
     for collection_name, collection in sorted(namespace.collections.items()):
-        if collection_name == "fleet":  # many databases, each run guarded: tests/test_fleet.py
+        if collection_name == "fleet":  # run_command: each target is guarded (tests/test_fleet.py)
             continue
         for task_name, task in sorted(collection.tasks.items()):
             defaults = {argument.name: argument.default for argument in task.get_arguments()}

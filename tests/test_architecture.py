@@ -23,7 +23,7 @@ LAYERS: dict[str, set[str]] = {
         "settings",
         "environments",
         "engines",
-        "models",
+        "metadata",
         "redaction",
         "console",
         "confirmation",

@@ -152,7 +152,7 @@ def invoke(python: Path, *argv: str) -> Result:
 # Run in the application's Python: its models, this project's helpers.
 BUILD_WITH_OWN_TOOLING = """
 import os, sqlalchemy
-from tasks.models import load_metadata
+from tasks.metadata import load_metadata
 engine = sqlalchemy.create_engine(os.environ["DATABASE_URL_DEVELOPMENT"])
 with engine.begin() as connection:
     load_metadata(os.environ["INVOKE_MIGRATIONS_METADATA"]).create_all(connection)
@@ -162,7 +162,7 @@ engine.dispose()
 # Drift a real schema the way hand edits do: an index dropped, a column and a table added.
 DRIFT = """
 import os, sqlalchemy
-from tasks.models import load_metadata
+from tasks.metadata import load_metadata
 metadata = load_metadata(os.environ["INVOKE_MIGRATIONS_METADATA"])
 table = next(t for t in metadata.sorted_tables if any(i.name for i in t.indexes))
 index = sorted(i.name for i in table.indexes if i.name)[0]
@@ -176,7 +176,7 @@ engine.dispose()
 
 ALEMBIC_KEYS = """
 import json, os, sqlalchemy
-from tasks.models import load_metadata
+from tasks.metadata import load_metadata
 from tests.test_sync_vs_alembic import alembic_keys
 metadata = load_metadata(os.environ["INVOKE_MIGRATIONS_METADATA"])
 print(json.dumps(sorted(alembic_keys(os.environ["DATABASE_URL_DEVELOPMENT"], metadata))))
@@ -234,5 +234,35 @@ def test_real_application_end_to_end(adopted):
     }
     assert reported == set(expected), f"{name}: sync {sorted(reported)} != alembic {expected}"
 
-    # TODO(ci.since): `invoke ci.check` with `migrations.ci.since` set to the application's head
-    # belongs to the "ci.check for real histories" branch; add it here once that key exists.
+
+# Why each application's history does not build from an empty database (module docstring).
+HISTORY_DOES_NOT_BUILD = {
+    "buildbot": 'relation "builders" does not exist',
+    "dagster": "currently upgrading instance not set",
+}
+
+
+def test_ci_check_with_the_applications_history_trusted(adopted, project, pg_server):
+    """`ci.check` with `ci.since` at the application's head, on PostgreSQL: no revision is left
+    to downgrade or lint, the graph still has one head, and since neither history builds from
+    an empty database (their own tooling builds with create_all, then stamps), ci.check says so
+    in one line naming the trusted revision, for the stairway and the models check alike."""
+    name, python, _url = adopted
+    head = invoke(python, "dev.heads").stdout.split()[0]
+    project.setenv("INVOKE_MIGRATIONS_CI_SINCE", head)
+    project.setenv("INVOKE_MIGRATIONS_CI_DIALECTS", "postgresql")
+    project.setenv(
+        "INVOKE_MIGRATIONS_CI_POSTGRES_URL", pg_server.url.render_as_string(hide_password=False)
+    )
+
+    checked = invoke(python, "ci.check")
+
+    does_not_build = f"trusted history up to {head} (ci.since) does not build"
+    assert_one_line_error(checked, ExitCode.CI_STAIRWAY, "ci.check: 2 checks failed", head)
+    assert f"ok     heads: 1 head {head}" in checked.stdout
+    assert "ok     downgrades: 0 revisions can be reverted" in checked.stdout
+    assert "ok     lint: 0 revisions, 0 findings" in checked.stdout
+    stairway = next(line for line in checked.stdout.splitlines() if "stairway:" in line)
+    assert f"FAILED stairway: postgresql: {does_not_build}" in stairway
+    assert HISTORY_DOES_NOT_BUILD[name] in stairway
+    assert "FAILED models: postgresql: could not build the history" in checked.stdout
