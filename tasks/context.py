@@ -18,7 +18,7 @@ from invoke import Context, Exit
 
 from tasks import settings as settings_module
 from tasks.errors import MigrationsError
-from tasks.interrupts import stop_requests
+from tasks.interrupts import stop_signals
 from tasks.run_log import RunRecord
 from tasks.runner import GuardedRun, TaskSpec, guard_for, one_line, warnings_into
 from tasks.session import Session
@@ -86,12 +86,13 @@ def run_command(c: Context, name: str, command: Callable[[Settings], int]) -> No
 
     The command gets the validated settings and returns an exit code; its own errors (a bad
     fleet configuration, an unknown revision) become one line on stderr like any task's. Stop
-    signals are set up here, once, in the main thread: the targets run in worker threads.
+    signals are set up here, once, in the main thread: the targets run in worker threads, which
+    finish what they started (each revision commits or rolls back) when the command stops.
     """
     record = RunRecord(environment=name.split(".")[0], task=name, arguments={})
     try:
         settings = settings_from_mapping(c.config.migrations)
-        with stop_requests(), warnings_into(record):
+        with stop_signals(), warnings_into(record):
             code = command(settings)
         if record.details.get("warnings"):  # the targets' warnings: to the run log, not stderr
             _log_event(settings, "warnings", task=name, warnings=record.details["warnings"])

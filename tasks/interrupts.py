@@ -51,6 +51,15 @@ def stop_requests() -> Iterator[None]:
 
 
 @contextmanager
+def stop_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise Terminated in the main thread, nothing else: for a command whose
+    statements run in worker threads (a fleet), where the statement-cancelling hooks, which
+    swap process-wide driver callbacks, would race between threads."""
+    with _terminate_raises():
+        yield
+
+
+@contextmanager
 def _terminate_raises() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield

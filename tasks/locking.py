@@ -27,6 +27,7 @@ import dataclasses
 import hashlib
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -83,17 +84,24 @@ class HeldLock:
             )
 
 
-# Locks held by this process, innermost last; `verify_lock` checks them all.
-_HELD: list[HeldLock] = []
+# Locks held by this thread, innermost last; `verify_lock` checks them all. Per thread: a fleet
+# migrates several databases at once, each run holding its own lock in its own thread.
+_THREAD = threading.local()
+
+
+def _held() -> list[HeldLock]:
+    if not hasattr(_THREAD, "held"):
+        _THREAD.held = []
+    return _THREAD.held
 
 
 def verify_lock(moment: str) -> None:
-    """Raise LockLost if a migration lock this process took has been lost since.
+    """Raise LockLost if a migration lock this thread took has been lost since.
 
     `moment` says when we looked ("before revision X commits"). Without a held lock (a caller
     that never took one) there is nothing to verify.
     """
-    for held in list(_HELD):
+    for held in list(_held()):
         held.verify(moment)
 
 
@@ -116,11 +124,11 @@ def migration_lock(
     with _lock_for(environment, label[:63], connect_timeout) as lock:
         _wait_for(lock, timeout, on_wait, on_tick)
         held = HeldLock(lock)
-        _HELD.append(held)
+        _held().append(held)
         try:
             yield held
         finally:
-            _HELD.remove(held)
+            _held().remove(held)
             with contextlib.suppress(Exception):  # a lost session has released it already
                 lock.release()
 
