@@ -65,6 +65,29 @@ class Project:
         captured = self.capsys.readouterr()
         return Result(code, captured.out, captured.err)
 
+    def invoke_alone(self, *argv: str) -> Result:
+        """`invoke` with only the task's own environment's URL variable set.
+
+        The scope rule refuses a task whose database another configured environment also names
+        (`local.sync` on the database DATABASE_URL_DEVELOPMENT points at): tests comparing one
+        database through `dev.check` and `local.sync` hide the other variables while each runs.
+        """
+        collection = next(arg for arg in argv if "." in arg and not arg.startswith("-"))
+        own = {"local": "LOCAL", "dev": "DEVELOPMENT", "staging": "STAGING", "prod": "PRODUCTION"}
+        mine = f"DATABASE_URL_{own.get(collection.split('.')[0], '')}"
+        hidden = {
+            name: os.environ[name]
+            for name in (f"DATABASE_URL_{suffix}" for suffix in own.values())
+            if name != mine and name in os.environ
+        }
+        for name in hidden:
+            self.monkeypatch.delenv(name)
+        try:
+            return self.invoke(*argv)
+        finally:
+            for name, value in hidden.items():
+                self.monkeypatch.setenv(name, value)
+
     def run(self, *argv: str, input: str | None = None, timeout: float = 300) -> Result:
         """Run a command in a subprocess from the repository root with this environment."""
         completed = subprocess.run(

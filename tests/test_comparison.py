@@ -89,7 +89,7 @@ def test_without_configuration_every_difference_is_reported(project, url):
         "remove_table legacy_audit",
     ):
         assert needle in checked.stdout, checked.stdout
-    synced = project.invoke("local.sync", "--check")
+    synced = project.invoke_alone("local.sync", "--check")
     assert synced.code == ExitCode.NEEDS_REVISION, synced.output
     assert "legacy_audit" in synced.stdout and "created_at" in synced.stdout
 
@@ -98,7 +98,7 @@ def test_ignore_patterns_silence_check_and_sync(project, url):
     project.setenv("INVOKE_MIGRATIONS_COMPARE_IGNORE", ALL_IGNORED)
 
     checked = project.invoke("dev.check")
-    synced = project.invoke("local.sync", "--check")
+    synced = project.invoke_alone("local.sync", "--check")
 
     assert_ok(checked)
     assert "models and database match" in checked.stdout
@@ -125,7 +125,7 @@ def test_hooks_by_import_path_leave_tables_out_of_check_and_sync(project, url):
     project.setenv("INVOKE_MIGRATIONS_COMPARE_COMPARE_TYPE", "false")
 
     checked = project.invoke("dev.check")
-    synced = project.invoke("local.sync", "--check", "--json")
+    synced = project.invoke_alone("local.sync", "--check", "--json")
 
     assert checked.code == ExitCode.DIFFERENCES, checked.output
     (line,) = checked.stdout.strip().splitlines()
@@ -194,7 +194,7 @@ def test_an_adopted_env_py_sets_the_comparison_options(project, url, tmp_path):
     adopt(project, tmp_path)
 
     checked = project.invoke("dev.check")
-    synced = project.invoke("local.sync", "--check")
+    synced = project.invoke_alone("local.sync", "--check")
 
     assert checked.code == ExitCode.DIFFERENCES, checked.output
     assert "legacy_audit" not in checked.stdout and "created_at" not in checked.stdout
@@ -211,7 +211,7 @@ def test_an_env_py_that_cannot_run_is_one_line_naming_it(project, url, tmp_path)
     env_py.write_text("raise RuntimeError('no database configured')\n")
     before = schema_snapshot(url)
 
-    result = project.invoke("local.sync")
+    result = project.invoke_alone("local.sync")
 
     assert_one_line_error(result, ExitCode.USAGE, "env.py", "no database configured", "from_env")
     assert schema_snapshot(url) == before
@@ -234,7 +234,7 @@ def test_bad_comparison_settings_are_one_line_and_change_nothing(
     before = schema_snapshot(url)
 
     for argv in (("local.sync",), ("dev.check",)):
-        assert_one_line_error(project.invoke(*argv), ExitCode.USAGE, needle)
+        assert_one_line_error(project.invoke_alone(*argv), ExitCode.USAGE, needle)
     assert schema_snapshot(url) == before
 
 
@@ -320,11 +320,11 @@ def test_include_schemas_compares_every_schema(project, pg_url):
     project.setenv("DATABASE_URL_DEVELOPMENT", pg_url)
     project.setenv("INVOKE_MIGRATIONS_METADATA", "tests.test_comparison:models_in_public")
     assert_ok(project.invoke("dev.check"))
-    assert project.invoke("local.sync", "--check").code == 0
+    assert project.invoke_alone("local.sync", "--check").code == 0
 
     project.setenv("INVOKE_MIGRATIONS_COMPARE_INCLUDE_SCHEMAS", "true")
     checked = project.invoke("dev.check")
-    synced = project.invoke("local.sync", "--check")
+    synced = project.invoke_alone("local.sync", "--check")
 
     assert checked.code == ExitCode.DIFFERENCES, checked.output
     assert "remove_table junk" in checked.stdout

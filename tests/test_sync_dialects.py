@@ -96,16 +96,16 @@ def quirks_for(url: str) -> str:
 def test_sync_from_empty_then_a_second_sync_says_in_sync(project, any_url):
     use(project, any_url, quirks_for(any_url))
 
-    first = project.invoke("local.sync")
+    first = project.invoke_alone("local.sync")
     assert first.code == 0, first.output
     assert "in sync with the models" in first.stdout
     assert "did not converge" not in first.output
 
-    second = project.invoke("local.sync")
+    second = project.invoke_alone("local.sync")
     assert second.code == 0, second.output
     assert "in sync with the models" in second.stdout
     assert "applied" not in second.stdout
-    check = project.invoke("local.sync", "--check")
+    check = project.invoke_alone("local.sync", "--check")
     assert check.code == 0, check.output
 
 
@@ -115,7 +115,7 @@ def test_a_database_built_from_the_models_is_in_sync(project, any_url):
     create_database(any_url, globals()[f"models__{models}"]())
     use(project, any_url, models)
 
-    check = project.invoke("local.sync", "--check")
+    check = project.invoke_alone("local.sync", "--check")
 
     assert check.code == 0, check.output
     assert "in sync with the models" in check.stdout
@@ -125,12 +125,12 @@ def test_sync_adds_a_table_next_to_the_quirks_and_commits(project, any_url):
     create_database(any_url, models__quirks_mariadb())
     use(project, any_url, "quirks_plus_table")
 
-    synced = project.invoke("local.sync")
+    synced = project.invoke_alone("local.sync")
 
     assert synced.code == 0, synced.output
     assert "+ applied: table notes" in synced.stdout
     assert "notes" in schema_snapshot(any_url)
-    assert project.invoke("local.sync", "--check").code == 0
+    assert project.invoke_alone("local.sync", "--check").code == 0
 
 
 def test_a_real_change_on_a_table_alembic_compares_is_reported_not_a_crash(project, any_url):
@@ -170,7 +170,7 @@ def test_mariadb_now_and_double_are_not_differences(project, mysql_url):
     assert checked.code == 0, checked.output
     assert "models and database match" in checked.stdout
     use(project, mysql_url, "quirks_mariadb")
-    assert project.invoke("local.sync", "--check").code == 0
+    assert project.invoke_alone("local.sync", "--check").code == 0
 
 
 def test_a_failing_create_names_its_statement_not_every_table(project, pg_url):
@@ -184,7 +184,7 @@ def test_a_failing_create_names_its_statement_not_every_table(project, pg_url):
         engine.dispose()
     use(project, pg_url, "quirks_plus_table")
 
-    synced = project.invoke("local.sync")
+    synced = project.invoke_alone("local.sync")
 
     line = assert_one_line_error(synced, 1, "failed at CREATE TABLE notes")
     assert "events" not in line
