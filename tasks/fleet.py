@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.confirmation import Confirmer
-from tasks.console import Console
+from tasks.console import Console, plural
 from tasks.environments import Environment, normalize_url, read_dotenv
 from tasks.errors import ConfigError, DatabaseError, ExitCode, UsageError
 from tasks.ownership import current_operator
@@ -483,7 +483,7 @@ def run_targets(
     progress = _FleetProgress(run.console, run.fleet.name, len(targets))
     first, rest = targets[:canary], targets[canary:]
     if first:
-        run.console.line(f"fleet {run.fleet.name}: {len(first)} canary target(s) first")
+        run.console.line(f"fleet {run.fleet.name}: {plural(len(first), 'canary target')} first")
         _schedule(first, work, parallel, False, report, progress)
         if report.count(FAILED) or report.interrupted:
             report.results += [TargetResult(target.name, NOT_STARTED) for target in rest]
@@ -518,7 +518,8 @@ def _schedule(
                 stopping = report.interrupted = True
                 report.stop_code = getattr(interrupt, "exit_code", 130)
                 progress.say(
-                    f"interrupted: {len(running)} target(s) in flight finish, no new one starts"
+                    f"interrupted: {plural(len(running), 'target')} in flight finish, "
+                    "no new one starts"
                 )
                 continue
             for future in done:

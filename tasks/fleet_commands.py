@@ -13,7 +13,7 @@ from typing import Any
 
 from tasks import migrations
 from tasks.confirmation import Confirmer
-from tasks.console import Console
+from tasks.console import Console, plural
 from tasks.errors import DifferencesFound, ExitCode, MigrationsError, UsageError
 from tasks.fleet import (
     AT_GOAL,
@@ -172,7 +172,7 @@ def plan(settings: Settings, selection: Selection, console: Console, rev: str = 
     run.shared_state = state
     for revision, rows in sorted(groups.items()):
         names = ", ".join(row["name"] for row in rows[:5]) + (" ..." if len(rows) > 5 else "")
-        console.line(f"{len(rows)} target(s) at {revision} ({names}):")
+        console.line(f"{plural(len(rows), 'target')} at {revision} ({names}):")
         target = by_name[rows[0]["name"]]
         outcome = _visible(run, target, lambda s: migrations.plan(s, rev), console)
         if not outcome.ok:
@@ -241,7 +241,7 @@ def upgrade(
         )
         return _result(target, outcome, before)
 
-    console.line(f"fleet {fleet.name}: upgrading {len(targets)} target(s) to {rev}")
+    console.line(f"fleet {fleet.name}: upgrading {plural(len(targets), 'target')} to {rev}")
     report = run_targets(run, targets, work, **_schedule_kwargs(schedule))
     log_report(settings, report, arguments)
     return report

@@ -45,7 +45,7 @@ def test_a_table_with_two_varchar_columns_gets_one_advice_line(project, pg_url):
     out = plan(project)
 
     assert out == (
-        "development: at base; 1 revision(s) to apply (target head)\n"
+        "development: at base; 1 revision to apply (target head)\n"
         "  a00000000001 people  [<tmp>/scripts/alembic/versions/a00000000001_people.py]\n"
         "    | CREATE TABLE people (\n"
         "    |     id SERIAL NOT NULL,\n"
@@ -83,7 +83,7 @@ def test_findings_under_their_statement_with_help_and_a_summary(project, pg_url)
     out = plan(project)
 
     assert out == (
-        "development: at a00000000001; 2 revision(s) to apply (target head)\n"
+        "development: at a00000000001; 2 revisions to apply (target head)\n"
         "  a00000000002 widen name and add nickname  "
         "[<tmp>/scripts/alembic/versions/a00000000002_widen_name_and_add_nickname.py]\n"
         "    | ALTER TABLE people ALTER COLUMN name TYPE VARCHAR(512);\n"
@@ -123,7 +123,7 @@ def test_a_downgrade_of_four_drops_lists_four_findings(project, pg_url):
     out = plan(project, "--rev", "a00000000001")
 
     assert out == (
-        "development: at a00000000002; 1 revision(s) to revert (target a00000000001)\n"
+        "development: at a00000000002; 1 revision to revert (target a00000000001)\n"
         "  a00000000002 index and nickname  "
         "[<tmp>/scripts/alembic/versions/a00000000002_index_and_nickname.py]\n"
         "    | DROP TABLE notes;\n"
