@@ -175,12 +175,12 @@ def read_dotenv(path: Path) -> dict[str, str]:
     A garbled line is often the very URL the operator meant to set, so guessing past it is the
     wrong default for a tool that picks databases.
     """
-    if not path.is_file():
-        return {}
     from dotenv import dotenv_values
     from dotenv.parser import parse_stream
 
     try:
+        if not path.is_file():  # EACCES on the folder raises here, not False
+            return {}
         with path.open(encoding="utf-8") as stream:
             for binding in parse_stream(stream):
                 if binding.error:

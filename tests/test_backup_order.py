@@ -71,7 +71,7 @@ def test_backup_progress_in_ci_is_one_line_per_table(project, pg_url):
     chain_at_accounts(project, pg_url)
     project.setenv("DATABASE_URL_LOCAL", pg_url)
 
-    result = project.invoke("local.backup")
+    result = project.invoke_alone("local.backup")
 
     assert_ok(result)
     lines = [line for line in result.stdout.splitlines() if "backup: table" in line]
@@ -83,6 +83,8 @@ def test_backup_progress_in_ci_is_one_line_per_table(project, pg_url):
 def test_backup_progress_on_a_terminal_is_a_live_line(project, pg_url):
     chain_at_accounts(project, pg_url)
     project.setenv("DATABASE_URL_LOCAL", pg_url)
+    for other in ("DATABASE_URL_DEVELOPMENT", "DATABASE_URL_STAGING", "DATABASE_URL_PRODUCTION"):
+        project.monkeypatch.delenv(other, raising=False)  # the scope rule: local's alone
 
     child = terminal("local.backup")
     child.expect(pexpect.EOF)

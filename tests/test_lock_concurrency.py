@@ -242,7 +242,7 @@ def test_the_lock_is_released_after_a_run_and_after_a_failure(project, dev, pg_s
     assert advisory_locks(pg_server, dev) == 0
     # A second run is not told the lock is held.
     again = project.invoke("dev.upgrade", "--lock-timeout", "0")
-    assert again.code == ExitCode.FAILED and "lock" not in again.stderr
+    assert again.code == ExitCode.FAILED and "migration lock" not in again.stderr
 
 
 def test_on_a_terminal_the_wait_ticks_and_ends_when_the_holder_leaves(project, dev):
