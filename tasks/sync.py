@@ -317,7 +317,7 @@ def _new_table_item(change: Change, indexes: list[Change]) -> Item:
     table = change.model
     parts = [plural(len(table.columns), "column")]
     if table.indexes:
-        parts.append(f"{len(table.indexes)} index(es)")
+        parts.append(plural(len(table.indexes), "index", "indexes"))
     foreign_keys = len(table.foreign_key_constraints)
     if foreign_keys:
         parts.append(plural(foreign_keys, "foreign key"))

@@ -136,7 +136,7 @@ def test_a_new_table_is_one_item_with_its_indexes() -> None:
     (item,) = group(changes, postgresql.dialect())
 
     assert (item.kind, item.table, item.name) == ("missing_table", "orders", "orders")
-    assert item.detail == "table orders (3 columns, 1 index(es), 1 foreign key)"
+    assert item.detail == "table orders (3 columns, 1 index, 1 foreign key)"
     assert item.operation == "op.create_table('orders', ...)"
     assert [c.op for c in item.changes] == ["add_table", "add_index"]  # the table first
 
