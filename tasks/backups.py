@@ -29,13 +29,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from tasks.console import Console, LiveLine
 from tasks.errors import ConfigError, DatabaseError, MigrationsError, UsageError
 from tasks.redaction import redact
 from tasks.session import Session
@@ -43,7 +43,6 @@ from tasks.session import Session
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
-    from tasks.console import Console
     from tasks.environments import Environment
 
 SUFFIXES = {"sqlite": ".sqlite3", "postgresql": ".dump", "mysql": ".sql", "mariadb": ".sql"}
@@ -328,7 +327,7 @@ def _tool_error(tool: str, stderr: str) -> BackupError:
     return BackupError(f"{Path(tool).name} failed: {redact(first)}")
 
 
-class BackupProgress:
+class BackupProgress(LiveLine):
     """What a running backup has done: tables dumped, bytes written, rate and time elapsed.
 
     On a terminal a live line ticks (twice a second, so a long table still shows its bytes
@@ -336,28 +335,15 @@ class BackupProgress:
     15-second silence before a prompt was the complaint this answers.
     """
 
+    interval = 0.5
+
     def __init__(self, console: Console, target: Path) -> None:
-        self.console = console
+        super().__init__(console)
         self.target = target
         self.tables = 0
         self.current = ""
         self.started = time.monotonic()
         self._live = console.is_terminal()
-        self._stop = threading.Event()
-        self._ticker: threading.Thread | None = None
-
-    def __enter__(self) -> BackupProgress:
-        if self._live:
-            self._render()
-            self._ticker = threading.Thread(target=self._tick, daemon=True)
-            self._ticker.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        if self._ticker is not None:
-            self._ticker.join(2)
-        self.console.clear_status()
 
     def table(self, name: str) -> None:
         """The dump tool moved on to `name`'s rows."""
@@ -383,10 +369,6 @@ class BackupProgress:
     def _render(self) -> None:
         table = f" ({self.current})" if self.current else ""
         self.console.status(f"  backing up: {self.tables} tables done{table}, {self.summary()}")
-
-    def _tick(self) -> None:
-        while not self._stop.wait(0.5):
-            self._render()
 
 
 # One line of a dump tool's --verbose output per table whose rows it starts on.

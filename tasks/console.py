@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Self
 
 from tasks.redaction import redact
 
@@ -148,26 +148,23 @@ def _to_devnull(stream: IO[str]) -> None:
         pass  # not a real file (a test's buffer): nothing can be written to it anyway
 
 
-class Progress:
-    """Progress through a known number of steps (revisions, backup chunks).
+class LiveLine:
+    """A status line that ticks on a terminal while a long step runs; nothing elsewhere.
 
-    On a terminal: a live line `[3/40] applying <what> 12s` that ticks every second while a
-    step runs, then one permanent line per finished step. Elsewhere: only the permanent lines,
-    so CI logs stay quiet and line-oriented. Use as a context manager.
+    Subclasses say what the line shows (`_render`); this owns the ticker thread and clears the
+    line on the way out. Use as a context manager.
     """
 
-    def __init__(self, console: Console, total: int, verb: str = "applying") -> None:
+    interval = 1.0
+
+    def __init__(self, console: Console) -> None:
         self.console = console
-        self.total = total
-        self.verb = verb
-        self.done = 0
-        self._current = ""
-        self._started = time.monotonic()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
 
-    def __enter__(self) -> Progress:
+    def __enter__(self) -> Self:
         if self.console.is_terminal():
+            self._render()
             self._ticker = threading.Thread(target=self._tick, daemon=True)
             self._ticker.start()
         return self
@@ -177,6 +174,30 @@ class Progress:
         if self._ticker is not None:
             self._ticker.join(2)
         self.console.clear_status()
+
+    def _render(self) -> None:
+        raise NotImplementedError
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._render()
+
+
+class Progress(LiveLine):
+    """Progress through a known number of steps (revisions, backup chunks).
+
+    On a terminal: a live line `[3/40] applying <what> 12s` that ticks every second while a
+    step runs, then one permanent line per finished step. Elsewhere: only the permanent lines,
+    so CI logs stay quiet and line-oriented. Use as a context manager.
+    """
+
+    def __init__(self, console: Console, total: int, verb: str = "applying") -> None:
+        super().__init__(console)
+        self.total = total
+        self.verb = verb
+        self.done = 0
+        self._current = ""
+        self._started = time.monotonic()
 
     def start(self, what: str) -> None:
         """A step begins: the live line names it."""
@@ -201,10 +222,6 @@ class Progress:
             step = min(self.done + 1, self.total) if self.total else self.done + 1
             counter = f"[{step}/{self.total}] " if self.total else ""
             self.console.status(f"  {counter}{self.verb} {self._current} {elapsed}s")
-
-    def _tick(self) -> None:
-        while not self._stop.wait(1.0):
-            self._render()
 
 
 def quiet_broken_pipes() -> None:

@@ -7,12 +7,18 @@ turns errors and the report's code into the exit.
 from __future__ import annotations
 
 import json as json_module
+from typing import TYPE_CHECKING
 
 from invoke import Context, Task
 
 from tasks.alembic_tasks import flag_task
 from tasks.context import run_command
 from tasks.settings import Settings
+
+if TYPE_CHECKING:
+    from tasks.confirmation import Confirmer
+    from tasks.console import Console
+    from tasks.fleet import FleetReport
 
 FLEET_HELP = "the fleet (migrations.fleets.<name>); optional when only one is configured"
 ONLY_HELP = "only these targets (repeat the flag or separate with commas)"
@@ -74,19 +80,12 @@ def fleet_tasks() -> list[Task]:
         run_command(c, "fleet.plan", command)
 
     @flag_task(
-        help={
-            "fleet": FLEET_HELP,
-            "rev": "target revision (default: head)",
-            "parallel": PARALLEL_HELP,
-            "canary": "migrate the first K targets alone; the rest only if all K succeed",
-            "continue_on_error": "keep starting targets after one fails (default: stop)",
-            "only": ONLY_HELP,
-            "shard": SHARD_HELP,
-            "yes": "answer the confirmation (protected fleets); never implies --allow-destructive",
-            "allow_destructive": "apply revisions that drop, retype, rename, tighten or lock",
-            "lock_timeout": LOCK_HELP,
-            "json": "print the summary as JSON",
-        },
+        help=_changing_help(
+            rev="target revision (default: head)",
+            canary="migrate the first K targets alone; the rest only if all K succeed",
+            yes="answer the confirmation (protected fleets); never implies --allow-destructive",
+            allow_destructive="apply revisions that drop, retype, rename, tighten or lock",
+        ),
         iterable=["only"],
     )
     def upgrade(
@@ -105,39 +104,29 @@ def fleet_tasks() -> list[Task]:
     ) -> None:
         """Upgrade every target of the fleet to --rev, in parallel, resuming where it stopped."""
 
-        def command(settings: Settings) -> int:
+        def command(settings: Settings, console: Console, confirmer: Confirmer) -> FleetReport:
             from tasks import fleet_commands
-            from tasks.confirmation import Confirmer
 
-            console = _progress_console(json)
-            report = fleet_commands.upgrade(
+            return fleet_commands.upgrade(
                 settings,
                 selection(fleet, only or [], shard),
                 schedule(parallel, canary, continue_on_error),
                 console,
-                Confirmer(assume_yes=yes),
+                confirmer,
                 rev=rev,
                 allow_destructive=allow_destructive,
                 lock_timeout=_seconds(lock_timeout),
             )
-            return _finish(console, report, json)
 
-        run_command(c, "fleet.upgrade", command)
+        _run_changing(c, "fleet.upgrade", command, yes=yes, as_json=json)
 
     @flag_task(
-        help={
-            "fleet": FLEET_HELP,
-            "rev": "required: -1 (one step), base (everything) or a revision id",
-            "parallel": PARALLEL_HELP,
-            "canary": "revert the first K targets alone; the rest only if all K succeed",
-            "continue_on_error": "keep starting targets after one fails (default: stop)",
-            "only": ONLY_HELP,
-            "shard": SHARD_HELP,
-            "yes": "answer the confirmation (scripts, CI)",
-            "backup": "--no-backup skips each database's backup (not on protected fleets)",
-            "lock_timeout": LOCK_HELP,
-            "json": "print the summary as JSON",
-        },
+        help=_changing_help(
+            rev="required: -1 (one step), base (everything) or a revision id",
+            canary="revert the first K targets alone; the rest only if all K succeed",
+            yes="answer the confirmation (scripts, CI)",
+            backup="--no-backup skips each database's backup (not on protected fleets)",
+        ),
         iterable=["only"],
     )
     def downgrade(
@@ -156,24 +145,21 @@ def fleet_tasks() -> list[Task]:
     ) -> None:
         """Revert every target to --rev, after one confirmation (typed name if protected)."""
 
-        def command(settings: Settings) -> int:
+        def command(settings: Settings, console: Console, confirmer: Confirmer) -> FleetReport:
             from tasks import fleet_commands
-            from tasks.confirmation import Confirmer
 
-            console = _progress_console(json)
-            report = fleet_commands.downgrade(
+            return fleet_commands.downgrade(
                 settings,
                 selection(fleet, only or [], shard),
                 schedule(parallel, canary, continue_on_error),
                 console,
-                Confirmer(assume_yes=yes),
+                confirmer,
                 rev=rev,
                 backup=backup,
                 lock_timeout=_seconds(lock_timeout),
             )
-            return _finish(console, report, json)
 
-        run_command(c, "fleet.downgrade", command)
+        _run_changing(c, "fleet.downgrade", command, yes=yes, as_json=json)
 
     @flag_task(
         help={"fleet": FLEET_HELP, "only": ONLY_HELP, "shard": SHARD_HELP,
@@ -203,6 +189,31 @@ def fleet_tasks() -> list[Task]:
         run_command(c, "fleet.check", command)
 
     return [status, plan, upgrade, downgrade, check]
+
+
+def _changing_help(**own: str) -> dict[str, str]:
+    """The flags upgrade and downgrade share, and each one's own."""
+    shared = {
+        "fleet": FLEET_HELP,
+        "parallel": PARALLEL_HELP,
+        "continue_on_error": "keep starting targets after one fails (default: stop)",
+        "only": ONLY_HELP,
+        "shard": SHARD_HELP,
+        "lock_timeout": LOCK_HELP,
+        "json": "print the summary as JSON",
+    }
+    return {**shared, **own}
+
+
+def _run_changing(c: Context, name: str, command, *, yes: bool, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    """Run an upgrade or downgrade over the fleet and exit with its report's code."""
+    from tasks.confirmation import Confirmer
+
+    def run(settings: Settings) -> int:
+        console = _progress_console(as_json)
+        return _finish(console, command(settings, console, Confirmer(assume_yes=yes)), as_json)
+
+    run_command(c, name, run)
 
 
 def _progress_console(as_json: bool):  # type: ignore[no-untyped-def]
