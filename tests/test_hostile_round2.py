@@ -295,3 +295,61 @@ def test_audit_limit_out_of_range_is_bad_input(project, pg_url):
     result = project.invoke("dev.audit", "--limit", "99999999999999999999999")
 
     assert_one_line_error(result, ExitCode.USAGE, "--limit")
+
+
+# --- 6. the source scan of a revision that cannot render offline fails open ---------------------
+
+# The first line makes offline rendering fail (a read), so the source scan judges the revision.
+READS_FIRST = 'n = op.get_bind().execute(sa.text("SELECT 1")).scalar()\n'
+SCANNER_EVASIONS = {
+    "from-import": "from alembic.op import drop_table as dt\ndt('memberships')",
+    "exec": "exec(\"op.drop_table('memberships')\")",
+    "dunder-import": "__import__('alembic').op.drop_table('memberships')",
+    "importlib": "import importlib\n"
+    "importlib.import_module('alembic.op').execute('DROP TABLE memberships')",
+    "context-connection": "op.get_context().connection.exec_driver_sql('DROP TABLE memberships')",
+}
+
+
+@pytest.mark.postgres
+@pytest.mark.xfail(
+    strict=True,
+    reason="a revision that reads (so cannot render offline) is judged by its source, and the "
+    "scan passes calls it does not recognise (an imported op function, exec, __import__, "
+    "importlib, op.get_context().connection) instead of requiring consent",
+)
+@pytest.mark.parametrize("body", SCANNER_EVASIONS.values(), ids=SCANNER_EVASIONS.keys())
+def test_source_scan_needs_consent_for_what_it_cannot_recognise(project, pg_url, body):
+    chain = at_tables(project, pg_url)
+    chain.add("f00000000002", "scanned", READS_FIRST + body, record=False)
+
+    assert_refused_and_unchanged(project, pg_url)
+
+
+# --- 7. a production URL the tasks cannot use is "no match": dev.* then runs on it -------------
+
+UNUSABLE_PRODUCTION = {
+    # SQLAlchemy 2.1's own spelling for psycopg 3, not installed here
+    "psycopg3-driver": "postgresql+psycopg",
+    "pg8000-driver": "postgresql+pg8000",
+}
+
+
+@pytest.mark.postgres
+@pytest.mark.xfail(
+    strict=True,
+    reason="the scope check treats a production URL whose driver is not installed as 'no match' "
+    "although its host, port and database are readable: dev.stamp rewrites production's "
+    "alembic_version (fails open)",
+)
+@pytest.mark.parametrize("driver", UNUSABLE_PRODUCTION.values(), ids=UNUSABLE_PRODUCTION.keys())
+def test_dev_on_production_named_with_another_driver_is_refused(project, pg_url, driver):
+    prepare(project, pg_url)
+    url = sqlalchemy.engine.make_url(pg_url)
+    project.setenv("DATABASE_URL_PRODUCTION", url.set(drivername=driver).render_as_string(False))
+    project.setenv("DATABASE_URL_DEVELOPMENT", pg_url)
+
+    result = project.invoke("dev.stamp", "--rev", FIRST, "--yes")
+
+    assert version_rows(schema_snapshot(pg_url)) == [HEAD], result.output
+    assert_one_line_error(result, ExitCode.REFUSED, "DATABASE_URL_PRODUCTION")
