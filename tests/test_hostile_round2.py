@@ -389,3 +389,24 @@ def test_a_stopped_mariadb_revision_names_the_table_it_left_behind(project, mysq
     assert version_rows(schema_snapshot(mysql_url)) == ["d00000000001"]
     assert "left_over" in stderr, stderr
     assert "DROP TABLE `left_over`" in stdout, stdout
+
+
+# --- 9. a no-op CREATE TABLE IF NOT EXISTS teaches the classifier a false column type -----------
+
+
+@pytest.mark.postgres
+@pytest.mark.xfail(
+    strict=True,
+    reason="the classifier takes the column types of a CREATE TABLE IF NOT EXISTS that does "
+    "nothing (the table exists) as the table's real types, so narrowing varchar(255) to "
+    "varchar(6) passes as a 'widening' of varchar(5) without --allow-destructive",
+)
+def test_create_if_not_exists_does_not_prove_a_widening(project, pg_url):
+    chain = at_tables(project, pg_url)
+    body = (
+        'op.execute("CREATE TABLE IF NOT EXISTS users (id int, name varchar(5))")\n'
+        'op.execute("ALTER TABLE users ALTER COLUMN name TYPE varchar(6)")'
+    )
+    chain.add("f00000000002", "false widening", body, record=False)
+
+    assert_refused_and_unchanged(project, pg_url)
