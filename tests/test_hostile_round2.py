@@ -8,7 +8,9 @@ the way a user does (Invoke's CLI, in process or as a subprocess) on real databa
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ import sqlalchemy
 from tasks.errors import ExitCode
 from tests.conftest import schema_snapshot
 from tests.helpers import FIRST, HEAD, assert_one_line_error, prepare, venv_bin, version_rows
-from tests.revision_chains import Chain, empty_chain, kill, spawn, wait_until
+from tests.revision_chains import Chain, empty_chain, kill, scalar, spawn, wait_until
 
 TABLES = """
 op.create_table(
@@ -410,3 +412,40 @@ def test_create_if_not_exists_does_not_prove_a_widening(project, pg_url):
     chain.add("f00000000002", "false widening", body, record=False)
 
     assert_refused_and_unchanged(project, pg_url)
+
+
+# --- 10. Ctrl-C pressed repeatedly kills the run before its records are written -----------------
+
+
+@pytest.mark.postgres
+@pytest.mark.xfail(
+    strict=True,
+    reason="a second SIGINT during the stop (a user pressing Ctrl-C again) kills the process "
+    "(died of SIGINT, or exit 1): no stderr line, no audit row, no run-log outcome; only the "
+    "server's rollback is left of the promise",
+)
+def test_ctrl_c_pressed_repeatedly_still_ends_audited(project, pg_url):
+    chain = empty_chain(project.tmp / "scripts", counter=False).use(project)
+    chain.add("e00000000001", "base", 'op.execute("CREATE TABLE kept (id int)")', record=False)
+    project.setenv("DATABASE_URL_DEVELOPMENT", pg_url)
+    assert project.invoke("dev.upgrade").code == ExitCode.OK
+    chain.add("e00000000002", "slow", 'op.execute("SELECT pg_sleep(60)")', record=False)
+    sleeping = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%'"
+
+    runner = spawn("dev.upgrade")
+    try:
+        wait_until(lambda: scalar(pg_url, sleeping), timeout=60, what="the revision to run")
+        while runner.poll() is None:  # an impatient user: Ctrl-C, Ctrl-C, Ctrl-C ...
+            runner.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                runner.wait(timeout=0.01)
+        _, stderr = runner.communicate(timeout=60)
+    finally:
+        if runner.poll() is None:
+            kill(runner)
+
+    assert runner.returncode == 130, (runner.returncode, stderr)
+    assert stderr.strip() == "dev.upgrade: interrupted", stderr
+    outcome = "SELECT outcome FROM migration_audit ORDER BY id DESC LIMIT 1"
+    assert scalar(pg_url, outcome) == "failed"
+    assert version_rows(schema_snapshot(pg_url)) == ["e00000000001"]
