@@ -69,11 +69,6 @@ def fleet_file(project, body: str) -> Path:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="tasks/fleet.py imports _flag from tasks.settings, which the hard-scope merge renamed "
-    "to parse_flag: every fleet task with a configured fleet ends in an ImportError traceback",
-)
 def test_fleet_status_runs_on_a_configured_fleet(project, pg_url):
     prepare(project, pg_url)
     config = fleet_file(project, f"      urls: ['{pg_url}']\n")
@@ -86,12 +81,6 @@ def test_fleet_status_runs_on_a_configured_fleet(project, pg_url):
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="besides the ImportError, fleet.plan ends in a traceback from tasks/interrupts.py: "
-    "stop_requests nested in stop_requests removes the do_connect listener twice "
-    "(InvalidRequestError: No listeners found ... _connect_blocking)",
-)
 def test_fleet_plan_ends_without_a_traceback(project, pg_url):
     prepare(project, pg_url)
     config = fleet_file(project, f"      urls: ['{pg_url}']\n")
