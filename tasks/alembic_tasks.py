@@ -393,11 +393,15 @@ def _seconds(lock_timeout: str) -> float | None:
     return seconds
 
 
-def _whole_number(value: str, flag: str) -> int:
+def _whole_number(value: str, flag: str, *, most: int = 1_000_000) -> int:
+    """A count from 1 to `most`: a value the database cannot take is bad input, not its error."""
     try:
-        return int(value.strip())
+        number = int(value.strip())
     except ValueError:
-        raise UsageError(f"{flag} takes a whole number, not {value!r}") from None
+        raise UsageError(f"{flag} takes a whole number, not {value[:40]!r}") from None
+    if not 1 <= number <= most:
+        raise UsageError(f"{flag} takes a whole number from 1 to {most:,}, not {number:.3g}")
+    return number
 
 
 def _failing(error: UsageError) -> Callable[[Session], Any]:

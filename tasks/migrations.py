@@ -939,10 +939,23 @@ def _downgrade_steps(
     return _plan(lambda: script._downgrade_revs(revision, heads), revision)
 
 
+# Longer than any id, label or range a person types: refused before Alembic parses it.
+MAX_REVISION_ARGUMENT = 256
+
+
+def _require_short(revision: str) -> None:
+    if len(revision) > MAX_REVISION_ARGUMENT:  # an id, a label, heads, a:b, -1, base@+2 ...
+        raise UsageError(
+            f"a revision argument of {len(revision)} characters: ids, labels and relative steps "
+            f"are at most {MAX_REVISION_ARGUMENT}"
+        )
+
+
 def _plan(planner: Callable[[], list[MigrationStep]], revision: str) -> list[MigrationStep]:
     from alembic.script.revision import RevisionError
     from alembic.util import CommandError
 
+    _require_short(revision)
     try:
         return planner()
     except (CommandError, RevisionError) as error:
@@ -1141,6 +1154,7 @@ def _offline(session: Session, operation: Callable[..., Any], revision: str) -> 
     """Print the SQL Alembic would run; no connection is opened, and no URL is needed."""
     from tasks.verbs import offline_session
 
+    _require_short(revision)
     _require_offline_range(revision)
     session = offline_session(session)
     config = alembic_config(

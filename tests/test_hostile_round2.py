@@ -275,11 +275,6 @@ def test_garbled_configuration_file_is_one_line(project, content):
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="audit --limit larger than a bigint is sent to the server: 'unexpected error: "
-    "DataError ... bigint out of range', exit 1 instead of bad input",
-)
 def test_audit_limit_out_of_range_is_bad_input(project, pg_url):
     prepare(project, pg_url)
     project.setenv("DATABASE_URL_DEVELOPMENT", pg_url)
