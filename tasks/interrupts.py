@@ -75,6 +75,13 @@ def _terminate_raises() -> Iterator[None]:
         raise Terminated(signum)
 
     def on_interrupt(_signum: int, _frame: FrameType | None) -> None:
+        # Only the first Ctrl-C stops the run: an impatient operator pressing it again must not
+        # interrupt the rollback, the audit row or the log line (the statement was cancelled on
+        # the server already; SIGKILL remains for a run that is truly stuck).
+        nonlocal raised
+        if raised:
+            return
+        raised = True
         _kill_busy_mysql_queries()
         raise KeyboardInterrupt
 
@@ -84,8 +91,10 @@ def _terminate_raises() -> Iterator[None]:
     try:
         yield
     finally:
+        # After a stop the process is on its way out with its records written: further signals
+        # (Ctrl-C pressed again) are ignored rather than let kill it between here and the exit.
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, signal.SIG_IGN if raised else handler)
 
 
 @contextmanager

@@ -402,12 +402,6 @@ def test_create_if_not_exists_does_not_prove_a_widening(project, pg_url):
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="a second SIGINT during the stop (a user pressing Ctrl-C again) kills the process "
-    "(died of SIGINT, or exit 1): no stderr line, no audit row, no run-log outcome; only the "
-    "server's rollback is left of the promise",
-)
 def test_ctrl_c_pressed_repeatedly_still_ends_audited(project, pg_url):
     chain = empty_chain(project.tmp / "scripts", counter=False).use(project)
     chain.add("e00000000001", "base", 'op.execute("CREATE TABLE kept (id int)")', record=False)
