@@ -1030,6 +1030,11 @@ def _apply(
                 advice = residue.explain(failed)
                 raise DatabaseError(f"revision {failed} failed: {error}{advice}") from None
             raise
+        except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM: on MySQL the DDL stays all the same
+            failed = _failed_step(steps, applied)
+            if failed:
+                stop.residue = residue.explain(failed)  # type: ignore[attr-defined]
+            raise
         finally:
             after = _database_heads(connection, session)
             session.record.revision_after = list(after)

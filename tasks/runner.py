@@ -426,9 +426,10 @@ def warnings_into(record: RunRecord) -> Iterator[None]:
 
 def _stopped_by(interrupt: KeyboardInterrupt) -> tuple[str, int]:
     """What stopped the run, for the log and audit, and the exit code a shell expects."""
+    left = getattr(interrupt, "residue", "")  # what a stopped MySQL revision left behind
     if isinstance(interrupt, Terminated):
-        return str(interrupt), interrupt.exit_code
-    return "interrupted", EXIT_INTERRUPTED
+        return f"{interrupt}{left}", interrupt.exit_code
+    return f"interrupted{left}", EXIT_INTERRUPTED
 
 
 def _located(record: RunRecord, error: BaseException, message: str, *, always: bool = False) -> str:

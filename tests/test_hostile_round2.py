@@ -346,12 +346,6 @@ def test_dev_on_production_named_with_another_driver_is_refused(project, pg_url,
 
 
 @pytest.mark.mysql
-@pytest.mark.xfail(
-    strict=True,
-    reason="the DDL residue report (error line naming what a failed MariaDB revision left, undo "
-    "statements on stdout) is made for a failing statement, not for a SIGTERM: the table the "
-    "revision already committed stays, and the run says only 'terminated (SIGTERM)'",
-)
 def test_a_stopped_mariadb_revision_names_the_table_it_left_behind(project, mysql_url):
     chain = empty_chain(project.tmp / "scripts", counter=False).use(project)
     chain.add("d00000000001", "base", 'op.execute("CREATE TABLE kept (id int)")', record=False)
