@@ -6,14 +6,16 @@ characters in CI logs or pipes.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
 import re
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import IO, Self
+from typing import IO, Any, Self
 
 from tasks.redaction import redact
 
@@ -136,6 +138,16 @@ def _emit(stream: IO[str], text: str) -> None:
         _to_devnull(stream)
 
 
+def _raised_in(traceback: Any, places: tuple[str, ...]) -> bool:
+    """Whether any frame of `traceback` is in a file whose path contains one of `places`."""
+    while traceback is not None:
+        filename = traceback.tb_frame.f_code.co_filename.replace("\\", "/")
+        if any(place in filename for place in places):
+            return True
+        traceback = traceback.tb_next
+    return False
+
+
 def _to_devnull(stream: IO[str]) -> None:
     """Point the stream's descriptor at /dev/null, so later writes and the exit flush succeed."""
     try:
@@ -225,21 +237,36 @@ class Progress(LiveLine):
 
 
 def quiet_broken_pipes() -> None:
-    """Invoke's own output (`invoke --list | head`) into a closed pipe: no traceback.
+    """What escapes every task reaches the top level as one line, never a traceback.
 
-    Invoke prints the task list and help itself, outside any task; a BrokenPipeError there
-    reached Python's top level as a traceback. This hook drops the rest of the output instead
-    (the exit code stays 1) and leaves every other exception to the previous hook.
+    Invoke prints the task list and help itself, and loads `-f` files and `invoke.yaml` itself,
+    outside any task: a closed pipe (`invoke --list | head`) drops the rest of the output; a
+    configuration file Invoke cannot read or merge (bad YAML, not UTF-8, a list where a mapping
+    belongs) is one line and exit 2; anything else there is one line and exit 1. `--debug`
+    (Invoke's) still shows the traceback first.
     """
     if getattr(sys.excepthook, "quiet_broken_pipes", False):
         return
     previous = sys.excepthook
 
-    def hook(kind: type[BaseException], value: BaseException, traceback: object) -> None:
+    def hook(kind: type[BaseException], value: BaseException, traceback: Any) -> None:
         if issubclass(kind, BrokenPipeError):
             _to_devnull(sys.stdout)
             return
-        previous(kind, value, traceback)  # type: ignore[arg-type]
+        if not issubclass(kind, Exception):  # KeyboardInterrupt, SystemExit: Python's own way
+            previous(kind, value, traceback)
+            return
+        if logging.getLogger("invoke").isEnabledFor(logging.DEBUG):  # Invoke's --debug
+            previous(kind, value, traceback)
+        configuration = _raised_in(traceback, ("invoke/config.py", "yaml/"))
+        what = "cannot load the configuration" if configuration else "unexpected error"
+        lines = [line.strip() for line in str(value).splitlines() if line.strip()]
+        detail = redact(lines[0] if lines else "")[:300]
+        print(f"invoke: {what}: {kind.__name__}: {detail}".rstrip(": "), file=sys.stderr)
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(2 if configuration else 1)
 
     hook.quiet_broken_pipes = True  # type: ignore[attr-defined]
     sys.excepthook = hook

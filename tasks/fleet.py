@@ -116,13 +116,26 @@ def _parse_fleet(name: str, raw: Any) -> FleetConfig:
         query=query,
         schemas=schemas,
         protected=parse_flag(raw.get("protected", "false"), f"fleets.{name}.protected"),
-        postgres_lock_timeout=_text_or_none(raw.get("postgres_lock_timeout", "5s")),
-        postgres_statement_timeout=_text_or_none(raw.get("postgres_statement_timeout", "30min")),
+        postgres_lock_timeout=_duration(raw.get("postgres_lock_timeout", "5s"), name, "lock"),
+        postgres_statement_timeout=_duration(
+            raw.get("postgres_statement_timeout", "30min"), name, "statement"
+        ),
     )
 
 
-def _text_or_none(value: Any) -> str | None:
-    return str(value).strip() or None if value not in (None, False) else None
+# PostgreSQL's duration syntax for lock_timeout and statement_timeout: "5s", "30min", "500".
+_DURATION = re.compile(r"^\d+(\.\d+)?\s*(us|ms|s|min|h|d)?$")
+
+
+def _duration(value: Any, fleet: str, kind: str) -> str | None:
+    """A PostgreSQL timeout, checked here: a bad one would fail every target, one by one."""
+    text = str(value).strip() if value not in (None, False) else ""
+    if text and not _DURATION.match(text):
+        raise ConfigError(
+            f"migrations.fleets.{fleet}.postgres_{kind}_timeout {text[:40]!r} is not a duration "
+            "(e.g. 5s, 500ms, 30min)"
+        )
+    return text or None
 
 
 def _section(raw: Any, keys: frozenset[str], key: str) -> Mapping[str, str] | None:
@@ -198,6 +211,8 @@ def _file_targets(settings: Settings, fleet: FleetConfig, path: Path) -> list[Ta
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as error:
         raise ConfigError(f"fleets.{fleet.name}.urls_file {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"fleets.{fleet.name}.urls_file {path}: not UTF-8 text") from None
     targets = []
     for number, line in enumerate(lines, start=1):
         text = line.split("#", 1)[0].strip() if line.lstrip().startswith("#") else line.strip()
@@ -465,6 +480,14 @@ def _import_what_targets_use(urls: Iterable[Any]) -> None:
             importlib.import_module(f"alembic.ddl.{dialect.name}")
 
 
+def check_schedule(parallel: int, canary: int) -> None:
+    """Before anything is read or printed: the flags that shape the run."""
+    if parallel < 1:
+        raise UsageError("--parallel must be at least 1")
+    if canary < 0:
+        raise UsageError("--canary must be 0 or more")
+
+
 def run_targets(
     run: FleetRun,
     targets: list[Target],
@@ -475,10 +498,7 @@ def run_targets(
     continue_on_error: bool = False,
 ) -> FleetReport:
     """Run `work` on each target: canaries first, then the rest, `parallel` at a time."""
-    if parallel < 1:
-        raise UsageError("--parallel must be at least 1")
-    if canary < 0:
-        raise UsageError("--canary must be 0 or more")
+    check_schedule(parallel, canary)
     report = FleetReport(run.fleet.name, run.task)
     progress = _FleetProgress(run.console, run.fleet.name, len(targets))
     first, rest = targets[:canary], targets[canary:]

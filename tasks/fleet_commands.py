@@ -25,6 +25,7 @@ from tasks.fleet import (
     FleetRun,
     Target,
     TargetResult,
+    check_schedule,
     discover_targets,
     fleet_config,
     load_shared_state,
@@ -212,6 +213,7 @@ def upgrade(
     lock_timeout: float | None = None,
 ) -> FleetReport:
     """Every selected target up to `rev`; targets already there are skipped after one read."""
+    check_schedule(schedule.parallel, schedule.canary)
     fleet, targets = _targets(settings, selection)
     _require_owner(settings, "fleet.upgrade")
     state = load_shared_state(settings, targets)
@@ -261,6 +263,7 @@ def downgrade(
     """Every selected target down to `rev`, after one confirmation for the whole fleet."""
     if not rev:
         raise UsageError("--rev is required: -1, base or a revision id")
+    check_schedule(schedule.parallel, schedule.canary)
     fleet, targets = _targets(settings, selection)
     _require_owner(settings, "fleet.downgrade")
     state = load_shared_state(settings, targets)

@@ -331,6 +331,10 @@ def test_query_reads_tenants_from_a_catalog(fleet, chain):
         ({"dbs": {"urls": ["not a url"]}}, "not a valid database URL"),
         ({"dbs": {"urls": ["${NOPE_UNSET}"]}}, "NOPE_UNSET is not set"),
         ({"a": {"urls": ["sqlite:///a.db"]}, "b": {"urls": ["sqlite:///b.db"]}}, "--fleet"),
+        (
+            {"dbs": {"urls": ["sqlite:///a.db"], "postgres_lock_timeout": "forever; x"}},
+            "not a duration",
+        ),
     ],
 )
 def test_bad_fleet_configuration_is_one_line(fleet, fleets, needle):
@@ -379,3 +383,12 @@ def test_alembic_proxies_are_per_thread(tmp_path: Path) -> None:
         engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / name}.db")
         assert sqlalchemy.inspect(engine).get_table_names() == [name]
         engine.dispose()
+
+
+def test_a_bad_schedule_is_refused_before_anything_is_read(fleet):
+    fleet.configure(dbs={"urls": ["postgresql://postgres@127.0.0.1:1/unreachable"]})
+
+    result = fleet.invoke("fleet.upgrade", "--canary", "-1")
+
+    assert_one_line_error(result, ExitCode.USAGE, "--canary")
+    assert result.stdout == ""

@@ -92,11 +92,6 @@ def test_fleet_plan_ends_without_a_traceback(project, pg_url):
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="a urls_file that is not UTF-8 ends in a UnicodeDecodeError traceback (exit 1), not "
-    "a one-line configuration error (exit 2); today hidden behind the ImportError",
-)
 def test_fleet_urls_file_that_is_not_text_is_one_line(project, pg_url):
     urls = project.tmp / "tenants.txt"
     urls.write_bytes(b"\xff\xfe\x00not text\n")
@@ -259,11 +254,6 @@ GARBLED = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a garbled -f configuration file ends in a Python traceback from Invoke's config "
-    "loading (yaml error, UnicodeDecodeError, AmbiguousMergeError, AttributeError), exit 1",
-)
 @pytest.mark.parametrize("content", GARBLED.values(), ids=GARBLED.keys())
 def test_garbled_configuration_file_is_one_line(project, content):
     config = project.tmp / "garbled.yaml"
