@@ -158,3 +158,17 @@ def test_dev_may_still_read_when_production_cannot_be_read(project, pg_url):
     project.setenv("DATABASE_URL_DEVELOPMENT", pg_url)
 
     assert_ok(project.invoke("dev.current"))
+
+
+@pytest.mark.postgres
+def test_a_production_host_the_resolver_cannot_answer_for_may_be_any_server(project, pg_url):
+    """A name no resolver can take (a 64-character label) says nothing about where it leads."""
+    prepare(project, pg_url)
+    p = parts(pg_url)
+    host = "x" * 64 + ".example"
+    project.setenv(
+        "DATABASE_URL_PRODUCTION", f"postgresql://{p['user']}@{host}:{p['port']}/{p['db']}"
+    )
+    project.setenv("DATABASE_URL_DEVELOPMENT", pg_url)
+
+    assert_production_untouched(project, pg_url, stamp_as_dev(project))
