@@ -172,3 +172,23 @@ def test_a_production_host_the_resolver_cannot_answer_for_may_be_any_server(proj
     project.setenv("DATABASE_URL_DEVELOPMENT", pg_url)
 
     assert_production_untouched(project, pg_url, stamp_as_dev(project))
+
+
+# MariaDB spellings of production's database with a driver that is not installed (mysqlclient,
+# mysql-connector) or a bad port: still the same server and database.
+UNUSABLE_MARIADB = {
+    "mysqldb": "mysql+mysqldb://root@127.0.0.1:3306/NAME",
+    "connector": "mariadb+mysqlconnector://root@localhost/NAME",
+    "bad-port": "mysql://root@127.0.0.1:33o6/NAME",
+}
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize("spelling", sorted(UNUSABLE_MARIADB))
+def test_mariadb_dev_on_production_spelt_unusably_is_refused(project, mysql_url, spelling):
+    prepare(project, mysql_url)
+    name = sqlalchemy.make_url(mysql_url).database
+    project.setenv("DATABASE_URL_PRODUCTION", UNUSABLE_MARIADB[spelling].replace("NAME", name))
+    project.setenv("DATABASE_URL_DEVELOPMENT", mysql_url)
+
+    assert_production_untouched(project, mysql_url, stamp_as_dev(project))
