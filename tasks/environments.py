@@ -595,6 +595,8 @@ class _OtherDatabase:
 def _stricter_match(
     settings: Settings, environment: Environment, environ: Mapping[str, str]
 ) -> _OtherDatabase | None:
+    """The strictest other environment with stricter guards whose database may be
+    `environment`'s; `check_scope` needs to know whether it was readable to word its refusal."""
     level = _level(protected=environment.protected, shared=environment.shared)
     mine = database_identity(environment.url, environ)
     found: _OtherDatabase | None = None
@@ -716,7 +718,8 @@ def _url_from_parts(text: str) -> URL | None:
     hosts, ports = _hosts_and_ports(unquote(hostinfo))
     for key, values in (("host", hosts), ("port", ports)):
         if values:
-            query[key] = ",".join(filter(None, [query.get(key), *values]))
+            given = [query[key]] if query.get(key) else []
+            query[key] = ",".join([*given, *values])  # an empty host is a unix socket: kept
     if not parts.scheme:
         return None
     return URL.create(

@@ -94,6 +94,8 @@ UNUSABLE_PRODUCTION = {
     "misspelt-scheme": "postgresq1://USER:SECRET@127.0.0.1:PORT/NAME",
     "libpq-keywords": "host=127.0.0.1 port=PORT dbname=NAME user=USER password=SECRET",
     "libpq-host-list-with-ports": "postgresql://USER:SECRET@nohost.invalid:PORT,127.0.0.1:PORT/NAME",
+    # the empty item is libpq's default unix socket: this machine's server
+    "libpq-host-list-with-socket": "postgresql://USER:SECRET@nohost.invalid:PORT,,192.0.2.1:x/NAME",
     "async-driver-not-installed": "postgresql+asyncpg://USER:SECRET@localhost/NAME?x=1",
 }
 
