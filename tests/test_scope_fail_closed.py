@@ -194,3 +194,33 @@ def test_mariadb_dev_on_production_spelt_unusably_is_refused(project, mysql_url,
     project.setenv("DATABASE_URL_DEVELOPMENT", mysql_url)
 
     assert_production_untouched(project, mysql_url, stamp_as_dev(project))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://someone@localhost,192.0.2.10/app",
+        "postgresql://someone@/app?host=/var/run/postgresql,192.0.2.10",
+        "mysql+pymysql://someone@127.0.0.1,192.0.2.10/app",
+    ],
+    ids=["host-part", "query-host", "mysql-host-part"],
+)
+def test_a_local_host_list_with_one_remote_host_is_off_this_machine(project, url):
+    """Every host of a list must be this machine's: libpq may reach any of them."""
+    project.setenv("DATABASE_URL_LOCAL", url)
+
+    result = project.invoke("local.upgrade")
+
+    line = assert_one_line_error(result, ExitCode.REFUSED, "allow_remote", "192.0.2.10")
+    assert "://" not in line
+
+
+def test_a_local_host_list_of_loopback_names_is_this_machine(project):
+    """Split, `localhost,127.0.0.1` is two names for this machine, not one unknown name."""
+    project.setenv("DATABASE_URL_LOCAL", "postgresql://someone@localhost,127.0.0.1:9/app")
+    project.setenv("INVOKE_MIGRATIONS_CONNECT_TIMEOUT", "1")
+
+    result = project.invoke("local.current")
+
+    assert "allow_remote" not in result.output  # past the guard: port 9 has no server
+    assert result.code == ExitCode.FAILED, result.output
