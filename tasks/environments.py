@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.errors import ConfigError, MigrationsError, Refused
+from tasks.errors import ConfigError, Refused
 from tasks.redaction import mask_url, register_url_secrets
 from tasks.settings import Settings
 
@@ -202,9 +202,16 @@ def read_dotenv(path: Path) -> dict[str, str]:
 # a guard that cannot tell must assume the worst.
 
 ANY = "*"  # an endpoint or database we cannot pin down: matches any
+ANY_FAMILY = "any kind"  # a URL whose kind of database cannot be read: matches every kind
 THIS_MACHINE = "this machine"  # loopback addresses, unix sockets, this host's own addresses
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
-_FAMILIES = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql", "sqlite": "sqlite"}
+_FAMILIES = {
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "sqlite": "sqlite",
+}
 
 
 @dataclass(frozen=True)
@@ -235,6 +242,8 @@ def database_identity(url: URL, environ: Mapping[str, str] | None = None) -> Dat
     family = _family(url)
     if family == "sqlite":
         return DatabaseIdentity(family, files=_sqlite_files(url))
+    if family == ANY_FAMILY:
+        return _identity_of_any_kind(url, environ)
     target = _server_target(url, environ)
     if not target.understood:
         return DatabaseIdentity(family, frozenset({ANY}))
@@ -243,8 +252,36 @@ def database_identity(url: URL, environ: Mapping[str, str] | None = None) -> Dat
     return DatabaseIdentity(family, endpoints, frozenset(target.ports), database)
 
 
+def _identity_of_any_kind(url: URL, environ: Mapping[str, str]) -> DatabaseIdentity:
+    """A URL whose scheme names no kind of database we know (`postgresq1://`): it is compared
+    with every kind by what can be read of it (hosts, ports, database, or a file)."""
+    target = _server_from_parts(
+        ANY_FAMILY,
+        _query(url, "host", split=True) or _split_hosts(url.host) or [""],
+        _query(url, "port", split=True) or ([str(url.port)] if url.port else []),
+        url.database or "",
+    )
+    endpoints = frozenset().union(*(_endpoints(host) for host in target.hosts))
+    files = _sqlite_files(url) if url.database and not url.host else frozenset()
+    database = target.database.casefold() if target.database else None
+    return DatabaseIdentity(ANY_FAMILY, endpoints, frozenset(target.ports), database, files)
+
+
+def unreadable_identity() -> DatabaseIdentity:
+    """What a value that cannot be read as a database URL may reach: every database."""
+    return DatabaseIdentity(ANY_FAMILY, frozenset({ANY}), frozenset(), None, frozenset({ANY}))
+
+
 def same_database(a: DatabaseIdentity, b: DatabaseIdentity) -> bool:
     """Whether `a` and `b` may be the same database: when in doubt, they are."""
+    if ANY_FAMILY in (a.family, b.family):
+        known = b.family if a.family == ANY_FAMILY else a.family
+        if known == ANY_FAMILY:
+            return True
+        a, b = (
+            DatabaseIdentity(known, a.endpoints, a.ports, a.database, a.files),
+            DatabaseIdentity(known, b.endpoints, b.ports, b.database, b.files),
+        )
     if a.family != b.family:
         return False
     if a.family == "sqlite":
@@ -277,8 +314,23 @@ def server_hosts(url: URL, environ: Mapping[str, str] | None = None) -> str:
 
 
 def _family(url: URL) -> str:
+    """The kind of database: ours, another dialect SQLAlchemy knows (its own kind), or
+    ANY_FAMILY for a scheme nobody knows (a misspelling could be any kind)."""
     backend = url.get_backend_name()
-    return _FAMILIES.get(backend, backend)
+    if backend in _FAMILIES:
+        return _FAMILIES[backend]
+    from sqlalchemy.dialects import registry
+
+    try:
+        registry.load(backend)
+    except Exception:  # NoSuchModuleError, or a broken plugin: nothing says what it is
+        return ANY_FAMILY
+    return backend
+
+
+def _split_hosts(host: str | None) -> list[str]:
+    """libpq's host list in the URL's host part (`h1,h2`); empty items are unix sockets."""
+    return [] if host is None else [part.strip() for part in host.split(",")]
 
 
 def _sqlite_files(url: URL) -> frozenset[str]:
@@ -338,7 +390,7 @@ def _postgres_target(url: URL, environ: Mapping[str, str]) -> _ServerTarget:
         hosts.append(host)
         ports.extend([port] if port else [])
     if url.host:
-        hosts.append(url.host)
+        hosts.extend(_split_hosts(url.host))  # libpq tries each: any of them counts
     if not hosts:
         hosts = _listed(environ, "PGHOST") or [""]
     # hostaddr, when given, is where libpq connects, whatever the host name says.
@@ -361,7 +413,7 @@ def _mysql_target(url: URL) -> _ServerTarget:
     if _query(url, "read_default_file", "read_default_group"):
         return _ServerTarget("mysql", (), (), None, understood=False)
     sockets = _query(url, "unix_socket")
-    hosts = _query(url, "host", split=True) or [url.host or "localhost"]
+    hosts = _query(url, "host", split=True) or _split_hosts(url.host) or ["localhost"]
     ports = _query(url, "port", split=True) or [str(url.port or _DEFAULT_PORTS["mysql"])]
     database = (_query(url, "db", "database") or [url.database or ""])[-1]
     if sockets:  # a socket names no port: any local server of the family may be behind it
@@ -376,8 +428,8 @@ def _server_from_parts(
     hosts = ["" if host.startswith(("/", "@")) else host for host in hosts]  # socket directories
     try:
         numbers = tuple(int(port) for port in ports if port.strip())
-    except ValueError:
-        return _ServerTarget(family, tuple(hosts), (), None, understood=False)
+    except ValueError:  # a port that cannot be read could be any port; hosts still count
+        numbers = ()
     return _ServerTarget(family, tuple(hosts) or ("",), numbers, database.strip() or None)
 
 
@@ -415,7 +467,9 @@ def _endpoints(host: str) -> frozenset[str]:
     with contextlib.suppress(ValueError):
         return frozenset({_address_endpoint(ipaddress.ip_address(name))})
     addresses = _resolve(name)
-    # An unresolvable name still equals itself; it cannot be compared with anything else.
+    if addresses is None:  # no answer (DNS down, a name no resolver can take): any server
+        return frozenset({ANY})
+    # A name that does not exist still equals itself; nothing can connect to it.
     return frozenset({name, *(_address_endpoint(ipaddress.ip_address(a)) for a in addresses)})
 
 
@@ -428,13 +482,18 @@ def _address_endpoint(address: Any) -> str:
 
 
 @functools.cache
-def _resolve(name: str) -> tuple[str, ...]:
+def _resolve(name: str) -> tuple[str, ...] | None:
+    """A name's addresses; () when the resolver says it does not exist, None when it gives no
+    answer at all (a temporary failure, a name it cannot encode): that name could be anything."""
     import socket
 
     try:
         infos = socket.getaddrinfo(name, None)
+    except socket.gaierror as error:
+        gone = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+        return () if error.errno in gone else None
     except (OSError, UnicodeError):
-        return ()
+        return None
     return tuple(sorted({str(info[4][0]).split("%")[0] for info in infos}))
 
 
@@ -446,7 +505,7 @@ def _own_addresses() -> frozenset[str]:
     names = {socket.gethostname()}
     with contextlib.suppress(OSError):
         names.add(socket.getfqdn())
-    return frozenset(address for name in names for address in _resolve(name.lower()))
+    return frozenset(address for name in names for address in _resolve(name.lower()) or ())
 
 
 # --- The policy: a run works on its own environment's database, never around another's guards --
@@ -493,10 +552,18 @@ def check_scope(
     _require_this_machine(settings, environment, environ)
     if environment.shared and not changes_database:
         return
-    owner = stricter_owner(settings, environment, environ)
-    if owner is None:
+    match = _stricter_match(settings, environment, environ)
+    if match is None:
         return
+    owner = match.environment
     kind = "protected" if owner.protected else "shared"
+    if not match.readable:
+        raise ForeignDatabase(
+            f"{owner.url_variable} (the {owner.name} database, {kind}) cannot be read as a "
+            f"database URL, so it may be the {environment.name} database "
+            f"({environment.url_variable}); refused: fix or unset {owner.url_variable}",
+            owner,
+        )
     raise ForeignDatabase(
         f"the {environment.name} database ({environment.url_variable}) is the {owner.name} "
         f"database ({owner.url_variable}, {kind}); refused: use the {owner.name} tasks, "
@@ -509,48 +576,194 @@ def stricter_owner(
     settings: Settings, environment: Environment, environ: Mapping[str, str] | None = None
 ) -> Environment | None:
     """The strictest other environment whose database is `environment`'s, if its guards are
-    stricter than `environment`'s own. Another environment whose URL is unset or malformed is
-    not a match (it cannot be anyone's database); its URL is never shown."""
+    stricter than `environment`'s own. Another environment whose URL is unset is not a match;
+    one whose URL the tasks cannot use is compared by what can be read of it, and one of which
+    nothing can be read may be any database. Its URL is never shown."""
     environ = os.environ if environ is None else environ
+    match = _stricter_match(settings, environment, environ)
+    return None if match is None else match.environment
+
+
+@dataclass(frozen=True)
+class _OtherDatabase:
+    """Another environment's database as far as its variable can be read."""
+
+    environment: Environment
+    readable: bool  # False: nothing could be read of it, so it may be every database
+
+
+def _stricter_match(
+    settings: Settings, environment: Environment, environ: Mapping[str, str]
+) -> _OtherDatabase | None:
+    """The strictest other environment with stricter guards whose database may be
+    `environment`'s; `check_scope` needs to know whether it was readable to word its refusal."""
     level = _level(protected=environment.protected, shared=environment.shared)
     mine = database_identity(environment.url, environ)
-    found: Environment | None = None
+    found: _OtherDatabase | None = None
     for name in sorted(settings.environments):
         other_level = guard_level(settings, name)
         if name == environment.name or other_level <= level:
             continue
-        if found is not None and other_level <= guard_level(settings, found.name):
+        if found is not None and other_level <= guard_level(settings, found.environment.name):
             continue
         for other in _databases_of(settings, name, environ):
-            if _family(other.url) != mine.family:  # no name lookups for a server of another kind
-                continue
-            if same_database(mine, database_identity(other.url, environ)):
+            if _may_be(mine, other, environ):
                 found = other
                 break
     return found
 
 
-def _databases_of(settings: Settings, name: str, environ: Mapping[str, str]) -> list[Environment]:
+def _may_be(mine: DatabaseIdentity, other: _OtherDatabase, environ: Mapping[str, str]) -> bool:
+    """Whether `other` may be `mine`; no name lookups for a server of another kind."""
+    if not other.readable:
+        return same_database(mine, unreadable_identity())
+    family = _family(other.environment.url)
+    if family not in (mine.family, ANY_FAMILY):
+        return False
+    return same_database(mine, database_identity(other.environment.url, environ))
+
+
+def _databases_of(
+    settings: Settings, name: str, environ: Mapping[str, str]
+) -> list[_OtherDatabase]:
     """`name`'s database as configured, and the one its default variable names when the
     configuration points it elsewhere (`INVOKE_MIGRATIONS_ENVIRONMENTS_PRODUCTION_URL_VARIABLE=
-    NOTHING` must not hide production). Unset or malformed: no database, no error."""
+    NOTHING` must not hide production). Unset: no database, no error. Set, even to something
+    the tasks cannot use (a driver not installed, a bad port, a libpq keyword string), it is read
+    as far as it can be; unreadable, it may be any database (fail closed)."""
     from tasks.settings import DEFAULTS
 
-    databases: list[Environment] = []
-    with contextlib.suppress(MigrationsError):
-        databases.append(resolve_environment(settings, name, environ))
+    configured = settings.environment(name)
+    variables = [configured.url_variable]
     default = DEFAULTS["environments"].get(name, {}).get("url_variable")
-    if not default or default == settings.environment(name).url_variable:
-        return databases
-    with contextlib.suppress(MigrationsError):
-        raw, source = _lookup(settings.dotenv_dir, name, default, environ)
-        if raw is not None:
-            url = normalize_url(raw, default, settings.root)
-            configured = settings.environment(name)
-            databases.append(
-                Environment(name, url, default, source, configured.protected, configured.shared)
-            )
+    if default and default != configured.url_variable:
+        variables.append(default)
+    databases: list[_OtherDatabase] = []
+    for index, variable in enumerate(variables):
+        fallback = configured.default_url if index == 0 else None
+        other = _read_other(settings, name, variable, environ, fallback)
+        if other is not None:
+            databases.append(other)
     return databases
+
+
+def _read_other(
+    settings: Settings,
+    name: str,
+    variable: str,
+    environ: Mapping[str, str],
+    default_url: str | None,
+) -> _OtherDatabase | None:
+    """Another environment's variable, read leniently (see `_databases_of`)."""
+    from sqlalchemy.engine import URL
+
+    configured = settings.environment(name)
+    try:
+        raw, source = _lookup(settings.dotenv_dir, name, variable, environ)
+    except ConfigError:  # its .env file cannot be read: the value could be anything
+        raw, source = None, "unreadable"
+    if raw is None and source != "unreadable" and default_url:
+        raw, source = default_url, "default"
+    if raw is None and source != "unreadable":
+        return None
+    url = None if raw is None else read_url_leniently(raw, settings.root)
+    readable = url is not None
+    environment = Environment(
+        name,
+        url if url is not None else URL.create("unreadable"),
+        variable,
+        source,
+        configured.protected,
+        configured.shared,
+    )
+    return _OtherDatabase(environment, readable)
+
+
+def read_url_leniently(raw: str, root: Path) -> URL | None:
+    """What can be read of a database URL the tasks may not be able to use: a SQLAlchemy URL
+    with any driver (installed or not, even a misspelt scheme), a URL SQLAlchemy rejects (a bad
+    port, a libpq host list with ports), or a libpq keyword string (`host=... dbname=...`).
+    None when nothing can be read. Secrets found are registered for redaction."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    text = raw.strip()
+    try:
+        url = make_url(text)
+    except (ArgumentError, ValueError):
+        url = _url_from_parts(text) if "://" in text else _url_from_libpq_keywords(text)
+    if url is None:
+        return None
+    register_url_secrets(url)
+    url = url.set(drivername=SYNC_DRIVERS.get(url.drivername, url.drivername))
+    if _family(url) == "sqlite" or (_family(url) == ANY_FAMILY and not url.host):
+        url = _anchor_sqlite(url, root)
+    return url
+
+
+def _url_from_parts(text: str) -> URL | None:
+    """`scheme://user:password@host1:port1,host2/database?query`, read by hand: hosts and ports go
+    to the query (`host=`), where the scope check reads libpq's and PyMySQL's lists."""
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    from sqlalchemy.engine import URL
+
+    try:
+        parts = urlsplit(text)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    except ValueError:
+        return None
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    hosts, ports = _hosts_and_ports(unquote(hostinfo))
+    for key, values in (("host", hosts), ("port", ports)):
+        if values:
+            given = [query[key]] if query.get(key) else []
+            query[key] = ",".join([*given, *values])  # an empty host is a unix socket: kept
+    if not parts.scheme:
+        return None
+    return URL.create(
+        parts.scheme,
+        username=unquote(user) or None,
+        password=unquote(password) or None,
+        database=unquote(parts.path.lstrip("/")) or None,
+        query=query,
+    )
+
+
+def _hosts_and_ports(hostinfo: str) -> tuple[list[str], list[str]]:
+    """`h1:5433,[::1]:5432,h3` as libpq lists them; a port that is not a number is kept as
+    written, so the check reads it as any port."""
+    hosts: list[str] = []
+    ports: list[str] = []
+    for item in hostinfo.split(",") if hostinfo else []:
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else ""
+        elif item.count(":") == 1:
+            host, _, port = item.partition(":")
+        else:
+            host, port = item, ""
+        hosts.append(host.strip())
+        ports.extend([port.strip()] if port.strip() else [])
+    return hosts, ports
+
+
+def _url_from_libpq_keywords(text: str) -> URL | None:
+    """A libpq keyword string, as psycopg2 parses it; None when it is not one."""
+    from sqlalchemy.engine import URL
+
+    try:
+        from psycopg2.extensions import parse_dsn
+
+        keywords = parse_dsn(text)
+    except Exception:  # not a keyword string (or no libpq here): nothing to read
+        return None
+    if not keywords:
+        return None
+    user = keywords.pop("user", None)
+    password = keywords.pop("password", None)
+    return URL.create("postgresql+psycopg2", username=user, password=password, query=dict(keywords))
 
 
 def _require_this_machine(

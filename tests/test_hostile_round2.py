@@ -163,12 +163,6 @@ def test_offline_branch_does_not_hide_a_drop_on_mariadb(project, mysql_url):
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="the scope check does not split libpq's comma-separated host list: a dev URL "
-    "'user@unreachable,127.0.0.1:5432/proddb' matches nothing, libpq falls through to the second "
-    "host, and dev.stamp rewrites production's alembic_version",
-)
 def test_dev_on_a_multi_host_url_that_reaches_production_is_refused(project, pg_url):
     prepare(project, pg_url)
     url = sqlalchemy.engine.make_url(pg_url)
@@ -313,12 +307,6 @@ UNUSABLE_PRODUCTION = {
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="the scope check treats a production URL whose driver is not installed as 'no match' "
-    "although its host, port and database are readable: dev.stamp rewrites production's "
-    "alembic_version (fails open)",
-)
 @pytest.mark.parametrize("driver", UNUSABLE_PRODUCTION.values(), ids=UNUSABLE_PRODUCTION.keys())
 def test_dev_on_production_named_with_another_driver_is_refused(project, pg_url, driver):
     prepare(project, pg_url)

@@ -369,13 +369,24 @@ def test_sqlite_development_redirected_to_production_variable(project):
 
 
 def test_local_runs_when_other_environments_are_unset_or_elsewhere(project):
-    """An unset or unusable variable of another environment is no match and no error."""
-    (project.dotenv_dir / ".env.staging").write_text("DATABASE_URL_STAGING=not a url\n")
+    """An unset variable of another environment is no match and no error."""
+    project.monkeypatch.delenv("DATABASE_URL_STAGING", raising=False)
     project.setenv("DATABASE_URL_DEVELOPMENT", sqlite_url(project.tmp / "dev.sqlite3"))
 
     assert_ok(project.invoke("local.upgrade"))
 
     assert table_names(schema_snapshot(sqlite_url(project.tmp / "local.sqlite3"))) >= APP_TABLES
+
+
+def test_local_is_refused_when_another_environments_url_cannot_be_read(project):
+    """Nothing can be read of staging's value, so it may be any database: fail closed."""
+    (project.dotenv_dir / ".env.staging").write_text("DATABASE_URL_STAGING=not a url\n")
+    local = project.tmp / "local.sqlite3"
+
+    result = project.invoke("local.upgrade")
+
+    assert_one_line_error(result, ExitCode.REFUSED, "DATABASE_URL_STAGING", "cannot be read")
+    assert not local.exists() or not table_names(schema_snapshot(sqlite_url(local)))
 
 
 # --- MariaDB ------------------------------------------------------------------------------------
