@@ -116,6 +116,24 @@ PG_DESTRUCTIVE = [
     "ALTER TABLE users ADD CONSTRAINT ck CHECK (wipe_users(id)) NOT VALID",
     "CREATE VIEW v AS SELECT wipe_users()",
     "SELECT set_config('session_replication_role', 'replica', false)",
+    # Session settings other than the timeout guards, resets, and timeouts switched off.
+    "RESET ALL",
+    "RESET lock_timeout",
+    "SET statement_timeout TO DEFAULT",
+    "SET statement_timeout TO 0",
+    "SET lock_timeout = '0s'",
+    "SET LOCAL lock_timeout = 0",
+    "SET search_path TO nowhere",
+    "SET TIME ZONE 'UTC'",
+    "SET ROLE admin",
+    "SET standard_conforming_strings = off",
+    "SELECT set_config('search_path', 'nowhere', false)",
+    "SELECT set_config('lock_timeout', '0', false)",
+    "SELECT set_config(name, '5s', false) FROM settings",
+    # IF NOT EXISTS may do nothing: the table is neither new nor of the types it names.
+    "CREATE TABLE IF NOT EXISTS users (id int, name varchar(5));\n"
+    "ALTER TABLE users ALTER COLUMN name TYPE varchar(6)",
+    "CREATE TABLE IF NOT EXISTS users (id int); CREATE INDEX ix_users_id ON users (id)",
 ]
 
 MYSQL_DESTRUCTIVE = [
@@ -157,6 +175,23 @@ MYSQL_DESTRUCTIVE = [
     "DROP TABLE memberships; -- the end",
     "SELECT 'it''s'; DROP TABLE memberships",
     "UPDATE alembic_version SET version_num = wipe_users()",
+    # Table rebuilds (BLACKHOLE and MEMORY lose rows) and session settings off the allow-list.
+    "ALTER TABLE memberships ENGINE=MEMORY",
+    "ALTER TABLE memberships ENGINE=InnoDB",
+    "ALTER TABLE users ADD COLUMN nick INT NULL, ALGORITHM=COPY",
+    "ALTER TABLE users ADD COLUMN nick INT NULL, LOCK=EXCLUSIVE",
+    "ALTER TABLE users ADD COLUMN nick INT NULL, ALGORITHM=INPLACE, LOCK=SHARED",
+    "ALTER TABLE users ROW_FORMAT=COMPRESSED",
+    "SET FOREIGN_KEY_CHECKS = 0",
+    "SET foreign_key_checks = 0",
+    "SET SESSION sql_mode = ''",
+    "SET lock_wait_timeout = 5, sql_mode = ''",
+    "SET GLOBAL lock_wait_timeout = 5",
+    "SET @@global.lock_wait_timeout = 5",
+    "SET @x = 1",
+    "SET max_statement_time = 0",
+    "CREATE TABLE IF NOT EXISTS users (id INT); ALTER TABLE users ADD CONSTRAINT fk "
+    "FOREIGN KEY (id) REFERENCES orgs (id)",
 ]
 
 SQLITE_DESTRUCTIVE = [
@@ -241,8 +276,14 @@ PG_SAFE = [
     "CREATE TYPE user_role AS ENUM ('member', 'admin')",
     "ALTER TYPE user_role ADD VALUE 'owner'",
     "SET lock_timeout = '4s'",
-    "SET statement_timeout TO 0",
+    "SET statement_timeout TO '30min'",
+    "SET LOCAL statement_timeout = 60000",
+    "SET idle_in_transaction_session_timeout = '1min'",
+    "SET application_name = 'migration'",
+    "SET client_min_messages = warning",
     "SELECT set_config('lock_timeout', '4s', false)",
+    "SELECT set_config('statement_timeout', '30min', true)",
+    "CREATE TABLE IF NOT EXISTS audit_log (id int)",
     "CREATE VIEW active_users AS SELECT * FROM users WHERE active",
     "CREATE FUNCTION f() RETURNS int AS $$ DELETE FROM users RETURNING 1 $$ LANGUAGE sql",
     "CREATE SCHEMA reporting",
@@ -260,8 +301,16 @@ MYSQL_SAFE = [
     "ALTER TABLE users ALTER COLUMN role SET DEFAULT 'member'",
     "ALTER TABLE users ADD CONSTRAINT uq_email UNIQUE (email)",
     "CREATE TABLE t (id INT); ALTER TABLE t ADD CONSTRAINT fk FOREIGN KEY (id) REFERENCES u (id)",
-    "SET FOREIGN_KEY_CHECKS = 0",
     "-- /*! looks executable */ but is a line comment\nSELECT 1",
+    "SET lock_wait_timeout = 5",
+    "SET SESSION innodb_lock_wait_timeout = 10",
+    "SET @@session.lock_wait_timeout = 5",
+    "SET max_statement_time = 30",
+    "SET NAMES utf8mb4",
+    "ALTER TABLE users ADD COLUMN nick INT NULL, ALGORITHM=INSTANT",
+    "ALTER TABLE users ADD COLUMN nick INT NULL, ALGORITHM=INPLACE, LOCK=NONE",
+    "ALTER TABLE users COMMENT 'people'",
+    "CREATE TABLE IF NOT EXISTS audit_log (id INT)",
 ]
 
 SQLITE_SAFE = [
