@@ -1766,10 +1766,6 @@ def _source_calls(
     for node in ast.walk(body):
         if isinstance(node, ast.Call) and _bind_execute(node):
             verdict = _judge_call("execute", node, dialect, created)  # op.get_bind().execute
-        elif isinstance(node, ast.Call) and _is_op_call(node):
-            if node.func.attr == "get_bind":
-                continue  # judged as a connection use below
-            verdict = _judge_call(node.func.attr, node, dialect, created)
         elif (
             isinstance(node, ast.Attribute)
             and node.attr in _CONNECTION_ATTRIBUTES
@@ -1779,6 +1775,8 @@ def _source_calls(
             where = "op.get_bind()" if isinstance(node, ast.Call) else f".{node.attr}"
             message = f"{where}: what runs through the connection cannot be known statically"
             verdict = [("connection-use", message, DESTRUCTIVE)]
+        elif isinstance(node, ast.Call) and _is_op_call(node) and node.func.attr != "get_bind":
+            verdict = _judge_call(node.func.attr, node, dialect, created)
         else:
             continue
         for rule, message, severity in verdict:

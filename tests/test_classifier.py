@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.lint import NEEDS_CONSENT, Catalog, classify, scan_source
+from tasks.lint import (
+    NEEDS_CONSENT,
+    RUNS_ONLINE,
+    Catalog,
+    classify,
+    runs_differently_online,
+    scan_source,
+)
 
 # Forms every dialect's parser reads the same way.
 COMMON_DESTRUCTIVE = [
@@ -558,12 +565,87 @@ def test_source_scanning_reads_the_right_function():
     [
         ('op.get_bind().execute(sa.text("DROP TABLE memberships"))', ["drop-table"]),
         ('op.get_bind().execute(sa.text("SELECT count(*) FROM users"))', []),
-        ('conn = op.get_bind()\n    conn.execute(sa.text("SELECT 1"))', ["connection-use"]),
+        (
+            'conn = op.get_bind()\n    conn.execute(sa.text("SELECT 1"))',
+            ["connection-use", "connection-use"],  # each line says what it could not read
+        ),
+        ('op.get_context().connection.exec_driver_sql("DROP TABLE m")', ["drop-table"]),
+        ('op.get_context().bind.execute(sa.text("DELETE FROM users"))', ["delete-rows"]),
+        ('op.get_context().execute("DROP TABLE m")', ["drop-table"]),
+        ('context.get_bind().exec_driver_sql("TRUNCATE users")', ["truncate"]),
+        ("op.get_context().connection.exec_driver_sql(sql)", ["dynamic-sql"]),
+        (
+            "c = op.get_context().connection\n    c.exec_driver_sql('SELECT 1')",
+            ["connection-use", "connection-use"],
+        ),
+        ('sa.create_engine(url).connect().execute(sa.text("DROP TABLE m"))', ["connection-use"]),
+        ('op.get_context().connection.exec_driver_sql("SELECT 1")', []),
+        ('if op.get_bind().dialect.name == "postgresql":\n        op.execute("SELECT 1")', []),
+        ('with op.get_context().autocommit_block():\n        op.execute("SELECT 1")', []),
     ],
 )
 def test_source_scanning_judges_sql_run_through_the_connection(body, rules):
     found = scan_source(SOURCE.format(body=body), upgrade=True)
     assert [f.rule for f in found] == rules
+
+
+@pytest.mark.parametrize(
+    ("body", "rule"),
+    [
+        ("from alembic.op import drop_table as dt\n    dt('m')", "unknown-statement"),
+        ("from alembic.op import *\n    drop_table('m')", "unknown-statement"),
+        ("from alembic import op as o\n    o.drop_table('m')", "unknown-statement"),
+        ("from alembic.operations import Operations", "unknown-statement"),
+        ("import alembic\n    alembic.op.drop_table('m')", "unknown-statement"),
+        ("import alembic.op as o2\n    o2.drop_table('m')", "unknown-statement"),
+        ("exec(\"op.drop_table('m')\")", "dynamic-code"),
+        ("eval(\"op.drop_table('m')\")", "dynamic-code"),
+        ("code = compile('x', 'f', 'exec')", "dynamic-code"),
+        ("__import__('alembic').op.drop_table('m')", "dynamic-code"),
+        ("import importlib\n    importlib.import_module('alembic.op')", "dynamic-code"),
+        ("from importlib import import_module\n    import_module('alembic.op')", "dynamic-code"),
+        ("globals()['op'].drop_table('m')", "dynamic-code"),
+        ('getattr(sa, "x")', "unknown-statement"),
+        ("import subprocess\n    subprocess.run(['psql', '-c', 'DROP TABLE m'])", "dynamic-code"),
+    ],
+)
+def test_source_scanning_needs_consent_for_what_it_cannot_resolve(body, rule):
+    found = scan_source(SOURCE.format(body=body), upgrade=True)
+    assert rule in [f.rule for f in found], found
+    assert all(f.severity == "destructive" and f.message for f in found)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "from alembic import context\n    if context.is_offline_mode():\n        return",
+        "if op.get_context().as_sql:\n        return",
+        'op.get_bind().execute(sa.text("SELECT 1"))',
+        'op.get_context().connection.exec_driver_sql("SELECT 1")',
+        "conn = op.get_bind()",
+    ],
+)
+def test_a_revision_that_asks_for_offline_mode_or_uses_the_connection_runs_differently(body):
+    assert runs_differently_online(SOURCE.format(body=body), upgrade=True)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "pass",
+        'if op.get_bind().dialect.name == "postgresql":\n        op.execute("SELECT 1")',
+        'with op.get_context().autocommit_block():\n        op.execute("SELECT 1")',
+    ],
+)
+def test_a_revision_without_online_branches_renders_what_it_runs(body):
+    assert not runs_differently_online(SOURCE.format(body=body), upgrade=True)
+
+
+def test_online_findings_say_the_revision_runs_differently():
+    body = "if not op.get_context().as_sql:\n        op.drop_table('m')"
+    (finding,) = scan_source(SOURCE.format(body=body), upgrade=True, why=RUNS_ONLINE)
+    assert finding.rule == "drop-table"
+    assert finding.message.startswith("runs differently online than the SQL shown")
 
 
 def test_a_do_block_says_what_plpgsql_parsed_in_it():
