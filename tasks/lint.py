@@ -20,6 +20,10 @@ Decisions worth knowing:
 - Widening `varchar(n)` (to a larger n, unbounded varchar or text) is safe when the column's
   current type is known, from earlier statements or from the `Catalog`'s lookup (the live
   database); an unknown current type is a type change, which needs consent.
+- CREATE TABLE IF NOT EXISTS may do nothing: it marks no table new and teaches no column type.
+- Session settings pass only from a short allow-list (timeouts, messages, memory, character
+  set); a timeout set to 0 switches the run's guard off, and RESET undoes it: both need consent.
+  MariaDB's ALTER TABLE options pass only in their online forms (no ENGINE=, no COPY/LOCK).
 
 On PostgreSQL squawk runs as well; its findings are merged with ours into one finding per
 statement and rule (`SQUAWK_ALIASES` maps squawk's names for the hazards we judge onto ours,
