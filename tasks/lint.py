@@ -1632,11 +1632,31 @@ _DUNDERS = frozenset(
 )
 # Attributes that reach the live connection (what runs through it is not the SQL shown offline).
 _CONNECTION_ATTRIBUTES = frozenset(
-    {"get_bind", "connection", "bind", "exec_driver_sql", "engine", "execute", "executescript"}
+    {
+        "get_bind",
+        "connection",
+        "bind",
+        "exec_driver_sql",
+        "engine",
+        "execute",
+        "executemany",
+        "executescript",
+        "attributes",  # context.config.attributes["connection"]
+        "connect",
+        "raw_connection",
+        "cursor",
+        "create_engine",
+        "create_async_engine",
+    }
 )
 # Signs in a revision's source that it behaves differently offline than online.
 _ONLINE_SIGNS = frozenset(
-    {"is_offline_mode", "as_sql", "get_bind", "connection", "bind", "exec_driver_sql"}
+    {"is_offline_mode", "as_sql", "run_async", *_CONNECTION_ATTRIBUTES} - {"execute"}
+)
+# What `op.get_context()` may be asked without consent; the connection's own attributes are
+# judged as connection uses.
+_SAFE_CONTEXT_ATTRIBUTES = frozenset(
+    {"autocommit_block", "as_sql", "dialect", "connection", "bind", "execute"}
 )
 
 
@@ -1706,7 +1726,10 @@ def runs_differently_online(source: str, upgrade: bool) -> bool:
     for node in ast.walk(body):
         if isinstance(node, ast.Name) and node.id in _ONLINE_SIGNS:
             return True
-        if isinstance(node, ast.Attribute) and node.attr in _ONLINE_SIGNS:
+        if isinstance(node, ast.Attribute) and node.attr == "execute":
+            if not _is_op_name(node.value):
+                return True  # execution through something else than op: a connection
+        elif isinstance(node, ast.Attribute) and node.attr in _ONLINE_SIGNS:
             if node.attr == "get_bind" and _parent_call_id(body, node) in dialect_only:
                 continue
             return True
@@ -1731,7 +1754,7 @@ def _direction_body(module: Any, upgrade: bool) -> Any:
     import ast
 
     other = "downgrade" if upgrade else "upgrade"
-    return ast.Module(
+    body = ast.Module(
         body=[
             node
             for node in module.body
@@ -1739,6 +1762,26 @@ def _direction_body(module: Any, upgrade: bool) -> Any:
         ],
         type_ignores=[],
     )
+    _name_batch_ops(body)
+    return body
+
+
+def _name_batch_ops(body: Any) -> None:
+    """`with op.batch_alter_table(...) as b:` names `b` batch_op, so `b.drop_column(...)` is
+    judged like `batch_op.drop_column(...)` (the scan recognises operations by their name)."""
+    import ast
+
+    names = {
+        item.optional_vars.id
+        for node in ast.walk(body)
+        if isinstance(node, (ast.With, ast.AsyncWith))
+        for item in node.items
+        if _is_op_call(item.context_expr, "batch_alter_table")
+        and isinstance(item.optional_vars, ast.Name)
+    }
+    for node in ast.walk(body):
+        if isinstance(node, ast.Name) and node.id in names:
+            node.id = "batch_op"
 
 
 def _source_calls(
@@ -1767,6 +1810,7 @@ def _source_calls(
             message = f"{name.id} used other than as op.<operation>(...)"
             yield ("unknown-statement", DESTRUCTIVE), message, line_of(name)
     covered = _covered_connection_nodes(body)
+    receivers = {id(node.value) for node in ast.walk(body) if isinstance(node, ast.Attribute)}
     for node in ast.walk(body):
         if isinstance(node, ast.Call) and _bind_execute(node):
             verdict = _judge_call("execute", node, dialect, created)  # op.get_bind().execute
@@ -1779,6 +1823,17 @@ def _source_calls(
             where = "op.get_bind()" if isinstance(node, ast.Call) else f".{node.attr}"
             message = f"{where}: what runs through the connection cannot be known statically"
             verdict = [("connection-use", message, DESTRUCTIVE)]
+        elif isinstance(node, ast.Call) and _is_op_call(node, "get_context"):
+            if id(node) in receivers:
+                continue  # judged by the attribute asked of it
+            verdict = [("unknown-statement", "op.get_context() kept for later use", DESTRUCTIVE)]
+        elif (
+            isinstance(node, ast.Attribute)
+            and _is_op_call(node.value, "get_context")
+            and node.attr not in _SAFE_CONTEXT_ATTRIBUTES
+        ):
+            message = f"op.get_context().{node.attr} is not known to be safe"
+            verdict = [("unknown-statement", message, DESTRUCTIVE)]
         elif isinstance(node, ast.Call) and _is_op_call(node) and node.func.attr != "get_bind":
             verdict = _judge_call(node.func.attr, node, dialect, created)
         else:

@@ -607,6 +607,12 @@ def test_source_scanning_judges_sql_run_through_the_connection(body, rules):
         ("globals()['op'].drop_table('m')", "dynamic-code"),
         ('getattr(sa, "x")', "unknown-statement"),
         ("import subprocess\n    subprocess.run(['psql', '-c', 'DROP TABLE m'])", "dynamic-code"),
+        ('op.get_context().impl._exec("DROP TABLE m")', "unknown-statement"),
+        ('ctx = op.get_context()\n    ctx.impl._exec("DROP TABLE m")', "unknown-statement"),
+        ('op.migration_context.connection.exec_driver_sql("DROP TABLE m")', "unknown-statement"),
+        ('context.config.attributes["connection"].exec_driver_sql("x")', "connection-use"),
+        ('op.get_bind().scalar(sa.text("DELETE FROM users RETURNING 1"))', "connection-use"),
+        ('with op.batch_alter_table("users") as b:\n        b.drop_column("x")', "drop-column"),
     ],
 )
 def test_source_scanning_needs_consent_for_what_it_cannot_resolve(body, rule):
@@ -623,6 +629,9 @@ def test_source_scanning_needs_consent_for_what_it_cannot_resolve(body, rule):
         'op.get_bind().execute(sa.text("SELECT 1"))',
         'op.get_context().connection.exec_driver_sql("SELECT 1")',
         "conn = op.get_bind()",
+        'context.config.attributes["connection"].execute(sa.text("SELECT 1"))',
+        'session.execute(sa.text("DELETE FROM users"))',
+        'sa.create_engine("sqlite://").connect()',
     ],
 )
 def test_a_revision_that_asks_for_offline_mode_or_uses_the_connection_runs_differently(body):
