@@ -1075,6 +1075,7 @@ def _has_executable_comment(text: str) -> bool:
 
 
 _SAFE_PRAGMAS = frozenset({"foreign_keys", "legacy_alter_table", "defer_foreign_keys"})
+_ON = frozenset({"on", "1", "true", "yes"})  # PRAGMA foreign_keys passes only switched on
 # Session settings a MariaDB/MySQL migration may change without consent: timeouts (only with a
 # non-zero literal) and the connection's character set. FOREIGN_KEY_CHECKS=0 lets later writes
 # leave orphans, sql_mode can make them truncate values silently: not on the list.
@@ -1122,6 +1123,10 @@ def _glot_statement(tree: Any, dialect: str, catalog: Catalog, rebuilt: set[str]
         return []  # reads; function calls are judged by _glot_nested
     if isinstance(tree, exp.Pragma):
         name = tree.this.name.lower() if tree.this is not None else ""
+        value = tree.this.expression if isinstance(tree.this, exp.EQ) else None
+        if name == "foreign_keys" and value is not None and value.name.lower() not in _ON:
+            message = "switches foreign-key checks off: later writes may leave orphans"
+            return [("unknown-setting", DESTRUCTIVE, message, "pragma foreign_keys off")]
         return [] if name in _SAFE_PRAGMAS else [_unknown(f"PRAGMA {name}")]
     if isinstance(tree, exp.Set):
         return _glot_set(tree)

@@ -209,6 +209,8 @@ SQLITE_DESTRUCTIVE = [
     "REPLACE INTO users (id, name) VALUES (1, 'x')",
     "PRAGMA writable_schema = ON",
     "PRAGMA journal_mode = OFF",
+    "PRAGMA foreign_keys = OFF",
+    "PRAGMA foreign_keys = 0",
     "VACUUM",
     "ATTACH DATABASE 'other.db' AS other",
     "DETACH DATABASE other",
@@ -325,6 +327,7 @@ SQLITE_SAFE = [
     "CREATE INDEX ix_users_name ON users (name)",
     "CREATE UNIQUE INDEX IF NOT EXISTS ix_users_email ON users (email)",
     "PRAGMA foreign_keys = ON",
+    "PRAGMA foreign_keys",
     "CREATE VIEW active_users AS SELECT * FROM users",
     "/*!50000 DROP TABLE memberships */ SELECT 1",  # only MySQL runs /*! comments
 ]
