@@ -20,6 +20,10 @@ Decisions worth knowing:
 - Widening `varchar(n)` (to a larger n, unbounded varchar or text) is safe when the column's
   current type is known, from earlier statements or from the `Catalog`'s lookup (the live
   database); an unknown current type is a type change, which needs consent.
+- CREATE TABLE IF NOT EXISTS may do nothing: it marks no table new and teaches no column type.
+- Session settings pass only from a short allow-list (timeouts, messages, memory, character
+  set); a timeout set to 0 switches the run's guard off, and RESET undoes it: both need consent.
+  MariaDB's ALTER TABLE options pass only in their online forms (no ENGINE=, no COPY/LOCK).
 
 On PostgreSQL squawk runs as well; its findings are merged with ours into one finding per
 statement and rule (`SQUAWK_ALIASES` maps squawk's names for the hazards we judge onto ours,
@@ -343,21 +347,24 @@ def _pg_judge(text: str, catalog: Catalog) -> Verdict:
     return verdict + [item for item in _pg_nested(node) if item not in verdict]
 
 
-# Settings a migration may change for its own session without consent.
+# Settings a migration may change for its own session without consent: the timeouts (which
+# only make it give up sooner), messages and memory. Anything else can change what later
+# statements mean or where they write (search_path, timezone, session_replication_role, ...).
 _SAFE_SETTINGS = frozenset(
     {
         "lock_timeout",
         "statement_timeout",
         "idle_in_transaction_session_timeout",
-        "search_path",
-        "client_encoding",
-        "standard_conforming_strings",
-        "check_function_bodies",
+        "application_name",
         "client_min_messages",
+        "check_function_bodies",
         "maintenance_work_mem",
         "work_mem",
-        "timezone",
     }
+)
+# The guards a run sets for its session: 0 means "no limit", which switches the guard off.
+_TIMEOUT_SETTINGS = frozenset(
+    {"lock_timeout", "statement_timeout", "idle_in_transaction_session_timeout"}
 )
 # Functions known not to write: reading, formatting, generating values.
 _SAFE_FUNCTIONS = frozenset(
@@ -507,6 +514,8 @@ def _pg_drop(node: Any, _catalog: Catalog) -> Verdict:
 
 
 def _pg_create_table(node: Any, catalog: Catalog) -> Verdict:
+    if node.if_not_exists and node.partbound is None:
+        return []  # may do nothing: the table is not new, its columns' types stay unknown
     table = _relname(node.relation)
     catalog.created.add(table)
     for element in node.tableElts or ():
@@ -518,7 +527,8 @@ def _pg_create_table(node: Any, catalog: Catalog) -> Verdict:
 
 
 def _pg_create_table_as(node: Any, catalog: Catalog) -> Verdict:
-    catalog.created.add(_relname(node.into.rel))
+    if not node.if_not_exists:  # IF NOT EXISTS may do nothing: the table is not known new
+        catalog.created.add(_relname(node.into.rel))
     return []
 
 
@@ -610,10 +620,51 @@ def _pg_select(node: Any, _catalog: Catalog) -> Verdict:
 
 
 def _pg_set(node: Any, _catalog: Catalog) -> Verdict:
-    if node.name is None or node.name.lower() in _SAFE_SETTINGS:
-        return []
-    message = f"changes the setting {node.name}, whose effect on the migration is not known"
-    return [("unknown-setting", DESTRUCTIVE, message, f"set {node.name}")]
+    """SET of an allow-listed setting to a literal value; RESET and SET ... DEFAULT never pass
+    (they undo the run's own timeout guards, which the allow-list cannot see)."""
+    from pglast.enums import VariableSetKind
+
+    name = (node.name or "").lower()
+    resets = {
+        VariableSetKind.VAR_RESET_ALL: "reset all",
+        VariableSetKind.VAR_RESET: f"reset {name}",
+        VariableSetKind.VAR_SET_DEFAULT: f"set {name} to default",
+    }
+    if node.kind in resets:
+        message = "resets session settings to their defaults, undoing the run's timeout guards"
+        return [("unknown-setting", DESTRUCTIVE, message, resets[node.kind])]
+    if node.kind != VariableSetKind.VAR_SET_VALUE:  # SET TRANSACTION, SET ... FROM CURRENT
+        return _setting_verdict(f"{name} (not a plain value)", [None])
+    values = [_pg_const(arg) for arg in node.args or ()]
+    return _setting_verdict(name, values if len(values) == 1 else [None])
+
+
+def _pg_const(node: Any) -> Any:
+    """The value of a literal constant (`0`, `'5s'`), None for anything else."""
+    value = getattr(node, "val", None)
+    for attribute in ("ival", "fval", "sval"):
+        if type(node).__name__ == "A_Const" and hasattr(value, attribute):
+            return getattr(value, attribute)
+    return None
+
+
+def _setting_verdict(name: str, values: list[Any]) -> Verdict:
+    """A session setting passes only when allow-listed; a timeout only with a non-zero literal."""
+    if name not in _SAFE_SETTINGS:
+        message = f"changes the setting {name}, whose effect on the migration is not known"
+        return [("unknown-setting", DESTRUCTIVE, message, f"set {name}")]
+    if name in _TIMEOUT_SETTINGS and not all(_positive_duration(value) for value in values):
+        message = f"sets {name} to 0 or a value not read literally: the timeout guard is off"
+        return [("timeout-off", DESTRUCTIVE, message, f"set {name}")]
+    return []
+
+
+def _positive_duration(value: Any) -> bool:
+    """`5`, `'4s'`, `'30min'`: a literal, non-zero duration (anything else is not proven)."""
+    if isinstance(value, bool) or value is None:
+        return False
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*(?:us|ms|s|min|h|d)?\s*", str(value).lower())
+    return match is not None and float(match.group(1)) > 0
 
 
 def _pg_do(node: Any, _catalog: Catalog) -> Verdict:
@@ -952,23 +1003,29 @@ def _pg_nested(node: Any) -> Verdict:
             found.extend(_pg_insert(inner, Catalog()))
         elif kind == "FuncCall" and not _pg_in_definition(node):
             name = ".".join(part.sval for part in inner.funcname)
-            if name.lower().removeprefix("pg_catalog.") not in _SAFE_FUNCTIONS and not (
-                _pg_safe_set_config(inner)
-            ):
+            setting = _pg_set_config(inner)
+            if setting is not None:
+                found.extend(item for item in setting if item not in found)
+            elif name.lower().removeprefix("pg_catalog.") not in _SAFE_FUNCTIONS:
                 message = f"calls {name}(), which may write: its effect cannot be known statically"
                 found.append(("function-call", DESTRUCTIVE, message, f"call {name}()"))
     return found
 
 
-def _pg_safe_set_config(call: Any) -> bool:
-    """`set_config('lock_timeout', ...)`: a literal, harmless setting, like SET lock_timeout."""
+def _pg_set_config(call: Any) -> Verdict | None:
+    """`set_config(name, value, is_local)` judged like `SET name = value`; None for other calls.
+
+    A name or value that is not a literal cannot be known, so it is not safe."""
     if ".".join(part.sval for part in call.funcname).lower().removeprefix("pg_catalog.") != (
         "set_config"
     ):
-        return False
-    first = (call.args or (None,))[0]
-    setting = getattr(getattr(first, "val", None), "sval", None)
-    return isinstance(setting, str) and setting.lower() in _SAFE_SETTINGS
+        return None
+    args = list(call.args or ())
+    setting = _pg_const(args[0]) if args else None
+    if not isinstance(setting, str) or len(args) != 3:
+        message = "set_config with a setting not named literally"
+        return [("unknown-setting", DESTRUCTIVE, message, "call set_config()")]
+    return _setting_verdict(setting.lower(), [_pg_const(args[1])])
 
 
 def _pg_in_definition(node: Any) -> bool:
@@ -1018,9 +1075,25 @@ def _has_executable_comment(text: str) -> bool:
 
 
 _SAFE_PRAGMAS = frozenset({"foreign_keys", "legacy_alter_table", "defer_foreign_keys"})
+_ON = frozenset({"on", "1", "true", "yes"})  # PRAGMA foreign_keys passes only switched on
+# Session settings a MariaDB/MySQL migration may change without consent: timeouts (only with a
+# non-zero literal) and the connection's character set. FOREIGN_KEY_CHECKS=0 lets later writes
+# leave orphans, sql_mode can make them truncate values silently: not on the list.
 _SAFE_MYSQL_SETTINGS = frozenset(
-    {"foreign_key_checks", "lock_wait_timeout", "innodb_lock_wait_timeout", "names", "sql_mode"}
+    {
+        "lock_wait_timeout",
+        "innodb_lock_wait_timeout",
+        "max_statement_time",
+        "names",
+        "character set",
+    }
 )
+_MYSQL_TIMEOUTS = frozenset({"lock_wait_timeout", "innodb_lock_wait_timeout", "max_statement_time"})
+# ALTER TABLE options (MariaDB's online DDL clauses) that keep the table open to writers.
+_SAFE_ALTER_OPTIONS = {
+    "ALGORITHMPROPERTY": frozenset({"DEFAULT", "INSTANT", "INPLACE", "NOCOPY"}),
+    "LOCKPROPERTY": frozenset({"DEFAULT", "NONE"}),
+}
 
 
 def _glot_statement(tree: Any, dialect: str, catalog: Catalog, rebuilt: set[str]) -> Verdict:
@@ -1050,17 +1123,67 @@ def _glot_statement(tree: Any, dialect: str, catalog: Catalog, rebuilt: set[str]
         return []  # reads; function calls are judged by _glot_nested
     if isinstance(tree, exp.Pragma):
         name = tree.this.name.lower() if tree.this is not None else ""
+        value = tree.this.expression if isinstance(tree.this, exp.EQ) else None
+        if name == "foreign_keys" and value is not None and value.name.lower() not in _ON:
+            message = "switches foreign-key checks off: later writes may leave orphans"
+            return [("unknown-setting", DESTRUCTIVE, message, "pragma foreign_keys off")]
         return [] if name in _SAFE_PRAGMAS else [_unknown(f"PRAGMA {name}")]
     if isinstance(tree, exp.Set):
-        names = {
-            item.find(exp.Column).name.lower() for item in tree.expressions if item.find(exp.Column)
-        }
-        if names and names <= _SAFE_MYSQL_SETTINGS:
-            return []
-        return [_unknown("SET")]
+        return _glot_set(tree)
     if isinstance(tree, exp.Command):
         return [_unknown(str(tree.this).upper())]
     return [_unknown(type(tree).__name__.upper())]
+
+
+def _glot_set(tree: Any) -> Verdict:
+    """Each item of a SET must be an allow-listed session setting with a harmless value."""
+    verdict: Verdict = []
+    items = list(tree.expressions) if not tree.args.get("unset") else []
+    for item in items or [None]:
+        name, value = _glot_set_item(item)
+        if name in _SAFE_MYSQL_SETTINGS and (name not in _MYSQL_TIMEOUTS or _positive(value)):
+            continue
+        if name in _MYSQL_TIMEOUTS:
+            message = f"sets {name} to 0 or a value not read literally: the timeout guard is off"
+            found = ("timeout-off", DESTRUCTIVE, message, f"set {name}")
+        else:
+            what = name or "a setting not named plainly (GLOBAL, a user variable, ...)"
+            message = f"changes {what}, whose effect on the migration is not known"
+            found = ("unknown-setting", DESTRUCTIVE, message, f"set {name or 'setting'}")
+        if found not in verdict:
+            verdict.append(found)
+    return verdict
+
+
+def _glot_set_item(item: Any) -> tuple[str, Any]:
+    """(setting name, literal value) of one SET item; ("", None) when it is not a session
+    setting given plainly (GLOBAL, @@global., a user variable, a non-literal value)."""
+    from sqlglot import exp
+
+    if not isinstance(item, exp.SetItem):
+        return "", None
+    kind = str(item.args.get("kind") or "").upper()
+    if kind in {"NAMES", "CHARACTER SET"}:
+        return kind.lower(), None
+    target = item.this.this if isinstance(item.this, exp.EQ) else None
+    if kind not in {"", "SESSION"} or target is None:
+        return "", None
+    session_parameter = isinstance(target, exp.SessionParameter) and str(
+        target.args.get("kind") or ""
+    ).lower() in {"", "session"}
+    if not (session_parameter or (isinstance(target, exp.Column) and not target.table)):
+        return "", None
+    name = target.name.lower()
+    value = item.this.expression
+    return name, value.this if isinstance(value, exp.Literal) else None
+
+
+def _positive(value: Any) -> bool:
+    """A literal number above 0 (a timeout that is on)."""
+    try:
+        return value is not None and float(str(value)) > 0
+    except ValueError:
+        return False
 
 
 def _glot_create(tree: Any, catalog: Catalog) -> Verdict:
@@ -1069,6 +1192,8 @@ def _glot_create(tree: Any, catalog: Catalog) -> Verdict:
     kind = (tree.args.get("kind") or "").upper()
     if tree.args.get("replace"):
         return [("replace-object", DESTRUCTIVE, f"replaces an existing {kind.lower()}", "replace")]
+    if kind == "TABLE" and tree.args.get("exists"):
+        return []  # IF NOT EXISTS: the table may exist, full, with other types: nothing learnt
     if kind == "TABLE":
         table = tree.find(exp.Table)
         name = table.name if table is not None else ""
@@ -1108,11 +1233,38 @@ def _glot_alter(tree: Any, catalog: Catalog, rebuilt: set[str]) -> Verdict:
     if (tree.args.get("kind") or "").upper() != "TABLE":
         return [_unknown(f"ALTER {tree.args.get('kind')}")]
     verdict: Verdict = []
-    for action in tree.args.get("actions") or []:
-        for item in _glot_action(table, action, catalog, rebuilt):
+    found = [
+        *(
+            _glot_action(table, action, catalog, rebuilt)
+            for action in tree.args.get("actions") or []
+        ),
+        *(_glot_alter_option(table, option) for option in tree.args.get("options") or []),
+    ]
+    for items in found:
+        for item in items:
             if item not in verdict:
                 verdict.append(item)
     return verdict
+
+
+def _glot_alter_option(table: str, option: Any) -> Verdict:
+    """MariaDB's ALTER TABLE options: ENGINE= copies the table into another engine (MEMORY,
+    BLACKHOLE lose rows); ALGORITHM=COPY and LOCK=SHARED/EXCLUSIVE stop writers for the copy.
+    Only the online forms pass (ALGORITHM=INSTANT/INPLACE/NOCOPY, LOCK=NONE)."""
+    kind = type(option).__name__.upper()
+    value = str(option.name or option.this or "").upper()
+    if kind in _SAFE_ALTER_OPTIONS and value in _SAFE_ALTER_OPTIONS[kind]:
+        return []
+    if kind == "SCHEMACOMMENTPROPERTY":
+        return []  # the table's comment: metadata only
+    if kind == "ENGINEPROPERTY":
+        message = f"moves the table to the {value} engine: a full copy, and some engines lose rows"
+        return [("change-engine", DESTRUCTIVE, message, f"change engine of {table}")]
+    if kind in _SAFE_ALTER_OPTIONS:
+        setting = f"{kind.removesuffix('PROPERTY')}={value}"
+        message = f"{setting}: the table is copied or locked and writers wait for the whole copy"
+        return [("table-copy", BLOCKING, message, f"{setting.lower()} on {table}")]
+    return [_unknown(f"ALTER TABLE option {option.sql()}")]
 
 
 def _glot_action(table: str, action: Any, catalog: Catalog, rebuilt: set[str]) -> Verdict:
@@ -1469,20 +1621,68 @@ _SOURCE_RULES = {
 }
 
 
+_RENDER_FAILED = "found in the revision's source (its SQL could not be rendered)"
+RUNS_ONLINE = "runs differently online than the SQL shown (found in the revision's source)"
+
+# Names that run code or reach objects chosen at run time: what they do cannot be read.
+_DYNAMIC_CALLS = frozenset(
+    {"exec", "eval", "compile", "__import__", "globals", "locals", "vars", "breakpoint"}
+)
+_DYNAMIC_ATTRIBUTES = frozenset({"getattr", "setattr", "delattr"})
+_DYNAMIC_MODULES = frozenset(
+    {"importlib", "runpy", "builtins", "code", "codeop", "ctypes", "subprocess", "pickle"}
+)
+_DUNDERS = frozenset(
+    {"__dict__", "__getattribute__", "__globals__", "__builtins__", "__code__", "__subclasses__"}
+)
+# Attributes that reach the live connection (what runs through it is not the SQL shown offline).
+_CONNECTION_ATTRIBUTES = frozenset(
+    {
+        "get_bind",
+        "connection",
+        "bind",
+        "exec_driver_sql",
+        "engine",
+        "execute",
+        "executemany",
+        "executescript",
+        "attributes",  # context.config.attributes["connection"]
+        "connect",
+        "raw_connection",
+        "cursor",
+        "create_engine",
+        "create_async_engine",
+    }
+)
+# Signs in a revision's source that it behaves differently offline than online.
+_ONLINE_SIGNS = frozenset(
+    {"is_offline_mode", "as_sql", "run_async", *_CONNECTION_ATTRIBUTES} - {"execute"}
+)
+# What `op.get_context()` may be asked without consent; the connection's own attributes are
+# judged as connection uses.
+_SAFE_CONTEXT_ATTRIBUTES = frozenset(
+    {"autocommit_block", "as_sql", "dialect", "connection", "bind", "execute"}
+)
+
+
 def scan_source(
     source: str,
     upgrade: bool,
     ignored: frozenset[str] = frozenset(),
     dialect: str = "postgresql",
+    why: str = _RENDER_FAILED,
 ) -> list[Finding]:
     """What a revision's upgrade() or downgrade() would do, read from its Python source.
 
     The fallback when Alembic cannot render a revision offline (it reads the database while
-    migrating). Fails closed like the SQL classifier: every `op.<name>(...)` call (and every
-    `batch_op.<name>(...)`) is judged by the operation; `alter_column` passes only when it
-    changes nothing but a comment or a default or makes a column nullable; `execute` passes
-    only with literal SQL the classifier finds safe; a body that does not parse as Python, or
-    an operation we do not know, needs consent.
+    migrating), and the second opinion on a revision that runs differently online
+    (`runs_differently_online`). Fails closed like the SQL classifier: every
+    `op.<name>(...)` call (and every `batch_op.<name>(...)`) is judged by the operation;
+    `alter_column` passes only when it changes nothing but a comment or a default or makes a
+    column nullable; `execute` (op's, or the connection's) passes only with literal SQL the
+    classifier finds safe; a body that does not parse as Python, an operation we do not know,
+    an import of op's members under other names, dynamic code (exec, eval, __import__,
+    importlib, getattr) and any other use of the connection need consent.
     """
     import ast
 
@@ -1490,10 +1690,75 @@ def scan_source(
         module = ast.parse(source)
     except SyntaxError:
         message = "the revision's source is not valid Python"
-        return [_source_finding("unparsable", DESTRUCTIVE, message, "")]
+        return [_source_finding("unparsable", DESTRUCTIVE, message, "", why)]
+    body = _direction_body(module, upgrade)
+    lines = source.splitlines()
+    created = {
+        str(_literal(call.args[0]))
+        for call in ast.walk(body)
+        if _is_op_call(call, "create_table")
+        and call.args
+        and _literal(call.args[0])
+        and not any(keyword.arg == "if_not_exists" for keyword in call.keywords)
+    }
+    findings: list[Finding] = []
+    seen: set[tuple[str, str]] = set()  # one finding per rule and source line
+    for rule, message, line in _source_calls(body, lines, dialect, created):
+        if rule[0] in ignored or (rule[0], line) in seen:
+            continue
+        seen.add((rule[0], line))
+        findings.append(_source_finding(*rule, message, line, why))
+    return findings
+
+
+def runs_differently_online(source: str, upgrade: bool) -> bool:
+    """Whether a revision's source shows it may do online what its offline SQL does not show:
+    it asks `is_offline_mode()` / `as_sql`, or uses the connection (`get_bind`, `.connection`,
+    `.bind`, `exec_driver_sql`). Reading only `op.get_bind().dialect` is the same offline.
+    Source that does not parse counts as different: not knowing is not safe."""
+    import ast
+
+    try:
+        module = ast.parse(source)
+    except SyntaxError:
+        return True
+    body = _direction_body(module, upgrade)
+    dialect_only = {
+        id(node.value)
+        for node in ast.walk(body)
+        if isinstance(node, ast.Attribute) and node.attr == "dialect"
+    }
+    for node in ast.walk(body):
+        if isinstance(node, ast.Name) and node.id in _ONLINE_SIGNS:
+            return True
+        if isinstance(node, ast.Attribute) and node.attr == "execute":
+            if not _is_op_name(node.value):
+                return True  # execution through something else than op: a connection
+        elif isinstance(node, ast.Attribute) and node.attr in _ONLINE_SIGNS:
+            if node.attr == "get_bind" and _parent_call_id(body, node) in dialect_only:
+                continue
+            return True
+    return False
+
+
+def _parent_call_id(body: Any, attribute: Any) -> int | None:
+    """The id of the call `attribute(...)` (the `op.get_bind()` whose `.get_bind` this is)."""
+    import ast
+
+    for node in ast.walk(body):
+        if isinstance(node, ast.Call) and node.func is attribute:
+            return id(node)
+    return None
+
+
+def _direction_body(module: Any, upgrade: bool) -> Any:
+    """The module without the other direction's function.
+
+    Helpers the function calls are module-level functions too: only the other direction's
+    function is left out, so an op call moved into a helper is still seen."""
+    import ast
+
     other = "downgrade" if upgrade else "upgrade"
-    # Helpers the function calls are module-level functions too: only the other direction's
-    # function is left out, so an op call moved into a helper is still seen.
     body = ast.Module(
         body=[
             node
@@ -1502,17 +1767,26 @@ def scan_source(
         ],
         type_ignores=[],
     )
-    lines = source.splitlines()
-    created = {
-        str(_literal(call.args[0]))
-        for call in ast.walk(body)
-        if _is_op_call(call, "create_table") and call.args and _literal(call.args[0])
+    _name_batch_ops(body)
+    return body
+
+
+def _name_batch_ops(body: Any) -> None:
+    """`with op.batch_alter_table(...) as b:` names `b` batch_op, so `b.drop_column(...)` is
+    judged like `batch_op.drop_column(...)` (the scan recognises operations by their name)."""
+    import ast
+
+    names = {
+        item.optional_vars.id
+        for node in ast.walk(body)
+        if isinstance(node, (ast.With, ast.AsyncWith))
+        for item in node.items
+        if _is_op_call(item.context_expr, "batch_alter_table")
+        and isinstance(item.optional_vars, ast.Name)
     }
-    findings: list[Finding] = []
-    for rule, message, line in _source_calls(body, lines, dialect, created):
-        if rule[0] not in ignored:
-            findings.append(_source_finding(*rule, message, line))
-    return findings
+    for node in ast.walk(body):
+        if isinstance(node, ast.Name) and node.id in names:
+            node.id = "batch_op"
 
 
 def _source_calls(
@@ -1524,6 +1798,8 @@ def _source_calls(
     def line_of(node: Any) -> str:
         return lines[node.lineno - 1].strip() if node.lineno <= len(lines) else ""
 
+    for node, rule, severity, message in _source_evasions(body):
+        yield (rule, severity), message, line_of(node)
     judged = {
         id(call.func.value)
         for call in ast.walk(body)
@@ -1538,21 +1814,103 @@ def _source_calls(
         ):
             message = f"{name.id} used other than as op.<operation>(...)"
             yield ("unknown-statement", DESTRUCTIVE), message, line_of(name)
-    through = {id(call.func.value) for call in ast.walk(body) if _bind_execute(call)}
-    for call in ast.walk(body):
-        if _bind_execute(call):
-            verdict = _judge_call("execute", call, dialect, created)  # op.get_bind().execute
-        elif _is_op_call(call, "get_bind"):
-            if id(call) in through:
-                continue  # judged at its .execute(...)
-            message = "op.get_bind(): what runs through the connection cannot be known statically"
+    covered = _covered_connection_nodes(body)
+    receivers = {id(node.value) for node in ast.walk(body) if isinstance(node, ast.Attribute)}
+    for node in ast.walk(body):
+        if isinstance(node, ast.Call) and _bind_execute(node):
+            verdict = _judge_call("execute", node, dialect, created)  # op.get_bind().execute
+        elif (
+            isinstance(node, ast.Attribute)
+            and node.attr in _CONNECTION_ATTRIBUTES
+            and id(node) not in covered
+            and not _is_op_name(node.value)
+        ) or (_is_op_call(node, "get_bind") and id(node) not in covered):
+            where = "op.get_bind()" if isinstance(node, ast.Call) else f".{node.attr}"
+            message = f"{where}: what runs through the connection cannot be known statically"
             verdict = [("connection-use", message, DESTRUCTIVE)]
-        elif _is_op_call(call):
-            verdict = _judge_call(call.func.attr, call, dialect, created)
+        elif isinstance(node, ast.Call) and _is_op_call(node, "get_context"):
+            if id(node) in receivers:
+                continue  # judged by the attribute asked of it
+            verdict = [("unknown-statement", "op.get_context() kept for later use", DESTRUCTIVE)]
+        elif (
+            isinstance(node, ast.Attribute)
+            and _is_op_call(node.value, "get_context")
+            and node.attr not in _SAFE_CONTEXT_ATTRIBUTES
+        ):
+            message = f"op.get_context().{node.attr} is not known to be safe"
+            verdict = [("unknown-statement", message, DESTRUCTIVE)]
+        elif isinstance(node, ast.Call) and _is_op_call(node) and node.func.attr != "get_bind":
+            verdict = _judge_call(node.func.attr, node, dialect, created)
         else:
             continue
         for rule, message, severity in verdict:
-            yield (rule, severity), message, line_of(call)
+            yield (rule, severity), message, line_of(node)
+
+
+def _source_evasions(body: Any) -> Iterator[tuple[Any, str, str, str]]:
+    """(node, rule, severity, message) for what hides an operation from the scan: op's members
+    imported under other names, alembic imported whole, dynamic code and dynamic imports."""
+    import ast
+
+    for node in ast.walk(body):
+        if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if module == "alembic":
+                for alias in node.names:
+                    if alias.name not in {"op", "context"} or alias.asname not in {
+                        None,
+                        alias.name,
+                    }:
+                        message = f"from alembic import {alias.name}: not read as op.<operation>"
+                        yield node, "unknown-statement", DESTRUCTIVE, message
+            elif module.split(".")[0] == "alembic" and module != "alembic.context":
+                message = f"imports from {module}: operations used other than as op.<operation>"
+                yield node, "unknown-statement", DESTRUCTIVE, message
+            elif module.split(".")[0] in _DYNAMIC_MODULES:
+                message = f"imports from {module}: code chosen at run time cannot be read"
+                yield node, "dynamic-code", DESTRUCTIVE, message
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                top = alias.name.split(".")[0]
+                if top == "alembic":
+                    message = f"import {alias.name}: operations used other than as op.<operation>"
+                    yield node, "unknown-statement", DESTRUCTIVE, message
+                elif top in _DYNAMIC_MODULES:
+                    message = f"import {alias.name}: code chosen at run time cannot be read"
+                    yield node, "dynamic-code", DESTRUCTIVE, message
+        elif isinstance(node, ast.Name) and node.id in _DYNAMIC_CALLS:
+            message = f"{node.id}(): code built at run time cannot be read"
+            yield node, "dynamic-code", DESTRUCTIVE, message
+        elif isinstance(node, ast.Name) and node.id in _DYNAMIC_ATTRIBUTES:
+            message = f"{node.id}(): an attribute chosen at run time cannot be resolved"
+            yield node, "unknown-statement", DESTRUCTIVE, message
+        elif isinstance(node, ast.Attribute) and node.attr in _DUNDERS:
+            message = f".{node.attr}: reaches objects the scan cannot resolve"
+            yield node, "dynamic-code", DESTRUCTIVE, message
+
+
+def _covered_connection_nodes(body: Any) -> set[int]:
+    """Nodes of connection uses the scan reads: `<connection>.execute("literal")` (judged by its
+    SQL) and `op.get_bind().dialect` / `op.get_context().dialect` (the same offline)."""
+    import ast
+
+    covered: set[int] = set()
+    for node in ast.walk(body):
+        if isinstance(node, ast.Call) and _bind_execute(node):
+            covered |= {id(inner) for inner in ast.walk(node.func)}
+        elif (
+            isinstance(node, ast.Attribute)
+            and node.attr in {"dialect", "as_sql"}
+            and _connection_expr(node.value)
+        ):
+            covered |= {id(inner) for inner in ast.walk(node.value)}
+    return covered
+
+
+def _is_op_name(node: Any) -> bool:
+    import ast
+
+    return isinstance(node, ast.Name) and node.id in {"op", "batch_op"}
 
 
 def _is_op_call(call: Any, operation: str | None = None) -> bool:
@@ -1562,26 +1920,45 @@ def _is_op_call(call: Any, operation: str | None = None) -> bool:
     return (
         isinstance(call, ast.Call)
         and isinstance(call.func, ast.Attribute)
-        and isinstance(call.func.value, ast.Name)
-        and call.func.value.id in {"op", "batch_op"}
+        and _is_op_name(call.func.value)
         and (operation is None or call.func.attr == operation)
     )
 
 
+def _connection_expr(node: Any) -> bool:
+    """`op.get_bind()`, `op.get_context()`, `op.get_context().connection` / `.bind`,
+    `context.get_bind()`: where SQL handed to `.execute(...)` runs as given."""
+    import ast
+
+    if _is_op_call(node, "get_bind") or _is_op_call(node, "get_context"):
+        return True
+    if isinstance(node, ast.Attribute) and node.attr in {"connection", "bind"}:
+        return _is_op_call(node.value, "get_context")
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "get_bind"
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "context"
+    )
+
+
 def _bind_execute(call: Any) -> bool:
-    """`op.get_bind().execute(...)`: judged like op.execute, by the SQL it is given."""
+    """`op.get_bind().execute(...)` and the like: judged like op.execute, by the SQL given."""
     import ast
 
     return (
         isinstance(call, ast.Call)
         and isinstance(call.func, ast.Attribute)
         and call.func.attr in {"execute", "exec_driver_sql"}
-        and _is_op_call(call.func.value, "get_bind")
+        and _connection_expr(call.func.value)
     )
 
 
-def _source_finding(rule: str, severity: str, message: str, line: str) -> Finding:
-    text = f"found in the revision's source (its SQL could not be rendered): {message}"
+def _source_finding(
+    rule: str, severity: str, message: str, line: str, why: str = _RENDER_FAILED
+) -> Finding:
+    text = f"{why}: {message}"
     return Finding(rule, severity, text, line, "source", subject=rule.replace("-", " "))
 
 

@@ -5,7 +5,9 @@ Alembic's own planner, so the SQL shown is the SQL that will run; `tasks.lint` c
 Revisions that read the database while migrating cannot be rendered offline (alembic #740). On
 SQLite (where every batch operation reflects its table) the plan then rehearses the pending
 revisions on a copy of the database file and shows the SQL they really ran; elsewhere it says so
-for that revision and scans its source for destructive operations instead of failing.
+for that revision and scans its source for destructive operations instead of failing. A
+revision whose source shows it runs differently online (`is_offline_mode()`, `as_sql`, the
+connection) is rendered and also scanned: what the scan cannot prove safe needs consent.
 """
 
 from __future__ import annotations
@@ -140,6 +142,7 @@ def _plan_step(
         )
     findings = lint.lint(sql, dialect, ignored, _squawk_preamble(session), pg_version, catalog)
     findings.extend(_non_atomic_ddl(sql, dialect, ignored))
+    findings.extend(_online_only(revision.path, step.is_upgrade, ignored, dialect))
     planned = PlannedRevision(revision.revision, revision.doc or "", path, sql, findings)
     planned.statements = lint.statements(sql, dialect)
     return planned
@@ -191,6 +194,16 @@ def _non_atomic_ddl(sql: str, dialect: str, ignored: Any) -> list[lint.Finding]:
         "the earlier ones stay applied and the revision must be finished or undone by hand"
     )
     return [lint.Finding(rule, lint.WARNING, message, "")]
+
+
+def _online_only(path: str, upgrade: bool, ignored: Any, dialect: str) -> list[lint.Finding]:
+    """The source scan of a revision that shows it runs differently online (it asks for
+    offline mode, or uses the connection): its offline SQL is not the whole story, so what
+    the scan cannot prove safe needs consent too."""
+    source = _source(path)
+    if not lint.runs_differently_online(source, upgrade):
+        return []
+    return lint.scan_source(source, upgrade, ignored, dialect, why=lint.RUNS_ONLINE)
 
 
 def _source(path: str) -> str:

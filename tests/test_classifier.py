@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.lint import NEEDS_CONSENT, Catalog, classify, scan_source
+from tasks.lint import (
+    NEEDS_CONSENT,
+    RUNS_ONLINE,
+    Catalog,
+    classify,
+    runs_differently_online,
+    scan_source,
+)
 
 # Forms every dialect's parser reads the same way.
 COMMON_DESTRUCTIVE = [
@@ -116,6 +123,24 @@ PG_DESTRUCTIVE = [
     "ALTER TABLE users ADD CONSTRAINT ck CHECK (wipe_users(id)) NOT VALID",
     "CREATE VIEW v AS SELECT wipe_users()",
     "SELECT set_config('session_replication_role', 'replica', false)",
+    # Session settings other than the timeout guards, resets, and timeouts switched off.
+    "RESET ALL",
+    "RESET lock_timeout",
+    "SET statement_timeout TO DEFAULT",
+    "SET statement_timeout TO 0",
+    "SET lock_timeout = '0s'",
+    "SET LOCAL lock_timeout = 0",
+    "SET search_path TO nowhere",
+    "SET TIME ZONE 'UTC'",
+    "SET ROLE admin",
+    "SET standard_conforming_strings = off",
+    "SELECT set_config('search_path', 'nowhere', false)",
+    "SELECT set_config('lock_timeout', '0', false)",
+    "SELECT set_config(name, '5s', false) FROM settings",
+    # IF NOT EXISTS may do nothing: the table is neither new nor of the types it names.
+    "CREATE TABLE IF NOT EXISTS users (id int, name varchar(5));\n"
+    "ALTER TABLE users ALTER COLUMN name TYPE varchar(6)",
+    "CREATE TABLE IF NOT EXISTS users (id int); CREATE INDEX ix_users_id ON users (id)",
 ]
 
 MYSQL_DESTRUCTIVE = [
@@ -157,6 +182,23 @@ MYSQL_DESTRUCTIVE = [
     "DROP TABLE memberships; -- the end",
     "SELECT 'it''s'; DROP TABLE memberships",
     "UPDATE alembic_version SET version_num = wipe_users()",
+    # Table rebuilds (BLACKHOLE and MEMORY lose rows) and session settings off the allow-list.
+    "ALTER TABLE memberships ENGINE=MEMORY",
+    "ALTER TABLE memberships ENGINE=InnoDB",
+    "ALTER TABLE users ADD COLUMN nick INT NULL, ALGORITHM=COPY",
+    "ALTER TABLE users ADD COLUMN nick INT NULL, LOCK=EXCLUSIVE",
+    "ALTER TABLE users ADD COLUMN nick INT NULL, ALGORITHM=INPLACE, LOCK=SHARED",
+    "ALTER TABLE users ROW_FORMAT=COMPRESSED",
+    "SET FOREIGN_KEY_CHECKS = 0",
+    "SET foreign_key_checks = 0",
+    "SET SESSION sql_mode = ''",
+    "SET lock_wait_timeout = 5, sql_mode = ''",
+    "SET GLOBAL lock_wait_timeout = 5",
+    "SET @@global.lock_wait_timeout = 5",
+    "SET @x = 1",
+    "SET max_statement_time = 0",
+    "CREATE TABLE IF NOT EXISTS users (id INT); ALTER TABLE users ADD CONSTRAINT fk "
+    "FOREIGN KEY (id) REFERENCES orgs (id)",
 ]
 
 SQLITE_DESTRUCTIVE = [
@@ -167,6 +209,8 @@ SQLITE_DESTRUCTIVE = [
     "REPLACE INTO users (id, name) VALUES (1, 'x')",
     "PRAGMA writable_schema = ON",
     "PRAGMA journal_mode = OFF",
+    "PRAGMA foreign_keys = OFF",
+    "PRAGMA foreign_keys = 0",
     "VACUUM",
     "ATTACH DATABASE 'other.db' AS other",
     "DETACH DATABASE other",
@@ -241,8 +285,14 @@ PG_SAFE = [
     "CREATE TYPE user_role AS ENUM ('member', 'admin')",
     "ALTER TYPE user_role ADD VALUE 'owner'",
     "SET lock_timeout = '4s'",
-    "SET statement_timeout TO 0",
+    "SET statement_timeout TO '30min'",
+    "SET LOCAL statement_timeout = 60000",
+    "SET idle_in_transaction_session_timeout = '1min'",
+    "SET application_name = 'migration'",
+    "SET client_min_messages = warning",
     "SELECT set_config('lock_timeout', '4s', false)",
+    "SELECT set_config('statement_timeout', '30min', true)",
+    "CREATE TABLE IF NOT EXISTS audit_log (id int)",
     "CREATE VIEW active_users AS SELECT * FROM users WHERE active",
     "CREATE FUNCTION f() RETURNS int AS $$ DELETE FROM users RETURNING 1 $$ LANGUAGE sql",
     "CREATE SCHEMA reporting",
@@ -260,8 +310,16 @@ MYSQL_SAFE = [
     "ALTER TABLE users ALTER COLUMN role SET DEFAULT 'member'",
     "ALTER TABLE users ADD CONSTRAINT uq_email UNIQUE (email)",
     "CREATE TABLE t (id INT); ALTER TABLE t ADD CONSTRAINT fk FOREIGN KEY (id) REFERENCES u (id)",
-    "SET FOREIGN_KEY_CHECKS = 0",
     "-- /*! looks executable */ but is a line comment\nSELECT 1",
+    "SET lock_wait_timeout = 5",
+    "SET SESSION innodb_lock_wait_timeout = 10",
+    "SET @@session.lock_wait_timeout = 5",
+    "SET max_statement_time = 30",
+    "SET NAMES utf8mb4",
+    "ALTER TABLE users ADD COLUMN nick INT NULL, ALGORITHM=INSTANT",
+    "ALTER TABLE users ADD COLUMN nick INT NULL, ALGORITHM=INPLACE, LOCK=NONE",
+    "ALTER TABLE users COMMENT 'people'",
+    "CREATE TABLE IF NOT EXISTS audit_log (id INT)",
 ]
 
 SQLITE_SAFE = [
@@ -269,6 +327,7 @@ SQLITE_SAFE = [
     "CREATE INDEX ix_users_name ON users (name)",
     "CREATE UNIQUE INDEX IF NOT EXISTS ix_users_email ON users (email)",
     "PRAGMA foreign_keys = ON",
+    "PRAGMA foreign_keys",
     "CREATE VIEW active_users AS SELECT * FROM users",
     "/*!50000 DROP TABLE memberships */ SELECT 1",  # only MySQL runs /*! comments
 ]
@@ -509,12 +568,96 @@ def test_source_scanning_reads_the_right_function():
     [
         ('op.get_bind().execute(sa.text("DROP TABLE memberships"))', ["drop-table"]),
         ('op.get_bind().execute(sa.text("SELECT count(*) FROM users"))', []),
-        ('conn = op.get_bind()\n    conn.execute(sa.text("SELECT 1"))', ["connection-use"]),
+        (
+            'conn = op.get_bind()\n    conn.execute(sa.text("SELECT 1"))',
+            ["connection-use", "connection-use"],  # each line says what it could not read
+        ),
+        ('op.get_context().connection.exec_driver_sql("DROP TABLE m")', ["drop-table"]),
+        ('op.get_context().bind.execute(sa.text("DELETE FROM users"))', ["delete-rows"]),
+        ('op.get_context().execute("DROP TABLE m")', ["drop-table"]),
+        ('context.get_bind().exec_driver_sql("TRUNCATE users")', ["truncate"]),
+        ("op.get_context().connection.exec_driver_sql(sql)", ["dynamic-sql"]),
+        (
+            "c = op.get_context().connection\n    c.exec_driver_sql('SELECT 1')",
+            ["connection-use", "connection-use"],
+        ),
+        ('sa.create_engine(url).connect().execute(sa.text("DROP TABLE m"))', ["connection-use"]),
+        ('op.get_context().connection.exec_driver_sql("SELECT 1")', []),
+        ('if op.get_bind().dialect.name == "postgresql":\n        op.execute("SELECT 1")', []),
+        ('with op.get_context().autocommit_block():\n        op.execute("SELECT 1")', []),
     ],
 )
 def test_source_scanning_judges_sql_run_through_the_connection(body, rules):
     found = scan_source(SOURCE.format(body=body), upgrade=True)
     assert [f.rule for f in found] == rules
+
+
+@pytest.mark.parametrize(
+    ("body", "rule"),
+    [
+        ("from alembic.op import drop_table as dt\n    dt('m')", "unknown-statement"),
+        ("from alembic.op import *\n    drop_table('m')", "unknown-statement"),
+        ("from alembic import op as o\n    o.drop_table('m')", "unknown-statement"),
+        ("from alembic.operations import Operations", "unknown-statement"),
+        ("import alembic\n    alembic.op.drop_table('m')", "unknown-statement"),
+        ("import alembic.op as o2\n    o2.drop_table('m')", "unknown-statement"),
+        ("exec(\"op.drop_table('m')\")", "dynamic-code"),
+        ("eval(\"op.drop_table('m')\")", "dynamic-code"),
+        ("code = compile('x', 'f', 'exec')", "dynamic-code"),
+        ("__import__('alembic').op.drop_table('m')", "dynamic-code"),
+        ("import importlib\n    importlib.import_module('alembic.op')", "dynamic-code"),
+        ("from importlib import import_module\n    import_module('alembic.op')", "dynamic-code"),
+        ("globals()['op'].drop_table('m')", "dynamic-code"),
+        ('getattr(sa, "x")', "unknown-statement"),
+        ("import subprocess\n    subprocess.run(['psql', '-c', 'DROP TABLE m'])", "dynamic-code"),
+        ('op.get_context().impl._exec("DROP TABLE m")', "unknown-statement"),
+        ('ctx = op.get_context()\n    ctx.impl._exec("DROP TABLE m")', "unknown-statement"),
+        ('op.migration_context.connection.exec_driver_sql("DROP TABLE m")', "unknown-statement"),
+        ('context.config.attributes["connection"].exec_driver_sql("x")', "connection-use"),
+        ('op.get_bind().scalar(sa.text("DELETE FROM users RETURNING 1"))', "connection-use"),
+        ('with op.batch_alter_table("users") as b:\n        b.drop_column("x")', "drop-column"),
+    ],
+)
+def test_source_scanning_needs_consent_for_what_it_cannot_resolve(body, rule):
+    found = scan_source(SOURCE.format(body=body), upgrade=True)
+    assert rule in [f.rule for f in found], found
+    assert all(f.severity == "destructive" and f.message for f in found)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "from alembic import context\n    if context.is_offline_mode():\n        return",
+        "if op.get_context().as_sql:\n        return",
+        'op.get_bind().execute(sa.text("SELECT 1"))',
+        'op.get_context().connection.exec_driver_sql("SELECT 1")',
+        "conn = op.get_bind()",
+        'context.config.attributes["connection"].execute(sa.text("SELECT 1"))',
+        'session.execute(sa.text("DELETE FROM users"))',
+        'sa.create_engine("sqlite://").connect()',
+    ],
+)
+def test_a_revision_that_asks_for_offline_mode_or_uses_the_connection_runs_differently(body):
+    assert runs_differently_online(SOURCE.format(body=body), upgrade=True)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "pass",
+        'if op.get_bind().dialect.name == "postgresql":\n        op.execute("SELECT 1")',
+        'with op.get_context().autocommit_block():\n        op.execute("SELECT 1")',
+    ],
+)
+def test_a_revision_without_online_branches_renders_what_it_runs(body):
+    assert not runs_differently_online(SOURCE.format(body=body), upgrade=True)
+
+
+def test_online_findings_say_the_revision_runs_differently():
+    body = "if not op.get_context().as_sql:\n        op.drop_table('m')"
+    (finding,) = scan_source(SOURCE.format(body=body), upgrade=True, why=RUNS_ONLINE)
+    assert finding.rule == "drop-table"
+    assert finding.message.startswith("runs differently online than the SQL shown")
 
 
 def test_a_do_block_says_what_plpgsql_parsed_in_it():

@@ -122,12 +122,6 @@ OFFLINE_BRANCHES = {
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="lint renders each revision offline; a revision that does nothing in offline mode "
-    "(the pattern Alembic's docs suggest for data migrations) shows no SQL, so prod.upgrade "
-    "--yes drops the table without --allow-destructive",
-)
 @pytest.mark.parametrize("body", OFFLINE_BRANCHES.values(), ids=OFFLINE_BRANCHES.keys())
 def test_offline_branch_does_not_hide_a_drop_on_postgresql(project, pg_url, body):
     chain = at_tables(project, pg_url)
@@ -136,10 +130,6 @@ def test_offline_branch_does_not_hide_a_drop_on_postgresql(project, pg_url, body
     assert_refused_and_unchanged(project, pg_url)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the same offline-mode branch drops a table on SQLite without --allow-destructive",
-)
 def test_offline_branch_does_not_hide_a_drop_on_sqlite(project, sqlite_url):
     chain = at_tables(project, sqlite_url)
     chain.add("f00000000002", "hidden offline", OFFLINE_BRANCHES["is_offline_mode"], record=False)
@@ -148,10 +138,6 @@ def test_offline_branch_does_not_hide_a_drop_on_sqlite(project, sqlite_url):
 
 
 @pytest.mark.mysql
-@pytest.mark.xfail(
-    strict=True,
-    reason="the same offline-mode branch drops a table on MariaDB without --allow-destructive",
-)
 def test_offline_branch_does_not_hide_a_drop_on_mariadb(project, mysql_url):
     chain = at_tables(project, mysql_url)
     chain.add("f00000000002", "hidden offline", OFFLINE_BRANCHES["is_offline_mode"], record=False)
@@ -195,11 +181,6 @@ MARIADB_UNSAFE = {
 
 
 @pytest.mark.mysql
-@pytest.mark.xfail(
-    strict=True,
-    reason="the MariaDB classifier passes ALTER TABLE ... ENGINE=, ALGORITHM=COPY/LOCK=EXCLUSIVE "
-    "and SETs other than timeouts without consent",
-)
 @pytest.mark.parametrize("body", MARIADB_UNSAFE.values(), ids=MARIADB_UNSAFE.keys())
 def test_mariadb_table_rebuilds_and_session_settings_need_consent(project, mysql_url, body):
     chain = at_tables(project, mysql_url)
@@ -221,11 +202,6 @@ POSTGRES_SESSION = {
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="RESET ALL and set_config('search_path', ...) pass without consent (set_config of "
-    "synchronous_commit is refused, so the function list is incomplete, not absent)",
-)
 @pytest.mark.parametrize("body", POSTGRES_SESSION.values(), ids=POSTGRES_SESSION.keys())
 def test_postgresql_session_settings_other_than_timeouts_need_consent(project, pg_url, body):
     chain = at_tables(project, pg_url)
@@ -283,12 +259,6 @@ SCANNER_EVASIONS = {
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="a revision that reads (so cannot render offline) is judged by its source, and the "
-    "scan passes calls it does not recognise (an imported op function, exec, __import__, "
-    "importlib, op.get_context().connection) instead of requiring consent",
-)
 @pytest.mark.parametrize("body", SCANNER_EVASIONS.values(), ids=SCANNER_EVASIONS.keys())
 def test_source_scan_needs_consent_for_what_it_cannot_recognise(project, pg_url, body):
     chain = at_tables(project, pg_url)
@@ -353,12 +323,6 @@ def test_a_stopped_mariadb_revision_names_the_table_it_left_behind(project, mysq
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="the classifier takes the column types of a CREATE TABLE IF NOT EXISTS that does "
-    "nothing (the table exists) as the table's real types, so narrowing varchar(255) to "
-    "varchar(6) passes as a 'widening' of varchar(5) without --allow-destructive",
-)
 def test_create_if_not_exists_does_not_prove_a_widening(project, pg_url):
     chain = at_tables(project, pg_url)
     body = (

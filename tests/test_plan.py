@@ -223,6 +223,35 @@ def test_a_revision_that_reads_the_database_is_scanned_instead(project, pg_dev):
 
 
 @pytest.mark.postgres
+def test_a_revision_that_runs_differently_online_is_scanned_as_well(project, pg_dev):
+    chain = accounts_chain(project)
+    assert_ok(project.invoke("dev.upgrade", "--rev", chain.ids[0]))
+    chain.add(
+        "d00000000006",
+        "drops only online",
+        """
+        if not op.get_context().as_sql:
+            op.drop_column("accounts", "legacy")
+        """,
+        down_revision=chain.ids[0],
+        record=False,
+    )
+
+    result = project.invoke("dev.plan", "--rev", "d00000000006", "--json")
+
+    assert_ok(result)
+    (item,) = json.loads(result.stdout)["revisions"]
+    assert item["rendered"] == "offline" and not item["render_error"]
+    by_rule = {finding["rule"]: finding for finding in item["findings"]}
+    assert by_rule["drop-column"]["severity"] == "destructive"
+    assert by_rule["drop-column"]["source"] == "source"
+    assert by_rule["drop-column"]["message"].startswith(
+        "runs differently online than the SQL shown"
+    )
+    assert 'op.drop_column("accounts", "legacy")' in by_rule["drop-column"]["statement"]
+
+
+@pytest.mark.postgres
 @pytest.mark.parametrize("target", ["-1", "base", "d00000000002"])
 def test_plan_towards_an_older_revision_is_the_downgrade(project, pg_dev, target):
     chain = accounts_chain(project)
