@@ -149,6 +149,19 @@ def invoke(python: Path, *argv: str) -> Result:
     return run(python, "-m", "invoke", "--search-root", str(ROOT), *argv)
 
 
+def invoke_local(python: Path, *argv: str) -> Result:
+    """A `local.*` task on the database dev also names: the scope rule refuses it while
+    DATABASE_URL_DEVELOPMENT says the same, so that variable is left out for the run."""
+    import os
+
+    saved = os.environ.pop("DATABASE_URL_DEVELOPMENT", None)
+    try:
+        return invoke(python, *argv)
+    finally:
+        if saved is not None:
+            os.environ["DATABASE_URL_DEVELOPMENT"] = saved
+
+
 # Run in the application's Python: its models, this project's helpers.
 BUILD_WITH_OWN_TOOLING = """
 import os, sqlalchemy
@@ -223,7 +236,7 @@ def test_real_application_end_to_end(adopted):
     check = invoke(python, "dev.check")
     assert "Traceback" not in check.output
     assert check.code == ExitCode.DIFFERENCES, check.output
-    synced = invoke(python, "local.sync", "--check", "--json")
+    synced = invoke_local(python, "local.sync", "--check", "--json")
     assert "Traceback" not in synced.output, synced.output
     report = json.loads(synced.stdout)
     reported = {
