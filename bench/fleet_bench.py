@@ -9,7 +9,8 @@ index), each timed end to end as a user would run it, start-up included:
 2. M schemas in one PostgreSQL database: `fleet.upgrade --parallel 8` against one
    `alembic -x schema=NAME upgrade head` process per schema (target: <= 0.15x).
 The databases and schemas are created fresh before each leg and dropped at the end. Peak memory
-is the largest resident set of any one process of the leg (ru_maxrss of the children).
+is each process's own peak resident set (a wrapper reads ru_maxrss of just that command); for
+the loop the largest of its processes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -89,19 +89,31 @@ def environment(tmp: Path, ini: Path) -> dict[str, str]:
     return env
 
 
-def run(argv: list[str], env: dict[str, str]) -> None:
-    subprocess.run(argv, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+PEAK = (
+    "import resource, subprocess, sys; "
+    "subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+def run(argv: list[str], env: dict[str, str]) -> float:
+    """Run one command; its own peak resident memory in MiB (a wrapper measures just it)."""
+    completed = subprocess.run(
+        [sys.executable, "-c", PEAK, *argv],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(completed.stdout.strip()) / 1024
 
 
-def timed_leg(commands: list[list[str]], env_for: list[dict[str, str]]) -> float:
+def timed_leg(commands: list[list[str]], env_for: list[dict[str, str]]) -> tuple[float, float]:
+    """Wall time of the commands one after the other, and the largest peak among them."""
     started = time.perf_counter()
-    for argv, env in zip(commands, env_for, strict=True):
-        run(argv, env)
-    return time.perf_counter() - started
+    peaks = [run(argv, env) for argv, env in zip(commands, env_for, strict=True)]
+    return time.perf_counter() - started, max(peaks)
 
 
 def databases_leg(tmp: Path, ini: Path, count: int, prefix: str) -> dict[str, float]:
@@ -123,13 +135,13 @@ def databases_leg(tmp: Path, ini: Path, count: int, prefix: str) -> dict[str, fl
     loop_env = [
         {**env, "ENVIRONMENT": "development", "DATABASE_URL_DEVELOPMENT": url(n)} for n in names
     ]
-    loop = timed_leg([[str(BIN / "alembic"), "-c", str(ini), "upgrade", "head"]] * count, loop_env)
-    loop_rss = peak_rss_mib()
+    loop, loop_rss = timed_leg(
+        [[str(BIN / "alembic"), "-c", str(ini), "upgrade", "head"]] * count, loop_env
+    )
     fresh()
-    fleet = timed_leg(
+    fleet, fleet_rss = timed_leg(
         [[str(BIN / "invoke"), "-f", str(fleet_file), "fleet.upgrade", "--parallel", "8"]], [env]
     )
-    fleet_rss = peak_rss_mib()
     admin(";\n".join(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)' for n in names))
     return {"loop": loop, "fleet": fleet, "loop_rss": loop_rss, "fleet_rss": fleet_rss}
 
@@ -160,19 +172,17 @@ def schemas_leg(tmp: Path, ini: Path, count: int, prefix: str) -> dict[str, floa
 
     fresh()
     loop_env = {**env, "ENVIRONMENT": "development", "DATABASE_URL_DEVELOPMENT": url(database)}
-    loop = timed_leg(
+    loop, loop_rss = timed_leg(
         [
             [str(BIN / "alembic"), "-c", str(ini), "-x", f"schema={s}", "upgrade", "head"]
             for s in schemas
         ],
         [loop_env] * count,
     )
-    loop_rss = peak_rss_mib()
     fresh()
-    fleet = timed_leg(
+    fleet, fleet_rss = timed_leg(
         [[str(BIN / "invoke"), "-f", str(fleet_file), "fleet.upgrade", "--parallel", "8"]], [env]
     )
-    fleet_rss = peak_rss_mib()
     admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     return {"loop": loop, "fleet": fleet, "loop_rss": loop_rss, "fleet_rss": fleet_rss}
 
@@ -205,7 +215,7 @@ def main() -> None:
             f"| <= {target} ({verdict}) |"
         )
     print(
-        "\nPeak resident memory of one process (ru_maxrss, cumulative over the run's children): "
+        "\nPeak resident memory of one process (the loop's largest, the fleet's one): "
         + ", ".join(
             f"{name}: loop {f['loop_rss']:.0f} MiB, fleet {f['fleet_rss']:.0f} MiB"
             for name, f, _ in rows
