@@ -281,7 +281,7 @@ class GuardedRun:
             timeout = self.settings.lock_timeout
         # Who, where, what and which process: enough for a waiting operator to find the holder.
         who = self.record.operator or self.record.user
-        label = f"{who}@{self.record.host} {self.spec.name} pid {os.getpid()}"
+        label = lock_label(who, self.record.host, self.spec.name, os.getpid())
         console = self.console
 
         def waiting(text: str) -> None:
@@ -446,6 +446,24 @@ def _located(record: RunRecord, error: BaseException, message: str, *, always: b
     if debugging():
         print(text, file=sys.stderr, end="", flush=True)
     return with_location(message, error)
+
+
+# PostgreSQL keeps 63 bytes of a session's application_name, which is how a waiting runner
+# learns who holds the lock: the label is made to fit rather than cut.
+LOCK_LABEL_LIMIT = 63
+
+
+def lock_label(who: str, host: str, task: str, pid: int) -> str:
+    """`who@host task pid N`, shortened the way that keeps it useful: the host goes first (the
+    server also reports the client's address), then the operator's domain."""
+    for candidate in (
+        f"{who}@{host} {task} pid {pid}",
+        f"{who} {task} pid {pid}",
+        f"{who.split('@')[0]} {task} pid {pid}",
+    ):
+        if len(candidate.encode()) <= LOCK_LABEL_LIMIT:
+            return candidate
+    return f"{task} pid {pid}"[:LOCK_LABEL_LIMIT]
 
 
 def one_line(message: str) -> str:

@@ -57,3 +57,16 @@ def test_the_models_are_loaded_once_per_upgrade(project, monkeypatch):
     assert_ok(project.invoke("prod.upgrade", "--yes"))
 
     assert (project.tmp / "loads.txt").read_text().splitlines() == ["loaded"]
+
+
+def test_the_lock_label_fits_whole_instead_of_being_cut():
+    from tasks.runner import LOCK_LABEL_LIMIT, lock_label
+
+    short = lock_label("lead@example.com", "ci-7", "prod.upgrade", 4242)
+    assert short == "lead@example.com@ci-7 prod.upgrade pid 4242"
+    long_host = lock_label("lead@example.com", "h" * 60, "prod.upgrade", 4242)
+    assert long_host == "lead@example.com prod.upgrade pid 4242"  # the host goes first
+    long_mail = lock_label("someone.with.a.long.name@" + "d" * 40, "h", "staging.downgrade", 7)
+    assert long_mail == "someone.with.a.long.name staging.downgrade pid 7"
+    for label in (short, long_host, long_mail):
+        assert len(label.encode()) <= LOCK_LABEL_LIMIT
