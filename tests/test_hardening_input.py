@@ -264,6 +264,8 @@ def test_unusable_backup_folder_is_a_configuration_error(project, open_workspace
     project.setenv("INVOKE_MIGRATIONS_LOG_FILE", str(logs / "migrations.jsonl"))
     project.setenv("INVOKE_MIGRATIONS_BACKUP_DIR", str(backups))
     project.setenv("HOME", str(open_workspace))  # nobody may not read root's ~/.invoke.yaml
+    # .env files nobody cannot read would hide production's URL: the scope check refuses then.
+    project.setenv("INVOKE_MIGRATIONS_DOTENV_DIR", str(open_workspace))
 
     result = project.run(*_unprivileged([sys.executable, "-m", "invoke", "local.backup"]))
 
