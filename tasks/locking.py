@@ -302,10 +302,19 @@ class _NamedLock:
 
 
 class _FileLock:
-    def __init__(self, handle: IO[str], label: str, path: Path) -> None:
+    """An exclusive flock on `<database>.migration-lock`, and one on the database file itself.
+
+    The lock file carries the holder's label; the second flock is on the file's inode, so two
+    runners that reach one database through different names (a hard link in another folder,
+    which resolves to another lock file) still exclude each other. SQLite's own locks are POSIX
+    record locks, which flock does not touch.
+    """
+
+    def __init__(self, handle: IO[str], label: str, path: Path, data: IO[bytes] | None) -> None:
         self.handle = handle
         self.label = label
         self.path = path
+        self.data = data
 
     @classmethod
     @contextmanager
@@ -315,8 +324,13 @@ class _FileLock:
             handle = path.open("a+", encoding="utf-8")
         except OSError as error:
             raise DatabaseError(f"cannot open the lock file {path}: {error.strerror}") from None
-        with handle:
-            yield cls(handle, label, path)
+        database = path.with_name(path.name.removesuffix(".migration-lock"))
+        data = None
+        if path != Path(os.devnull):
+            with contextlib.suppress(OSError):  # not created yet: the lock file is enough
+                data = database.open("rb")
+        with handle, data if data is not None else contextlib.nullcontext():
+            yield cls(handle, label, path, data)
 
     def try_acquire(self) -> bool:
         import fcntl
@@ -325,6 +339,12 @@ class _FileLock:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
+        if self.data is not None:
+            try:
+                fcntl.flock(self.data, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # held through another name of the same file
+                fcntl.flock(self.handle, fcntl.LOCK_UN)
+                return False
         self.handle.seek(0)
         self.handle.truncate()
         self.handle.write(f"'{self.label}'")
@@ -333,7 +353,7 @@ class _FileLock:
 
     def holder(self) -> str:
         self.handle.seek(0)
-        return self.handle.read().strip() or "another process"
+        return self.handle.read().strip() or "another process (maybe through another name)"
 
     def still_held(self) -> bool:
         """A flock lasts as long as our descriptor, but only locks the file it was taken on: if
@@ -352,6 +372,8 @@ class _FileLock:
 
         self.handle.truncate(0)
         self.handle.flush()
+        if self.data is not None:
+            fcntl.flock(self.data, fcntl.LOCK_UN)
         fcntl.flock(self.handle, fcntl.LOCK_UN)
 
 

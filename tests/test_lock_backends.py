@@ -146,3 +146,24 @@ def test_read_only_tasks_do_not_wait_for_the_lock(project, local_locked, argv):
 
     assert result.code != ExitCode.LOCKED, result.output
     assert "migration lock" not in result.output
+
+
+def test_sqlite_hard_links_to_one_database_share_its_lock(project, tmp_path):
+    """A hard link in another folder resolves to another lock file; the database file's own
+    inode still makes the second runner wait (it ran and failed with 'database is locked')."""
+    import os
+
+    first = tmp_path / "a" / "app.sqlite3"
+    first.parent.mkdir()
+    first.write_bytes(b"")
+    second = tmp_path / "b" / "app.sqlite3"
+    second.parent.mkdir()
+    os.link(first, second)
+
+    with migration_lock(environment_for(sqlite_url(first)), label="first runner", timeout=0):
+        project.setenv("DATABASE_URL_LOCAL", sqlite_url(second))
+        empty_chain(tmp_path / "scripts").use(project)
+        result = project.invoke("local.upgrade", "--lock-timeout", "0")
+
+    assert_one_line_error(result, ExitCode.LOCKED, "migration lock")
+    assert "alembic_version" not in schema_snapshot(sqlite_url(first))
