@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from tasks import comparison, drift
 from tasks.alembic_support import EnvHandover, alembic_config
 from tasks.console import plural
-from tasks.errors import CheckFailed, ConfigError, ExitCode
+from tasks.errors import CheckFailed, ConfigError, DatabaseError, ExitCode
 from tasks.session import Session
 
 if TYPE_CHECKING:
@@ -80,7 +80,13 @@ def run_checks(session: Session, *, as_markdown: bool = False) -> list[Outcome]:
     for backend in backends:
         with throwaway_database(session, backend, options) as (environment, connection):
             outcomes += stairway(
-                session, environment, connection, checked, since=since, trusted=len(trusted)
+                session,
+                environment,
+                connection,
+                checked,
+                since=since,
+                trusted=len(trusted),
+                since_schema=options["since_schema"],
             )
             outcomes.append(models_match(session, environment, connection))
     outcomes += lint_revisions(session, script, {**options, "backends": backends}, since=since)
@@ -136,6 +142,7 @@ def _ci_options(session: Session) -> dict[str, Any]:
         "fail_on": failing,
         "dialects": _configured_dialects(raw.get("dialects"), postgres_url),
         "since": str(raw.get("since") or "").strip() or None,
+        "since_schema": _since_schema(session, raw.get("since_schema"), raw.get("since")),
     }
 
 
@@ -227,6 +234,50 @@ def _since(script: ScriptDirectory, since: str | None) -> str | None:
     if revision is None:
         raise ConfigError(f"migrations.ci.since: {since!r} is not a revision of the scripts")
     return revision.revision
+
+
+def _since_schema(session: Session, value: Any, since: Any) -> Path | None:
+    """`ci.since_schema`: a SQL file of the schema at `ci.since` (pg_dump --schema-only, or
+    SQLite's .schema), relative to the project; it needs `ci.since` and must be readable."""
+    text = str(value or "").strip()
+    if not text:
+        return None
+    if not str(since or "").strip():
+        raise ConfigError("migrations.ci.since_schema needs migrations.ci.since (its revision)")
+    path = session.settings.path(text)
+    if not path.is_file():
+        raise ConfigError(f"migrations.ci.since_schema: {path} is not a readable file")
+    return path
+
+
+def _load_schema(
+    session: Session, environment: Environment, connection: Connection, path: Path
+) -> None:
+    """Build the trusted start from a schema file: psql runs a pg_dump file as pg_dump meant it
+    (its SET lines, functions, dollar quoting); SQLite takes the script as it is."""
+    if environment.dialect == "sqlite":
+        connection.commit()
+        connection.connection.driver_connection.executescript(path.read_text(encoding="utf-8"))
+        return
+    import shutil
+    import subprocess
+
+    from tasks.backups import pg_environment
+
+    psql = shutil.which("psql")
+    if psql is None:
+        raise ConfigError("migrations.ci.since_schema on PostgreSQL needs psql on PATH")
+    connection.commit()
+    completed = subprocess.run(
+        [psql, "--no-psqlrc", "--quiet", "-v", "ON_ERROR_STOP=1", "-f", str(path)],
+        env=pg_environment(environment.url, session.settings.connect_timeout),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if completed.returncode != 0:
+        lines = [line for line in completed.stderr.splitlines() if line.strip()]
+        raise DatabaseError(f"{path.name}: {lines[0] if lines else 'psql failed'}")
 
 
 def _trusted(script: ScriptDirectory, since: str | None) -> set[str]:
@@ -324,15 +375,22 @@ def stairway(
     *,
     since: str | None = None,
     trusted: int = 0,
+    since_schema: Path | None = None,
 ) -> list[Outcome]:
     """Up, down one step, up again, for every revision in order; trusted history (`since`
-    and older) is only built, once, as the ground the checked revisions stand on."""
+    and older) is only built, once, as the ground the checked revisions stand on: by running
+    it, or from `ci.since_schema` (the schema at `since`, for a history that cannot run from
+    an empty database) and a stamp."""
     from alembic import command
 
     run = _runner(session, environment, connection)
     if since is not None:
         try:
-            run(command.upgrade, since)
+            if since_schema is not None:
+                _load_schema(session, environment, connection, since_schema)
+                run(command.stamp, since)
+            else:
+                run(command.upgrade, since)
         except Exception as error:
             detail = (
                 f"{environment.dialect}: trusted history up to {since} (ci.since) does not "

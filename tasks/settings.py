@@ -101,6 +101,9 @@ DEFAULTS: dict[str, Any] = {
         # A revision: it and older ones are trusted history (no downgrade, stairway or lint
         # check); heads and models are still checked. Empty: every revision is checked.
         "since": "",
+        # A SQL file of the schema at `since` (pg_dump --schema-only): the trusted start is built
+        # from it and stamped, for a history that cannot run from an empty database.
+        "since_schema": "",
     },
     # How models and databases are compared, by autogenerate, check, sync and ci.check
     # (tasks/comparison.py). Hooks are `module:function` import paths; an adopted env.py's own

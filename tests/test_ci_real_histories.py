@@ -194,3 +194,49 @@ def test_only_mariadb_environments_fail_until_dialects_are_chosen(project, scrip
     assert "FAILED stairway: no dialect to build the history on" in result.stdout
     project.setenv("INVOKE_MIGRATIONS_CI_DIALECTS", "sqlite")
     assert_ok(project.invoke("ci.check"))
+
+
+def test_since_schema_builds_a_history_that_cannot_run_from_empty(project, scripts, tmp_path):
+    """An inherited revision that needs a table nothing in the history creates: ci.since alone
+    cannot build the trusted start; ci.since_schema (the schema at that revision) can."""
+    import sqlite3
+
+    add_revision(
+        scripts, INHERITED, HEAD, 'op.execute("INSERT INTO made_by_hand (id) VALUES (1)")', "pass"
+    )
+    project.setenv("INVOKE_MIGRATIONS_CI_DIALECTS", "sqlite")
+    project.setenv("INVOKE_MIGRATIONS_CI_SINCE", INHERITED)
+    alone = project.invoke("ci.check")
+    assert alone.code == ExitCode.CI_STAIRWAY, alone.output
+    assert f"trusted history up to {INHERITED} (ci.since) does not build" in alone.stdout
+
+    built = tmp_path / "built.sqlite3"  # the schema the models describe, as a team would dump it
+    project.setenv("DATABASE_URL_LOCAL", f"sqlite:///{built}")
+    assert_ok(project.invoke("local.sync"))
+    with sqlite3.connect(built) as connection:
+        statements = [
+            row[0]
+            for row in connection.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL")
+        ]
+    schema = tmp_path / "schema.sql"
+    schema.write_text(";\n".join(statements) + ";\n")
+    project.setenv("INVOKE_MIGRATIONS_CI_SINCE_SCHEMA", str(schema))
+
+    trusted = project.invoke("ci.check")
+
+    assert_ok(trusted)
+    assert "ok     stairway: sqlite: 0 revisions up, down and up again (3 older" in trusted.stdout
+    assert "ok     models: sqlite: models match the migrations" in trusted.stdout
+
+
+@pytest.mark.parametrize(
+    ("since", "schema", "needle"),
+    [("", "schema.sql", "needs migrations.ci.since"), (INHERITED, "missing.sql", "readable")],
+)
+def test_bad_since_schema_is_one_line(project, scripts, tmp_path, since, schema, needle):
+    add_revision(scripts, INHERITED, HEAD, 'op.execute("SELECT 1")', "pass")
+    (tmp_path / "schema.sql").write_text("SELECT 1;\n")
+    project.setenv("INVOKE_MIGRATIONS_CI_SINCE", since)
+    project.setenv("INVOKE_MIGRATIONS_CI_SINCE_SCHEMA", str(tmp_path / schema))
+
+    assert_one_line_error(project.invoke("ci.check"), ExitCode.USAGE, needle)

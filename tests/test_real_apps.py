@@ -257,10 +257,11 @@ HISTORY_DOES_NOT_BUILD = {
 
 def test_ci_check_with_the_applications_history_trusted(adopted, project, pg_server):
     """`ci.check` with `ci.since` at the application's head, on PostgreSQL: no revision is left
-    to downgrade or lint, the graph still has one head, and since neither history builds from
-    an empty database (their own tooling builds with create_all, then stamps), ci.check says so
-    in one line naming the trusted revision, for the stairway and the models check alike."""
-    name, python, _url = adopted
+    to downgrade or lint, the graph still has one head. Neither history builds from an empty
+    database (their own tooling builds with create_all, then stamps): without more, ci.check
+    says so in one line naming the trusted revision; with `ci.since_schema` (the schema at that
+    revision, dumped) it builds the trusted start from it and passes."""
+    name, python, url = adopted
     head = invoke(python, "dev.heads").stdout.split()[0]
     project.setenv("INVOKE_MIGRATIONS_CI_SINCE", head)
     project.setenv("INVOKE_MIGRATIONS_CI_DIALECTS", "postgresql")
@@ -279,3 +280,21 @@ def test_ci_check_with_the_applications_history_trusted(adopted, project, pg_ser
     assert f"FAILED stairway: postgresql: {does_not_build}" in stairway
     assert HISTORY_DOES_NOT_BUILD[name] in stairway
     assert "FAILED models: postgresql: could not build the history" in checked.stdout
+
+    # ci.since_schema: the trusted start from the schema the application's own tooling builds
+    # (dumped with pg_dump --schema-only), stamped at ci.since; models are checked against it.
+    assert run(python, "-c", BUILD_WITH_OWN_TOOLING).code == 0
+    schema = project.tmp / "schema-at-head.sql"
+    dumped = subprocess.run(
+        ["pg_dump", "--schema-only", "--no-owner", "--no-privileges", f"--file={schema}",
+         url.replace("+psycopg2", "")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert dumped.returncode == 0, dumped.stderr
+    project.setenv("INVOKE_MIGRATIONS_CI_SINCE_SCHEMA", str(schema))
+
+    trusted = invoke(python, "ci.check")
+
+    assert_ok(trusted)
+    assert f"older revisions trusted: ci.since {head}" in trusted.stdout
+    assert "ok     models: postgresql: models match the migrations" in trusted.stdout
