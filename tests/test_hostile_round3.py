@@ -8,9 +8,16 @@ tasks the way a user does (Invoke's CLI, in process) on real databases.
 
 from __future__ import annotations
 
+import json
+import uuid
+from collections.abc import Iterator
+
 import pytest
+import sqlalchemy
 
 from tasks.errors import ExitCode
+from tests.conftest import create_pg_database, drop_pg_database
+from tests.helpers import SECRET, assert_one_line_error
 from tests.revision_chains import Chain, empty_chain
 
 # --- review formats: what a pull-request comment renders -------------------------------------
@@ -73,3 +80,147 @@ def test_mermaid_history_draws_two_revisions_as_two_nodes(project, sqlite_url):
     node_lines = [line for line in result.stdout.splitlines() if '["' in line]
     ids = [line.split("[", 1)[0].strip() for line in node_lines]
     assert len(set(ids)) == 2, result.stdout
+
+
+# --- fleet.* ---------------------------------------------------------------------------------
+
+
+class H3Fleet:
+    """Throwaway PostgreSQL databases named h3_* and an `invoke -f` file describing a fleet."""
+
+    def __init__(self, project, pg_server) -> None:  # type: ignore[no-untyped-def]
+        self.project = project
+        self.server = pg_server
+        self.prefix = f"h3_{uuid.uuid4().hex[:6]}"
+        self.databases: list[str] = []
+        self.file = project.tmp / "fleet.yaml"
+
+    def create(self, count: int) -> list[str]:
+        names = [f"{self.prefix}_db{index}" for index in range(count)]
+        for name in names:
+            create_pg_database(self.server, name)
+        self.databases += names
+        return names
+
+    def url(self, database: str, *, password: bool = True) -> str:
+        auth = f"postgres:{SECRET}" if password else "postgres"
+        return f"postgresql://{auth}@127.0.0.1:5432/{database}"
+
+    def engine(self, database: str) -> sqlalchemy.Engine:
+        return sqlalchemy.create_engine(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}")
+
+    def execute(self, database: str, *statements: str) -> None:
+        engine = self.engine(database)
+        with engine.begin() as connection:
+            for statement in statements:
+                connection.execute(sqlalchemy.text(statement))
+        engine.dispose()
+
+    def tables(self, database: str) -> set[tuple[str, str]]:
+        engine = self.engine(database)
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sqlalchemy.text(
+                    "SELECT table_schema, table_name FROM information_schema.tables "
+                    "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
+                )
+            )
+            found = {(schema, name) for schema, name in rows}
+        engine.dispose()
+        return found
+
+    def configure(self, **fleets: dict) -> None:
+        self.file.write_text(json.dumps({"migrations": {"fleets": fleets}}))
+
+    def invoke(self, *argv: str):  # type: ignore[no-untyped-def]
+        return self.project.invoke("-f", str(self.file), *argv)
+
+    def drop(self) -> None:
+        for name in self.databases:
+            drop_pg_database(self.server, name)
+
+
+@pytest.fixture
+def h3fleet(project, pg_server) -> Iterator[H3Fleet]:
+    made = H3Fleet(project, pg_server)
+    yield made
+    made.drop()
+
+
+@pytest.fixture
+def users_chain(project) -> Chain:
+    chain = empty_chain(project.tmp / "scripts", counter=False).use(project)
+    chain.add(
+        "b00000000001",
+        "users",
+        'op.create_table("users", sa.Column("id", sa.Integer, primary_key=True))',
+        'op.drop_table("users")',
+        record=False,
+    )
+    return chain
+
+
+@pytest.mark.postgres
+@pytest.mark.xfail(
+    strict=True,
+    reason="select_targets splits every --only value on commas: a target named 't_a,t_b' "
+    "cannot be chosen, and asking for it silently migrates t_a and t_b instead",
+)
+def test_only_never_migrates_targets_other_than_the_one_named(h3fleet, users_chain):
+    (database,) = h3fleet.create(1)
+    h3fleet.execute(
+        database, 'CREATE SCHEMA "t_a"', 'CREATE SCHEMA "t_b"', 'CREATE SCHEMA "t_a,t_b"'
+    )
+    h3fleet.project.setenv("H3_SCHEMAS", h3fleet.url(database))
+    h3fleet.configure(tenants={"schemas": {"url_variable": "H3_SCHEMAS", "like": "t\\_%"}})
+
+    result = h3fleet.invoke("fleet.upgrade", "--only", "t_a,t_b")
+
+    tables = h3fleet.tables(database)
+    assert ("t_a,t_b", "users") in tables or result.code != ExitCode.OK, result.output
+    assert ("t_a", "users") not in tables or result.code != ExitCode.OK, result.output
+
+
+# --- the new verbs -----------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="validate_new_rev_id refuses head/heads (they resolve) but not base: the revision "
+    "is written, and history, upgrade and current all fail afterwards",
+)
+def test_revision_refuses_the_reserved_id_base(project, users_chain, sqlite_url):
+    project.setenv("DATABASE_URL_DEVELOPMENT", sqlite_url)
+    before = set(users_chain.scripts.versions.glob("*.py"))
+
+    result = project.invoke("dev.revision", "-m", "x", "--empty", "--rev-id", "base")
+
+    assert set(users_chain.scripts.versions.glob("*.py")) == before, result.output
+    assert_one_line_error(result, ExitCode.USAGE, "--rev-id")
+    assert project.invoke("dev.history").code == ExitCode.OK
+
+
+@pytest.mark.xfail(
+    strict=True, reason="dev.show --rev -1: 'unexpected error: AttributeError' (exit 1)"
+)
+def test_show_with_a_relative_revision_is_one_clear_line(project, users_chain):
+    project.monkeypatch.delenv("DATABASE_URL_DEVELOPMENT", raising=False)
+
+    result = project.invoke("dev.show", "--rev", "-1")
+
+    assert "unexpected error" not in result.output, result.output
+    assert result.code in (ExitCode.OK, ExitCode.USAGE), result.output
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="shlex.split's ValueError on EDITOR='\"unterminated' is 'unexpected error' (exit 1)",
+)
+def test_edit_with_an_unparsable_editor_is_a_configuration_error(project, users_chain):
+    project.setenv("EDITOR", '"unterminated')
+    project.monkeypatch.delenv("VISUAL", raising=False)
+
+    result = project.invoke("dev.edit", "--rev", "head")
+
+    assert "unexpected error" not in result.output, result.output
+    assert_one_line_error(result, ExitCode.USAGE, "EDITOR")
