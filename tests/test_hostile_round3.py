@@ -82,6 +82,61 @@ def test_mermaid_history_draws_two_revisions_as_two_nodes(project, sqlite_url):
     assert len(set(ids)) == 2, result.stdout
 
 
+def outside_code(markdown: str) -> str:
+    """The text GitHub renders as Markdown/HTML: fenced blocks and CommonMark code spans (a run
+    of N backticks closed by the next run of exactly N) removed."""
+    import re
+
+    kept, fence = [], None
+    for line in markdown.splitlines():
+        run = re.match(r"^(`{3,})", line)
+        if fence is None and run:
+            fence = run.group(1)
+            continue
+        if fence is not None:
+            if line.strip() == fence:
+                fence = None
+            continue
+        text, index = "", 0
+        while index < len(line):
+            run = re.match(r"`+", line[index:])
+            if not run:
+                text += line[index]
+                index += 1
+                continue
+            ticks = run.group(0)
+            close = re.search(rf"(?<!`){ticks}(?!`)", line[index + len(ticks) :])
+            if close is None:
+                text += ticks
+                index += len(ticks)
+                continue
+            index += len(ticks) + close.end()
+        kept.append(text)
+    return "\n".join(kept)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="plan_markdown wraps a finding's statement in single backticks: a backtick in the SQL "
+    "ends the code span and the rest (HTML, links) renders in the PR comment",
+)
+def test_plan_markdown_keeps_hostile_sql_inside_code(project, sqlite_url):
+    chain = empty_chain(project.tmp / "scripts", counter=False).use(project)
+    chain.add(
+        "a00000000001",
+        "drop users",
+        'op.execute("DROP TABLE users -- `<img src=https://evil.example/t.png>` [ok](https://e)")',
+        record=False,
+    )
+    project.setenv("DATABASE_URL_DEVELOPMENT", sqlite_url)
+
+    result = project.invoke("dev.plan", "--format", "markdown")
+
+    assert result.code == ExitCode.OK, result.output
+    assert "evil" in result.stdout, result.stdout
+    assert "evil" not in outside_code(result.stdout), result.stdout
+
+
 # --- fleet.* ---------------------------------------------------------------------------------
 
 
