@@ -236,6 +236,41 @@ def test_only_never_migrates_targets_other_than_the_one_named(h3fleet, users_cha
     assert ("t_a", "users") not in tables or result.code != ExitCode.OK, result.output
 
 
+@pytest.mark.postgres
+@pytest.mark.xfail(
+    strict=True,
+    reason="select_targets drops empty --only names and then filters nothing: --only '' (an "
+    "unset $TENANTS), ',' or ' ' migrates every target of the fleet",
+)
+@pytest.mark.parametrize("only", ["", ",", " "])
+def test_an_empty_only_selects_nothing_instead_of_everything(h3fleet, users_chain, only):
+    databases = h3fleet.create(2)
+    h3fleet.configure(tenants={"urls": [h3fleet.url(name) for name in databases]})
+
+    result = h3fleet.invoke("fleet.upgrade", "--only", only)
+
+    for name in databases:
+        assert ("public", "users") not in h3fleet.tables(name), result.output
+    assert_one_line_error(result, ExitCode.USAGE, "--only")
+
+
+@pytest.mark.postgres
+@pytest.mark.xfail(
+    strict=True,
+    reason="--shard '' (an unset $SHARD in each of N CI jobs) is read as no --shard: every "
+    "job migrates the whole fleet, while --shard ' ' is refused",
+)
+def test_an_empty_shard_is_refused_like_a_blank_one(h3fleet, users_chain):
+    databases = h3fleet.create(2)
+    h3fleet.configure(tenants={"urls": [h3fleet.url(name) for name in databases]})
+
+    result = h3fleet.invoke("fleet.upgrade", "--shard", "")
+
+    for name in databases:
+        assert ("public", "users") not in h3fleet.tables(name), result.output
+    assert_one_line_error(result, ExitCode.USAGE, "--shard")
+
+
 # --- the new verbs -----------------------------------------------------------------------------
 
 
