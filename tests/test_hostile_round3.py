@@ -271,6 +271,31 @@ def test_an_empty_shard_is_refused_like_a_blank_one(h3fleet, users_chain):
     assert_one_line_error(result, ExitCode.USAGE, "--shard")
 
 
+@pytest.mark.postgres
+@pytest.mark.xfail(
+    strict=True,
+    reason="fleet_commands.upgrade: backup = fleet.protected and not schema: a protected "
+    "schema-per-tenant fleet is upgraded with no backup at all, silently (its downgrade and a "
+    "protected database fleet's upgrade both take one)",
+)
+def test_a_protected_schema_fleet_upgrade_takes_a_backup(h3fleet, users_chain):
+    (database,) = h3fleet.create(1)
+    h3fleet.execute(database, 'CREATE SCHEMA "t_1"')
+    h3fleet.project.setenv("H3_SCHEMAS", h3fleet.url(database))
+    h3fleet.configure(
+        tenants={"schemas": {"url_variable": "H3_SCHEMAS", "like": "t\\_%"}, "protected": True}
+    )
+
+    result = h3fleet.invoke("fleet.upgrade", "--yes")
+
+    assert result.code == ExitCode.OK, result.output
+    assert ("t_1", "users") in h3fleet.tables(database)
+    backups = (
+        list(h3fleet.project.backup_dir.glob("*")) if h3fleet.project.backup_dir.exists() else []
+    )
+    assert backups, f"no backup of the protected database was taken:\n{result.output}"
+
+
 # --- the new verbs -----------------------------------------------------------------------------
 
 
