@@ -296,6 +296,30 @@ def test_a_protected_schema_fleet_upgrade_takes_a_backup(h3fleet, users_chain):
     assert backups, f"no backup of the protected database was taken:\n{result.output}"
 
 
+@pytest.mark.postgres
+@pytest.mark.xfail(
+    strict=True,
+    reason="fleet_commands.plan returns 0 unless a target is unreachable: a target at an "
+    "unknown revision, or a group whose plan failed, still ends with exit 0",
+)
+@pytest.mark.parametrize("case", ["unknown revision", "plan failed"])
+def test_fleet_plan_that_cannot_plan_a_target_does_not_exit_0(h3fleet, users_chain, case):
+    (database,) = h3fleet.create(1)
+    if case == "unknown revision":
+        h3fleet.execute(
+            database,
+            "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)",
+            "INSERT INTO alembic_version VALUES ('deadbeef0000')",
+        )
+    h3fleet.configure(tenants={"urls": [h3fleet.url(database)]})
+    argv = ["fleet.plan"] + (["--rev", "-1"] if case == "plan failed" else [])
+
+    result = h3fleet.invoke(*argv)
+
+    assert case in result.output, result.output
+    assert result.code != ExitCode.OK, result.output
+
+
 # --- the new verbs -----------------------------------------------------------------------------
 
 
