@@ -137,6 +137,27 @@ def test_plan_markdown_keeps_hostile_sql_inside_code(project, sqlite_url):
     assert "evil" not in outside_code(result.stdout), result.stdout
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="ci_markdown's _cell escapes pipes only: a database error quoting a hostile table "
+    "name puts raw HTML in the PR comment's table",
+)
+def test_ci_check_markdown_keeps_html_from_errors_out_of_the_comment(project, sqlite_url):
+    chain = empty_chain(project.tmp / "scripts", counter=False).use(project)
+    chain.add(
+        "a00000000001",
+        "hostile table",
+        """op.execute('CREATE TABLE "<img src=https://evil.example/x.png>" (id int)')""",
+        record=False,
+    )
+    project.setenv("DATABASE_URL_DEVELOPMENT", sqlite_url)
+
+    result = project.invoke("ci.check", "--format", "markdown")
+
+    assert "evil.example" in result.stdout, result.output
+    assert "<img" not in outside_code(result.stdout), result.stdout
+
+
 # --- fleet.* ---------------------------------------------------------------------------------
 
 
