@@ -158,6 +158,33 @@ def test_ci_check_markdown_keeps_html_from_errors_out_of_the_comment(project, sq
     assert "<img" not in outside_code(result.stdout), result.stdout
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="revision messages reach the terminal raw: ESC sequences in a message move the "
+    "cursor and erase lines of plan/history/heads/show output (colour is off off a TTY, so "
+    "every ESC here is the message's)",
+)
+@pytest.mark.parametrize(
+    "argv", [("dev.plan",), ("dev.history",), ("dev.heads",), ("dev.show", "--rev", "head")]
+)
+def test_terminal_control_sequences_in_a_message_are_not_printed(project, sqlite_url, argv):
+    chain = empty_chain(project.tmp / "scripts", counter=False).use(project)
+    chain.add(
+        "a00000000001",
+        "users",
+        'op.create_table("users", sa.Column("id", sa.Integer, primary_key=True))',
+        record=False,
+    )
+    chain.add("a00000000002", "harmless\x1b[3A\x1b[J", 'op.drop_table("users")', record=False)
+    project.setenv("DATABASE_URL_DEVELOPMENT", sqlite_url)
+
+    result = project.invoke(*argv)
+
+    assert result.code == ExitCode.OK, result.output
+    assert "harmless" in result.output
+    assert "\x1b" not in result.output, repr(result.output)
+
+
 # --- fleet.* ---------------------------------------------------------------------------------
 
 
