@@ -368,6 +368,51 @@ def test_fleet_plan_that_cannot_plan_a_target_does_not_exit_0(h3fleet, users_cha
     assert result.code != ExitCode.OK, result.output
 
 
+@pytest.mark.postgres
+@pytest.mark.xfail(
+    strict=True,
+    reason="fleet_commands.upgrade reads `before` outside the lock: a target another runner "
+    "upgraded while this one waited is reported 'ok base -> head' (JSON before: []), not "
+    "'at head'",
+)
+def test_a_target_another_runner_upgraded_is_not_reported_as_migrated(h3fleet, users_chain):
+    from tasks.locking import LOCK_NAME, _advisory_key
+    from tests.revision_chains import spawn, wait_until
+
+    (database,) = h3fleet.create(1)
+    h3fleet.configure(tenants={"urls": [h3fleet.url(database)]})
+    engine = h3fleet.engine(database)
+    other = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    key = _advisory_key(LOCK_NAME)
+    try:
+        other.exec_driver_sql(f"SELECT pg_advisory_lock({key})")  # the other runner's lock
+        runner = spawn("-f", str(h3fleet.file), "fleet.upgrade", "--json")
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name LIKE '%%fleet.upgrade%%' AND query LIKE '%%pg_locks%%'"
+        )
+
+        def runner_waits() -> object:
+            assert runner.poll() is None, runner.communicate()
+            return other.exec_driver_sql(waiting).scalar()
+
+        wait_until(runner_waits, what="the runner to wait for the lock")
+        # What the other runner's upgrade does before it lets go of the lock.
+        other.exec_driver_sql("CREATE TABLE users (id int PRIMARY KEY)")
+        other.exec_driver_sql("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
+        other.exec_driver_sql(f"INSERT INTO alembic_version VALUES ('{users_chain.head}')")
+        other.exec_driver_sql(f"SELECT pg_advisory_unlock({key})")
+        stdout, stderr = runner.communicate(timeout=120)
+    finally:
+        other.close()
+        engine.dispose()
+
+    assert runner.returncode == 0, stdout + stderr
+    (result,) = json.loads(stdout)["results"]
+    assert result["before"] == [users_chain.head], result
+    assert result["status"] == "at head", result
+
+
 # --- the new verbs -----------------------------------------------------------------------------
 
 
