@@ -436,6 +436,34 @@ def test_fleet_plan_shows_each_dialects_sql(h3fleet, users_chain, sqlite_url):
     assert f"tenants:{sqlite_name}: at base" in result.output, result.output
 
 
+FORGED = "t_a\n  ok          t_fake  base -> b00000000001 (0.1 s)"
+
+
+@pytest.mark.postgres
+@pytest.mark.xfail(
+    strict=True,
+    reason="target names are printed raw: a schema (tenant) name with a newline forges an "
+    "'ok' line for a target that does not exist, and one with ESC moves the cursor",
+)
+@pytest.mark.parametrize("task", ["fleet.status", "fleet.upgrade"])
+def test_a_schema_name_cannot_forge_lines_of_the_fleet_report(h3fleet, users_chain, task):
+    (database,) = h3fleet.create(1)
+    engine = h3fleet.engine(database)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f'CREATE SCHEMA "{FORGED}"')
+        connection.exec_driver_sql('CREATE SCHEMA "t_b\x1b[1A\x1b[2K"')
+    engine.dispose()
+    h3fleet.project.setenv("H3_SCHEMAS", h3fleet.url(database))
+    h3fleet.configure(tenants={"schemas": {"url_variable": "H3_SCHEMAS", "like": "t\\_%"}})
+
+    result = h3fleet.invoke(task)
+
+    assert result.code == ExitCode.OK, result.output
+    lines = result.output.splitlines()
+    assert not any(line.lstrip().startswith("ok          t_fake") for line in lines), lines
+    assert "\x1b" not in result.output, repr(result.output)
+
+
 # --- the new verbs -----------------------------------------------------------------------------
 
 
