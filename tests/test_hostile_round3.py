@@ -224,8 +224,8 @@ class H3Fleet:
         with engine.connect() as connection:
             rows = connection.execute(
                 sqlalchemy.text(
-                    "SELECT table_schema, table_name FROM information_schema.tables "
-                    "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
+                    "SELECT schemaname, tablename FROM pg_tables "
+                    "WHERE schemaname NOT LIKE 'pg\\_%' AND schemaname <> 'information_schema'"
                 )
             )
             found = {(schema, name) for schema, name in rows}
