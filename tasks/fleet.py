@@ -167,8 +167,19 @@ def _names(fleets: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Target:
-    name: str
+    name: str  # printable: a schema or database name with control characters is escaped
     environment: Environment
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", printable(self.name))
+
+
+def printable(name: str) -> str:
+    """A name as it can be shown on one line: a newline or an escape sequence in a schema or
+    database name must not forge or erase lines of the fleet's report."""
+    if name.isprintable():
+        return name
+    return name.encode("unicode_escape").decode("ascii")
 
 
 def discover_targets(settings: Settings, fleet: FleetConfig) -> list[Target]:
@@ -308,7 +319,7 @@ def _environment(
     fleet: FleetConfig, name: str, url: Any, source: str, *, schema: str | None = None
 ) -> Environment:
     return Environment(
-        name=f"{fleet.name}:{name}",
+        name=f"{fleet.name}:{printable(name)}",
         url=url,
         url_variable=f"fleets.{fleet.name}",
         source=source,
@@ -323,18 +334,33 @@ def _environment(
 def select_targets(
     targets: list[Target], *, only: Iterable[str] = (), shard: str | None = None
 ) -> list[Target]:
-    """`--only NAMES` (each must exist) and `--shard I/N` (a stable partition, I from 1 to N)."""
-    wanted = [name.strip() for item in only for name in item.split(",") if name.strip()]
-    if wanted:
+    """`--only NAMES` (each must exist) and `--shard I/N` (a stable partition, I from 1 to N).
+
+    Given but empty, either is an error, never "no filter": `--only "$TENANTS"` or `--shard
+    "$SHARD"` with the variable unset in a CI job must not migrate the whole fleet.
+    """
+    given = list(only)
+    if given:
         known = {target.name for target in targets}
+        wanted = [name for item in given for name in _only_names(item, known)]
+        if not wanted:
+            raise UsageError("--only was given no target name")
         unknown = [name for name in wanted if name not in known]
         if unknown:
             raise UsageError(f"--only names no target of this fleet: {', '.join(unknown)}")
         targets = [target for target in targets if target.name in set(wanted)]
-    if shard:
+    if shard is not None:
         index, count = parse_shard(shard)
         targets = [target for target in targets if shard_of(target.name, count) == index]
     return targets
+
+
+def _only_names(item: str, known: set[str]) -> list[str]:
+    """A value that is a target's whole name is that name (schemas may contain commas);
+    otherwise a comma-separated list."""
+    if item in known:
+        return [item]
+    return [name.strip() for name in item.split(",") if name.strip()]
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -410,8 +436,11 @@ class FleetRun:
     shared_state: dict[str, Any] = field(default_factory=dict)
     operator: str | None = field(default_factory=current_operator)
 
-    def guarded(self, target: Target, operation: Callable[[Session], Any]) -> RunOutcome:
-        """`operation` on one target under the guards of a single task run."""
+    def guarded(
+        self, target: Target, operation: Callable[[Session], Any], **session: Any
+    ) -> RunOutcome:
+        """`operation` on one target under the guards of a single task run; `session` adds to
+        what every target's Session gets (a backup already taken for it, say)."""
         spec = TaskSpec(
             "fleet",
             self.task,
@@ -432,7 +461,7 @@ class FleetRun:
             environment=target.environment,
             console=quiet,
             confirmer=Confirmer(assume_yes=True),
-            session_defaults=self.shared_state,
+            session_defaults={**self.shared_state, **session},
         )
         return run.execute(self.settings, operation)
 

@@ -160,26 +160,30 @@ def plan(settings: Settings, selection: Selection, console: Console, rev: str = 
     fleet, targets = _targets(settings, selection)
     state = load_shared_state(settings, targets)
     report = _status_report(settings, fleet, targets, state, 8)
-    groups: dict[str, list[dict[str, Any]]] = {}
+    by_name = {target.name: target for target in targets}
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    unplanned = 0
     for row in report["targets"]:
         if row["state"] in ("unreachable", "unknown revision"):
+            unplanned += 1
             console.line(
                 f"  {row['name']}: {row['state']}{': ' + row['error'] if row['error'] else ''}"
             )
             continue
-        groups.setdefault(",".join(row["revision"]) or "base", []).append(row)
-    by_name = {target.name: target for target in targets}
+        # One plan per dialect and revision: SQLite and PostgreSQL targets render differently.
+        dialect = by_name[row["name"]].environment.dialect
+        groups.setdefault((dialect, ",".join(row["revision"]) or "base"), []).append(row)
     run = FleetRun(settings, fleet, console, "plan", {"rev": rev}, changes_database=False)
     run.shared_state = state
-    for revision, rows in sorted(groups.items()):
+    for (dialect, revision), rows in sorted(groups.items()):
         names = ", ".join(row["name"] for row in rows[:5]) + (" ..." if len(rows) > 5 else "")
-        console.line(f"{plural(len(rows), 'target')} at {revision} ({names}):")
+        console.line(f"{plural(len(rows), 'target')} at {revision} on {dialect} ({names}):")
         target = by_name[rows[0]["name"]]
         outcome = _visible(run, target, lambda s: migrations.plan(s, rev), console)
         if not outcome.ok:
+            unplanned += len(rows)
             console.line(f"  plan failed: {outcome.error}")
-    unreachable = report["summary"]["by_state"].get("unreachable", 0)
-    return int(ExitCode.FLEET_PARTIAL) if unreachable else 0
+    return int(ExitCode.FLEET_PARTIAL) if unplanned else 0
 
 
 def _visible(run: FleetRun, target: Target, operation: Any, console: Console) -> Any:
@@ -234,15 +238,16 @@ def upgrade(
             return TargetResult(target.name, FAILED, error=_line(error), exit_code=1)
         if goal is not None and set(before) == goal:
             return TargetResult(target.name, AT_GOAL, before, before)
-        backup = fleet.protected and not target.environment.schema
         outcome = run.guarded(
             target,
             lambda s: migrations.upgrade(
-                s, rev, backup=backup, allow_destructive=allow_destructive
+                s, rev, backup=fleet.protected, allow_destructive=allow_destructive
             ),
+            backup_taken=backups.get(_database_of(target)),
         )
         return _result(target, outcome, before)
 
+    backups = _shared_backups(settings, fleet, targets, console) if fleet.protected else {}
     console.line(f"fleet {fleet.name}: upgrading {plural(len(targets), 'target')} to {rev}")
     report = run_targets(run, targets, work, **_schedule_kwargs(schedule))
     log_report(settings, report, arguments)
@@ -277,10 +282,14 @@ def downgrade(
     run = FleetRun(settings, fleet, console, "downgrade", arguments, lock_timeout=lock_timeout)
     run.shared_state = state
 
+    backups = _shared_backups(settings, fleet, targets, console) if backup else {}
+
     def work(target: Target) -> TargetResult:
-        # A schema target's backup would dump the whole shared database once per schema.
-        wanted = backup and (fleet.protected or not target.environment.schema)
-        outcome = run.guarded(target, lambda s: migrations.downgrade(s, rev, backup=wanted))
+        outcome = run.guarded(
+            target,
+            lambda s: migrations.downgrade(s, rev, backup=backup),
+            backup_taken=backups.get(_database_of(target)),
+        )
         return _result(target, outcome, None)
 
     report = run_targets(run, targets, work, **_schedule_kwargs(schedule))
@@ -316,6 +325,36 @@ def _targets(settings: Settings, selection: Selection) -> tuple[FleetConfig, lis
     return fleet, targets
 
 
+def _database_of(target: Target) -> str | None:
+    """The shared database of a schema target (one backup covers all its schemas)."""
+    if not target.environment.schema:
+        return None
+    return target.environment.url.render_as_string(hide_password=False)
+
+
+def _shared_backups(
+    settings: Settings, fleet: FleetConfig, targets: list[Target], console: Console
+) -> dict[str | None, Any]:
+    """One backup of each database that schema targets share, taken before any of them
+    changes (a dump per schema would copy the whole database that many times)."""
+    import dataclasses
+
+    from tasks.backups import create_backup
+
+    taken: dict[str | None, Any] = {}
+    for target in targets:
+        database = _database_of(target)
+        if database is None or database in taken:
+            continue
+        environment = dataclasses.replace(
+            target.environment, name=f"{fleet.name}:{target.environment.url.database}", schema=None
+        )
+        record = RunRecord(environment=environment.name, task="fleet.backup", arguments={})
+        session = Session(settings, record, console=console, _environment=environment)
+        taken[database] = create_backup(session)
+    return taken
+
+
 def _require_owner(settings: Settings, action: str) -> None:
     """Refuse before any target starts; each target's run checks again on its own."""
     require_owner(settings.owners, current_operator(), action)
@@ -333,12 +372,15 @@ def _goal(script: Any, rev: str) -> set[str] | None:
 
 
 def _result(target: Target, outcome: Any, before: list[str] | None) -> TargetResult:
+    """The target's result from its guarded run: `before` as the run read it, under the lock
+    (another runner may have moved the target since the first look)."""
     record = outcome.record
-    if before is None and record is not None:
-        before = record.revision_before
+    if record is not None and record.revision_before is not None:
+        before = list(record.revision_before)
     after = record.revision_after if record is not None else None
     if outcome.ok:
-        return TargetResult(target.name, OK, before, after)
+        status = AT_GOAL if after is not None and before == list(after) else OK
+        return TargetResult(target.name, status, before, after)
     return TargetResult(target.name, FAILED, before, after, outcome.error, outcome.exit_code)
 
 

@@ -30,10 +30,10 @@ LOCK_HELP = "seconds each target waits for another runner's migration lock"
 def fleet_tasks() -> list[Task]:
     from tasks.console import Console
 
-    def selection(fleet: str, only: list[str], shard: str):  # type: ignore[no-untyped-def]
+    def selection(fleet: str, only: list[str], shard: str | None):  # type: ignore[no-untyped-def]
         from tasks.fleet_commands import Selection
 
-        return Selection(fleet or None, tuple(only or ()), shard or None)
+        return Selection(fleet or None, tuple(only or ()), shard)
 
     def schedule(parallel: int, canary: int, continue_on_error: bool):  # type: ignore[no-untyped-def]
         from tasks.fleet_commands import Schedule
@@ -44,7 +44,7 @@ def fleet_tasks() -> list[Task]:
         help={"fleet": FLEET_HELP, "only": ONLY_HELP, "shard": SHARD_HELP, "json": "print JSON"},
         iterable=["only"],
     )
-    def status(c: Context, fleet: str = "", only: list[str] | None = None, shard: str = "",
+    def status(c: Context, fleet: str = "", only: list[str] | None = None, shard: str | None = None,
                json: bool = False) -> None:  # fmt: skip
         """Each target's revision: at head, behind, unknown or unreachable; a summary."""
 
@@ -67,7 +67,7 @@ def fleet_tasks() -> list[Task]:
         iterable=["only"],
     )  # fmt: skip
     def plan(c: Context, fleet: str = "", rev: str = "head", only: list[str] | None = None,
-             shard: str = "") -> None:  # fmt: skip
+             shard: str | None = None) -> None:  # fmt: skip
         """Read-only: targets grouped by revision, the SQL and lint of what each group lacks."""
 
         def command(settings: Settings) -> int:
@@ -96,7 +96,7 @@ def fleet_tasks() -> list[Task]:
         canary: int = 0,
         continue_on_error: bool = False,
         only: list[str] | None = None,
-        shard: str = "",
+        shard: str | None = None,
         yes: bool = False,
         allow_destructive: bool = False,
         lock_timeout: str = "",
@@ -137,7 +137,7 @@ def fleet_tasks() -> list[Task]:
         canary: int = 0,
         continue_on_error: bool = False,
         only: list[str] | None = None,
-        shard: str = "",
+        shard: str | None = None,
         yes: bool = False,
         backup: bool = True,
         lock_timeout: str = "",
@@ -166,7 +166,7 @@ def fleet_tasks() -> list[Task]:
               "parallel": PARALLEL_HELP},
         iterable=["only"],
     )  # fmt: skip
-    def check(c: Context, fleet: str = "", only: list[str] | None = None, shard: str = "",
+    def check(c: Context, fleet: str = "", only: list[str] | None = None, shard: str | None = None,
               parallel: int = 4) -> None:  # fmt: skip
         """Read-only: the models against every target's database; exit 4 when any differs."""
 

@@ -453,6 +453,9 @@ def _backup_before(session: Session, *, requested: bool, mandatory: bool) -> Non
         session.console.warning("--no-backup: going ahead without a backup")
         session.record.details["backup"] = None
         return
+    if session.backup_taken is not None:  # one backup of a shared database for all its schemas
+        session.record.details["backup"] = str(session.backup_taken)
+        return
     from tasks.backups import create_backup
 
     path = create_backup(session)
@@ -805,6 +808,8 @@ def validate_new_rev_id(script: ScriptDirectory, rev_id: str) -> None:
     """A revision id that Alembic's relative syntax and file names can both carry, unused."""
     if not _REV_ID.fullmatch(rev_id):
         raise UsageError(f"--rev-id {rev_id!r}: use letters, digits and underscores only")
+    if rev_id in _RESERVED_LABELS:
+        raise UsageError(f"--rev-id {rev_id!r}: head, heads and base are Alembic's own names")
     if _known(script, rev_id):
         raise UsageError(f"--rev-id {rev_id!r}: a revision with that id exists already")
 

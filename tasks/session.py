@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tasks.confirmation import Confirmer
@@ -35,6 +36,9 @@ class Session:
     _metadata: MetaData | None = None
     # Alembic's ScriptDirectory, read once per run (or once per fleet, handed to each target).
     _script: ScriptDirectory | None = None
+    # A backup the caller took already: a schema fleet dumps its shared database once, before
+    # any schema changes, instead of once per schema.
+    backup_taken: Path | None = None
 
     @property
     def environment(self) -> Environment:

@@ -116,7 +116,14 @@ def show(session: Session, revision: str, *, dialect: str = "") -> Script:
 def _one_revision(script: ScriptDirectory, revision: str) -> Script:
     from tasks.migrations import _plan
 
+    if revision.startswith(("+", "-")):  # relative to the database's revision, which show has not
+        raise UsageError(
+            f"revision {revision!r} is relative to a database's revision: show takes an id, a "
+            "unique prefix, head, or a step from head (head-1)"
+        )
     found = _plan(lambda: list(script.get_revisions(revision)), revision)
+    if any(not hasattr(item, "revision") for item in found if item is not None):
+        raise UsageError(f"revision {revision!r} does not name one revision of the scripts")
     if len(found) != 1 or found[0] is None:
         names = ", ".join(item.revision for item in found if item is not None) or "none"
         raise UsageError(f"revision {revision!r} names {len(found)} revisions ({names}); name one")
@@ -295,7 +302,11 @@ def edit(session: Session, revision: str) -> Path:
     if not editor.strip():
         raise ConfigError("set $EDITOR (or $VISUAL) to the editor that opens revision files")
     path = Path(found.path)
-    command = [*shlex.split(editor), str(path)]
+    try:
+        words = shlex.split(editor)
+    except ValueError as error:  # "No closing quotation": the variable, not the task, is wrong
+        raise ConfigError(f"$EDITOR/$VISUAL cannot be read as a command ({error})") from None
+    command = [*words, str(path)]
     try:
         completed = subprocess.run(command, check=False)
     except OSError as error:

@@ -264,11 +264,6 @@ def users_chain(project) -> Chain:
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="select_targets splits every --only value on commas: a target named 't_a,t_b' "
-    "cannot be chosen, and asking for it silently migrates t_a and t_b instead",
-)
 def test_only_never_migrates_targets_other_than_the_one_named(h3fleet, users_chain):
     (database,) = h3fleet.create(1)
     h3fleet.execute(
@@ -285,11 +280,6 @@ def test_only_never_migrates_targets_other_than_the_one_named(h3fleet, users_cha
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="select_targets drops empty --only names and then filters nothing: --only '' (an "
-    "unset $TENANTS), ',' or ' ' migrates every target of the fleet",
-)
 @pytest.mark.parametrize("only", ["", ",", " "])
 def test_an_empty_only_selects_nothing_instead_of_everything(h3fleet, users_chain, only):
     databases = h3fleet.create(2)
@@ -303,11 +293,6 @@ def test_an_empty_only_selects_nothing_instead_of_everything(h3fleet, users_chai
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="--shard '' (an unset $SHARD in each of N CI jobs) is read as no --shard: every "
-    "job migrates the whole fleet, while --shard ' ' is refused",
-)
 def test_an_empty_shard_is_refused_like_a_blank_one(h3fleet, users_chain):
     databases = h3fleet.create(2)
     h3fleet.configure(tenants={"urls": [h3fleet.url(name) for name in databases]})
@@ -320,12 +305,6 @@ def test_an_empty_shard_is_refused_like_a_blank_one(h3fleet, users_chain):
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="fleet_commands.upgrade: backup = fleet.protected and not schema: a protected "
-    "schema-per-tenant fleet is upgraded with no backup at all, silently (its downgrade and a "
-    "protected database fleet's upgrade both take one)",
-)
 def test_a_protected_schema_fleet_upgrade_takes_a_backup(h3fleet, users_chain):
     (database,) = h3fleet.create(1)
     h3fleet.execute(database, 'CREATE SCHEMA "t_1"')
@@ -345,11 +324,6 @@ def test_a_protected_schema_fleet_upgrade_takes_a_backup(h3fleet, users_chain):
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="fleet_commands.plan returns 0 unless a target is unreachable: a target at an "
-    "unknown revision, or a group whose plan failed, still ends with exit 0",
-)
 @pytest.mark.parametrize("case", ["unknown revision", "plan failed"])
 def test_fleet_plan_that_cannot_plan_a_target_does_not_exit_0(h3fleet, users_chain, case):
     (database,) = h3fleet.create(1)
@@ -369,12 +343,6 @@ def test_fleet_plan_that_cannot_plan_a_target_does_not_exit_0(h3fleet, users_cha
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="fleet_commands.upgrade reads `before` outside the lock: a target another runner "
-    "upgraded while this one waited is reported 'ok base -> head' (JSON before: []), not "
-    "'at head'",
-)
 def test_a_target_another_runner_upgraded_is_not_reported_as_migrated(h3fleet, users_chain):
     from tasks.locking import LOCK_NAME, _advisory_key
     from tests.revision_chains import spawn, wait_until
@@ -414,11 +382,6 @@ def test_a_target_another_runner_upgraded_is_not_reported_as_migrated(h3fleet, u
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="fleet.plan groups targets by revision only: a PostgreSQL and a SQLite target at "
-    "base get one plan, rendered for PostgreSQL; the SQLite target's SQL and lint are never shown",
-)
 def test_fleet_plan_shows_each_dialects_sql(h3fleet, users_chain, sqlite_url):
     (database,) = h3fleet.create(1)
     users_chain.add(
@@ -440,11 +403,6 @@ FORGED = "t_a\n  ok          t_fake  base -> b00000000001 (0.1 s)"
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="target names are printed raw: a schema (tenant) name with a newline forges an "
-    "'ok' line for a target that does not exist, and one with ESC moves the cursor",
-)
 @pytest.mark.parametrize("task", ["fleet.status", "fleet.upgrade"])
 def test_a_schema_name_cannot_forge_lines_of_the_fleet_report(h3fleet, users_chain, task):
     (database,) = h3fleet.create(1)
@@ -467,11 +425,6 @@ def test_a_schema_name_cannot_forge_lines_of_the_fleet_report(h3fleet, users_cha
 # --- the new verbs -----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="validate_new_rev_id refuses head/heads (they resolve) but not base: the revision "
-    "is written, and history, upgrade and current all fail afterwards",
-)
 def test_revision_refuses_the_reserved_id_base(project, users_chain, sqlite_url):
     project.setenv("DATABASE_URL_DEVELOPMENT", sqlite_url)
     before = set(users_chain.scripts.versions.glob("*.py"))
@@ -483,9 +436,6 @@ def test_revision_refuses_the_reserved_id_base(project, users_chain, sqlite_url)
     assert project.invoke("dev.history").code == ExitCode.OK
 
 
-@pytest.mark.xfail(
-    strict=True, reason="dev.show --rev -1: 'unexpected error: AttributeError' (exit 1)"
-)
 def test_show_with_a_relative_revision_is_one_clear_line(project, users_chain):
     project.monkeypatch.delenv("DATABASE_URL_DEVELOPMENT", raising=False)
 
@@ -495,10 +445,6 @@ def test_show_with_a_relative_revision_is_one_clear_line(project, users_chain):
     assert result.code in (ExitCode.OK, ExitCode.USAGE), result.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="shlex.split's ValueError on EDITOR='\"unterminated' is 'unexpected error' (exit 1)",
-)
 def test_edit_with_an_unparsable_editor_is_a_configuration_error(project, users_chain):
     project.setenv("EDITOR", '"unterminated')
     project.monkeypatch.delenv("VISUAL", raising=False)
