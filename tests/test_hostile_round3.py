@@ -158,12 +158,6 @@ def test_ci_check_markdown_keeps_html_from_errors_out_of_the_comment(project, sq
     assert "<img" not in outside_code(result.stdout), result.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="revision messages reach the terminal raw: ESC sequences in a message move the "
-    "cursor and erase lines of plan/history/heads/show output (colour is off off a TTY, so "
-    "every ESC here is the message's)",
-)
 @pytest.mark.parametrize(
     "argv", [("dev.plan",), ("dev.history",), ("dev.heads",), ("dev.show", "--rev", "head")]
 )
