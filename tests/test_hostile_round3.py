@@ -36,9 +36,6 @@ def chain_with_message(project, message: str, revision: str = "a00000000001") ->
     return chain
 
 
-@pytest.mark.xfail(
-    strict=True, reason="plan_markdown puts the raw message (newlines, fences, HTML) in the heading"
-)
 def test_plan_markdown_keeps_a_hostile_message_inside_its_heading(project, sqlite_url):
     chain_with_message(project, HOSTILE_MESSAGE)
     project.setenv("DATABASE_URL_DEVELOPMENT", sqlite_url)
@@ -115,11 +112,6 @@ def outside_code(markdown: str) -> str:
     return "\n".join(kept)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plan_markdown wraps a finding's statement in single backticks: a backtick in the SQL "
-    "ends the code span and the rest (HTML, links) renders in the PR comment",
-)
 def test_plan_markdown_keeps_hostile_sql_inside_code(project, sqlite_url):
     chain = empty_chain(project.tmp / "scripts", counter=False).use(project)
     chain.add(
@@ -137,11 +129,6 @@ def test_plan_markdown_keeps_hostile_sql_inside_code(project, sqlite_url):
     assert "evil" not in outside_code(result.stdout), result.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ci_markdown's _cell escapes pipes only: a database error quoting a hostile table "
-    "name puts raw HTML in the PR comment's table",
-)
 def test_ci_check_markdown_keeps_html_from_errors_out_of_the_comment(project, sqlite_url):
     chain = empty_chain(project.tmp / "scripts", counter=False).use(project)
     chain.add(
