@@ -30,6 +30,20 @@ _COLOURS = {"DESTRUCTIVE": "31", "BLOCKING": "33", "FAILED": "31", "ok": "32"}
 _VERDICT = re.compile(r"\b(DESTRUCTIVE|BLOCKING|FAILED)\b|(?<=^  )(ok)\b")
 
 
+# C0 controls but newline and tab, DEL and C1 (0x9b is a one-byte CSI on some terminals).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def neutralise(text: str) -> str:
+    """Control characters from data (a revision message, an error) made visible: `\\x1b`.
+
+    A message with ESC sequences could otherwise move the cursor and erase or forge lines of
+    what a reviewer reads; a `\\r` could overwrite a line. Only the console's own sequences
+    (colour, the live line) reach the terminal, and they are added after this.
+    """
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group(0)):02x}", text)
+
+
 def colour_enabled(stream: IO[str]) -> bool:
     """Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org)."""
     if os.environ.get("NO_COLOR"):
@@ -65,7 +79,7 @@ class Console:
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def line(self, text: str = "") -> None:
-        text = redact(text)
+        text = neutralise(redact(text))
         if colour_enabled(self.stdout):
             text = colourise(text)
         with self._lock:
@@ -76,7 +90,7 @@ class Console:
     def warning(self, text: str) -> None:
         with self._lock:
             self._clear_status()
-            _emit(self.stderr, f"WARNING: {redact(text)}\n")
+            _emit(self.stderr, f"WARNING: {neutralise(redact(text))}\n")
             self._draw_status()
 
     def note(self, text: str) -> None:
@@ -90,7 +104,7 @@ class Console:
             return
         with self._lock:
             self._clear_status()
-            print(redact(text), file=self.stderr, flush=True)
+            print(neutralise(redact(text)), file=self.stderr, flush=True)
             self._draw_status()
 
     def is_terminal(self) -> bool:
@@ -105,7 +119,7 @@ class Console:
             return
         with self._lock:
             self._clear_status()
-            self._status = redact(text)
+            self._status = neutralise(redact(text))
             self._draw_status()
 
     def _clear_status(self) -> None:
@@ -261,7 +275,7 @@ def quiet_broken_pipes() -> None:
         configuration = _raised_in(traceback, ("invoke/config.py", "yaml/"))
         what = "cannot load the configuration" if configuration else "unexpected error"
         lines = [line.strip() for line in str(value).splitlines() if line.strip()]
-        detail = redact(lines[0] if lines else "")[:300]
+        detail = neutralise(redact(lines[0] if lines else ""))[:300]
         print(f"invoke: {what}: {kind.__name__}: {detail}".rstrip(": "), file=sys.stderr)
         with contextlib.suppress(Exception):
             sys.stdout.flush()

@@ -203,13 +203,38 @@ def render_mermaid(nodes: list[GraphNode]) -> str:
 
 
 def _mermaid_id(revision: str) -> str:
-    return "r_" + "".join(ch if ch.isalnum() else "_" for ch in revision)
+    """A node id that only this revision gets: ASCII letters and digits kept, anything else
+    (`_` too) as `_<hex>_`, so `a.b` and `a_b` stay two nodes (a shared id merged them)."""
+    return "r_" + "".join(
+        ch if ch.isascii() and ch.isalnum() else f"_{ord(ch):x}_" for ch in revision
+    )
+
+
+# Characters that end a quoted label, start an entity, open a code fence in the Markdown the
+# block sits in, or read as Mermaid/HTML syntax: all as Mermaid entity codes (`#quot;`).
+_MERMAID_ENTITIES = {
+    "#": "#35;",
+    "&": "#amp;",
+    '"': "#quot;",
+    "<": "#lt;",
+    ">": "#gt;",
+    "`": "#96;",
+    "[": "#91;",
+    "]": "#93;",
+    "{": "#123;",
+    "}": "#125;",
+    "|": "#124;",
+}
 
 
 def _mermaid_text(text: str) -> str:
-    """Mermaid labels take HTML entities; quotes and angle brackets would end or break them."""
-    replacements = {"&": "#amp;", '"': "#quot;", "<": "#lt;", ">": "#gt;"}
-    return "".join(replacements.get(ch, ch) for ch in text)
+    """A label's text on one line with every special character as an entity.
+
+    A newline would end the node's line and the rest of a message (a fence, `click ... href`)
+    would be read as Mermaid or, after a ``` line, as the pull request's Markdown.
+    """
+    flat = " ".join(text.split())
+    return "".join(_MERMAID_ENTITIES.get(ch, ch) for ch in flat)
 
 
 def render_dot(nodes: list[GraphNode]) -> str:
@@ -237,7 +262,13 @@ def render_dot(nodes: list[GraphNode]) -> str:
 
 
 def _dot_string(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    escaped = (
+        text.replace("\\", "\\\\")
+        .replace('"', '\\"')
+        .replace("\r\n", "\n")
+        .replace("\r", "\n")
+        .replace("\n", "\\n")
+    )
     return f'"{escaped}"'
 
 

@@ -4,10 +4,17 @@ Made to be posted as a pull-request comment or appended to `$GITHUB_STEP_SUMMARY
 summary line, one section per pending revision with its findings (and their help text, when the
 linter gives one) and its SQL in a fenced block. Fed from the plan's own data (`Plan.as_dict()`)
 and ci.check's outcomes, so neither module needs to know about Markdown.
+
+Everything here comes from files and databases a pull request can change, and the comment is
+read by the people who approve it: prose (messages, errors, help) is one line with HTML and
+Markdown structure escaped (`_text`), and code (revision ids, rules, statements, SQL) sits in
+code spans or fenced blocks whose backtick runs are longer than any inside (`_code`, `_fence`).
 """
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -23,9 +30,9 @@ def plan_markdown(plan: Mapping[str, Any]) -> str:
     verb = "apply" if plan.get("direction") == "upgrade" else "revert"
     current = ", ".join(plan.get("current") or []) or "base"
     lines = [
-        f"## Migration plan: {plan.get('environment')}",
+        f"## Migration plan: {_text(plan.get('environment'))}",
         "",
-        f"At `{current}`, target `{plan.get('target')}`: "
+        f"At {_code(current)}, target {_code(plan.get('target'))}: "
         f"{_count(len(revisions), 'revision')} to {verb}.",
         "",
         f"**Summary:** {_summary(revisions)}",
@@ -36,7 +43,7 @@ def plan_markdown(plan: Mapping[str, Any]) -> str:
             "| Revision | Message | Findings |",
             "|---|---|---|",
             *(
-                f"| `{item['revision']}` | {_cell(item.get('message', ''))} | "
+                f"| {_code_cell(item['revision'])} | {_cell(item.get('message', ''))} | "
                 f"{_cell(_finding_counts(item.get('findings', [])) or 'clean')} |"
                 for item in revisions
             ),
@@ -48,23 +55,24 @@ def plan_markdown(plan: Mapping[str, Any]) -> str:
 
 
 def _revision_section(item: Mapping[str, Any], upgrade: bool) -> list[str]:
-    lines = [f"### `{item['revision']}` {item.get('message', '')}".rstrip(), ""]
+    lines = [f"### {_code(item['revision'])} {_text(item.get('message', ''))}".rstrip(), ""]
     if item.get("file"):
-        lines += [f"File: `{item['file']}`", ""]
+        lines += [f"File: {_text(item['file'])}", ""]  # prose: a name can hold HTML
     findings = sorted(item.get("findings", []), key=_severity_rank)
     for finding in findings:
         label = SEVERITY_LABELS.get(finding.get("severity", ""), finding.get("severity", ""))
-        text = f"- **{label}** `{finding.get('rule')}`: {_inline(finding.get('message', ''))}"
+        rule, message = _code(finding.get("rule")), _text(finding.get("message", ""))
+        text = f"- **{_text(label)}** {rule}: {message}"
         help_text = next((finding[key] for key in HELP_KEYS if finding.get(key)), "")
         if help_text:
-            text += f" ({_inline(str(help_text))})"
+            text += f" ({_text(help_text)})"
         lines.append(text)
         if finding.get("statement"):
-            lines.append(f"  - statement: `{_inline(finding['statement'])[:200]}`")
+            lines.append(f"  - statement: {_code(_inline(finding['statement'])[:200])}")
     if findings:
         lines.append("")
     if item.get("render_error"):
-        lines += [f"_No offline SQL: {_inline(item['render_error'])}_", ""]
+        lines += [f"_No offline SQL: {_text(item['render_error'])}_", ""]
     sql = (item.get("sql") or "").strip()
     if sql:
         fence = _fence(sql)
@@ -134,19 +142,57 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
-def _cell(text: str) -> str:
-    """Table cells: one line, pipes escaped."""
-    return " ".join(str(text).split()).replace("|", "\\|")
+def _cell(text: object) -> str:
+    """Table cells: prose, one line, pipes escaped (`_text` escapes them)."""
+    return _text(text)
 
 
-def _inline(text: str) -> str:
+def _code_cell(text: object) -> str:
+    """Code in a table cell: GitHub splits cells on `|` even inside a code span."""
+    return _code(text).replace("|", "\\|")
+
+
+def _inline(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def _fence(text: str) -> str:
-    """A fence longer than any run of backticks inside the SQL (a comment could hold some)."""
+# Characters that start or end Markdown structure (emphasis, links, images, tables, headings,
+# strikethrough, escapes); backslash-escaped in prose. Backticks become an entity instead.
+_MARKDOWN_SPECIAL = re.compile(r"[\\*_\[\]|#!~]")
+
+
+def _text(text: object) -> str:
+    """Prose from data (a message, an error, help text) that renders as exactly its characters.
+
+    One line (a newline could start a heading or close a fence), `<`, `>`, `&` as entities (no
+    HTML: images, links, comments), Markdown specials backslash-escaped and backticks as
+    `&#96;` (no code span can swallow what follows).
+    """
+    flat = _MARKDOWN_SPECIAL.sub(lambda match: "\\" + match.group(0), _inline(text))
+    return html.escape(flat, quote=False).replace("`", "&#96;")
+
+
+def _code(text: object) -> str:
+    """An inline code span on one line, delimited by a backtick run longer than any inside.
+
+    A single-backtick span would end at the first backtick of a hostile statement and render
+    the rest (HTML, links) in the comment. Spaces pad the content when it holds backticks, so
+    one at either end cannot join the delimiters (CommonMark strips one space each side).
+    """
+    flat = _inline(text)
+    ticks = "`" * (_longest_backtick_run(flat) + 1)
+    pad = " " if "`" in flat or not flat else ""
+    return f"{ticks}{pad}{flat}{pad}{ticks}"
+
+
+def _longest_backtick_run(text: str) -> int:
     longest, run = 0, 0
     for ch in text:
         run = run + 1 if ch == "`" else 0
         longest = max(longest, run)
-    return "`" * max(3, longest + 1)
+    return longest
+
+
+def _fence(text: str) -> str:
+    """A fence longer than any run of backticks inside the SQL (a comment could hold some)."""
+    return "`" * max(3, _longest_backtick_run(text) + 1)
