@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy
 
 from tasks.errors import ExitCode
-from tests.conftest import create_pg_database, drop_pg_database
-from tests.helpers import SECRET, assert_one_line_error
+from tests.helpers import assert_one_line_error
 from tests.revision_chains import Chain, empty_chain
+from tests.test_fleet import Fleet
 
 # --- review formats: what a pull-request comment renders -------------------------------------
 
@@ -172,36 +171,14 @@ def test_terminal_control_sequences_in_a_message_are_not_printed(project, sqlite
 # --- fleet.* ---------------------------------------------------------------------------------
 
 
-class H3Fleet:
-    """Throwaway PostgreSQL databases named h3_* and an `invoke -f` file describing a fleet."""
-
-    def __init__(self, project, pg_server) -> None:  # type: ignore[no-untyped-def]
-        self.project = project
-        self.server = pg_server
-        self.prefix = f"h3_{uuid.uuid4().hex[:6]}"
-        self.databases: list[str] = []
-        self.file = project.tmp / "fleet.yaml"
+class H3Fleet(Fleet):
+    """test_fleet's throwaway databases and fleet file, plus what the probes read back."""
 
     def create(self, count: int) -> list[str]:
-        names = [f"{self.prefix}_db{index}" for index in range(count)]
-        for name in names:
-            create_pg_database(self.server, name)
-        self.databases += names
-        return names
-
-    def url(self, database: str, *, password: bool = True) -> str:
-        auth = f"postgres:{SECRET}" if password else "postgres"
-        return f"postgresql://{auth}@127.0.0.1:5432/{database}"
+        return self.create_databases(count)
 
     def engine(self, database: str) -> sqlalchemy.Engine:
         return sqlalchemy.create_engine(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}")
-
-    def execute(self, database: str, *statements: str) -> None:
-        engine = self.engine(database)
-        with engine.begin() as connection:
-            for statement in statements:
-                connection.execute(sqlalchemy.text(statement))
-        engine.dispose()
 
     def tables(self, database: str) -> set[tuple[str, str]]:
         engine = self.engine(database)
@@ -215,16 +192,6 @@ class H3Fleet:
             found = {(schema, name) for schema, name in rows}
         engine.dispose()
         return found
-
-    def configure(self, **fleets: dict) -> None:
-        self.file.write_text(json.dumps({"migrations": {"fleets": fleets}}))
-
-    def invoke(self, *argv: str):  # type: ignore[no-untyped-def]
-        return self.project.invoke("-f", str(self.file), *argv)
-
-    def drop(self) -> None:
-        for name in self.databases:
-            drop_pg_database(self.server, name)
 
 
 @pytest.fixture
