@@ -83,6 +83,20 @@ class ScriptCopy:
     def files(self) -> set[str]:
         return {path.name for path in self.versions.glob("*.py")}
 
+    def add_merge(self, revision: str, parents: tuple[str, str], message: str) -> Path:
+        """A merge revision joining `parents`, doing nothing (`message` is its docstring)."""
+        path = self.versions / "merge.py"
+        path.write_text(
+            f'"""{message}"""\n'
+            f"revision = {revision!r}\n"
+            f"down_revision = {parents!r}\n"
+            "branch_labels = None\n"
+            "depends_on = None\n\n\n"
+            "def upgrade() -> None:\n    pass\n\n\n"
+            "def downgrade() -> None:\n    pass\n"
+        )
+        return path
+
     def add_branch(self, revision: str = "b0b0b0b0b0b0", down_revision: str = FIRST) -> Path:
         """A second head: a revision that, like ef2b2790809e, revises `down_revision`."""
         path = self.versions / f"{revision}_second_branch.py"

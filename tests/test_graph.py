@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import textwrap
-
 from tests.helpers import FIRST, HEAD, assert_ok, copy_scripts
 
 
 def test_branched_history_is_drawn_with_lanes_and_marks(project, tmp_path):
     copy = copy_scripts(tmp_path / "scripts")
     copy.add_branch("b0b0b0b0b0b0", down_revision=FIRST)
-    (copy.versions / "merge.py").write_text(
-        textwrap.dedent(
-            f'''\
-            """merge the branches"""
-            revision = "m3m3m3m3m3m3"
-            down_revision = ("{HEAD}", "b0b0b0b0b0b0")
-            branch_labels = None
-            depends_on = None
-
-
-            def upgrade() -> None:
-                pass
-
-
-            def downgrade() -> None:
-                pass
-            '''
-        )
-    )
+    copy.add_merge("m3m3m3m3m3m3", (HEAD, "b0b0b0b0b0b0"), "merge the branches")
     project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(copy.ini))
     project.setenv("DATABASE_URL_DEVELOPMENT", f"sqlite:///{tmp_path / 'g.sqlite3'}")
     assert_ok(project.invoke("dev.upgrade", "--rev", HEAD))

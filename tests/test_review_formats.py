@@ -8,7 +8,6 @@ import json
 import re
 import shutil
 import subprocess
-import textwrap
 
 import pytest
 
@@ -27,25 +26,7 @@ def merged(project, tmp_path):
     """FIRST branches into HEAD and SIDE, which MERGE joins; dev (SQLite) is at HEAD."""
     copy = copy_scripts(tmp_path / "scripts")
     copy.add_branch(SIDE, down_revision=FIRST)
-    (copy.versions / "merge.py").write_text(
-        textwrap.dedent(
-            f'''\
-            """merge the "branches" <here>"""
-            revision = "{MERGE}"
-            down_revision = ("{HEAD}", "{SIDE}")
-            branch_labels = None
-            depends_on = None
-
-
-            def upgrade() -> None:
-                pass
-
-
-            def downgrade() -> None:
-                pass
-            '''
-        )
-    )
+    copy.add_merge(MERGE, (HEAD, SIDE), 'merge the "branches" <here>')
     project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(copy.ini))
     project.setenv("DATABASE_URL_DEVELOPMENT", sqlite_url(tmp_path / "g.sqlite3"))
     assert_ok(project.invoke("dev.upgrade", "--rev", HEAD))
