@@ -1,15 +1,17 @@
-"""Invoke's entry point: the `local`, `dev`, `staging` and `prod` task collections.
+"""Invoke's entry point: the `local`, `dev`, `staging`, `prod`, `fleet` and `ci` collections.
 
-Invoke loads this file before it would look at the `tasks/` folder, and plain Python prefers a
-module over a folder without `__init__.py`. Setting `__path__` makes this module the package, so
-`invoke`, `pytest` and `python` all import the one `tasks`, and `tasks.<module>` resolves into
-`tasks/`. Keep this file free of heavy imports: `invoke --list` runs it.
+Invoke takes this file before it would look at the `tasks/` package (field notes) and runs it as
+the module `tasks`. The library is the package `tasks/` (plain Python, IDEs and import tools
+resolve `tasks` to the package, which wins over a module of the same name), so the module name is
+handed back to the package before importing from it. Keep this file free of heavy imports:
+`invoke --list` runs it.
 """
 
-from pathlib import Path
+import sys
 
-__path__ = [str(Path(__file__).resolve().with_name("tasks"))]
+if not hasattr(sys.modules.get("tasks"), "__path__"):
+    sys.modules.pop("tasks", None)
 
-from tasks.namespace import build_namespace
+from tasks.cli.namespace import build_namespace
 
 namespace = build_namespace()

@@ -2,7 +2,7 @@
 
 Tasks hand over their connection, environment and models through `config.attributes`; a plain
 `alembic current` resolves them here from ENVIRONMENT and the DATABASE_URL_* variables, the same
-way the tasks do (see `tasks/environments.py`). Always a synchronous engine.
+way the tasks do (see `tasks/core/environments.py`). Always a synchronous engine.
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ from alembic.util import CommandError
 if (_project := str(Path(__file__).resolve().parent.parent)) not in sys.path:
     sys.path.insert(0, _project)
 
-# Registers `op.drop_invalid_index`, which lock-safe revisions call (tasks/safe_ops.py).
-from tasks import safe_ops  # noqa: F401
-from tasks.alembic_support import EnvHandover, context_options
-from tasks.context import load_project_settings
-from tasks.engines import connect
-from tasks.environments import environment_for_alembic, resolve_environment
-from tasks.errors import MigrationsError
-from tasks.metadata import load_metadata
-from tasks.session import enter_schema
+# Registers `op.drop_invalid_index`, which lock-safe revisions call (tasks/migrate/safe_ops.py).
+from tasks.core.alembic_config import EnvHandover, context_options
+from tasks.core.engines import connect
+from tasks.core.environments import environment_for_alembic, resolve_environment
+from tasks.core.errors import MigrationsError
+from tasks.core.metadata import load_metadata
+from tasks.core.session import enter_schema
+from tasks.core.settings import load_project_settings
+from tasks.migrate import safe_ops  # noqa: F401
 
 config = context.config
 handover: EnvHandover | None = config.attributes.get("handover")
@@ -69,7 +69,7 @@ def _metadata(target: EnvHandover):  # type: ignore[no-untyped-def]
 
 
 def _safe_revisions(options: dict) -> dict:
-    """On PostgreSQL, autogenerate writes lock-safe revisions (tasks/safe_revisions.py).
+    """On PostgreSQL, autogenerate writes lock-safe revisions (tasks/migrate/safe_revisions.py).
 
     The task says whether `migrations.safe_revisions` is on through `config.attributes`; a
     plain `alembic revision --autogenerate` reads the same setting, only when it writes one.
@@ -77,7 +77,7 @@ def _safe_revisions(options: dict) -> dict:
     then = options["process_revision_directives"]
 
     def process_revision_directives(context, revision, directives) -> None:  # type: ignore[no-untyped-def]
-        from tasks import safe_revisions
+        from tasks.migrate import safe_revisions
 
         is_enabled = config.attributes.get("safe_revisions")
         if is_enabled is None:
@@ -98,10 +98,10 @@ def _session_timeouts(connection, target: EnvHandover) -> None:  # type: ignore[
     every step of a revision's `autocommit_block()` (CREATE INDEX CONCURRENTLY, VALIDATE)."""
     if target.environment.dialect != "postgresql":
         return
-    from tasks.session import _apply_session_timeouts
+    from tasks.core.session import apply_session_timeouts
 
     try:
-        _apply_session_timeouts(
+        apply_session_timeouts(
             connection, target.settings or load_project_settings(), target.environment
         )
     except MigrationsError as error:

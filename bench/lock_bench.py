@@ -1,5 +1,5 @@
 """What a revision does to the writers of a live PostgreSQL table: plain Alembic against the
-lock-safe forms autogenerate writes (tasks/safe_revisions.py), measured in the same run.
+lock-safe forms autogenerate writes (tasks/migrate/safe_revisions.py), measured in the same run.
 
     .venv/bin/python bench/lock_bench.py [--rows 1000000] [--writers 8]
 
@@ -128,7 +128,7 @@ def revision_code(engine: sa.Engine, metadata: sa.MetaData, safe: bool) -> tuple
     from alembic.autogenerate import produce_migrations, render_python_code
     from alembic.migration import MigrationContext
 
-    from tasks import safe_revisions
+    from tasks.migrate import safe_revisions
 
     with engine.connect() as connection:
         context = MigrationContext.configure(
@@ -148,7 +148,7 @@ def run_code(engine: sa.Engine, code: str) -> float:
     from alembic.migration import MigrationContext
     from alembic.operations import Operations
 
-    import tasks.safe_ops  # noqa: F401  (op.drop_invalid_index)
+    import tasks.migrate.safe_ops  # noqa: F401  (op.drop_invalid_index)
 
     with engine.connect() as connection:
         connection.exec_driver_sql(f"SET lock_timeout = '{LOCK_TIMEOUT}'")

@@ -11,7 +11,7 @@ same run and on the same database, alternating so that noise hits all of them al
 - MetaData.reflect() of the same tables (bulk too, but it builds Table objects);
 - Alembic's `compare_metadata` with type and server-default comparison on (what `alembic
   check` and `local.check` run);
-- the check behind `local.sync --check` (`tasks.sync.make_plan`: compare and classify);
+- the check behind `local.sync --check` (`tasks.schema.sync.make_plan`: compare and classify);
 each on a fresh connection, models already imported. Ratios are of medians from this run.
 
 Also: the same check end to end (`invoke local.sync --check` in a subprocess, start-up
@@ -155,14 +155,14 @@ def alembic_compare(connection: sa.Connection, models: sa.MetaData) -> int:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from tasks.alembic_support import comparison_options
+    from tasks.core.alembic_config import comparison_options
 
     context = MigrationContext.configure(connection, opts=comparison_options())
     return len(compare_metadata(context, models))
 
 
 def sync_check(connection: sa.Connection, models: sa.MetaData) -> int:
-    from tasks.sync import make_plan
+    from tasks.schema.sync import make_plan
 
     return len(make_plan(connection, models).items)
 
@@ -230,7 +230,7 @@ def cli(url: str, tables: int, *task: str) -> tuple[float, int, float]:
 def time_apply(url: str, rounds: int) -> list[float]:
     """`local.sync` adding the missing columns, in process; the columns are dropped again
     between rounds."""
-    from tasks.sync import sync
+    from tasks.schema.sync import sync
 
     models = metadata()
     engine = sa.create_engine(url)
@@ -249,11 +249,11 @@ def time_apply(url: str, rounds: int) -> list[float]:
 
 
 def _session(models: sa.MetaData) -> Any:
-    from tasks.confirmation import Confirmer
-    from tasks.console import Console
-    from tasks.run_log import RunRecord
-    from tasks.session import Session
-    from tasks.settings import DEFAULTS, settings_from_mapping
+    from tasks.core.confirmation import Confirmer
+    from tasks.core.console import Console
+    from tasks.core.run_log import RunRecord
+    from tasks.core.session import Session
+    from tasks.core.settings import DEFAULTS, settings_from_mapping
 
     console = Console(stdout=open(os.devnull, "w"), stderr=sys.stderr)  # noqa: PTH123, SIM115
     session = Session(
@@ -353,9 +353,9 @@ def agreement(url: str, models: sa.MetaData) -> str:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from tasks.alembic_support import comparison_options
-    from tasks.sync import make_plan
-    from tasks.sync_diff import keys_from_alembic
+    from tasks.core.alembic_config import comparison_options
+    from tasks.schema.fast_diff import keys_from_alembic
+    from tasks.schema.sync import make_plan
 
     engine = sa.create_engine(url)
     try:

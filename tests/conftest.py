@@ -242,7 +242,7 @@ def schema_snapshot(url: str) -> dict:
     """Tables, columns, indexes and alembic_version of a database, to prove nothing changed.
 
     The audit table is left out: recording a refused or failed attempt is the one write a
-    refusal is supposed to make (tasks/audit.py).
+    refusal is supposed to make (tasks/guard/audit.py).
     """
     import sqlalchemy
 

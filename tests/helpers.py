@@ -13,7 +13,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.errors import ExitCode
+from tasks.core.errors import ExitCode
 from tests.conftest import ROOT, Result
 
 FIRST = "299ef84b3388"  # create users and projects

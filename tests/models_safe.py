@@ -1,5 +1,5 @@
 """The application's models after one change each to an existing table, for lock-safe
-autogenerate (tests/test_safe_revisions.py): select one with
+autogenerate (tests/migrate/test_safe_revisions.py): select one with
 INVOKE_MIGRATIONS_METADATA=tests.models_safe:<name>."""
 
 from __future__ import annotations

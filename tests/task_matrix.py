@@ -2,7 +2,7 @@
 namespace, and module databases in known states.
 
 What a task is (changes the database? needs one? creates revisions?) is not copied from the code
-into the tests: each task's body is called once with a stand-in for `tasks.context.run_task`,
+into the tests: each task's body is called once with a stand-in for `tasks.cli.context.run_task`,
 which records what the task tells the shared context. What asks and what backs up follows the
 README's safety model (see `TaskInfo`).
 """
@@ -22,9 +22,9 @@ from typing import Any
 import sqlalchemy
 from invoke import Context
 
-from tasks import context as task_context
-from tasks.namespace import build_namespace
-from tasks.settings import COLLECTIONS, DEFAULTS, settings_from_mapping
+from tasks.cli import context as task_context
+from tasks.cli.namespace import build_namespace
+from tasks.core.settings import COLLECTIONS, DEFAULTS, settings_from_mapping
 from tests.conftest import create_pg_database, drop_pg_database, schema_snapshot
 from tests.helpers import FIRST, HEAD, prepare
 
@@ -127,7 +127,7 @@ def _how_it_runs(task: Any, defaults: dict[str, Any]) -> dict[str, Any]:
     finally:
         for module in modules:
             module.run_task = original
-    assert captured, f"{task.name} does not run through tasks.context.run_task"
+    assert captured, f"{task.name} does not run through tasks.cli.context.run_task"
     return captured
 
 
@@ -136,7 +136,9 @@ def discover() -> tuple[TaskInfo, ...]:
     namespace = build_namespace()
     found = []
     for collection_name, collection in sorted(namespace.collections.items()):
-        if collection_name == "fleet":  # run_command: each target is guarded (tests/test_fleet.py)
+        if (
+            collection_name == "fleet"
+        ):  # run_command: each target is guarded (tests/fleet/test_fleet.py)
             continue
         for task_name, task in sorted(collection.tasks.items()):
             defaults = {argument.name: argument.default for argument in task.get_arguments()}

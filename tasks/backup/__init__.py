@@ -1,0 +1,1 @@
+"""Backups and restores, one routine per dialect."""

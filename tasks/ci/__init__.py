@@ -1,0 +1,1 @@
+"""What a pipeline verifies on every change to the migrations."""

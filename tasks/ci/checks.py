@@ -1,0 +1,606 @@
+"""`ci.check`: what a pipeline verifies on every change to the migrations.
+
+Built on Alembic's own API (ScriptDirectory, command.upgrade/downgrade, compare_metadata)
+rather than pytest-alembic, so the same checks run as a task, outside pytest, with the project's
+env.py and configuration. Every check runs; each failure names its check and the revision.
+
+- heads: exactly `ci.allowed_heads` heads, and the whole graph loads (no dangling down_revision);
+- downgrades: every revision has a real downgrade (not `pass`, not NotImplementedError);
+- stairway: for each revision in order, upgrade to it, downgrade one step, upgrade again, on a
+  throwaway database of each of `ci.dialects` (catches downgrades that leave enum types,
+  indexes or rows behind, and upgrades that cannot be re-run);
+- models: the database built by the whole history matches the models;
+- lint: each revision's upgrade SQL, classified and (on PostgreSQL) squawked, fails on the
+  configured severities.
+
+`ci.dialects` (default: the dialects of the shared environments' URLs) decides where the
+stairway and models checks run, so a PostgreSQL-only history is not failed by SQLite.
+`ci.since` marks inherited history as trusted: that revision and older ones skip the
+downgrades, stairway and lint checks (they are only built, once); heads and models still cover
+the whole history.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tasks.core import comparison
+from tasks.core.alembic_config import EnvHandover, alembic_config
+from tasks.core.console import plural
+from tasks.core.errors import CheckFailed, ConfigError, DatabaseError, ExitCode
+from tasks.core.session import Session
+from tasks.schema import drift
+
+if TYPE_CHECKING:
+    from alembic.script import Script, ScriptDirectory
+    from sqlalchemy.engine import Connection
+
+    from tasks.core.environments import Environment
+
+
+@dataclass(frozen=True)
+class Outcome:
+    check: str
+    ok: bool
+    detail: str
+    code: ExitCode
+
+    def line(self) -> str:
+        return f"  {'ok    ' if self.ok else 'FAILED'} {self.check}: {self.detail}"
+
+
+def run_checks(session: Session, *, as_markdown: bool = False) -> list[Outcome]:
+    """Run every check, print each outcome, and fail with the first failing check's code."""
+    from alembic.script import ScriptDirectory
+
+    options = _ci_options(session)
+    try:
+        script = ScriptDirectory.from_config(alembic_config(session.settings))
+        revisions = list(reversed(list(script.walk_revisions())))  # base first
+    except Exception as error:
+        outcome = Outcome(
+            "heads", False, f"the revision graph does not load: {error}", ExitCode.CI_HEADS
+        )
+        return _report(session, [outcome], as_markdown=as_markdown)
+    since = _since(script, options["since"])
+    trusted = _trusted(script, since)
+    checked = [revision for revision in revisions if revision.revision not in trusted]
+    outcomes = [check_heads(script, options["allowed_heads"]), *check_downgrades(checked)]
+    backends, notes = dialects_to_check(session, options)
+    for note in notes:
+        session.console.line(f"> note: {note}" if as_markdown else f"  note: {note}")
+    if not backends:
+        outcomes.append(_no_dialect_outcome(notes))
+    for backend in backends:
+        with throwaway_database(session, backend, options) as (environment, connection):
+            outcomes += stairway(
+                session,
+                environment,
+                connection,
+                checked,
+                since=since,
+                trusted=len(trusted),
+                since_schema=options["since_schema"],
+            )
+            outcomes.append(models_match(session, environment, connection))
+    outcomes += lint_revisions(session, script, {**options, "backends": backends}, since=since)
+    return _report(session, outcomes, as_markdown=as_markdown)
+
+
+def _report(
+    session: Session, outcomes: list[Outcome], *, as_markdown: bool = False
+) -> list[Outcome]:
+    if as_markdown:  # issue 12.7: one table for a pull request or $GITHUB_STEP_SUMMARY
+        from tasks.plan.markdown import ci_markdown
+
+        session.console.line(ci_markdown(outcomes).rstrip("\n"))
+    for outcome in [] if as_markdown else outcomes:
+        session.console.line(outcome.line())
+    failed = [outcome for outcome in outcomes if not outcome.ok]
+    session.record.details["failed"] = [f"{o.check}: {o.detail}" for o in failed]
+    if failed:
+        first = failed[0]
+        raise CheckFailed(
+            f"{plural(len(failed), 'check')} failed; first: {first.check}: {first.detail}",
+            first.code,
+        )
+    return outcomes
+
+
+def _ci_options(session: Session) -> dict[str, Any]:
+    """The `ci` settings, validated: a typo must fail loudly, not quietly disable a check."""
+    from tasks.lint import classifier as lint
+
+    raw = session.settings.extra.get("ci", {})
+    try:
+        allowed = int(raw.get("allowed_heads", 1))
+    except (TypeError, ValueError):
+        raise ConfigError("migrations.ci.allowed_heads must be a whole number") from None
+    if allowed < 1:
+        raise ConfigError("migrations.ci.allowed_heads must be at least 1")
+    fail_on = raw.get("fail_on", "destructive")
+    severities = fail_on.split(",") if isinstance(fail_on, str) else list(fail_on or [])
+    failing = {str(item).strip().lower() for item in severities if str(item).strip()}
+    known = {lint.DESTRUCTIVE, lint.BLOCKING, lint.WARNING}
+    if failing - known:
+        raise ConfigError(
+            f"migrations.ci.fail_on: unknown severity {', '.join(sorted(failing - known))} "
+            f"(known: {', '.join(sorted(known))})"
+        )
+    postgres_url = str(raw.get("postgres_url") or "").strip()
+    if postgres_url:
+        _require_postgresql(postgres_url)
+    return {
+        "allowed_heads": allowed,
+        "postgres_url": postgres_url,
+        "fail_on": failing,
+        "dialects": _configured_dialects(raw.get("dialects"), postgres_url),
+        "since": str(raw.get("since") or "").strip() or None,
+        "since_schema": _since_schema(session, raw.get("since_schema"), raw.get("since")),
+    }
+
+
+# Dialects ci.check can build throwaway databases for, and how people spell them.
+CI_DIALECTS = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
+
+
+def _configured_dialects(value: Any, postgres_url: str) -> list[str] | None:
+    """`ci.dialects` as a list, or None for the default (the shared environments' dialects)."""
+    items = value.split(",") if isinstance(value, str) else list(value or [])
+    names = [str(item).strip().lower() for item in items if str(item).strip()]
+    if not names:
+        return None
+    unknown = [name for name in names if name not in CI_DIALECTS]
+    if unknown:
+        raise ConfigError(
+            f"migrations.ci.dialects: ci.check cannot build a throwaway {unknown[0]} database "
+            "(known: sqlite, postgresql)"
+        )
+    dialects = list(dict.fromkeys(CI_DIALECTS[name] for name in names))
+    if "postgresql" in dialects and not postgres_url:
+        raise ConfigError(
+            "migrations.ci.dialects includes postgresql but migrations.ci.postgres_url is empty"
+        )
+    return dialects
+
+
+# The environments whose databases a history is deployed to (local is each developer's own).
+SHARED_ENVIRONMENTS = ("development", "staging", "production")
+
+
+def dialects_to_check(session: Session, options: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(dialects for the stairway and models checks, notes to print).
+
+    `ci.dialects` when set; otherwise the dialects of the shared environments whose URL is
+    configured, with SQLite only when one of them is SQLite or none is set (then PostgreSQL
+    too, when `ci.postgres_url` names a server, as before `ci.dialects` existed).
+    """
+    if options["dialects"] is not None:
+        return options["dialects"], []
+    found = _environment_dialects(session)
+    if not found:
+        return (["sqlite", "postgresql"] if options["postgres_url"] else ["sqlite"]), []
+    notes = []
+    dialects = [dialect for dialect in ("sqlite", "postgresql") if dialect in found]
+    unsupported = sorted(set(found) - set(CI_DIALECTS))
+    if unsupported:
+        notes.append(
+            f"environments on {', '.join(unsupported)}: ci.check has no throwaway server for "
+            "them (migrations.ci.dialects chooses what to check instead)"
+        )
+    if "postgresql" in dialects and not options["postgres_url"]:
+        dialects.remove("postgresql")
+        notes.append("environments on postgresql but migrations.ci.postgres_url is empty")
+    return dialects, notes
+
+
+def _environment_dialects(session: Session) -> list[str]:
+    """Dialects of the shared environments that have a URL (unset ones are skipped)."""
+    from tasks.core.environments import resolve_environment
+
+    dialects = []
+    for name in SHARED_ENVIRONMENTS:
+        if name not in session.settings.environments:
+            continue
+        try:
+            dialect = resolve_environment(session.settings, name).dialect
+        except ConfigError:
+            continue
+        dialects.append("mysql" if dialect == "mariadb" else dialect)
+    return sorted(set(dialects))
+
+
+def _no_dialect_outcome(notes: list[str]) -> Outcome:
+    detail = "no dialect to build the history on; set migrations.ci.dialects"
+    if notes:
+        detail += f" ({notes[0]})"
+    return Outcome("stairway", False, detail, ExitCode.CI_STAIRWAY)
+
+
+def _since(script: ScriptDirectory, since: str | None) -> str | None:
+    """`ci.since` as a full revision id; an unknown one is a configuration error."""
+    if since is None:
+        return None
+    try:
+        revision = script.get_revision(since)
+    except Exception:
+        revision = None
+    if revision is None:
+        raise ConfigError(f"migrations.ci.since: {since!r} is not a revision of the scripts")
+    return revision.revision
+
+
+def _since_schema(session: Session, value: Any, since: Any) -> Path | None:
+    """`ci.since_schema`: a SQL file of the schema at `ci.since` (pg_dump --schema-only, or
+    SQLite's .schema), relative to the project; it needs `ci.since` and must be readable."""
+    text = str(value or "").strip()
+    if not text:
+        return None
+    if not str(since or "").strip():
+        raise ConfigError("migrations.ci.since_schema needs migrations.ci.since (its revision)")
+    path = session.settings.path(text)
+    if not path.is_file():
+        raise ConfigError(f"migrations.ci.since_schema: {path} is not a readable file")
+    return path
+
+
+def _load_schema(
+    session: Session, environment: Environment, connection: Connection, path: Path
+) -> None:
+    """Build the trusted start from a schema file: psql runs a pg_dump file as pg_dump meant it
+    (its SET lines, functions, dollar quoting); SQLite takes the script as it is."""
+    if environment.dialect == "sqlite":
+        connection.commit()
+        connection.connection.driver_connection.executescript(path.read_text(encoding="utf-8"))
+        return
+    import shutil
+    import subprocess
+
+    from tasks.backup.backups import pg_environment
+
+    psql = shutil.which("psql")
+    if psql is None:
+        raise ConfigError("migrations.ci.since_schema on PostgreSQL needs psql on PATH")
+    connection.commit()
+    completed = subprocess.run(
+        [psql, "--no-psqlrc", "--quiet", "-v", "ON_ERROR_STOP=1", "-f", str(path)],
+        env=pg_environment(environment.url, session.settings.connect_timeout),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if completed.returncode != 0:
+        lines = [line for line in completed.stderr.splitlines() if line.strip()]
+        raise DatabaseError(f"{path.name}: {lines[0] if lines else 'psql failed'}")
+
+
+def _trusted(script: ScriptDirectory, since: str | None) -> set[str]:
+    """`since` and every revision it depends on: history nobody will rewrite."""
+    if since is None:
+        return set()
+    return {revision.revision for revision in script.iterate_revisions(since, "base")}
+
+
+def _require_postgresql(url: str) -> None:
+    from tasks.core.environments import normalize_url
+    from tasks.core.settings import PROJECT_ROOT
+
+    parsed = normalize_url(url, "migrations.ci.postgres_url", PROJECT_ROOT)
+    if parsed.get_backend_name() != "postgresql":
+        raise ConfigError(
+            "migrations.ci.postgres_url must name a PostgreSQL server (or be empty for the "
+            f"SQLite legs only), not {parsed.get_backend_name()}"
+        )
+
+
+# --- checks ---------------------------------------------------------------------------------
+
+
+def check_heads(script: ScriptDirectory, allowed: int) -> Outcome:
+    heads = sorted(script.get_heads())
+    ok = len(heads) == allowed
+    detail = f"{plural(len(heads), 'head')} {', '.join(heads)}" + (
+        "" if ok else f"; {allowed} allowed"
+    )
+    return Outcome("heads", ok, detail, ExitCode.CI_HEADS)
+
+
+def check_downgrades(revisions: list[Script]) -> list[Outcome]:
+    missing = [revision.revision for revision in revisions if not has_real_downgrade(revision)]
+    if not missing:
+        return [
+            Outcome(
+                "downgrades",
+                True,
+                f"{plural(len(revisions), 'revision')} can be reverted",
+                ExitCode.CI_DOWNGRADES,
+            )
+        ]
+    return [
+        Outcome(
+            "downgrades",
+            False,
+            f"revision {revision} has no real downgrade()",
+            ExitCode.CI_DOWNGRADES,
+        )
+        for revision in missing
+    ]
+
+
+def has_real_downgrade(revision: Script) -> bool:
+    """A downgrade that does something; merge points and empty revisions need none."""
+    if isinstance(revision.down_revision, tuple | list):
+        return True
+    tree = ast.parse(Path(revision.path).read_text(encoding="utf-8"))
+    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    if "downgrade" not in functions:
+        return False
+    if _is_empty(functions.get("upgrade")):
+        return True
+    return not _is_empty(functions["downgrade"]) and not _raises_not_implemented(
+        functions["downgrade"]
+    )
+
+
+def _is_empty(function: ast.FunctionDef | None) -> bool:
+    if function is None:
+        return True
+    return all(
+        isinstance(statement, ast.Pass)
+        or (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant))
+        for statement in function.body
+    )
+
+
+def _raises_not_implemented(function: ast.FunctionDef) -> bool:
+    for node in ast.walk(function):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            target = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            if isinstance(target, ast.Name) and target.id == "NotImplementedError":
+                return True
+    return False
+
+
+def stairway(
+    session: Session,
+    environment: Environment,
+    connection: Connection,
+    revisions: list[Script],
+    *,
+    since: str | None = None,
+    trusted: int = 0,
+    since_schema: Path | None = None,
+) -> list[Outcome]:
+    """Up, down one step, up again, for every revision in order; trusted history (`since`
+    and older) is only built, once, as the ground the checked revisions stand on: by running
+    it, or from `ci.since_schema` (the schema at `since`, for a history that cannot run from
+    an empty database) and a stamp."""
+    from alembic import command
+
+    run = _runner(session, environment, connection)
+    if since is not None:
+        try:
+            if since_schema is not None:
+                _load_schema(session, environment, connection, since_schema)
+                run(command.stamp, since)
+            else:
+                run(command.upgrade, since)
+        except Exception as error:
+            detail = (
+                f"{environment.dialect}: trusted history up to {since} (ci.since) does not "
+                f"build: {_first_line(error)}"
+            )
+            return [Outcome("stairway", False, detail, ExitCode.CI_STAIRWAY)]
+    for revision in revisions:
+        steps = [
+            ("upgrade", command.upgrade, revision.revision),
+            ("downgrade", command.downgrade, _one_step_down(revision)),
+            ("upgrade again", command.upgrade, revision.revision),
+        ]
+        for step, operation, target in steps:
+            try:
+                run(operation, target)
+            except Exception as error:
+                detail = (
+                    f"{environment.dialect}: revision {revision.revision}: {step} failed: "
+                    f"{_first_line(error)}"
+                )
+                return [Outcome("stairway", False, detail, ExitCode.CI_STAIRWAY)]
+    detail = f"{environment.dialect}: {plural(len(revisions), 'revision')} up, down and up again"
+    if trusted:
+        detail += f" ({plural(trusted, 'older revision')} trusted: ci.since {since})"
+    return [Outcome("stairway", True, detail, ExitCode.CI_STAIRWAY)]
+
+
+def _one_step_down(revision: Script) -> str:
+    down = revision.down_revision
+    if down is None:
+        return "base"
+    return down if isinstance(down, str) else f"{revision.revision}-1"
+
+
+def models_match(session: Session, environment: Environment, connection: Connection) -> Outcome:
+    """After the whole history, the database must be what the models describe."""
+    from alembic import command
+
+    rules = comparison.for_session(session)  # a configuration error is not a history failure
+    try:
+        _runner(session, environment, connection)(command.upgrade, "heads")
+        differences = drift.compare(connection, session.metadata(), rules)
+        connection.rollback()
+    except Exception as error:
+        detail = f"{environment.dialect}: could not build the history: {_first_line(error)}"
+        return Outcome("models", False, detail, ExitCode.CI_MODELS)
+    if differences:
+        listed = "; ".join(drift.describe(difference) for difference in differences)
+        return Outcome("models", False, f"{environment.dialect}: {listed}", ExitCode.CI_MODELS)
+    return Outcome(
+        "models", True, f"{environment.dialect}: models match the migrations", ExitCode.CI_MODELS
+    )
+
+
+def lint_revisions(
+    session: Session, script: ScriptDirectory, options: dict[str, Any], since: str | None = None
+) -> list[Outcome]:
+    """Lint each revision's upgrade (newer than `since`) as it would run on the dialect CI
+    builds (PostgreSQL first)."""
+    from tasks.plan.steps import build_plan
+
+    backends = options.get("backends") or ["postgresql", "sqlite"]
+    postgres = options["postgres_url"] if "postgresql" in backends else ""
+    linted = _session_for(session, _environment_for_lint(postgres or "sqlite://", session.settings))
+    current = (since,) if since else ()
+    steps = script._upgrade_revs("heads", current)
+    planned = build_plan(
+        linted, script, steps, direction="upgrade", current=current, target="heads"
+    )
+    failing = options["fail_on"]
+    outcomes = []
+    for item in planned.revisions:
+        bad = [finding for finding in item.findings if finding.severity in failing]
+        if bad:
+            rules = ", ".join(sorted({finding.rule for finding in bad}))
+            outcomes.append(
+                Outcome("lint", False, f"revision {item.revision}: {rules}", ExitCode.CI_LINT)
+            )
+    if not outcomes:
+        total = sum(len(item.findings) for item in planned.revisions)
+        detail = (
+            f"{plural(len(planned.revisions), 'revision')}, {plural(total, 'finding')}, "
+            f"none of {sorted(failing)}"
+        )
+        outcomes.append(Outcome("lint", True, detail, ExitCode.CI_LINT))
+    return outcomes
+
+
+# --- throwaway databases --------------------------------------------------------------------
+
+
+@contextmanager
+def throwaway_database(
+    session: Session, backend: str, options: dict[str, Any]
+) -> Iterator[tuple[Environment, Connection]]:
+    """A database that exists only for this check, created and dropped here."""
+    factory = _throwaway_sqlite if backend == "sqlite" else _throwaway_postgres
+    with factory(options) as url:
+        from tasks.core.engines import create_engine
+
+        environment = _throwaway_environment(url, session.settings)
+        engine = create_engine(url, session.settings.connect_timeout)
+        try:
+            with engine.connect() as connection:
+                yield environment, connection
+        finally:
+            engine.dispose()
+
+
+@contextmanager
+def _throwaway_sqlite(_options: dict[str, Any]) -> Iterator[Any]:
+    import tempfile
+
+    from sqlalchemy.engine import URL
+
+    with tempfile.TemporaryDirectory(prefix="ci-check-") as directory:
+        yield URL.create("sqlite", database=f"{directory}/ci.sqlite3")
+
+
+@contextmanager
+def _throwaway_postgres(options: dict[str, Any]) -> Iterator[Any]:
+    from sqlalchemy import text
+
+    from tasks.core.engines import create_engine, describe_database_error
+    from tasks.core.environments import normalize_url
+    from tasks.core.errors import DatabaseError
+    from tasks.core.settings import PROJECT_ROOT
+
+    admin_url = normalize_url(options["postgres_url"], "migrations.ci.postgres_url", PROJECT_ROOT)
+    name = f"ci_check_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as error:
+        admin.dispose()
+        raise DatabaseError(
+            f"ci.postgres_url: cannot create a throwaway database: {describe_database_error(error)}"
+        ) from None
+    try:
+        yield admin_url.set(database=name)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _throwaway_environment(url: Any, settings: Any) -> Environment:
+    """An unshared database judged under the strictest configured session settings: those of
+    a protected environment when there is one, so lint sees what production will run."""
+    from tasks.core.environments import Environment
+
+    configured = sorted(settings.environments.values(), key=lambda item: not item.protected)
+    strictest = configured[0] if configured else None
+    return Environment(
+        "ci",
+        url,
+        "(throwaway)",
+        "ci.check",
+        protected=False,
+        shared=False,
+        postgres_lock_timeout=strictest.postgres_lock_timeout if strictest else None,
+        postgres_statement_timeout=strictest.postgres_statement_timeout if strictest else None,
+    )
+
+
+def _environment_for_lint(url: str, settings: Any) -> Environment:
+    from sqlalchemy.engine import make_url
+
+    from tasks.core.environments import SYNC_DRIVERS
+
+    parsed = make_url(url)
+    return _throwaway_environment(
+        parsed.set(drivername=SYNC_DRIVERS.get(parsed.drivername, parsed.drivername)), settings
+    )
+
+
+def _session_for(session: Session, environment: Environment) -> Session:
+    return Session(
+        session.settings,
+        session.record,
+        session.confirmer,
+        session.console,
+        _environment=environment,
+        _metadata=session._metadata,
+    )
+
+
+def _runner(
+    session: Session, environment: Environment, connection: Connection
+) -> Callable[..., None]:
+    def run(operation: Callable[..., Any], revision: str) -> None:
+        handover = EnvHandover(
+            environment=environment,
+            metadata_path=session.settings.metadata,
+            connection=connection,
+            metadata=session.metadata(),
+        )
+        try:
+            operation(alembic_config(session.settings, handover, stdout=io.StringIO()), revision)
+            connection.commit()
+        except Exception:
+            connection.rollback()
+            raise
+
+    return run
+
+
+def _first_line(error: BaseException) -> str:
+    from tasks.core.engines import describe_database_error
+
+    return describe_database_error(error)

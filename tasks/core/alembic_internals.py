@@ -1,0 +1,90 @@
+"""Alembic's `op` and `context` per thread, so one process can migrate several databases at once.
+
+Alembic exposes the running migration through module-level proxies: `alembic.op.create_table`
+and `alembic.context.configure` look up a module global `_proxy` that `_install_proxy` sets when
+a migration starts and `_remove_proxy` clears when it ends (`ModuleClsProxy` in
+`alembic/util/langhelpers.py`). That is one migration per process: two threads would run each
+other's operations on each other's connections. A fleet run (`tasks.fleet.targets`) instead makes
+the
+global `_proxy` a dispatcher that forwards to the proxy installed *by the calling thread*, and
+serves the proxied attributes (`context.config`, `context.script`) through the module's
+`__getattr__`. Revision files and env.py are unchanged: they still write `op.add_column(...)`.
+
+A single-threaded run behaves exactly as before; installing is idempotent and process-wide.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+_installed = False
+_install_lock = threading.Lock()
+_current = threading.local()  # class -> stack of proxies installed by this thread
+
+
+def _stack(cls: type) -> list[Any]:
+    stacks: dict[type, list[Any]] = _current.__dict__.setdefault("stacks", {})
+    return stacks.setdefault(cls, [])
+
+
+class _Dispatcher:
+    """Stands in for a module's `_proxy`: the calling thread's proxy of `cls`, or NameError
+    (what Alembic's generated functions report when no migration is running)."""
+
+    def __init__(self, cls: type) -> None:
+        self._cls = cls
+
+    def _target(self) -> Any:
+        stack = _stack(self._cls)
+        if not stack:
+            raise NameError(f"no Alembic {self._cls.__name__} is running in this thread")
+        return stack[-1]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target(), name)
+
+
+def install() -> None:
+    """Make Alembic's module proxies per thread (once per process)."""
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        import alembic.context  # registers the proxied modules
+        import alembic.op  # noqa: F401
+        from alembic.util.langhelpers import ModuleClsProxy
+
+        def install_proxy(self: Any) -> None:
+            _stack(self.__class__).append(self)
+
+        def remove_proxy(self: Any) -> None:
+            stack = _stack(self.__class__)
+            if stack and stack[-1] is self:
+                stack.pop()
+            elif self in stack:
+                stack.remove(self)
+
+        for cls, (attr_names, modules) in ModuleClsProxy._setups.items():
+            for globals_, _locals in modules:
+                globals_["_proxy"] = _Dispatcher(cls)
+                for name in attr_names:
+                    globals_.pop(name, None)
+                globals_["__getattr__"] = _attribute_reader(cls, frozenset(attr_names))
+        ModuleClsProxy._install_proxy = install_proxy  # type: ignore[method-assign]
+        ModuleClsProxy._remove_proxy = remove_proxy  # type: ignore[method-assign]
+        _installed = True
+
+
+def _attribute_reader(cls: type, names: frozenset[str]) -> Any:
+    """A module `__getattr__` serving `names` from the calling thread's proxy of `cls`."""
+
+    def module_getattr(name: str) -> Any:
+        if name not in names:
+            raise AttributeError(name)
+        stack = _stack(cls)
+        if not stack:
+            raise AttributeError(f"no Alembic {cls.__name__} is running in this thread: {name}")
+        return getattr(stack[-1], name)
+
+    return module_getattr

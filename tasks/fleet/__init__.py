@@ -1,0 +1,1 @@
+"""One command across many databases: tenants, shards, schema-per-tenant."""

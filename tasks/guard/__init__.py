@@ -1,0 +1,1 @@
+"""The guards around every operation: runner, migration lock, audit, ownership, stop signals."""

@@ -1,0 +1,1 @@
+"""Classifying the SQL a revision runs: what needs a human's consent, and why."""

@@ -1,0 +1,46 @@
+"""Issue 12.6: make and exit codes. Make turns any failing recipe into its own exit 2 (tested, so
+the README's advice to call invoke directly stays true), `make help` says so, and ENV accepts
+the environments' long names."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from tests.cli.test_readme_commands import clone, make  # noqa: F401 - `clone` is a fixture
+
+
+def test_make_collapses_the_task_exit_code_and_invoke_keeps_it(project, clone):  # noqa: F811
+    database = project.tmp / "empty.sqlite3"
+    sqlite3.connect(database).close()  # an empty database: every model table is missing
+    project.setenv("DATABASE_URL_LOCAL", f"sqlite:///{database}")
+
+    through_make = make(clone, "sync-check")
+    direct = project.run(
+        str(clone.parent / "venv" / "bin" / "invoke"),
+        "--search-root",
+        str(clone),
+        "local.sync",
+        "--check",
+    )
+
+    assert direct.code == 4, direct.output
+    assert through_make.code == 2, through_make.output
+    assert "invoke local.sync --check" in through_make.stdout  # the command to run instead
+
+
+def test_make_help_says_to_call_invoke_where_the_code_matters(project, clone):  # noqa: F811
+    result = make(clone, "help")
+
+    assert result.code == 0
+    assert "Exit codes: make ends every failure with 2" in result.stdout
+    assert "invoke local.sync --check" in result.stdout
+
+
+def test_env_accepts_the_long_environment_names(project, clone):  # noqa: F811
+    for long, collection in (("production", "prod"), ("development", "dev")):
+        result = make(clone, "current", f"ENV={long}")
+
+        assert f"invoke {collection}.current" in result.stdout, result.output
+        assert "ENV must be one of" not in result.stderr
+        variable = f"DATABASE_URL_{long.upper()}"
+        assert variable in result.stderr  # the task ran, and says its URL is not set
