@@ -13,7 +13,7 @@ MSG    ?=
 YES    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help sync sync-check sync-backup upgrade downgrade current history heads check revision test lint format venv check-env
+.PHONY: help sync sync-check sync-backup upgrade downgrade current history heads check revision test test-fast lint format venv check-env
 
 yes_flag = $(if $(YES),--yes,)
 
@@ -75,12 +75,18 @@ revision: $(VENV)/.runtime ## autogenerate a revision against dev: make revision
 	@test -n "$$REVISION_MESSAGE" || { echo 'revision needs MSG="what it changes"' >&2; exit 2; }
 	$(INVOKE) dev.revision --autogenerate --message "$$REVISION_MESSAGE"
 
-test: $(VENV)/.dev ## run the whole test suite (needs the local PostgreSQL)
-	$(VENV)/bin/python -m pytest
+# Each test makes its own throwaway databases, so the suite runs on parallel workers.
+WORKERS ?= 3
+test: $(VENV)/.dev ## run the whole test suite on WORKERS parallel workers (needs the local servers)
+	$(VENV)/bin/python -m pytest -n $(WORKERS)
 
-lint: $(VENV)/.dev ## ruff lint and format check
+test-fast: $(VENV)/.dev ## the suite without the slow end-to-end tests (marked slow)
+	$(VENV)/bin/python -m pytest -n $(WORKERS) -m "not slow"
+
+lint: $(VENV)/.dev ## ruff lint and format check, layer contracts (import-linter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 format: $(VENV)/.dev ## ruff format and autofix
 	$(VENV)/bin/ruff format .

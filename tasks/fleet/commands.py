@@ -133,7 +133,7 @@ def read_heads(settings: Settings, target: Target, state: dict[str, Any]) -> tup
     record = RunRecord(environment=target.environment.name, task="fleet.read", arguments={})
     session = Session(settings, record, _environment=target.environment, **state)
     with session.connect() as connection:
-        return migrations._database_heads(connection, session)
+        return migrations.database_heads(connection, session)
 
 
 def print_status(console: Console, report: dict[str, Any]) -> None:
@@ -273,7 +273,7 @@ def downgrade(
     fleet, targets = _targets(settings, selection)
     _require_owner(settings, "fleet.downgrade")
     state = load_shared_state(settings, targets)
-    migrations._validate_revision(state["_script"], rev)
+    migrations.validate_revision(state["_script"], rev)
     console.line("WARNING: a downgrade can drop tables and columns and lose their data")
     confirmer.ask(
         f"Downgrade fleet {fleet.name} ({len(targets)} targets) to {rev}",
@@ -368,7 +368,7 @@ def _goal(script: Any, rev: str) -> set[str] | None:
         raise UsageError("several heads: name the revision to upgrade to (--rev)")
     if rev.startswith(("+", "-")) or "@" in rev:
         return None
-    migrations._validate_revision(script, rev)
+    migrations.validate_revision(script, rev)
     return {revision.revision for revision in script.get_revisions(rev) if revision is not None}
 
 

@@ -48,23 +48,25 @@ if TYPE_CHECKING:
 
 def current(session: Session) -> list[str]:
     """Print the database's revision(s) and whether they are the scripts' head(s)."""
-    script = _script(session)
+    script = script_directory(session)
     with session.connect() as connection:
-        heads = _database_heads(connection, session)
+        heads = database_heads(connection, session)
     script_heads = set(script.get_heads())
     name = session.environment.name
     if not script_heads:
-        where = _display_path(session, Path(script.versions))
+        where = display_path(session, Path(script.versions))
         session.console.line(f"{name}: the scripts have no revisions yet ({where} is empty)")
     if not heads and script_heads:
-        session.console.line(f"{name}: no revision applied (base); head is {_ids(script_heads)}")
+        session.console.line(
+            f"{name}: no revision applied (base); head is {revision_ids(script_heads)}"
+        )
     for revision in heads:
         marker = " (head)" if revision in script_heads else ""
         session.console.line(f"{name}: {revision}{marker} {_doc(script, revision)}".rstrip())
     if _unknown(script, heads):
         session.console.line(f"{name}: at a revision the scripts do not know")
         return list(heads)
-    pending = _upgrade_steps(script, "heads", heads) if script_heads else []
+    pending = upgrade_steps(script, "heads", heads) if script_heads else []
     if pending:
         session.console.line(f"{name}: behind head by {plural(len(pending), 'revision')}")
     else:
@@ -81,17 +83,17 @@ def history(session: Session, *, verbose: bool = False) -> None:
     # Reading needs no database (issue 12.2); with none, or one at base, nothing is marked.
     if not current_if_configured(session):
         config = alembic_config(session.settings, stdout=_StdoutProxy(session))
-        _alembic(session, command.history, config, verbose=verbose)
+        run_alembic(session, command.history, config, verbose=verbose)
         return
     with session.connect() as connection:
-        _database_heads(connection, session)
+        database_heads(connection, session)
         config = _config(session, connection)
-        _alembic(session, command.history, config, indicate_current=True, verbose=verbose)
+        run_alembic(session, command.history, config, indicate_current=True, verbose=verbose)
 
 
 def heads(session: Session) -> list[str]:
     """The scripts' head revision(s); more than one means a merge is needed."""
-    script = _script(session)
+    script = script_directory(session)
     revisions = list(script.get_heads())
     for revision in revisions:
         session.console.line(f"{revision} (head) {_doc(script, revision)}".rstrip())
@@ -108,7 +110,7 @@ def check(session: Session) -> None:
     from tasks.core import comparison
 
     with session.connect() as connection:
-        _database_heads(connection, session)
+        database_heads(connection, session)
         rules = comparison.for_session(session, connection)
         try:
             differences = drift.compare(connection, session.metadata(), rules)
@@ -131,7 +133,7 @@ def preflight(session: Session, revision: str = "head", *, allow_destructive: bo
     """Gate for deploy pipelines: every check runs and prints; the first failure sets the code."""
     from tasks.core.errors import CheckFailed, ExitCode
 
-    script = _script(session)
+    script = script_directory(session)
     failures: list[tuple[ExitCode, str]] = []
 
     def report(ok: bool, code: ExitCode, text: str) -> None:
@@ -141,19 +143,23 @@ def preflight(session: Session, revision: str = "head", *, allow_destructive: bo
 
     script_heads = tuple(script.get_heads())
     single = len(script_heads) == 1 or revision not in {"head"}
-    report(single, ExitCode.PREFLIGHT_HEADS, f"heads: {_ids(script_heads) or 'none'}")
+    report(single, ExitCode.PREFLIGHT_HEADS, f"heads: {revision_ids(script_heads) or 'none'}")
     with session.connect() as connection:
-        current_heads = _database_heads(connection, session)
+        current_heads = database_heads(connection, session)
         version = _server_version(session, connection)
     unknown = [head for head in current_heads if not _known(script, head)]
     report(
         not unknown,
         ExitCode.PREFLIGHT_UNKNOWN_REVISION,
-        f"database revision {_ids(current_heads) or 'base'}"
-        + (f": unknown to the scripts: {_ids(unknown)}" if unknown else " is known to the scripts"),
+        f"database revision {revision_ids(current_heads) or 'base'}"
+        + (
+            f": unknown to the scripts: {revision_ids(unknown)}"
+            if unknown
+            else " is known to the scripts"
+        ),
     )
     if single and not unknown:
-        steps = _upgrade_steps(script, revision, current_heads)
+        steps = upgrade_steps(script, revision, current_heads)
         planned = build_plan(
             session,
             script,
@@ -227,9 +233,9 @@ def _require_known(session: Session, script: ScriptDirectory, heads: tuple[str, 
     unknown = _unknown(script, heads)
     if unknown:
         raise Refused(
-            f"{session.environment.name} database is at {_ids(unknown)}, which the scripts do "
-            "not know (a revision file missing from this checkout?); update the checkout, or "
-            "stamp a known revision"
+            f"{session.environment.name} database is at {revision_ids(unknown)}, which the "
+            "scripts do not know (a revision file missing from this checkout?); update the "
+            "checkout, or stamp a known revision"
         )
 
 
@@ -255,9 +261,9 @@ def plan(
     A target below the database's revision (-1, base, an ancestor) plans the downgrade, linted
     the same way, so the revert can be reviewed before anyone runs it.
     """
-    script = _script(session)
+    script = script_directory(session)
     with session.connect() as connection:
-        before = _database_heads(connection, session)
+        before = database_heads(connection, session)
         version = _server_version(session, connection)
     _require_known(session, script, before)
     direction, steps = _steps_towards(script, revision, before)
@@ -289,7 +295,7 @@ def _steps_towards(
     if revision.startswith("-") or (revision == "base" and heads):
         return "downgrade", _downgrade_steps(script, revision, heads)
     try:
-        steps = _upgrade_steps(script, revision, heads)
+        steps = upgrade_steps(script, revision, heads)
     except UsageError as upgrade_error:
         try:
             return "downgrade", _downgrade_steps(script, revision, heads)
@@ -332,11 +338,11 @@ def upgrade(
     if sql:
         _offline(session, command.upgrade, revision)
         return
-    script = _script(session)
+    script = script_directory(session)
     with session.connect() as connection:
-        before = _database_heads(connection, session)
+        before = database_heads(connection, session)
         _require_known(session, script, before)
-        steps = _upgrade_steps(script, revision, before)
+        steps = upgrade_steps(script, revision, before)
         name = session.environment.name
         if not steps:
             _nothing_to(session, "upgrade", before)
@@ -374,9 +380,9 @@ def downgrade(
     if sql:
         _offline(session, command.downgrade, revision)
         return
-    script = _script(session)
+    script = script_directory(session)
     with session.connect() as connection:
-        before = _database_heads(connection, session)
+        before = database_heads(connection, session)
         _require_known(session, script, before)
         steps = _downgrade_steps(script, revision, before)
         name = session.environment.name
@@ -416,7 +422,7 @@ def _with_stamp_hint(session: Session, error: DatabaseError, before: tuple[str, 
 
 def _nothing_to(session: Session, direction: str, before: tuple[str, ...]) -> None:
     """Say there is nothing to do; the audit records the revision as unchanged."""
-    where = _ids(before) or "base"
+    where = revision_ids(before) or "base"
     session.console.line(f"{session.environment.name}: nothing to {direction}, already at {where}")
     session.record.revision_after = list(before)
 
@@ -495,21 +501,21 @@ def stamp(session: Session, revision: str, *, sql: bool = False) -> None:
     """Record `revision` as applied without running anything, after confirmation."""
     from alembic import command
 
-    script = _script(session)
-    _validate_revision(script, revision)
+    script = script_directory(session)
+    validate_revision(script, revision)
     if sql:
         _offline(session, command.stamp, revision)
         return
     with session.connect() as connection:
-        before = _database_heads(connection, session)
+        before = database_heads(connection, session)
         name = session.environment.name
-        session.console.line(f"{name}: at {_ids(before) or 'base'}, stamping {revision}")
+        session.console.line(f"{name}: at {revision_ids(before) or 'base'}, stamping {revision}")
         operation: Callable[..., Any] = command.stamp
         unknown = _unknown(script, before)
         if unknown:
             # Alembic cannot move from a revision it does not know; purge replaces it outright.
             session.console.line(
-                f"WARNING: {_ids(unknown)} is unknown to the scripts and will be replaced"
+                f"WARNING: {revision_ids(unknown)} is unknown to the scripts and will be replaced"
             )
             operation = functools.partial(command.stamp, purge=True)
         session.confirm(f"Stamp {name} ({session.environment.masked_url}) as {revision}")
@@ -536,13 +542,13 @@ def revision(
     options = options or RevisionOptions()
     if options.empty and autogenerate:
         raise UsageError("--empty and --autogenerate contradict each other: choose one")
-    script = _script(session)
+    script = script_directory(session)
     kwargs = _validated_revision_options(script, options)
     if not options.customised():
         script_heads = tuple(script.get_heads())
         if len(script_heads) > 1:
             raise UsageError(
-                f"several heads {_ids(script_heads)}: merge them first "
+                f"several heads {revision_ids(script_heads)}: merge them first "
                 f"({_merge_command(session)}), or name one with --head"
             )
     if options.empty:
@@ -552,11 +558,11 @@ def revision(
     base = kwargs["head"]
     wanted = {
         item.revision
-        for item in _plan(lambda: list(script.get_revisions(base)), base)
+        for item in pending_plan(lambda: list(script.get_revisions(base)), base)
         if item is not None
     }
     with session.connect() as connection:
-        current_heads = _database_heads(connection, session)
+        current_heads = database_heads(connection, session)
         connection.rollback()
         _require_known(session, script, current_heads)
         at_base = (
@@ -566,8 +572,9 @@ def revision(
         )
         if not at_base:
             raise Refused(
-                f"{session.environment.name} database is at {_ids(current_heads) or 'base'}, "
-                f"not at {base} ({_ids(wanted) or 'base'}); upgrade it first"
+                f"{session.environment.name} database is at "
+                f"{revision_ids(current_heads) or 'base'}, "
+                f"not at {base} ({revision_ids(wanted) or 'base'}); upgrade it first"
             )
         handover = _handover(session, connection)
         handover.write_empty_revision = not autogenerate
@@ -584,7 +591,7 @@ def _validated_revision_options(script: ScriptDirectory, options: RevisionOption
     """Alembic's keyword arguments, each checked against the scripts before anything is written."""
     kwargs = options.alembic_kwargs()
     for dependency in kwargs["depends_on"] or ():
-        _validate_revision(script, dependency)
+        validate_revision(script, dependency)
     for label in kwargs["branch_label"] or ():
         _validate_branch_label(script, label)
     if kwargs["rev_id"]:
@@ -603,7 +610,7 @@ def _write_revision(
     try:
         # Alembic prints "Running post write hook ..." on sys.stdout whatever `quiet` says.
         with contextlib.redirect_stdout(io.StringIO()):
-            return _alembic(session, command.revision, config, message=message, **kwargs)
+            return run_alembic(session, command.revision, config, message=message, **kwargs)
     except MigrationsError as error:  # Alembic loads what it wrote: a broken file fails here
         _remove_unloadable(session, _revision_files(script) - written_before, message, error)
         raise
@@ -622,7 +629,7 @@ def _report_created(
     _require_message_as_data(path, message)
     session.record.details["revision_file"] = str(path)
     _prove_revision(session, scripts[0])
-    session.console.line(f"created {_display_path(session, path)}")
+    session.console.line(f"created {display_path(session, path)}")
     _report_operations(session, directives)
     return path
 
@@ -645,7 +652,7 @@ def _remove_unloadable(
         return
     for path in written:
         path.unlink(missing_ok=True)
-    shown = ", ".join(_display_path(session, path) for path in sorted(written))
+    shown = ", ".join(display_path(session, path) for path in sorted(written))
     raise ConfigError(f"the new revision could not be loaded ({error}); {shown} was removed")
 
 
@@ -689,7 +696,7 @@ def _prove_revision(session: Session, written: Any) -> None:
     from alembic import command
 
     path = Path(written.path)
-    shown = _display_path(session, path)
+    shown = display_path(session, path)
     source = path.read_text(encoding="utf-8")
     missing = unresolved_names(source, str(path))
     if missing:
@@ -716,7 +723,7 @@ def _prove_revision(session: Session, written: Any) -> None:
         if session.environment.dialect == "sqlite":
             _rehearse_revision(session, written.revision)
         else:
-            _alembic(session, command.upgrade, config, f"{start}:{written.revision}", sql=True)
+            run_alembic(session, command.upgrade, config, f"{start}:{written.revision}", sql=True)
     except Exception as error:
         path.unlink(missing_ok=True)
         how = "run on a copy of" if session.environment.dialect == "sqlite" else "render SQL for"
@@ -857,7 +864,7 @@ def _require_message_as_data(path: Path, message: str) -> None:
         )
 
 
-def _script(session: Session) -> ScriptDirectory:
+def script_directory(session: Session) -> ScriptDirectory:
     """The scripts of `migrations.alembic_ini`; an ini Alembic cannot use is exit 2, one line."""
     from alembic.script import ScriptDirectory
     from alembic.script.revision import RevisionError
@@ -909,7 +916,7 @@ class _StdoutProxy(io.TextIOBase):
             self._buffer = ""
 
 
-def _database_heads(connection: Connection, session: Session) -> tuple[str, ...]:
+def database_heads(connection: Connection, session: Session) -> tuple[str, ...]:
     """The database's revision(s); the first read of a run is recorded as `revision_before`,
     which is why read-only tasks call it even when they do not use the answer."""
     from alembic.migration import MigrationContext
@@ -926,11 +933,11 @@ def _database_heads(connection: Connection, session: Session) -> tuple[str, ...]
     return tuple(heads)
 
 
-def _upgrade_steps(
+def upgrade_steps(
     script: ScriptDirectory, revision: str, heads: tuple[str, ...]
 ) -> list[MigrationStep]:
     """What `alembic upgrade` would run (Alembic's own planner, not a re-implementation)."""
-    return _plan(lambda: script._upgrade_revs(revision, heads), revision)
+    return pending_plan(lambda: script._upgrade_revs(revision, heads), revision)
 
 
 def _downgrade_steps(
@@ -940,9 +947,9 @@ def _downgrade_steps(
         # Alembic would revert whichever head it lists first (and warns that it will refuse).
         raise UsageError(
             f"revision {revision!r} is ambiguous: the database is at {len(heads)} heads "
-            f"({_ids(heads)}); name the revision to go down to"
+            f"({revision_ids(heads)}); name the revision to go down to"
         )
-    return _plan(lambda: script._downgrade_revs(revision, heads), revision)
+    return pending_plan(lambda: script._downgrade_revs(revision, heads), revision)
 
 
 # Longer than any id, label or range a person types: refused before Alembic parses it.
@@ -957,7 +964,7 @@ def _require_short(revision: str) -> None:
         )
 
 
-def _plan(planner: Callable[[], list[MigrationStep]], revision: str) -> list[MigrationStep]:
+def pending_plan(planner: Callable[[], list[MigrationStep]], revision: str) -> list[MigrationStep]:
     from alembic.script.revision import RevisionError
     from alembic.util import CommandError
 
@@ -972,8 +979,8 @@ def _plan(planner: Callable[[], list[MigrationStep]], revision: str) -> list[Mig
         ) from None
 
 
-def _validate_revision(script: ScriptDirectory, revision: str) -> None:
-    _plan(lambda: list(script.get_revisions(revision)), revision)
+def validate_revision(script: ScriptDirectory, revision: str) -> None:
+    pending_plan(lambda: list(script.get_revisions(revision)), revision)
 
 
 def _show_steps(session: Session, title: str, steps: list[MigrationStep]) -> None:
@@ -1027,7 +1034,7 @@ def _apply(
         handover.on_revision_applied = on_applied
         config = alembic_config(session.settings, handover, stdout=_StdoutProxy(session))
         try:
-            _alembic(session, operation, config, revision)
+            run_alembic(session, operation, config, revision)
         except DatabaseError as error:
             if getattr(error, "in_env_py", False):
                 raise DatabaseError(f"{_env_py(session)} failed: {error}{ENV_PY_HINT}") from None
@@ -1042,10 +1049,10 @@ def _apply(
                 stop.residue = residue.explain(failed)  # type: ignore[attr-defined]
             raise
         finally:
-            after = _database_heads(connection, session)
+            after = database_heads(connection, session)
             session.record.revision_after = list(after)
     _verify_reached(session, steps, after)
-    session.console.line(f"{session.environment.name}: now at {_ids(after) or 'base'}")
+    session.console.line(f"{session.environment.name}: now at {revision_ids(after) or 'base'}")
 
 
 class _ResidueWatch:
@@ -1066,7 +1073,7 @@ class _ResidueWatch:
             return cls(session, None)
         watch = cls(session, connection)
         watch.revision_done()
-        connection.rollback()  # as _database_heads: each revision starts its own transaction
+        connection.rollback()  # as database_heads: each revision starts its own transaction
         return watch
 
     def revision_done(self) -> None:
@@ -1093,7 +1100,7 @@ class _ResidueWatch:
             console.line("to undo what it added:")
             for statement in residue.undo_statements():
                 console.line(f"  {statement};")
-        at = _ids(_database_heads(self.connection, self.session)) or "base"
+        at = revision_ids(database_heads(self.connection, self.session)) or "base"
         collection = self.session.record.task.rsplit(".", 1)[0]
         return "; " + ddl_residue.recovery_advice(
             residue, environment_task=collection, failed=failed, at=at
@@ -1148,8 +1155,8 @@ def _verify_reached(session: Session, steps: list[MigrationStep], after: tuple[s
         reached = expected <= set(after) and last.from_revisions[0] not in after
     if not reached:
         raise DatabaseError(
-            f"{session.environment.name}: expected to reach {_ids(expected) or 'base'}, "
-            f"database is at {_ids(after) or 'base'}"
+            f"{session.environment.name}: expected to reach {revision_ids(expected) or 'base'}, "
+            f"database is at {revision_ids(after) or 'base'}"
         )
 
 
@@ -1174,7 +1181,7 @@ def _offline(session: Session, operation: Callable[..., Any], revision: str) -> 
         stdout=_StdoutProxy(session),
         sql_output=_StdoutProxy(session),
     )
-    _alembic(session, operation, config, revision, sql=True)
+    run_alembic(session, operation, config, revision, sql=True)
 
 
 def _require_offline_range(revision: str) -> None:
@@ -1185,7 +1192,7 @@ def _require_offline_range(revision: str) -> None:
         raise UsageError(f"--rev {revision!r}: --sql takes a revision or one FROM:TO range")
 
 
-def _alembic(session: Session, operation: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def run_alembic(session: Session, operation: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run an Alembic command; its errors become our typed, masked one-liners."""
     from alembic.script.revision import RevisionError
     from alembic.util import CommandError
@@ -1243,7 +1250,7 @@ def _env_py(session: Session) -> str:
         script = ScriptDirectory.from_config(alembic_config(session.settings))
     except Exception:
         return "env.py"
-    return _display_path(session, Path(script.env_py_location))
+    return display_path(session, Path(script.env_py_location))
 
 
 def _from_revision_map(error: BaseException) -> bool:
@@ -1294,7 +1301,7 @@ def _report_operations(session: Session, directives: list[Any]) -> None:
         )
 
 
-def _display_path(session: Session, path: Path) -> str:
+def display_path(session: Session, path: Path) -> str:
     """Relative to the project when inside it; the scripts may live elsewhere (alembic_ini)."""
     try:
         return str(path.resolve().relative_to(session.settings.root))
@@ -1310,7 +1317,7 @@ def _merge_command(session: Session) -> str:
     return f"invoke {collection}.merge -m MESSAGE"
 
 
-def _ids(revisions: Any) -> str:
+def revision_ids(revisions: Any) -> str:
     return ", ".join(sorted(revisions))
 
 

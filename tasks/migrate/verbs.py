@@ -48,7 +48,7 @@ def current_if_configured(session: Session) -> tuple[str, ...] | None:
     the history is still worth printing). A malformed URL stays an error (bad input).
     """
     from tasks.core.errors import DatabaseError
-    from tasks.migrate.commands import _database_heads
+    from tasks.migrate.commands import database_heads
 
     if not database_configured(session):
         note_unmarked(session)
@@ -59,7 +59,7 @@ def current_if_configured(session: Session) -> tuple[str, ...] | None:
         return ()
     try:
         with session.connect() as connection:
-            return _database_heads(connection, session)
+            return database_heads(connection, session)
     except DatabaseError as error:
         session.console.warning(f"current revision not marked: {error}")
         return None
@@ -86,16 +86,16 @@ def note_unmarked(session: Session) -> None:
 
 def show(session: Session, revision: str, *, dialect: str = "") -> Script:
     """A revision's header, its docstring, and the upgrade SQL for the environment's dialect."""
-    from tasks.migrate.commands import _display_path, _script
+    from tasks.migrate.commands import display_path, script_directory
 
     if not revision.strip():
         raise UsageError("show needs --rev REV (an id, a unique prefix, head or a relative rev)")
-    script = _script(session)
+    script = script_directory(session)
     found = _one_revision(script, revision.strip())
     current = current_if_configured(session)
     heads = set(script.get_heads())
     console = session.console
-    path = _display_path(session, Path(found.path))
+    path = display_path(session, Path(found.path))
     for label, value in _header(found, heads, current or (), path):
         console.line(f"{label + ':':<14}{value}")
     doc = (found.module.__doc__ or "").strip() if found.module else ""
@@ -114,14 +114,14 @@ def show(session: Session, revision: str, *, dialect: str = "") -> Script:
 
 
 def _one_revision(script: ScriptDirectory, revision: str) -> Script:
-    from tasks.migrate.commands import _plan
+    from tasks.migrate.commands import pending_plan
 
     if revision.startswith(("+", "-")):  # relative to the database's revision, which show has not
         raise UsageError(
             f"revision {revision!r} is relative to a database's revision: show takes an id, a "
             "unique prefix, head, or a step from head (head-1)"
         )
-    found = _plan(lambda: list(script.get_revisions(revision)), revision)
+    found = pending_plan(lambda: list(script.get_revisions(revision)), revision)
     if any(not hasattr(item, "revision") for item in found if item is not None):
         raise UsageError(f"revision {revision!r} does not name one revision of the scripts")
     if len(found) != 1 or found[0] is None:
@@ -169,11 +169,11 @@ def _upgrade_sql(
     session: Session, script: ScriptDirectory, found: Script, dialect: str
 ) -> tuple[str, str]:
     """Render exactly this revision's upgrade step offline, for the right dialect."""
-    from tasks.migrate.commands import _upgrade_steps
+    from tasks.migrate.commands import upgrade_steps
     from tasks.plan.steps import render_step_sql
 
     environment = _rendering_environment(session, dialect)
-    steps = _upgrade_steps(script, found.revision, _as_tuple(found.down_revision))
+    steps = upgrade_steps(script, found.revision, _as_tuple(found.down_revision))
     step = next(s for s in steps if s.revision.revision == found.revision)  # type: ignore[attr-defined]
     rendering = Session(session.settings, session.record, session.confirmer, session.console)
     rendering._environment = environment
@@ -226,9 +226,9 @@ def offline_session(session: Session) -> Session:
 
 def branches(session: Session) -> list[str]:
     """Branch points (revisions with several children), each with its branches' heads."""
-    from tasks.migrate.commands import _script
+    from tasks.migrate.commands import script_directory
 
-    script = _script(session)
+    script = script_directory(session)
     found = current_if_configured(session)
     current = found or ()
     heads = set(script.get_heads())
@@ -267,24 +267,30 @@ def merge(session: Session, message: str, *, rev_id: str = "") -> Path | None:
     from alembic import command
 
     from tasks.core.alembic_config import alembic_config
-    from tasks.migrate.commands import _alembic, _display_path, _ids, _script, validate_new_rev_id
+    from tasks.migrate.commands import (
+        display_path,
+        revision_ids,
+        run_alembic,
+        script_directory,
+        validate_new_rev_id,
+    )
 
     if not message.strip():
         raise UsageError("a merge needs a message: -m 'merge x and y'")
-    script = _script(session)
+    script = script_directory(session)
     if rev_id.strip():
         validate_new_rev_id(script, rev_id.strip())
     heads = tuple(script.get_heads())
     if len(heads) < 2:  # nothing to do is not an error (exit 0, like an upgrade at head)
-        session.console.line(f"nothing to merge: one head ({_ids(heads) or 'none'})")
+        session.console.line(f"nothing to merge: one head ({revision_ids(heads) or 'none'})")
         return None
     config = alembic_config(session.settings, stdout=io.StringIO())
-    created = _alembic(
+    created = run_alembic(
         session, command.merge, config, "heads", message=message, rev_id=rev_id.strip() or None
     )
     path = Path(created.path)
     session.record.details["revision_file"] = str(path)
-    session.console.line(f"created {_display_path(session, path)}: merges {_ids(heads)}")
+    session.console.line(f"created {display_path(session, path)}: merges {revision_ids(heads)}")
     return path
 
 
@@ -293,11 +299,11 @@ def merge(session: Session, message: str, *, rev_id: str = "") -> Path | None:
 
 def edit(session: Session, revision: str) -> Path:
     """Open a revision's file in $EDITOR (VISUAL first, like git)."""
-    from tasks.migrate.commands import _script
+    from tasks.migrate.commands import script_directory
 
     if not revision.strip():
         raise UsageError("edit needs --rev REV (an id, a unique prefix or head)")
-    found = _one_revision(_script(session), revision.strip())
+    found = _one_revision(script_directory(session), revision.strip())
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or ""
     if not editor.strip():
         raise ConfigError("set $EDITOR (or $VISUAL) to the editor that opens revision files")
