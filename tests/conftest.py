@@ -242,7 +242,8 @@ def schema_snapshot(url: str) -> dict:
     """Tables, columns, indexes and alembic_version of a database, to prove nothing changed.
 
     The audit table is left out: recording a refused or failed attempt is the one write a
-    refusal is supposed to make (tasks/guard/audit.py).
+    refusal is supposed to make (tasks/guard/audit.py); so is the bookkeeping of revisions that
+    did not finish (tasks/guard/revision_progress.py).
     """
     import sqlalchemy
 
@@ -251,7 +252,8 @@ def schema_snapshot(url: str) -> dict:
         with engine.connect() as connection:
             inspector = sqlalchemy.inspect(connection)
             snapshot: dict = {}
-            for table in sorted(set(inspector.get_table_names()) - {"migration_audit"}):
+            tool_tables = {"migration_audit", "migration_progress"}
+            for table in sorted(set(inspector.get_table_names()) - tool_tables):
                 columns = [
                     (c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)
                 ]

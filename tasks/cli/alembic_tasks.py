@@ -238,6 +238,33 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         arguments = {"rev": rev, "sql": sql, "yes": yes}
         run_changing(c, "stamp", arguments, operation, sql=sql, yes=yes, lock_timeout=lock_timeout)
 
+    @flag_task(
+        help={
+            "rev": "required: the revision that did not finish (named by the refusal, exit 8)",
+            "applied": "you finished it by hand: record it as applied",
+            "reverted": "you undid what it left by hand: record it as not applied",
+            "yes": YES_HELP,
+            "lock_timeout": LOCK_HELP,
+        },
+    )
+    def repair(
+        c: Context,
+        rev: str = "",
+        applied: bool = False,
+        reverted: bool = False,
+        yes: bool = False,
+        lock_timeout: str = "",
+    ) -> None:
+        """Record what a person did about a revision that did not finish (upgrades refuse, exit
+        8, until then): --applied or --reverted."""
+        from tasks.migrate.repair import repair as repair_revision
+
+        operation = lambda s: repair_revision(s, rev, applied=applied, reverted=reverted)  # noqa: E731
+        arguments = {"rev": rev, "applied": applied, "reverted": reverted, "yes": yes}
+        run_changing(
+            c, "repair", arguments, operation, sql=False, yes=yes, lock_timeout=lock_timeout
+        )
+
     @flag_task
     def check(c: Context) -> None:
         """Compare the models with the live database (read-only); exit 4 when they differ."""
@@ -295,7 +322,8 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         # Only an empty revision is written from the scripts alone.
         run(c, "revision", arguments, operation, offline=empty)
 
-    built = [current, history, heads, plan, upgrade, downgrade, stamp, check, preflight, audit]
+    built = [current, history, heads, plan, upgrade, downgrade, stamp, repair, check, preflight]
+    built.append(audit)
     built += reading_tasks(run)
     return [*built, revision, *revision_file_tasks(run)] if with_revision else built
 

@@ -20,6 +20,8 @@ class ExitCode(IntEnum):
     LOCKED = 6  # another migration held the database's migration lock past --lock-timeout
     LOCK_LOST = 6  # the same code: the lock was lost during the run (its session ended)
     FLEET_PARTIAL = 7  # fleet: some targets failed (the others ran, or were not started)
+    REVISION_NOT_FINISHED = 8  # an earlier run left a revision part-applied: `repair` first
+    AUDIT_NOT_WRITTEN = 9  # the change was applied but its audit row could not be written
     # preflight: the first check that failed
     PREFLIGHT_HEADS = 10  # several heads and no explicit target
     PREFLIGHT_UNKNOWN_REVISION = 11  # the database is at a revision the scripts do not know

@@ -80,8 +80,15 @@ class HeldLock:
         if self.lost is not None:
             raise LockLost(
                 f"migration lock lost {moment} ({self.lost}); another runner may hold it now: "
-                "the run stopped and the revision in progress, if any, was rolled back"
+                "the run stopped"
             )
+
+    @property
+    def connection(self) -> Connection | None:
+        """The lock's own autocommit connection (None for a SQLite file lock): what the run
+        writes its revision-progress bookkeeping through, so a write succeeds only while the
+        lock's session lives."""
+        return getattr(self._lock, "connection", None)
 
 
 # Locks held by this thread, innermost last; `verify_lock` checks them all. Per thread: a fleet
@@ -103,6 +110,12 @@ def verify_lock(moment: str) -> None:
     """
     for held in list(_held()):
         held.verify(moment)
+
+
+def held_lock_connection() -> Connection | None:
+    """The connection of the innermost migration lock this thread holds, if it has one."""
+    held = _held()
+    return held[-1].connection if held else None
 
 
 @contextmanager

@@ -97,6 +97,7 @@ GUARDS: dict[str, Guard] = {
     "upgrade": Guard(changes_database=True),
     "downgrade": Guard(changes_database=True),
     "stamp": Guard(changes_database=True),
+    "repair": Guard(changes_database=True),
     "local.sync": Guard(changes_database=True),
     "local.restore": Guard(changes_database=True),
     "local.reset": Guard(changes_database=True),

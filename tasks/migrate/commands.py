@@ -26,12 +26,15 @@ from tasks.core.errors import (
     ConfigError,
     DatabaseError,
     DifferencesFound,
+    LockLost,
     MigrationsError,
     Refused,
     UsageError,
 )
 from tasks.core.redaction import redact
 from tasks.core.session import Session
+from tasks.guard import revision_progress
+from tasks.guard.revision_progress import require_finished
 from tasks.lint import residue as ddl_residue
 from tasks.plan.steps import Plan, build_plan, print_plan, summary
 from tasks.schema import drift
@@ -342,6 +345,7 @@ def upgrade(
     with session.connect() as connection:
         before = database_heads(connection, session)
         _require_known(session, script, before)
+        require_finished(session, connection, script, before)
         steps = upgrade_steps(script, revision, before)
         name = session.environment.name
         if not steps:
@@ -384,6 +388,7 @@ def downgrade(
     with session.connect() as connection:
         before = database_heads(connection, session)
         _require_known(session, script, before)
+        require_finished(session, connection, script, before)
         steps = _downgrade_steps(script, revision, before)
         name = session.environment.name
         if not steps:
@@ -1014,12 +1019,16 @@ def _apply(
 
     residue = _ResidueWatch.start(session, connection)
 
-    with Progress(session.console, len(steps), verb) as progress:
+    with (
+        Progress(session.console, len(steps), verb) as progress,
+        revision_progress.watching(session, connection) as watch,
+    ):
 
         def on_applied(revision_id: str, doc: str, is_upgrade: bool) -> None:
             # Inside the revision's transaction, just before Alembic commits it: raising here
             # rolls the revision back (see _verified for the check before it starts).
             verify_lock(f"before revision {revision_id} committed")
+            watch.revision_applied()
             applied.append(revision_id)
             residue.revision_done()
             done = "stamped" if stamping else "applied" if is_upgrade else "reverted"
@@ -1035,24 +1044,60 @@ def _apply(
         config = alembic_config(session.settings, handover, stdout=_StdoutProxy(session))
         try:
             run_alembic(session, operation, config, revision)
+            watch.run_finished()
         except DatabaseError as error:
             if getattr(error, "in_env_py", False):
                 raise DatabaseError(f"{_env_py(session)} failed: {error}{ENV_PY_HINT}") from None
             failed = _failed_step(steps, applied)
             if failed:
-                advice = residue.explain(failed)
+                advice = _what_it_left(session, residue, watch, failed, str(error))
                 raise DatabaseError(f"revision {failed} failed: {error}{advice}") from None
+            raise
+        except MigrationsError as error:  # a lost lock, a refused statement
+            failed = _failed_step(steps, applied) if watch.in_progress() else None
+            if failed:
+                left = _what_it_left(session, residue, watch, failed, str(error))
+                if not left and isinstance(error, LockLost):
+                    left = f"; the revision in progress ({failed}) was rolled back"
+                error.args = (f"{error}{left}",)
             raise
         except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM: on MySQL the DDL stays all the same
             failed = _failed_step(steps, applied)
             if failed:
-                stop.residue = residue.explain(failed)  # type: ignore[attr-defined]
+                what = getattr(stop, "exit_code", None)
+                stop.residue = _what_it_left(  # type: ignore[attr-defined]
+                    session, residue, watch, failed, f"stopped (exit {what or 130})"
+                )
             raise
         finally:
             after = database_heads(connection, session)
             session.record.revision_after = list(after)
     _verify_reached(session, steps, after)
     session.console.line(f"{session.environment.name}: now at {revision_ids(after) or 'base'}")
+
+
+def _what_it_left(
+    session: Session,
+    residue: _ResidueWatch,
+    watch: revision_progress.RevisionWatch,
+    failed: str,
+    error: str,
+) -> str:
+    """The end of a failed revision's error line: what it left and the way out. A revision
+    whose statements committed on their own stays failed (`repair`), and says so; one that
+    committed nothing was rolled back."""
+    advice = residue.explain(failed)
+    left = session.record.details.get("ddl_residue")
+    ending = watch.failed(error, left)
+    if watch.row_id is None:
+        return advice
+    phrases = ", ".join((left or {}).get("left_behind") or [])
+    try:
+        at = revision_ids(database_heads(watch.connection, session)) or "base"
+    except MigrationsError:
+        at = "its previous revision"
+    where = f" while the database stays at {at}"
+    return (f"; it left {phrases}{where}" if phrases else where) + ending
 
 
 class _ResidueWatch:
@@ -1135,6 +1180,9 @@ def _verified(steps: list[Any]) -> Iterator[Any]:
 
     for step in steps:
         verify_lock(f"before revision {step.revision.revision} started")
+        revision_progress.step_starting(
+            step.revision.revision, is_upgrade=step.is_upgrade, module=step.revision.module
+        )
         yield step
 
 
