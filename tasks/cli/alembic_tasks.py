@@ -282,10 +282,20 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         arguments = {"rev": rev, "allow_destructive": allow_destructive}
         run(c, "preflight", arguments, operation)
 
-    @flag_task(help={"limit": "how many runs to show (default 20)", "json": JSON_HELP})
-    def audit(c: Context, limit: str = "20", json: bool = False) -> None:
+    @flag_task(
+        help={
+            "limit": "how many runs to show (default 20)",
+            "json": JSON_HELP,
+            "replay": "write the audit rows the run log kept when the database could not take "
+            "them (exit 9)",
+        }
+    )
+    def audit(c: Context, limit: str = "20", json: bool = False, replay: bool = False) -> None:
         """Show the runs recorded in the database's audit table, newest first."""
-        arguments = {"limit": limit, "json": json}
+        arguments = {"limit": limit, "json": json, "replay": replay}
+        if replay:
+            run(c, "audit", arguments, audit_trail.replay_pending)
+            return
         try:
             count = _whole_number(limit, "--limit")
         except UsageError as error:

@@ -64,10 +64,26 @@ def record_run(
     connect_timeout: float,
 ) -> None:
     """Append one row for this run, creating the table the first time."""
-    finished = datetime.now(UTC)
-    row = {
+    row = audit_row(
+        environment, record, outcome=outcome, error=error, duration_ms=duration_ms, root=root
+    )
+    write_row(environment, row, connect_timeout=connect_timeout)
+
+
+def audit_row(
+    environment: Environment,
+    record: RunRecord,
+    *,
+    outcome: str,
+    error: str | None,
+    duration_ms: float,
+    root: Path,
+) -> dict[str, Any]:
+    """The row that records this run: what `record_run` writes, and what the run log keeps
+    for `<env>.audit --replay` when it could not be written."""
+    return {
         "started_at": record.started_at,
-        "finished_at": finished,
+        "finished_at": datetime.now(UTC),
         "duration_ms": round(duration_ms, 1),
         "environment": environment.name,
         "task": record.task,
@@ -80,11 +96,103 @@ def record_run(
         "error": error,
         "git_commit": git_commit(root),
     }
+
+
+def write_row(environment: Environment, row: dict[str, Any], *, connect_timeout: float) -> None:
     table = audit_table()
     with connect(environment, connect_timeout) as connection:
         _ensure_table(connection, table)
         with connection.begin():
             connection.execute(table.insert().values(**row))
+
+
+# The run log's events for audit rows that could not be written, and for those written later.
+PENDING_EVENT = "audit row pending"
+REPLAYED_EVENT = "audit row replayed"
+
+
+def replay_pending(session: Session) -> int:
+    """Write the audit rows the run log kept because the database could not take them, for
+    this environment's database; each once, also when a replay is run again or interrupted
+    (a replayed row carries its id in `arguments`). Returns how many were written."""
+    from tasks.core.run_log import RunLog
+
+    pending = _pending_rows(session)
+    environment = session.environment
+    written = 0
+    log = RunLog(session.settings.log_file)
+    try:
+        for replay_id, row in pending:
+            if not _already_written(session, replay_id):
+                write_row(environment, row, connect_timeout=session.settings.connect_timeout)
+                written += 1
+            log.event(REPLAYED_EVENT, replay_id=replay_id, environment=environment.name)
+    finally:
+        log.close()
+    name = environment.name
+    session.console.line(
+        f"{name}: {written} audit row{'s' if written != 1 else ''} written from the run log"
+        f" ({len(pending) - written} already there)"
+        if pending
+        else f"{name}: no audit rows waiting in the run log {session.settings.log_file}"
+    )
+    session.record.details["replayed"] = written
+    return written
+
+
+def _pending_rows(session: Session) -> list[tuple[str, dict[str, Any]]]:
+    """Rows the run log keeps for this environment's database and that were never replayed."""
+    path = session.settings.log_file
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        from tasks.core.errors import ConfigError
+
+        raise ConfigError(f"cannot read the run log {path}: {error.strerror}") from None
+    from tasks.core.redaction import redact
+
+    pending: dict[str, dict[str, Any]] = {}
+    database = redact(session.environment.masked_url)
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        if event.get("event") == PENDING_EVENT and redact(str(event.get("database"))) == database:
+            pending[str(event.get("replay_id"))] = _row_from_log(event.get("row") or {})
+        elif event.get("event") == REPLAYED_EVENT:
+            pending.pop(str(event.get("replay_id")), None)
+    for replay_id, row in pending.items():
+        arguments = _arguments(row.get("arguments")) or {}
+        if not isinstance(arguments, dict):
+            arguments = {"arguments": arguments}
+        row["arguments"] = json.dumps({**arguments, "audit_replay_id": replay_id}, default=str)
+    return list(pending.items())
+
+
+def _row_from_log(row: dict[str, Any]) -> dict[str, Any]:
+    """The logged row with its timestamps as datetimes again; unknown keys dropped."""
+    columns = {column.name for column in audit_table().columns} - {"id"}
+    kept = {key: value for key, value in row.items() if key in columns}
+    for key in ("started_at", "finished_at"):
+        if isinstance(kept.get(key), str):
+            kept[key] = datetime.fromisoformat(kept[key])
+    return kept
+
+
+def _already_written(session: Session, replay_id: str) -> bool:
+    from sqlalchemy import inspect, select
+
+    table = audit_table()
+    with connect(session.environment, session.settings.connect_timeout) as connection:
+        if not inspect(connection).has_table(AUDIT_TABLE):
+            return False
+        query = select(table.c.id).where(table.c.arguments.contains(replay_id)).limit(1)
+        return connection.execute(query).first() is not None
 
 
 def _ensure_table(connection: Connection, table: Table) -> None:

@@ -197,7 +197,10 @@ class GuardedRun:
             self._finish("failed", detail)
             return self._outcome("failed", int(ExitCode.FAILED), f"unexpected error: {detail}")
         else:
-            self._finish("ok", None)
+            lost = self._finish("ok", None)
+            if lost is not None:  # applied, but the database keeps no record of it: say so
+                message = self._outcome("ok", int(ExitCode.AUDIT_NOT_WRITTEN), lost)
+                return replace(message, value=value)
             return RunOutcome("ok", 0, value=value, record=self.record)
         finally:
             if self.log is not None:
@@ -301,7 +304,9 @@ class GuardedRun:
             ),
         )
 
-    def _finish(self, outcome: str, error: str | None) -> None:
+    def _finish(self, outcome: str, error: str | None) -> str | None:
+        """Audit row, then log line. Returns the one line to exit with when the audit row of a
+        run that changed the database could not be written, else None."""
         duration_ms = (time.perf_counter() - self.started) * 1000
         if self.session is not None:  # time at the prompt is the operator's, not the run's
             duration_ms = max(0.0, duration_ms - self.session.confirmer.waited * 1000)
@@ -310,13 +315,13 @@ class GuardedRun:
         # The audit row first: it is the record that travels with the database, and neither a
         # full local disk nor a terminal gone with SIGHUP must cost it. The run log's line
         # follows; if it cannot be written, one line says so and the run keeps its outcome.
-        if self._audited():
-            self._audit(outcome, error, duration_ms)
+        lost = self._audit(outcome, error, duration_ms) if self._audited() else None
         self.console.clear_status()  # a live terminal line must not swallow the last words
         if self.log is not None:
             self.log.finished(self.record, outcome=outcome, duration_ms=duration_ms, error=error)
             if self.log.failure is not None:
                 self.console.warning(one_line(self.log.failure))
+        return lost
 
     def _audited(self) -> bool:
         """Shared databases keep their own record of every attempt to change them."""
@@ -324,26 +329,60 @@ class GuardedRun:
             self.spec.changes_database and self.environment is not None and self.environment.shared
         )
 
-    def _audit(self, outcome: str, error: str | None, duration_ms: float) -> None:
-        from tasks.guard.audit import record_run
+    def _audit(self, outcome: str, error: str | None, duration_ms: float) -> str | None:
+        """Write the run's audit row. When it cannot be written the row goes to the run log
+        (`<env>.audit --replay` writes it later) and, for a run that did what it was asked,
+        the line to exit with (AUDIT_NOT_WRITTEN) is returned: never an audit row lost with
+        exit 0. A failed or refused run keeps its own code and line."""
+        from tasks.guard.audit import audit_row, write_row
 
         assert self.settings is not None and self.environment is not None
+        row = audit_row(
+            self.environment,
+            self.record,
+            outcome=outcome,
+            error=redact(error) if error else None,
+            duration_ms=duration_ms,
+            root=self.settings.root,
+        )
         try:
-            record_run(
-                self.environment,
-                self.record,
-                outcome=outcome,
-                error=redact(error) if error else None,
-                duration_ms=duration_ms,
-                root=self.settings.root,
-                connect_timeout=self.settings.connect_timeout,
+            write_row(self.environment, row, connect_timeout=self.settings.connect_timeout)
+        except Exception as audit_error:
+            return self._audit_lost(outcome, row, audit_error)
+        return None
+
+    def _audit_lost(self, outcome: str, row: dict[str, Any], audit_error: Exception) -> str | None:
+        """Keep the row in the run log and say so in one line, without SQL or parameters."""
+        import uuid
+
+        from tasks.core.engines import describe_database_error
+        from tasks.guard.audit import PENDING_EVENT
+
+        why = describe_database_error(audit_error)
+        kept = None
+        if self.log is not None:
+            kept = self.log.event(
+                PENDING_EVENT,
+                task=self.spec.name,
+                environment=self.record.environment,
+                database=self.environment.masked_url if self.environment else None,
+                replay_id=uuid.uuid4().hex,
+                row=row,
+                error=why,
             )
-        except Exception as audit_error:  # the run's own outcome matters more than its audit row
-            message = f"could not write the audit row: {one_line(str(audit_error))}"
-            if self.log is not None:
-                self.log.event("audit failed", task=self.spec.name, error=message)
-            if outcome == "ok":  # on failure the run's own error is the one line that matters
-                self.console.warning(message)
+            kept = "kept" if kept is None else None
+        collection = self.spec.collection
+        where = (
+            f"kept in the run log for `invoke {collection}.audit --replay`"
+            if kept
+            else "and the run log could not keep it either"
+        )
+        message = f"could not write the audit row ({why}); {where}"
+        if outcome == "ok":
+            return f"the run succeeded but {message}"
+        if self.log is not None:
+            self.log.event("audit failed", task=self.spec.name, error=message)
+        return None
 
     def _check_scope(self, session: Session) -> None:
         """Refuse a run whose database is not its own environment's (tasks.core.environments).
