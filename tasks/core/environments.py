@@ -597,19 +597,28 @@ def _stricter_match(
 ) -> _OtherDatabase | None:
     """The strictest other environment with stricter guards whose database may be
     `environment`'s; `check_scope` needs to know whether it was readable to word its refusal."""
+    from tasks.core.fleet_scope import fleet_databases
+
     level = _level(protected=environment.protected, shared=environment.shared)
     mine = database_identity(environment.url, environ)
     found: _OtherDatabase | None = None
+    found_level = level
     for name in sorted(settings.environments):
         other_level = guard_level(settings, name)
-        if name == environment.name or other_level <= level:
-            continue
-        if found is not None and other_level <= guard_level(settings, found.environment.name):
+        if name == environment.name or other_level <= found_level:
             continue
         for other in _databases_of(settings, name, environ):
             if _may_be(mine, other, environ):
-                found = other
+                found, found_level = other, other_level
                 break
+    # A fleet's targets are shared databases (protected as their fleet) even when no
+    # environment's variable names them.
+    for database in fleet_databases(settings, environ):
+        if database.level <= found_level:
+            continue
+        other = _OtherDatabase(database.environment, database.readable)
+        if _may_be(mine, other, environ):
+            found, found_level = other, database.level
     return found
 
 

@@ -349,8 +349,21 @@ def _names(value: Any, key: str) -> tuple[str, ...]:
     return tuple(str(item).strip() for item in items if str(item).strip())
 
 
-def _owners(value: Any) -> tuple[str, ...]:
-    return tuple(owner.lower() for owner in _names(value, "owners"))
+def _owners(value: Any, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The owners' addresses. A value that was given but names nobody (`""` in
+    INVOKE_MIGRATIONS_OWNERS, `","`, an empty YAML list) is an error: read as "no policy", a
+    blank variable would switch the ownership guard off without a word."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    owners = tuple(owner.lower() for owner in _names(value, "owners"))
+    given = "INVOKE_MIGRATIONS_OWNERS" in environ or (value is not None and value != "")
+    if given and not owners:
+        raise ConfigError(
+            "migrations.owners names nobody (an empty or comma-only list); list the owners' "
+            "addresses, or unset INVOKE_MIGRATIONS_OWNERS and remove the key for no policy"
+        )
+    return owners
 
 
 # --- strictness: every key must be one the defaults know ------------------------------------

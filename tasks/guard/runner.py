@@ -216,9 +216,13 @@ class GuardedRun:
             if isinstance(raw_settings, Settings)
             else settings_from_mapping(raw_settings)
         )
-        self.log = RunLog(self.settings.log_file)
         # A fleet names the operator once for all its targets (it runs `git config`).
         self.record.operator = self.record.operator or current_operator()
+        try:
+            self.log = RunLog(self.settings.log_file)
+        except MigrationsError as error:  # refused: still an attempt on a shared database
+            self._audit_without_log(str(error))
+            raise
         confirmer = self._confirmer or Confirmer(assume_yes=self.spec.assume_yes)
         session = self.session = Session(
             self.settings,
@@ -235,9 +239,10 @@ class GuardedRun:
             self._note_protection_override(session)
         try:
             self.log.started(self.record)
-        except MigrationsError:  # the log is unusable (a full disk): no finish line either
+        except MigrationsError as error:  # the log is unusable (a full disk): no finish line
             self.log.close()
             self.log = None
+            self._audit_without_log(str(error))
             raise
         spec = self.spec
         if policy_applies(
@@ -248,6 +253,23 @@ class GuardedRun:
             require_owner(self.settings.owners, self.record.operator, spec.name)
         self._check_scope(session)
         return session
+
+    def _audit_without_log(self, error: str) -> None:
+        """A run refused because its log cannot be written still leaves its audit row in a
+        shared database it would have changed (the run log cannot hold the attempt)."""
+        from tasks.core.environments import resolve_environment
+
+        assert self.settings is not None
+        if not self.spec.changes_database:
+            return
+        try:
+            environment = self._given_environment or resolve_environment(
+                self.settings, self.record.environment
+            )
+        except MigrationsError:
+            return  # no database to write it to
+        if environment.shared:
+            self._audit_in(environment, "refused", error)
 
     def _shared(self) -> bool:
         """The environment's `shared` flag, read without resolving its URL (`heads` has none);

@@ -44,6 +44,7 @@ LOCAL_TASKS = [
     ("upgrade",),
     ("downgrade", "--rev", "base", "--yes"),
     ("stamp", "--rev", "base", "--yes"),
+    ("repair", "--rev", FIRST, "--reverted", "--yes"),
     ("current",),
     ("history",),
     ("plan",),
