@@ -54,6 +54,25 @@ def _make_sqlite_transactional(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN")
 
 
+def make_sqlite_connection_transactional(connection: Connection) -> None:
+    """The same recipe for a connection someone else opened (an adopted env.py's own engine),
+    before it begins: its DDL then rolls back with the revision that failed."""
+    from sqlalchemy import event
+
+    if connection.dialect.name != "sqlite" or connection.in_transaction():
+        return
+    engine = connection.engine
+    if getattr(engine, "_tasks_transactional", False):
+        return
+    connection.connection.dbapi_connection.isolation_level = None  # type: ignore[union-attr]
+
+    @event.listens_for(engine, "begin")
+    def _begin(begun) -> None:  # type: ignore[no-untyped-def]
+        begun.exec_driver_sql("BEGIN")
+
+    engine._tasks_transactional = True  # type: ignore[attr-defined]
+
+
 @contextmanager
 def connect(
     environment: Environment,
