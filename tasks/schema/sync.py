@@ -164,7 +164,7 @@ def reset(session: Session, *, backup: bool = False) -> None:
     )
     session.console.line(
         f"{environment.name}: no revision is recorded now; "
-        f"if the models are at head, `invoke {_collection(session)}.stamp --rev head`"
+        f"if the models are at head, `{_stamp_command(session)}`"
     )
 
 
@@ -1128,6 +1128,13 @@ def _json_report(
             for table, items in _by_table(plan.items)
         ],
     }
+
+
+def _stamp_command(session: Session) -> str:
+    from tasks.core import suggestions
+
+    found = suggestions.command(_collection(session), "stamp", "--rev head")
+    return found or "invoke local.stamp --rev head"
 
 
 def _collection(session: Session) -> str:
