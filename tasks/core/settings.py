@@ -94,7 +94,10 @@ DEFAULTS: dict[str, Any] = {
         "allowed_heads": "1",
         # Server on which `ci.check` creates and drops throwaway PostgreSQL databases;
         # empty to run the SQLite legs only.
-        "postgres_url": "postgresql://postgres@127.0.0.1:5432/postgres",
+        # No user in the URL: libpq's own default, PGUSER or else the operating-system user.
+        "postgres_url": "postgresql://127.0.0.1:5432/postgres",
+        # The start of every throwaway database's name (PostgreSQL database, SQLite folder).
+        "database_prefix": "ci_check_",
         # Lint severities that fail `ci.check` (upgrade direction): destructive, warning.
         "fail_on": "destructive",
         # Dialects the stairway and models checks run on (sqlite, postgresql); empty: those of
