@@ -81,7 +81,9 @@ def alembic_config(
         config.attributes["handover"] = handover
         if handover.connection is not None:
             config.attributes["connection"] = handover.connection
-        url = handover.environment.url.render_as_string(hide_password=False)
+        # The application's own async driver when `migrations.driver` keeps it.
+        chosen = handover.environment.migration_url or handover.environment.url
+        url = chosen.render_as_string(hide_password=False)
         config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 

@@ -37,11 +37,11 @@ def create_engine(
         connect_args["timeout"] = connect_timeout
     engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=connect_args)
     if backend == "sqlite":
-        _make_sqlite_transactional(engine)
+        make_sqlite_transactional(engine)
     return engine
 
 
-def _make_sqlite_transactional(engine: Engine) -> None:
+def make_sqlite_transactional(engine: Engine) -> None:
     """SQLAlchemy's documented recipe: let SQLAlchemy, not pysqlite, emit BEGIN."""
     from sqlalchemy import event
 

@@ -89,6 +89,10 @@ DEFAULTS: dict[str, Any] = {
     # "true" or "false", a string so that INVOKE_MIGRATIONS_SAFE_REVISIONS=false is not cast to
     # True.
     "safe_revisions": "true",
+    # An async URL (postgresql+asyncpg, sqlite+aiosqlite): "sync" runs migrations on the sync
+    # driver this project installs (psycopg2, sqlite3, PyMySQL); "keep" runs them on the URL's
+    # own driver, inside an event loop as Alembic's async cookbook does.
+    "driver": "sync",
     "ci": {
         # How many heads `ci.check` accepts (more than one only for deliberate branches).
         "allowed_heads": "1",

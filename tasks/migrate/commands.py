@@ -1031,11 +1031,8 @@ def _apply(
 
         if names:
             progress.start(names[0])
-        handover = _handover(session, connection)
-        handover.on_revision_applied = on_applied
-        config = alembic_config(session.settings, handover, stdout=_StdoutProxy(session))
         try:
-            run_alembic(session, operation, config, revision)
+            _migrate(session, connection, on_applied, operation, revision)
         except DatabaseError as error:
             if getattr(error, "in_env_py", False):
                 raise DatabaseError(f"{_env_py(session)} failed: {error}{ENV_PY_HINT}") from None
@@ -1054,6 +1051,32 @@ def _apply(
             session.record.revision_after = list(after)
     _verify_reached(session, steps, after)
     session.console.line(f"{session.environment.name}: now at {revision_ids(after) or 'base'}")
+
+
+def _migrate(
+    session: Session,
+    connection: Connection,
+    on_applied: Callable[[str, str, bool], None],
+    operation: Callable[..., Any],
+    revision: str,
+) -> None:
+    """Run Alembic's `operation` on the task's connection, or, with `migrations.driver: keep`
+    and an async URL, on a connection of the application's own driver inside an event loop
+    (`tasks.core.async_driver`), handed to env.py the same way."""
+
+    def run(migration_connection: Connection) -> None:
+        handover = _handover(session, migration_connection)
+        handover.on_revision_applied = on_applied
+        config = alembic_config(session.settings, handover, stdout=_StdoutProxy(session))
+        run_alembic(session, operation, config, revision)
+
+    if session.environment.migration_url is None:
+        run(connection)
+        return
+    from tasks.core.async_driver import run_on_async_driver
+
+    connection.rollback()  # the task's own connection waits, holding nothing
+    run_on_async_driver(session.environment, session.settings, run)
 
 
 class _ResidueWatch:
