@@ -124,6 +124,11 @@ def _report(
     return outcomes
 
 
+def ci_options(session: Session) -> dict[str, Any]:
+    """The validated `ci` settings, for other commands that build throwaway databases (squash)."""
+    return _ci_options(session)
+
+
 def _ci_options(session: Session) -> dict[str, Any]:
     """The `ci` settings, validated: a typo must fail loudly, not quietly disable a check."""
     from tasks.lint import classifier as lint

@@ -59,7 +59,7 @@ def repair_tasks(run_changing: Callable[..., None]) -> list[Task]:
 
 
 def checksum_tasks(run: Callable[..., None]) -> list[Task]:
-    """`checksums` for the collections that write revisions (local, dev)."""
+    """`checksums` and `squash` for the collections that write revisions (local, dev)."""
 
     @flag_task(help={"write": "write alembic/checksums.json (commit it; ci.check compares)"})
     def checksums(c: Context, write: bool = False) -> None:
@@ -70,4 +70,19 @@ def checksum_tasks(run: Callable[..., None]) -> list[Task]:
         operation = lambda s: show(s, script_directory(s), write=write)  # noqa: E731
         run(c, "checksums", {"write": write}, operation)
 
-    return [checksums]
+    @flag_task(
+        help={
+            "rev": "required: the last revision of the range (root..REV) to squash; keeps its id",
+            "dry_run": "build and prove the baseline, write nothing",
+            "force": "squash even when databases are behind REV (named in the baseline)",
+        }
+    )
+    def squash(c: Context, rev: str = "", dry_run: bool = False, force: bool = False) -> None:
+        """Replace root..REV by one baseline revision, proven equal on ci.dialects first."""
+        from tasks.squash.command import squash as squash_history
+
+        operation = lambda s: squash_history(s, rev, dry_run=dry_run, force=force)  # noqa: E731
+        arguments = {"rev": rev, "dry_run": dry_run, "force": force}
+        run(c, "squash", arguments, operation)
+
+    return [checksums, squash]

@@ -27,6 +27,8 @@ class ExitCode(IntEnum):
     PREFLIGHT_MODELS = 13  # the models differ from what the migration history builds
     # preflight, upgrade, downgrade: an applied revision's file changed since it was applied
     EDITED_REVISION = 14
+    # squash: the baseline does not rebuild what the chain builds (nothing written)
+    SQUASH_UNPROVEN = 15
     # ci.check: the first check that failed
     CI_HEADS = 20  # not exactly the allowed number of heads, or an unreachable revision
     CI_DOWNGRADES = 21  # a revision without a real downgrade

@@ -105,6 +105,8 @@ GUARDS: dict[str, Guard] = {
     # Writing revision files (`revision --empty`: offline).
     "revision": Guard(creates_revision=True),
     "merge": Guard(creates_revision=True, needs_database=False),
+    # Replacing revision files by a baseline built and proven on throwaway databases.
+    "squash": Guard(creates_revision=True, needs_database=False),
 }
 
 
