@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.core.console import plural
-from tasks.core.errors import ConfigError, ExitCode, MigrationsError, Refused, UsageError
+from tasks.core.errors import (
+    ConfigError,
+    DatabaseError,
+    ExitCode,
+    MigrationsError,
+    Refused,
+    UsageError,
+)
 from tasks.history.fingerprints import fingerprint
 
 if TYPE_CHECKING:
@@ -169,7 +176,13 @@ def _proven_baseline(
     expected, schemas = {}, []
     for backend in backends:
         with throwaway_database(session, backend, options) as (environment, connection):
-            _run(session, environment, connection, command.upgrade, target.revision)
+            try:
+                _run(session, environment, connection, command.upgrade, target.revision)
+            except Exception as error:
+                raise DatabaseError(
+                    f"{backend}: the chain does not build up to {target.revision} on a throwaway "
+                    f"database: {_first_line(error)}"
+                ) from None
             expected[backend] = snapshot(connection)
             schemas.append(schema_statements(connection))
     text = render(
@@ -226,7 +239,7 @@ def _prove(
     left = snapshot(connection)
     leftovers = [
         f"{kind} {name}"
-        for kind in ("tables", "views", "sequences", "enums", "functions")
+        for kind in ("tables", "views", "sequences", "enums", "functions", "triggers")
         for name in (left.get(kind) or {})
     ]
     if leftovers:

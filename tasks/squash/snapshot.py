@@ -40,6 +40,9 @@ def snapshot(connection: Connection) -> Snapshot:
             connection,
             "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name",
         )
+        found["triggers"] = _scalars(
+            connection, "SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name"
+        )
     if dialect.name == "postgresql":
         found["index_definitions"] = [
             definition
