@@ -1034,7 +1034,8 @@ def _apply(
         handover.on_revision_applied = on_applied
         config = alembic_config(session.settings, handover, stdout=_StdoutProxy(session))
         try:
-            run_alembic(session, operation, config, revision)
+            with backfill_progress(session, progress):
+                run_alembic(session, operation, config, revision)
         except DatabaseError as error:
             if getattr(error, "in_env_py", False):
                 raise DatabaseError(f"{_env_py(session)} failed: {error}{ENV_PY_HINT}") from None
@@ -1053,6 +1054,26 @@ def _apply(
             session.record.revision_after = list(after)
     _verify_reached(session, steps, after)
     session.console.line(f"{session.environment.name}: now at {revision_ids(after) or 'base'}")
+
+
+@contextlib.contextmanager
+def backfill_progress(session: Session, progress: Any) -> Iterator[None]:
+    """`op.backfill` reports on the revision's live line (terminals) or in plain lines, and
+    what it did goes into the audit row's arguments and the run log."""
+    from tasks.online.progress import Sink, attach
+
+    results: list[dict[str, Any]] = []
+    is_terminal = session.console.is_terminal()
+    sink = Sink(
+        status=progress.detail if is_terminal else None, line=session.console.line, results=results
+    )
+    try:
+        with attach(sink):
+            yield
+    finally:
+        if results:
+            session.record.arguments["backfills"] = results
+            session.record.details["backfills"] = results
 
 
 class _ResidueWatch:

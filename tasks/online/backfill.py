@@ -100,7 +100,7 @@ def validated(
     if where is not None and (not isinstance(where, str) or not where.strip()):
         raise UsageError("op.backfill: where must be an SQL condition or None")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UsageError(f"op.backfill: batch_size must be a positive integer, not {batch_size!r}")
+        raise UsageError(f"op.backfill: batch_size must be positive (an integer): {batch_size!r}")
     for label, number in (("pause", pause), ("lock_timeout", timeouts[0])):
         if isinstance(number, bool) or not isinstance(number, int | float) or number < 0:
             raise UsageError(f"op.backfill: {label} must be a number of seconds >= 0")
