@@ -325,8 +325,12 @@ def upgrade(
     sql: bool = False,
     backup: bool = True,
     allow_destructive: bool = False,
+    contract: bool = False,
 ) -> None:
     """Apply pending revisions up to `revision`.
+
+    Without `contract`, stops before the first contract revision of an expand/contract change
+    (`contract = True` in its file, tasks/online/expand_contract.py) and says so.
 
     On a protected environment: the plan with SQL and lint, destructive statements only with
     `allow_destructive` (or typed consent), a typed confirmation, then the backup (unless
@@ -344,6 +348,8 @@ def upgrade(
         _require_known(session, script, before)
         steps = upgrade_steps(script, revision, before)
         name = session.environment.name
+        if not contract:
+            steps, revision = _before_contract(session, steps, revision)
         if not steps:
             _nothing_to(session, "upgrade", before)
             return
@@ -361,6 +367,31 @@ def upgrade(
             _apply(session, connection, steps, _run_with(script, "upgrade"), revision)
         except DatabaseError as error:
             raise _with_stamp_hint(session, error, before) from None
+
+
+def _before_contract(
+    session: Session, steps: list[MigrationStep], revision: str
+) -> tuple[list[MigrationStep], str]:
+    """The steps up to the first contract revision (exclusive), and the revision they end at.
+
+    A contract revision drops what the application deployed before the expand still uses; it
+    runs only when asked (`--contract`), after the code using only the new columns is out.
+    """
+    from tasks.online.expand_contract import is_contract
+
+    for index, step in enumerate(steps):
+        script = step.revision  # type: ignore[attr-defined]
+        if step.is_upgrade and is_contract(script.module):
+            collection = session.record.task.rpartition(".")[0] or session.environment.name
+            session.console.line(
+                f"{session.environment.name}: stopping before {script.revision} "
+                f"({script.doc or 'contract'}), a contract revision: once no running code uses "
+                f"the old columns, run `invoke {collection}.upgrade --contract`"
+            )
+            session.record.details["stopped_before_contract"] = script.revision
+            kept = steps[:index]
+            return kept, (kept[-1].revision.revision if kept else revision)  # type: ignore[attr-defined]
+    return steps, revision
 
 
 def downgrade(
@@ -628,9 +659,13 @@ def _report_created(
     path = Path(scripts[0].path)
     _require_message_as_data(path, message)
     session.record.details["revision_file"] = str(path)
-    _prove_revision(session, scripts[0])
-    session.console.line(f"created {display_path(session, path)}")
-    _report_operations(session, directives)
+    for written in scripts:  # an expand/contract change writes two: expand, then contract
+        _prove_revision(session, written)
+    for written in scripts:
+        session.console.line(f"created {display_path(session, Path(written.path))}")
+    if len(scripts) > 1:
+        session.record.details["revision_files"] = [str(item.path) for item in scripts]
+    _report_operations(session, directives[:1])
     return path
 
 
