@@ -4,7 +4,7 @@ INVOKE_MIGRATIONS_METADATA=tests.models_online:<name>."""
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, MetaData, String, Text
+from sqlalchemy import Column, Index, MetaData, String
 
 from database.base import NAMING_CONVENTION
 from database.imports import import_all_models

@@ -137,13 +137,20 @@ def sync_function_sql(rename: Rename, source: Any, target: Any) -> list[str]:
     to_target = _cast(f"NEW.{s}", source, target)
     to_source = _cast(f"NEW.{t}", target, source)
     return [
-        f"CREATE FUNCTION {_qualified(rename.schema, rename.trigger)}() "
+        f"CREATE FUNCTION {_qualified(rename.schema, rename.trigger)}()",
         "RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN",
-        f"IF TG_OP = 'INSERT' THEN IF NEW.{t} IS NULL THEN NEW.{t} := {to_target};",
-        f"ELSIF NEW.{s} IS NULL THEN NEW.{s} := {to_source}; END IF;",
-        f"ELSIF NEW.{s} IS DISTINCT FROM OLD.{s} THEN NEW.{t} := {to_target};",
-        f"ELSIF NEW.{t} IS DISTINCT FROM OLD.{t} AND NEW.{t} IS DISTINCT FROM {to_target}",
-        f"THEN NEW.{s} := {to_source}; END IF; RETURN NEW; END $$",
+        "IF TG_OP = 'INSERT' THEN",
+        f"IF NEW.{t} IS NULL THEN",
+        f"NEW.{t} := {to_target};",
+        f"ELSIF NEW.{s} IS NULL THEN",
+        f"NEW.{s} := {to_source};",
+        "END IF;",
+        f"ELSIF NEW.{s} IS DISTINCT FROM OLD.{s} THEN",
+        f"NEW.{t} := {to_target};",
+        f"ELSIF NEW.{t} IS DISTINCT FROM OLD.{t}",
+        f"AND NEW.{t} IS DISTINCT FROM {to_target} THEN",
+        f"NEW.{s} := {to_source};",
+        "END IF; RETURN NEW; END $$",
     ]
 
 
