@@ -11,6 +11,9 @@ serves the proxied attributes (`context.config`, `context.script`) through the m
 `__getattr__`. Revision files and env.py are unchanged: they still write `op.add_column(...)`.
 
 A single-threaded run behaves exactly as before; installing is idempotent and process-wide.
+
+Also here: `call_when_version_recorded`, the hook `op.backfill` uses to archive its bookkeeping
+row in the revision's own transaction.
 """
 
 from __future__ import annotations
@@ -128,3 +131,19 @@ def on_configure(hook: Any) -> None:
 
             EnvironmentContext.configure = configure  # type: ignore[method-assign]
         _configure_hooks.append(hook)
+
+
+def call_when_version_recorded(migration_context: Any, callback: Any) -> None:
+    """Have Alembic call `callback(ctx=, step=, heads=, run_args=)` after each revision's version
+    row is written, inside that revision's transaction (before it commits), whatever env.py the
+    project has.
+
+    `EnvironmentContext.configure(on_version_apply=...)` is the public way, but only env.py can
+    pass it; an operation (`op.backfill`) that needs it appends to the list Alembic keeps it in:
+    `MigrationContext.on_version_apply_callbacks`, set from `opts["on_version_apply"]` in
+    `MigrationContext.__init__` and iterated in `run_migrations` (checked on alembic 1.20;
+    tests/online/test_backfill.py holds it). Adding the same callback twice adds it once.
+    """
+    callbacks = tuple(migration_context.on_version_apply_callbacks or ())
+    if callback not in callbacks:
+        migration_context.on_version_apply_callbacks = (*callbacks, callback)

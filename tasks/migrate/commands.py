@@ -212,15 +212,16 @@ def history_differences(session: Session) -> list[str]:
     cannot be used, a SQLite file: independent of any server and of the environment's
     credentials, and a history SQLite cannot build reports the error instead of a false pass.
     """
-    from tasks.ci.checks import models_match, throwaway_database
+    from tasks.ci.checks import ci_options, models_match, throwaway_database
 
-    scratch = str(session.settings.extra.get("ci", {}).get("postgres_url") or "").strip()
+    options = ci_options(session)
+    scratch = options["postgres_url"]
     backends = ["sqlite"]
     if session.environment.dialect == "postgresql" and scratch:
         backends.insert(0, "postgresql")
     for backend in backends:
         try:
-            with throwaway_database(session, backend, {"postgres_url": scratch}) as (
+            with throwaway_database(session, backend, options) as (
                 environment,
                 connection,
             ):
@@ -333,8 +334,12 @@ def upgrade(
     sql: bool = False,
     backup: bool = True,
     allow_destructive: bool = False,
+    contract: bool = False,
 ) -> None:
     """Apply pending revisions up to `revision`.
+
+    Without `contract`, stops before the first contract revision of an expand/contract change
+    (`contract = True` in its file, tasks/online/expand_contract.py) and says so.
 
     On a protected environment: the plan with SQL and lint, destructive statements only with
     `allow_destructive` (or typed consent), a typed confirmation, then the backup (unless
@@ -353,6 +358,8 @@ def upgrade(
         steps = upgrade_steps(script, revision, before)
         checksums.verify_applied(session, connection, script, before)
         name = session.environment.name
+        if not contract:
+            steps, revision = _before_contract(session, steps, revision)
         if not steps:
             checksums.prepare_records(session, connection, script, before)
             _nothing_to(session, "upgrade", before)
@@ -372,6 +379,31 @@ def upgrade(
             _apply(session, connection, steps, _run_with(script, "upgrade"), revision)
         except DatabaseError as error:
             raise _with_stamp_hint(session, error, before) from None
+
+
+def _before_contract(
+    session: Session, steps: list[MigrationStep], revision: str
+) -> tuple[list[MigrationStep], str]:
+    """The steps up to the first contract revision (exclusive), and the revision they end at.
+
+    A contract revision drops what the application deployed before the expand still uses; it
+    runs only when asked (`--contract`), after the code using only the new columns is out.
+    """
+    from tasks.online.expand_contract import is_contract
+
+    for index, step in enumerate(steps):
+        script = step.revision  # type: ignore[attr-defined]
+        if step.is_upgrade and is_contract(script.module):
+            collection = session.record.task.rpartition(".")[0] or session.environment.name
+            session.console.line(
+                f"{session.environment.name}: stopping before {script.revision} "
+                f"({script.doc or 'contract'}), a contract revision: once no running code uses "
+                f"the old columns, run `invoke {collection}.upgrade --contract`"
+            )
+            session.record.details["stopped_before_contract"] = script.revision
+            kept = steps[:index]
+            return kept, (kept[-1].revision.revision if kept else revision)  # type: ignore[attr-defined]
+    return steps, revision
 
 
 def downgrade(
@@ -658,9 +690,13 @@ def _report_created(
     path = Path(scripts[0].path)
     _require_message_as_data(path, message)
     session.record.details["revision_file"] = str(path)
-    _prove_revision(session, scripts[0])
-    session.console.line(f"created {display_path(session, path)}")
-    _report_operations(session, directives)
+    for written in scripts:  # an expand/contract change writes two: expand, then contract
+        _prove_revision(session, written)
+    for written in scripts:
+        session.console.line(f"created {display_path(session, Path(written.path))}")
+    if len(scripts) > 1:
+        session.record.details["revision_files"] = [str(item.path) for item in scripts]
+    _report_operations(session, directives[:1])
     return path
 
 
@@ -1047,15 +1083,17 @@ def _apply(
 
     with Progress(session.console, len(steps), verb) as progress:
 
-        def on_applied(revision_id: str, doc: str, is_upgrade: bool) -> None:
+        def on_applied(
+            revision_id: str, doc: str, is_upgrade: bool, migration_connection: Any
+        ) -> None:
             # Inside the revision's transaction, just before Alembic commits it: raising here
             # rolls the revision back (see _verified for the check before it starts).
             verify_lock(f"before revision {revision_id} committed")
             if not stamping:  # in the revision's transaction: recorded or forgotten with it
                 if is_upgrade:
-                    checksums.revision_applied(session, connection, script, revision_id)
+                    checksums.revision_applied(session, migration_connection, script, revision_id)
                 else:
-                    checksums.revision_reverted(connection, revision_id)
+                    checksums.revision_reverted(migration_connection, revision_id)
             applied.append(revision_id)
             residue.revision_done()
             done = "stamped" if stamping else "applied" if is_upgrade else "reverted"
@@ -1067,7 +1105,8 @@ def _apply(
         if names:
             progress.start(names[0])
         try:
-            _migrate(session, connection, on_applied, operation, revision)
+            with backfill_progress(session, progress):
+                _migrate(session, connection, on_applied, operation, revision)
         except DatabaseError as error:
             if getattr(error, "in_env_py", False):
                 raise DatabaseError(f"{_env_py(session)} failed: {error}{ENV_PY_HINT}") from None
@@ -1091,7 +1130,7 @@ def _apply(
 def _migrate(
     session: Session,
     connection: Connection,
-    on_applied: Callable[[str, str, bool], None],
+    on_applied: Callable[[str, str, bool, Any], None],
     operation: Callable[..., Any],
     revision: str,
 ) -> None:
@@ -1112,6 +1151,26 @@ def _migrate(
 
     connection.rollback()  # the task's own connection waits, holding nothing
     run_on_async_driver(session.environment, session.settings, run)
+
+
+@contextlib.contextmanager
+def backfill_progress(session: Session, progress: Any) -> Iterator[None]:
+    """`op.backfill` reports on the revision's live line (terminals) or in plain lines, and
+    what it did goes into the audit row's arguments and the run log."""
+    from tasks.online.progress import Sink, attach
+
+    results: list[dict[str, Any]] = []
+    is_terminal = session.console.is_terminal()
+    sink = Sink(
+        status=progress.detail if is_terminal else None, line=session.console.line, results=results
+    )
+    try:
+        with attach(sink):
+            yield
+    finally:
+        if results:
+            session.record.arguments["backfills"] = results
+            session.record.details["backfills"] = results
 
 
 class _ResidueWatch:
