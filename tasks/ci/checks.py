@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from tasks.core import comparison
 from tasks.core.alembic_config import EnvHandover, alembic_config
+from tasks.core.alembic_internals import planned_upgrade
 from tasks.core.console import plural
 from tasks.core.errors import CheckFailed, ConfigError, DatabaseError, ExitCode
 from tasks.core.session import Session
@@ -188,7 +189,7 @@ def dialects_to_check(session: Session, options: dict[str, Any]) -> tuple[list[s
     if not found:
         return (["sqlite", "postgresql"] if options["postgres_url"] else ["sqlite"]), []
     notes = []
-    dialects = [dialect for dialect in ("sqlite", "postgresql") if dialect in found]
+    dialects: list[str] = [dialect for dialect in ("sqlite", "postgresql") if dialect in found]
     unsupported = sorted(set(found) - set(CI_DIALECTS))
     if unsupported:
         notes.append(
@@ -258,7 +259,10 @@ def _load_schema(
     (its SET lines, functions, dollar quoting); SQLite takes the script as it is."""
     if environment.dialect == "sqlite":
         connection.commit()
-        connection.connection.driver_connection.executescript(path.read_text(encoding="utf-8"))
+        driver = connection.connection.driver_connection
+        if driver is None:  # only an invalidated pool connection has no driver connection
+            raise DatabaseError(f"{environment.name}: the SQLite connection was lost")
+        driver.executescript(path.read_text(encoding="utf-8"))
         return
     import shutil
     import subprocess
@@ -457,7 +461,7 @@ def lint_revisions(
     postgres = options["postgres_url"] if "postgresql" in backends else ""
     linted = _session_for(session, _environment_for_lint(postgres or "sqlite://", session.settings))
     current = (since,) if since else ()
-    steps = script._upgrade_revs("heads", current)
+    steps = planned_upgrade(script, "heads", current)
     planned = build_plan(
         linted, script, steps, direction="upgrade", current=current, target="heads"
     )

@@ -134,7 +134,9 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         """List revisions, newest first, with the database's current one marked."""
         from tasks.migrate.graph import show_graph, show_graph_as
 
-        operation = show_graph if graph else lambda s: migrations.history(s, verbose=verbose)
+        operation: Callable[[Session], object] = (
+            show_graph if graph else lambda s: migrations.history(s, verbose=verbose)
+        )
         if format:  # a review format is always the graph
             operation = lambda s: show_graph_as(s, format.strip().lower())  # noqa: E731
         arguments = {"verbose": verbose, "graph": graph, "format": format}

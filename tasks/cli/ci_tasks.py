@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from invoke import Context, Task
 
 from tasks.cli.alembic_tasks import flag_task
 from tasks.cli.context import run_task
+
+if TYPE_CHECKING:
+    from tasks.core.session import Session
 
 
 def ci_tasks() -> list[Task]:
@@ -15,7 +21,9 @@ def ci_tasks() -> list[Task]:
         from tasks.ci import checks as ci_checks
 
         chosen = format.strip().lower() or "text"
-        operation = lambda s: ci_checks.run_checks(s, as_markdown=chosen == "markdown")  # noqa: E731
+        operation: Callable[[Session], object] = lambda s: ci_checks.run_checks(  # noqa: E731
+            s, as_markdown=chosen == "markdown"
+        )
         if chosen not in {"text", "markdown"}:
             operation = _refuse_format(format)
         run_task(c, "ci", "check", {"format": format}, operation)
@@ -23,10 +31,10 @@ def ci_tasks() -> list[Task]:
     return [check]
 
 
-def _refuse_format(format: str):  # type: ignore[no-untyped-def]
+def _refuse_format(format: str) -> Callable[[Session], None]:
     from tasks.core.errors import UsageError
 
-    def operation(_session: object) -> None:
+    def operation(_session: Session) -> None:
         raise UsageError(f"--format takes text or markdown, not {format!r}")
 
     return operation

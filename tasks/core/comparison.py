@@ -163,12 +163,20 @@ def from_settings(settings: Settings | None) -> Comparison:
             f"migrations.compare.{unknown[0]} is not a known key "
             f"(known: {', '.join(sorted(KNOWN_KEYS))})"
         )
-    hooks = {key: _hook(raw.get(key), f"compare.{key}") for key in HOOK_KEYS}
-    switches = {key: _switch(raw.get(key, True), f"compare.{key}") for key in SWITCH_KEYS}
+    # Hooks are read (and refused) before switches, in HOOK_KEYS then SWITCH_KEYS order.
+    include_object, include_name, render_item = (
+        _hook(raw.get(key), f"compare.{key}") for key in HOOK_KEYS
+    )
+    compare_type, compare_server_default = (
+        _switch(raw.get(key, True), f"compare.{key}") for key in SWITCH_KEYS
+    )
     prefix = raw.get("user_module_prefix")
     return Comparison(
-        **switches,
-        **hooks,
+        compare_type=compare_type,
+        compare_server_default=compare_server_default,
+        include_object=include_object,
+        include_name=include_name,
+        render_item=render_item,
         user_module_prefix=str(prefix).strip() or None if prefix else None,
         include_schemas=_flag(raw.get("include_schemas", False), "compare.include_schemas"),
         ignore=parse_ignore(raw.get("ignore")),
@@ -634,7 +642,7 @@ def filter_revision(directives: list[Any], comparison: Comparison) -> None:
 def _kept_ops(comparison: Comparison, operations: list[Any]) -> list[Any]:
     from alembic.operations import ops
 
-    kept = []
+    kept: list[Any] = []
     for operation in operations:
         if isinstance(operation, ops.ModifyTableOps):
             operation.ops[:] = _kept_ops(comparison, operation.ops)

@@ -16,9 +16,10 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tasks.core.alembic_config import EnvHandover, alembic_config, without_ini_logging
+from tasks.core.alembic_internals import planned_downgrade, planned_upgrade
 from tasks.core.console import plural
 from tasks.core.engines import describe_database_error
 from tasks.core.environments import url_is_set
@@ -38,9 +39,12 @@ from tasks.schema import drift
 
 if TYPE_CHECKING:
     from alembic.config import Config
-    from alembic.runtime.migration import MigrationStep
+    from alembic.runtime.migration import RevisionStep
     from alembic.script import ScriptDirectory
     from sqlalchemy.engine import Connection
+
+# What one of Alembic's revision resolvers returns items of (steps, or scripts).
+Planned = TypeVar("Planned")
 
 
 # --- read-only ------------------------------------------------------------------------------
@@ -290,7 +294,7 @@ def plan(
 
 def _steps_towards(
     script: ScriptDirectory, revision: str, heads: tuple[str, ...]
-) -> tuple[str, list[MigrationStep]]:
+) -> tuple[str, list[RevisionStep]]:
     """("upgrade", steps) when `revision` is ahead of the database, else ("downgrade", steps)."""
     if revision.startswith("-") or (revision == "base" and heads):
         return "downgrade", _downgrade_steps(script, revision, heads)
@@ -311,7 +315,7 @@ def _steps_towards(
     return "upgrade", steps
 
 
-def _server_version(session: Session, connection: Connection) -> tuple[int, ...] | None:
+def _server_version(session: Session, connection: Connection) -> tuple[int | str, ...] | None:
     """PostgreSQL's version, so squawk applies the rules of the server the plan is for."""
     if session.environment.dialect != "postgresql":
         return None
@@ -431,7 +435,7 @@ def _shown_plan(
     session: Session,
     connection: Connection,
     script: ScriptDirectory,
-    steps: list[MigrationStep],
+    steps: list[RevisionStep],
     direction: str,
     before: tuple[str, ...],
     target: str,
@@ -935,21 +939,21 @@ def database_heads(connection: Connection, session: Session) -> tuple[str, ...]:
 
 def upgrade_steps(
     script: ScriptDirectory, revision: str, heads: tuple[str, ...]
-) -> list[MigrationStep]:
+) -> list[RevisionStep]:
     """What `alembic upgrade` would run (Alembic's own planner, not a re-implementation)."""
-    return pending_plan(lambda: script._upgrade_revs(revision, heads), revision)
+    return pending_plan(lambda: planned_upgrade(script, revision, heads), revision)
 
 
 def _downgrade_steps(
     script: ScriptDirectory, revision: str, heads: tuple[str, ...]
-) -> list[MigrationStep]:
+) -> list[RevisionStep]:
     if revision.startswith("-") and len(heads) > 1:
         # Alembic would revert whichever head it lists first (and warns that it will refuse).
         raise UsageError(
             f"revision {revision!r} is ambiguous: the database is at {len(heads)} heads "
             f"({revision_ids(heads)}); name the revision to go down to"
         )
-    return pending_plan(lambda: script._downgrade_revs(revision, heads), revision)
+    return pending_plan(lambda: planned_downgrade(script, revision, heads), revision)
 
 
 # Longer than any id, label or range a person types: refused before Alembic parses it.
@@ -964,7 +968,9 @@ def _require_short(revision: str) -> None:
         )
 
 
-def pending_plan(planner: Callable[[], list[MigrationStep]], revision: str) -> list[MigrationStep]:
+def pending_plan(planner: Callable[[], list[Planned]], revision: str) -> list[Planned]:
+    """What `planner` (one of Alembic's revision resolvers) returns for `revision`, with its
+    errors turned into one-line UsageErrors; `revision` is refused first when absurdly long."""
     from alembic.script.revision import RevisionError
     from alembic.util import CommandError
 
@@ -983,7 +989,7 @@ def validate_revision(script: ScriptDirectory, revision: str) -> None:
     pending_plan(lambda: list(script.get_revisions(revision)), revision)
 
 
-def _show_steps(session: Session, title: str, steps: list[MigrationStep]) -> None:
+def _show_steps(session: Session, title: str, steps: list[RevisionStep]) -> None:
     session.console.line(title + ":")
     for step in steps:
         session.console.line(f"  {_step_name(step)}")
@@ -992,7 +998,7 @@ def _show_steps(session: Session, title: str, steps: list[MigrationStep]) -> Non
 def _apply(
     session: Session,
     connection: Connection,
-    steps: list[MigrationStep],
+    steps: list[RevisionStep],
     operation: Callable[..., Any],
     revision: str,
     *,
@@ -1138,12 +1144,12 @@ def _verified(steps: list[Any]) -> Iterator[Any]:
         yield step
 
 
-def _step_name(step: MigrationStep) -> str:
-    revision_id = step.revision.revision  # type: ignore[attr-defined]
+def _step_name(step: RevisionStep) -> str:
+    revision_id = step.revision.revision
     return f"{revision_id} {step.doc or ''}".rstrip()
 
 
-def _verify_reached(session: Session, steps: list[MigrationStep], after: tuple[str, ...]) -> None:
+def _verify_reached(session: Session, steps: list[RevisionStep], after: tuple[str, ...]) -> None:
     """Alembic returning is not proof: the version table must show the planned end state."""
     if not steps:
         return
@@ -1160,9 +1166,9 @@ def _verify_reached(session: Session, steps: list[MigrationStep], after: tuple[s
         )
 
 
-def _failed_step(steps: list[MigrationStep], applied: list[str]) -> str | None:
+def _failed_step(steps: list[RevisionStep], applied: list[str]) -> str | None:
     for step in steps:
-        revision_id = step.revision.revision  # type: ignore[attr-defined]
+        revision_id = step.revision.revision
         if revision_id not in applied:
             return revision_id
     return None

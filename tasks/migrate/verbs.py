@@ -174,7 +174,7 @@ def _upgrade_sql(
 
     environment = _rendering_environment(session, dialect)
     steps = upgrade_steps(script, found.revision, _as_tuple(found.down_revision))
-    step = next(s for s in steps if s.revision.revision == found.revision)  # type: ignore[attr-defined]
+    step = next(s for s in steps if s.revision.revision == found.revision)
     rendering = Session(session.settings, session.record, session.confirmer, session.console)
     rendering._environment = environment
     rendering._metadata = session._metadata
