@@ -28,7 +28,6 @@ SIZE_LIMIT = 600
 PRIVATE_IMPORT_DEBT: set[str] = set()
 SIZE_DEBT = {
     "tasks.lint.classifier",
-    "tasks.migrate.commands",
     "tasks.schema.fast_diff",
     "tasks.schema.sync",
     "tasks.backup.backups",

@@ -14,6 +14,7 @@ from tasks.core.errors import UsageError
 from tasks.core.session import Session
 from tasks.guard import audit as audit_trail
 from tasks.migrate import commands as migrations
+from tasks.migrate import writer
 
 # One short flag per long flag, the same on every task that has the long flag (the namespace test
 # in tests/test_hardening_flags.py walks every task). A long flag whose first letter is one of
@@ -289,8 +290,8 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         empty: bool = False,
     ) -> None:
         """Write a new revision file (the database must be at head); warns when it drops things."""
-        options = migrations.RevisionOptions(head, splice, branch_label, depends_on, rev_id, empty)
-        operation = lambda s: migrations.revision(  # noqa: E731
+        options = writer.RevisionOptions(head, splice, branch_label, depends_on, rev_id, empty)
+        operation = lambda s: writer.revision(  # noqa: E731
             s, message, autogenerate=autogenerate, options=options
         )
         arguments = {"message": message, "autogenerate": autogenerate, **vars(options)}
