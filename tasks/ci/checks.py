@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.core import comparison
+from tasks.core import env_comparison
 from tasks.core.alembic_config import EnvHandover, alembic_config
 from tasks.core.alembic_internals import planned_upgrade
 from tasks.core.console import plural
@@ -267,7 +267,7 @@ def _load_schema(
     import shutil
     import subprocess
 
-    from tasks.backup.backups import pg_environment
+    from tasks.backup.postgres import pg_environment
 
     psql = shutil.which("psql")
     if psql is None:
@@ -434,7 +434,7 @@ def models_match(session: Session, environment: Environment, connection: Connect
     """After the whole history, the database must be what the models describe."""
     from alembic import command
 
-    rules = comparison.for_session(session)  # a configuration error is not a history failure
+    rules = env_comparison.for_session(session)  # a configuration error is not a history failure
     try:
         _runner(session, environment, connection)(command.upgrade, "heads")
         differences = drift.compare(connection, session.metadata(), rules)

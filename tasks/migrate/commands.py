@@ -119,11 +119,11 @@ def heads(session: Session) -> list[str]:
 
 def check(session: Session) -> None:
     """Compare the models with the live database, read-only; differences are an error."""
-    from tasks.core import comparison
+    from tasks.core import env_comparison
 
     with session.connect() as connection:
         database_heads(connection, session)
-        rules = comparison.for_session(session, connection)
+        rules = env_comparison.for_session(session, connection)
         try:
             differences = drift.compare(connection, session.metadata(), rules)
         except Exception as error:

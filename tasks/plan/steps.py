@@ -252,7 +252,7 @@ def rehearse(session: Session, direction: str, target: str, copy: str) -> dict[s
     from sqlalchemy import event
     from sqlalchemy.engine import URL
 
-    from tasks.backup.backups import copy_sqlite
+    from tasks.backup.sqlite import copy_sqlite
     from tasks.core.engines import create_engine
     from tasks.core.environments import Environment
 

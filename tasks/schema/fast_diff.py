@@ -43,7 +43,7 @@ from sqlalchemy.schema import DefaultClause
 from sqlalchemy.sql.elements import False_, Null, TextClause, True_
 from sqlalchemy.sql.functions import FunctionElement
 
-from tasks.core.alembic_config import TOOL_TABLES
+from tasks.core.comparison import TOOL_TABLES
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Dialect
