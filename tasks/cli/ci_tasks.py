@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 from invoke import Context, Task
 
-from tasks.cli.alembic_tasks import flag_task
 from tasks.cli.context import run_task
+from tasks.cli.flags import flag_task
 
 if TYPE_CHECKING:
     from tasks.core.session import Session
@@ -17,12 +17,13 @@ if TYPE_CHECKING:
 def ci_tasks() -> list[Task]:
     @flag_task(help={"format": "text (default) or markdown (pull requests, $GITHUB_STEP_SUMMARY)"})
     def check(c: Context, format: str = "") -> None:
-        """Heads, real downgrades, stairway and models on ci.dialects, lint (ci.since: trusted)."""
+        """Heads, downgrades, checksums, stairway and models on ci.dialects, lint (ci.since)."""
         from tasks.ci import checks as ci_checks
+        from tasks.history.checksum_file import ci_outcomes as checksum_file
 
         chosen = format.strip().lower() or "text"
         operation: Callable[[Session], object] = lambda s: ci_checks.run_checks(  # noqa: E731
-            s, as_markdown=chosen == "markdown"
+            s, as_markdown=chosen == "markdown", extra=[checksum_file]
         )
         if chosen not in {"text", "markdown"}:
             operation = _refuse_format(format)

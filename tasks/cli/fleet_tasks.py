@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 from invoke import Context, Task
 
-from tasks.cli.alembic_tasks import flag_task
 from tasks.cli.context import run_command
+from tasks.cli.flags import flag_task
 from tasks.core.settings import Settings
 
 if TYPE_CHECKING:

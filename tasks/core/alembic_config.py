@@ -12,19 +12,17 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, cast
 
-from tasks.core.comparison import TOOL_TABLES, filter_revision, from_settings
+from tasks.core.comparison import TOOL_TABLES, from_settings, with_custom_type_imports
 from tasks.core.errors import ConfigError
+from tasks.core.handover import EnvHandover
 
 if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy import MetaData
-    from sqlalchemy.engine import Connection
 
-    from tasks.core.environments import Environment
     from tasks.core.settings import Settings
 
 
@@ -32,24 +30,6 @@ class TextSink(Protocol):
     """Where Alembic's printed output goes: anything with `write` (a StringIO, the console)."""
 
     def write(self, text: str, /) -> int: ...
-
-
-@dataclass
-class EnvHandover:
-    """What a task passes to env.py, stored as `config.attributes["handover"]`."""
-
-    environment: Environment
-    metadata_path: str
-    connection: Connection | None = None
-    metadata: MetaData | None = None
-    # Called once per applied revision with (revision id, message, up/down).
-    on_revision_applied: Callable[[str, str, bool], None] | None = None
-    # Autogenerate results are collected here instead of only being written to a file.
-    revision_directives: list[Any] = field(default_factory=list)
-    write_empty_revision: bool = True
-    connect_timeout: float = 5
-    # The run's settings (`migrations.compare` for the comparison options); set by alembic_config.
-    settings: Settings | None = None
 
 
 def alembic_config(
@@ -80,12 +60,17 @@ def alembic_config(
     except ValueError as error:  # Alembic's own reading of a bad path_separator, for one
         raise ConfigError(f"migrations.alembic_ini {settings.alembic_ini.name}: {error}") from None
     if handover is not None:
+        from tasks.core import adopted_env
+
+        adopted_env.install()  # whatever env.py runs, the task's guarantees hold
         if handover.settings is None:
             handover.settings = settings
         config.attributes["handover"] = handover
         if handover.connection is not None:
             config.attributes["connection"] = handover.connection
-        url = handover.environment.url.render_as_string(hide_password=False)
+        # The application's own async driver when `migrations.driver` keeps it.
+        chosen = handover.environment.migration_url or handover.environment.url
+        url = chosen.render_as_string(hide_password=False)
         config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
@@ -218,7 +203,12 @@ def comparison_options(
 def context_options(
     metadata: MetaData, dialect: str, handover: EnvHandover | None = None
 ) -> dict[str, Any]:
-    """Everything env.py passes to `context.configure` besides the connection or URL."""
+    """Everything the project's env.py passes to `context.configure` besides the connection.
+
+    Under a task, `tasks.core.adopted_env` adds the rest to whatever env.py passes (applied
+    revisions reported, the tasks' tables left out of autogenerate, no empty revision), so an
+    adopted env.py gets the same; plain `alembic` commands get these options alone.
+    """
     options: dict[str, Any] = {
         "target_metadata": metadata,
         "render_as_batch": dialect == "sqlite",
@@ -227,68 +217,16 @@ def context_options(
         "process_revision_directives": _revision_hook(handover),
         **comparison_options(handover.settings if handover is not None else None, dialect),
     }
-    options["render_item"] = _with_custom_type_imports(options.get("render_item"))
-    if handover is not None and handover.on_revision_applied is not None:
-        options["on_version_apply"] = _version_hook(handover.on_revision_applied)
+    options["render_item"] = with_custom_type_imports(options.get("render_item"))
     if handover is not None and handover.environment.schema:
         options["version_table_schema"] = handover.environment.schema
     return options
 
 
-def _with_custom_type_imports(project_hook: Callable[..., Any] | None) -> Callable[..., Any]:
-    """The project's `render_item` (`migrations.compare.render_item`) first; where it renders
-    as usual (returns False), the application's own types still get their import."""
-    if project_hook is None:
-        return import_custom_types
+def _revision_hook(_handover: EnvHandover | None) -> Callable[..., None]:
+    """The project's env.py hook; under a task `adopted_env` runs the tasks' part after it."""
 
-    def render_item(type_: str, obj: Any, autogen_context: Any) -> Any:
-        rendered = project_hook(type_, obj, autogen_context)
-        if rendered is False:
-            return import_custom_types(type_, obj, autogen_context)
-        return rendered
-
-    return render_item
-
-
-def import_custom_types(type_: str, obj: Any, autogen_context: Any) -> bool:
-    """Autogenerate's `render_item`: a type from the application's own modules gets its import.
-
-    Alembic renders such a type as `myapp.types.EncryptedString(length=1000)` and imports
-    nothing, so the revision fails with a NameError only when it is applied. Adding
-    `import myapp.types` keeps Alembic's own rendering (False means "render as usual").
-    """
-    if type_ != "type":
-        return False
-    module = type(obj).__module__
-    # Alembic's own test: sqlalchemy_utils and the like are third-party, they need it too.
-    if module in {"builtins", "sqlalchemy"} or module.startswith("sqlalchemy."):
-        return False
-    prefix = autogen_context.opts.get("user_module_prefix")
-    if prefix is not None:
-        # Alembic writes `<prefix>EncryptedString(...)`: the prefix's module is what to import.
-        module = prefix.rstrip(".")
-    if module.replace(".", "").replace("_", "").isalnum():
-        autogen_context.imports.add(f"import {module}")
-    return False
-
-
-def _version_hook(callback: Callable[[str, str, bool], None]) -> Callable[..., None]:
-    def on_version_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
-        script = step.up_revision
-        callback(step.up_revision_id, (script.doc if script else "") or "", step.is_upgrade)
-
-    return on_version_apply
-
-
-def _revision_hook(handover: EnvHandover | None) -> Callable[..., None]:
     def process_revision_directives(context: Any, revision: Any, directives: list[Any]) -> None:
-        if handover is None:
-            return
-        filter_revision(directives, from_settings(handover.settings))
-        handover.revision_directives.extend(directives)
-        script = directives[0] if directives else None
-        upgrade_ops = getattr(script, "upgrade_ops", None)
-        if not handover.write_empty_revision and upgrade_ops is not None and upgrade_ops.is_empty():
-            directives[:] = []
+        return None
 
     return process_revision_directives

@@ -14,10 +14,11 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.core.alembic_config import EnvHandover, alembic_config
+from tasks.core.alembic_config import alembic_config
 from tasks.core.comparison import Comparison, from_settings, merge_env_options
 from tasks.core.engines import describe_database_error
 from tasks.core.errors import ConfigError
+from tasks.core.handover import EnvHandover
 
 if TYPE_CHECKING:
     from tasks.core.settings import Settings

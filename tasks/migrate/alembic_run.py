@@ -12,9 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.core.alembic_config import EnvHandover, alembic_config, without_ini_logging
+from tasks.core.alembic_config import alembic_config, without_ini_logging
 from tasks.core.engines import describe_database_error
 from tasks.core.errors import DatabaseError, MigrationsError, Refused, UsageError
+from tasks.core.handover import EnvHandover
 from tasks.core.redaction import redact
 from tasks.core.session import Session
 from tasks.migrate.scripts import display_path, first_line

@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from tasks.core import suggestions
 from tasks.core.alembic_config import alembic_config
 from tasks.core.alembic_internals import planned_downgrade, planned_upgrade
 from tasks.core.console import Progress, plural
 from tasks.core.errors import DatabaseError, Refused, UsageError
 from tasks.core.session import Session
+from tasks.history import checksums
 from tasks.lint import residue as ddl_residue
 from tasks.migrate.alembic_run import (
     ENV_PY_HINT,
@@ -27,7 +29,7 @@ from tasks.migrate.alembic_run import (
     run_alembic,
     server_version,
 )
-from tasks.migrate.scripts import first_line, require_short, revision_ids
+from tasks.migrate.scripts import first_line, require_short, revision_ids, script_directory
 from tasks.migrate.verbs import offline_session
 from tasks.plan.steps import Plan, build_plan, print_plan, summary
 
@@ -129,11 +131,11 @@ def with_stamp_hint(session: Session, error: DatabaseError, before: tuple[str, .
     """
     if before or "already exists" not in str(error).lower():
         return error
-    collection = session.record.task.rpartition(".")[0] or session.environment.name
+    stamp = suggestions.command(suggestions.collection_of(session.record.task), "stamp")
+    how = f"`{stamp} --rev head`" if stamp else "a stamp at head"
     return DatabaseError(
         f"{error}; the database has tables but no recorded revision (built by local.sync or "
-        f"create_all?): if they match the models, record that with "
-        f"`invoke {collection}.stamp --rev head` instead of upgrading"
+        f"create_all?): if they match the models, record that with {how} instead of upgrading"
     )
 
 
@@ -156,6 +158,7 @@ def apply_steps(
     applied: list[str] = []
     durations: list[dict[str, Any]] = []
     session.record.details["revisions"] = durations
+    script = script_directory(session)
     names = [_step_name(step) for step in steps]
     verb = "applying" if not steps or steps[0].is_upgrade else "reverting"
 
@@ -167,6 +170,11 @@ def apply_steps(
             # Inside the revision's transaction, just before Alembic commits it: raising here
             # rolls the revision back (see _verified for the check before it starts).
             verify_lock(f"before revision {revision_id} committed")
+            if not stamping:  # in the revision's transaction: recorded or forgotten with it
+                if is_upgrade:
+                    checksums.revision_applied(session, connection, script, revision_id)
+                else:
+                    checksums.revision_reverted(connection, revision_id)
             applied.append(revision_id)
             residue.revision_done()
             done = "stamped" if stamping else "applied" if is_upgrade else "reverted"
@@ -177,11 +185,8 @@ def apply_steps(
 
         if names:
             progress.start(names[0])
-        handover = handover_for(session, connection)
-        handover.on_revision_applied = on_applied
-        config = alembic_config(session.settings, handover, stdout=ConsoleStream(session))
         try:
-            run_alembic(session, operation, config, revision)
+            _migrate(session, connection, on_applied, operation, revision)
         except DatabaseError as error:
             if getattr(error, "in_env_py", False):
                 where = env_py_path(session)
@@ -201,6 +206,32 @@ def apply_steps(
             session.record.revision_after = list(after)
     _verify_reached(session, steps, after)
     session.console.line(f"{session.environment.name}: now at {revision_ids(after) or 'base'}")
+
+
+def _migrate(
+    session: Session,
+    connection: Connection,
+    on_applied: Callable[[str, str, bool], None],
+    operation: Callable[..., Any],
+    revision: str,
+) -> None:
+    """Run Alembic's `operation` on the task's connection, or, with `migrations.driver: keep`
+    and an async URL, on a connection of the application's own driver inside an event loop
+    (`tasks.core.async_driver`), handed to env.py the same way."""
+
+    def run(migration_connection: Connection) -> None:
+        handover = handover_for(session, migration_connection)
+        handover.on_revision_applied = on_applied
+        config = alembic_config(session.settings, handover, stdout=ConsoleStream(session))
+        run_alembic(session, operation, config, revision)
+
+    if session.environment.migration_url is None:
+        run(connection)
+        return
+    from tasks.core.async_driver import run_on_async_driver
+
+    connection.rollback()  # the task's own connection waits, holding nothing
+    run_on_async_driver(session.environment, session.settings, run)
 
 
 class _ResidueWatch:
@@ -249,10 +280,9 @@ class _ResidueWatch:
             for statement in residue.undo_statements():
                 console.line(f"  {statement};")
         at = revision_ids(database_heads(self.connection, self.session)) or "base"
-        collection = self.session.record.task.rsplit(".", 1)[0]
-        return "; " + ddl_residue.recovery_advice(
-            residue, environment_task=collection, failed=failed, at=at
-        )
+        collection = suggestions.collection_of(self.session.record.task)
+        stamp = suggestions.command(collection, "stamp", f"--rev {failed}")
+        return "; " + ddl_residue.recovery_advice(residue, stamp=stamp, failed=failed, at=at)
 
 
 def alembic_runner(script: ScriptDirectory, direction: str) -> Callable[[Config, str], None]:

@@ -17,8 +17,9 @@ from typing import Any
 
 from tasks.core.alembic_config import alembic_config
 from tasks.core.console import plural
-from tasks.core.errors import CheckFailed, DatabaseError, DifferencesFound, ExitCode
+from tasks.core.errors import CheckFailed, DatabaseError, DifferencesFound, ExitCode, UsageError
 from tasks.core.session import Session
+from tasks.history import checksums
 from tasks.migrate.alembic_run import (
     ConsoleStream,
     as_database_error,
@@ -157,7 +158,10 @@ def preflight(session: Session, revision: str = "head", *, allow_destructive: bo
     with session.connect() as connection:
         current_heads = database_heads(connection, session)
         version = server_version(session, connection)
-    unknown = [head for head in current_heads if not is_known(script, head)]
+        unknown = [head for head in current_heads if not is_known(script, head)]
+        edited: list[checksums.Edit] = []
+        if not unknown:
+            fine, line, edited = checksums.preflight_check(connection, script, current_heads)
     report(
         not unknown,
         ExitCode.PREFLIGHT_UNKNOWN_REVISION,
@@ -192,6 +196,9 @@ def preflight(session: Session, revision: str = "head", *, allow_destructive: bo
             rules = ", ".join(sorted({finding.rule for finding in item.findings})) or "clean"
             session.console.line(f"           {item.revision} {item.message}: {rules}")
         session.record.details["pending"] = [item.revision for item in planned.revisions]
+    if not unknown:  # an edit: its diff printed, and the refusal's line is the check's line
+        line = str(checksums.refusal(session, edited)) if edited else line
+        report(fine, ExitCode.EDITED_REVISION, line)
     differences = history_differences(session)
     report(
         not differences,
@@ -214,15 +221,15 @@ def history_differences(session: Session) -> list[str]:
     cannot be used, a SQLite file: independent of any server and of the environment's
     credentials, and a history SQLite cannot build reports the error instead of a false pass.
     """
-    from tasks.ci.checks import models_match, throwaway_database
+    from tasks.ci.checks import ci_options, models_match, throwaway_database
 
-    scratch = str(session.settings.extra.get("ci", {}).get("postgres_url") or "").strip()
+    options = ci_options(session)  # the scratch server and the throwaway databases' prefix
     backends = ["sqlite"]
-    if session.environment.dialect == "postgresql" and scratch:
+    if session.environment.dialect == "postgresql" and options["postgres_url"]:
         backends.insert(0, "postgresql")
     for backend in backends:
         try:
-            with throwaway_database(session, backend, {"postgres_url": scratch}) as (
+            with throwaway_database(session, backend, options) as (
                 environment,
                 connection,
             ):
@@ -297,8 +304,10 @@ def upgrade(
         before = database_heads(connection, session)
         require_known(session, script, before)
         steps = upgrade_steps(script, revision, before)
+        checksums.verify_applied(session, connection, script, before)
         name = session.environment.name
         if not steps:
+            checksums.prepare_records(session, connection, script, before)
             nothing_to(session, "upgrade", before)
             return
         if session.environment.protected:
@@ -311,6 +320,7 @@ def upgrade(
             backup_before(session, requested=backup, mandatory=False)
         else:
             show_steps(session, f"{name}: {plural(len(steps), 'revision')} to apply", steps)
+        checksums.prepare_records(session, connection, script, before)
         try:
             apply_steps(session, connection, steps, alembic_runner(script, "upgrade"), revision)
         except DatabaseError as error:
@@ -339,6 +349,7 @@ def downgrade(
         before = database_heads(connection, session)
         require_known(session, script, before)
         steps = downgrade_steps(script, revision, before)
+        checksums.verify_applied(session, connection, script, before)
         name = session.environment.name
         if not steps:
             nothing_to(session, "downgrade", before)
@@ -355,6 +366,7 @@ def downgrade(
         session.confirm(action)
         if session.environment.shared:  # after the answer: a "no" writes no backup
             backup_before(session, requested=backup, mandatory=session.environment.protected)
+        checksums.prepare_records(session, connection, script, before)
         apply_steps(session, connection, steps, alembic_runner(script, "downgrade"), revision)
 
 
@@ -381,3 +393,20 @@ def stamp(session: Session, revision: str, *, sql: bool = False) -> None:
             operation = functools.partial(command.stamp, purge=True)
         session.confirm(f"Stamp {name} ({session.environment.masked_url}) as {revision}")
         apply_steps(session, connection, [], operation, revision, stamping=True)
+        after = tuple(session.record.revision_after or ())
+        checksums.reconcile(session, connection, script, after)
+
+
+def accept_edit(session: Session, revision: str, *, reason: str) -> None:
+    """`repair -r REV --accept-edit --reason ...`: after review, the edited revision's new
+    checksum is recorded (the old one, the operator and the reason go to the audit row)."""
+    if not reason.strip():
+        raise UsageError("--accept-edit needs --reason: why the edited revision is accepted")
+    script = script_directory(session)
+    validate_revision(script, revision)
+    with session.connect() as connection:
+        before = database_heads(connection, session)
+        require_known(session, script, before)
+        session.confirm(f"Accept the edited revision {revision} on {session.environment.name}")
+        checksums.accept_edit(session, connection, script, before, revision, reason)
+        session.record.revision_after = list(before)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from tasks.core import suggestions
 from tasks.core.alembic_config import alembic_config
 from tasks.core.alembic_internals import planned_downgrade, planned_upgrade
 from tasks.core.errors import ConfigError, Refused, UsageError
@@ -182,11 +183,12 @@ def display_path(session: Session, path: Path) -> str:
 
 
 def merge_command(session: Session) -> str:
-    """The task that merges heads in this collection (dev: `invoke dev.merge -m MESSAGE`)."""
-    collection = session.record.task.rsplit(".", 1)[0]
-    if collection not in {"local", "dev"}:
-        collection = "dev"
-    return f"invoke {collection}.merge -m MESSAGE"
+    """The task that merges heads in this collection (dev: `invoke dev.merge -m MESSAGE`);
+    collections that cannot write revisions (staging, prod, fleet) point to dev's."""
+    collection = suggestions.collection_of(session.record.task)
+    return suggestions.command(collection, "merge", "-m MESSAGE") or str(
+        suggestions.command("dev", "merge", "-m MESSAGE")
+    )
 
 
 def revision_ids(revisions: Any) -> str:

@@ -19,6 +19,7 @@ from tasks.core.session import Session
 from tasks.migrate.alembic_run import database_heads, run_alembic
 from tasks.migrate.scripts import (
     display_path,
+    merge_command,
     pending_plan,
     revision_ids,
     script_directory,
@@ -241,10 +242,7 @@ def branches(session: Session) -> list[str]:
         for child in sorted(point.nextrev):
             session.console.line(f"  -> {_label(script.get_revision(child), heads, current)}")
     if len(heads) > 1:
-        task = session.record.task.rsplit(".", 1)[0]
-        session.console.line(
-            f"{len(heads)} heads: merge them with `invoke {task}.merge -m MESSAGE`"
-        )
+        session.console.line(f"{len(heads)} heads: merge them with `{merge_command(session)}`")
     return [point.revision for point in points]
 
 

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.core.alembic_config import EnvHandover, alembic_config
+from tasks.core.alembic_config import alembic_config
 from tasks.core.console import Console, plural
+from tasks.core.handover import EnvHandover
 from tasks.core.session import Session
 from tasks.lint import classifier as lint
 from tasks.lint import residue as ddl_residue
