@@ -28,7 +28,7 @@ from tasks.core.errors import ConfigError
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-    from tasks.core.alembic_config import EnvHandover
+    from tasks.core.handover import EnvHandover
 
 # Marks the tasks' own wrappers, so an option is never wrapped twice.
 _OURS = "__tasks_env_guard__"
@@ -141,8 +141,7 @@ def _comparison(handover: EnvHandover, options: dict[str, Any]) -> dict[str, Any
     """env.py's comparison options where it passed them, `migrations.compare` for the rest,
     each wrapped in the tasks' rules (own tables out, ignore rules, dialect false positives);
     with `compare.from_env: false`, `migrations.compare` alone."""
-    from tasks.core.alembic_config import with_custom_type_imports
-    from tasks.core.comparison import from_settings, merge_env_options
+    from tasks.core.comparison import from_settings, merge_env_options, with_custom_type_imports
 
     project = from_settings(handover.settings)
     rules = merge_env_options(project, options) if project.from_env else project

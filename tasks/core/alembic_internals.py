@@ -19,7 +19,11 @@ row in the revision's own transaction.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from alembic.runtime.migration import RevisionStep
+    from alembic.script import ScriptDirectory
 
 _installed = False
 _install_lock = threading.Lock()
@@ -91,6 +95,28 @@ def _attribute_reader(cls: type, names: frozenset[str]) -> Any:
         return getattr(stack[-1], name)
 
     return module_getattr
+
+
+# --- Alembic's planner: ScriptDirectory._upgrade_revs / _downgrade_revs -----------------------
+
+
+def planned_upgrade(
+    script: ScriptDirectory, destination: str, heads: tuple[str, ...]
+) -> list[RevisionStep]:
+    """The steps `alembic upgrade destination` runs from `heads`: Alembic's own planner.
+
+    `command.upgrade` calls `ScriptDirectory._upgrade_revs(revision, heads)` with the database's
+    heads as a tuple; Alembic annotates the second argument as `str`, hence the ignore.
+    """
+    return script._upgrade_revs(destination, heads)  # type: ignore[arg-type]
+
+
+def planned_downgrade(
+    script: ScriptDirectory, destination: str, heads: tuple[str, ...]
+) -> list[RevisionStep]:
+    """The steps `alembic downgrade destination` runs from `heads` (`_downgrade_revs`, as
+    `command.downgrade` calls it; the same annotation mismatch as `planned_upgrade`)."""
+    return script._downgrade_revs(destination, heads)  # type: ignore[arg-type]
 
 
 # --- every env.py's `context.configure`, seen by the tasks ----------------------------------
