@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.core.errors import ConfigError, Refused
+from tasks.core.fleet_scope import FleetDatabase, fleet_databases
 from tasks.core.redaction import mask_url, register_url_secrets
 from tasks.core.settings import Settings
 
@@ -56,6 +57,9 @@ class Environment:
     postgres_statement_timeout: str | None = None
     # Schema-per-tenant: the schema this target's tables and version table live in.
     schema: str | None = None
+    # `migrations.driver: keep` and an async URL: the URL with the application's own driver,
+    # which migrations run on (the tasks' own reads, lock and audit use `url`).
+    migration_url: URL | None = None
 
     @property
     def masked_url(self) -> str:
@@ -89,7 +93,48 @@ def resolve_environment(
         env_settings.shared,
         env_settings.postgres_lock_timeout,
         env_settings.postgres_statement_timeout,
+        migration_url=kept_async_url(raw, url, variable, settings.extra.get("driver")),
     )
+
+
+# Async drivers and the module each needs (`migrations.driver: keep` runs migrations on them).
+ASYNC_DRIVERS: dict[str, str] = {
+    "postgresql+asyncpg": "asyncpg",
+    "postgresql+psycopg_async": "psycopg",
+    "sqlite+aiosqlite": "aiosqlite",
+    "mysql+aiomysql": "aiomysql",
+    "mysql+asyncmy": "asyncmy",
+    "mariadb+aiomysql": "aiomysql",
+    "mariadb+asyncmy": "asyncmy",
+}
+
+
+def driver_setting(value: object) -> str:
+    """`migrations.driver`: `sync` (migrate on the installed sync driver) or `keep`."""
+    text = str(value or "sync").strip().lower()
+    if text not in {"sync", "keep"}:
+        raise ConfigError(f"migrations.driver must be sync or keep, not {text!r}")
+    return text
+
+
+def kept_async_url(raw: str, url: URL, variable: str, setting: object) -> URL | None:
+    """The URL with its own async driver when `migrations.driver` is `keep`, else None."""
+    import importlib.util
+
+    from sqlalchemy.engine import make_url
+
+    if driver_setting(setting) != "keep":
+        return None
+    drivername = make_url(raw.strip()).drivername
+    module = ASYNC_DRIVERS.get(drivername)
+    if module is None:
+        return None  # a sync driver already: nothing to keep
+    if importlib.util.find_spec(module) is None or importlib.util.find_spec("greenlet") is None:
+        raise ConfigError(
+            f"{variable} uses {drivername} and migrations.driver is keep, but {module} (and "
+            f"greenlet) are not installed: pip install {module} greenlet"
+        )
+    return url.set(drivername=drivername)
 
 
 def url_is_set(settings: Settings, name: str, environ: Mapping[str, str] | None = None) -> bool:
@@ -597,8 +642,6 @@ def _stricter_match(
 ) -> _OtherDatabase | None:
     """The strictest other environment with stricter guards whose database may be
     `environment`'s; `check_scope` needs to know whether it was readable to word its refusal."""
-    from tasks.core.fleet_scope import fleet_databases
-
     level = _level(protected=environment.protected, shared=environment.shared)
     mine = database_identity(environment.url, environ)
     found: _OtherDatabase | None = None
@@ -613,13 +656,30 @@ def _stricter_match(
                 break
     # A fleet's targets are shared databases (protected as their fleet) even when no
     # environment's variable names them.
-    for database in fleet_databases(settings, environ):
+    for database in fleet_databases(settings, environ, read_dotenv):
         if database.level <= found_level:
             continue
-        other = _OtherDatabase(database.environment, database.readable)
+        other = _fleet_database(settings, database)
         if _may_be(mine, other, environ):
             found, found_level = other, database.level
     return found
+
+
+def _fleet_database(settings: Settings, database: FleetDatabase) -> _OtherDatabase:
+    """A fleet's database as another environment's: named after its fleet, protected as it."""
+    from sqlalchemy.engine import URL
+
+    value = database.value
+    url = None if value is None else read_url_leniently(value, settings.root)
+    environment = Environment(
+        name=f"fleet {database.fleet}",
+        url=url if url is not None else URL.create("unreadable"),
+        url_variable=f"fleets.{database.fleet}.{database.where}",
+        source=database.where,
+        protected=database.protected,
+        shared=True,
+    )
+    return _OtherDatabase(environment, url is not None)
 
 
 def _may_be(mine: DatabaseIdentity, other: _OtherDatabase, environ: Mapping[str, str]) -> bool:
@@ -697,6 +757,7 @@ def read_url_leniently(raw: str, root: Path) -> URL | None:
     from sqlalchemy.exc import ArgumentError
 
     text = raw.strip()
+    url: URL | None
     try:
         url = make_url(text)
     except (ArgumentError, ValueError):

@@ -14,29 +14,40 @@ Not covered: the targets a `query` fleet reads from its catalog database at run 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tasks.core.environments import Environment
     from tasks.core.settings import Settings
+
+# How a `.env` file is read (tasks.core.environments.read_dotenv, handed in: no import cycle).
+DotenvReader = Callable[[Path], dict[str, str]]
 
 _VARIABLE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
 @dataclass(frozen=True)
 class FleetDatabase:
-    """One database a fleet names: as an Environment (protected as its fleet), or unreadable."""
+    """One database value a fleet names: its text (None: nothing can be known of it, so it may
+    be any database), where it was written, and its fleet's guard level."""
 
-    environment: Environment
-    readable: bool
-    level: int  # 1 shared, 2 protected (as tasks.core.environments guard levels)
+    fleet: str
+    value: str | None
+    where: str
+    protected: bool
+
+    @property
+    def level(self) -> int:
+        """As tasks.core.environments guard levels: 1 shared, 2 protected."""
+        return 2 if self.protected else 1
 
 
-def fleet_databases(settings: Settings, environ: Mapping[str, str]) -> list[FleetDatabase]:
-    """Every database the configured fleets name without connecting anywhere."""
+def fleet_databases(
+    settings: Settings, environ: Mapping[str, str], read_dotenv: DotenvReader
+) -> list[FleetDatabase]:
+    """Every database the configured fleets name, without connecting anywhere."""
     fleets = settings.extra.get("fleets") or {}
     if not isinstance(fleets, Mapping):
         return []
@@ -44,7 +55,7 @@ def fleet_databases(settings: Settings, environ: Mapping[str, str]) -> list[Flee
     for name in sorted(fleets, key=str):
         raw = fleets[name]
         if isinstance(raw, Mapping):
-            found.extend(_databases_of_fleet(settings, str(name), raw, environ))
+            found.extend(_databases_of_fleet(settings, str(name), raw, environ, read_dotenv))
     return found
 
 
@@ -60,7 +71,11 @@ def _protected(raw: Mapping[str, Any], name: str) -> bool:
 
 
 def _databases_of_fleet(
-    settings: Settings, name: str, raw: Mapping[str, Any], environ: Mapping[str, str]
+    settings: Settings,
+    name: str,
+    raw: Mapping[str, Any],
+    environ: Mapping[str, str],
+    read_dotenv: DotenvReader,
 ) -> list[FleetDatabase]:
     protected = _protected(raw, name)
     values: list[tuple[str | None, str]] = []
@@ -71,21 +86,28 @@ def _databases_of_fleet(
         for index, item in enumerate(urls):
             text = str(item).strip()
             if text:
-                values.append((_expand(settings, name, text, environ), f"urls[{index}]"))
+                values.append(
+                    (_expand(settings, name, text, environ, read_dotenv), f"urls[{index}]")
+                )
     if raw.get("urls_file"):
-        values.extend(_file_values(settings, name, Path(str(raw["urls_file"])), environ))
+        path = Path(str(raw["urls_file"]))
+        values.extend(_file_values(settings, name, path, environ, read_dotenv))
     schemas = raw.get("schemas")
     if isinstance(schemas, Mapping) and schemas.get("url_variable"):
         variable = str(schemas["url_variable"])
-        values.append((_variable(settings, name, variable, environ), f"schemas ({variable})"))
+        values.append(
+            (_variable(settings, name, variable, environ, read_dotenv), f"schemas ({variable})")
+        )
     # An unset variable names no database at all: never a match.
-    return [
-        _database(settings, name, protected, value, where) for value, where in values if value != ""
-    ]
+    return [FleetDatabase(name, value, where, protected) for value, where in values if value != ""]
 
 
 def _file_values(
-    settings: Settings, name: str, path: Path, environ: Mapping[str, str]
+    settings: Settings,
+    name: str,
+    path: Path,
+    environ: Mapping[str, str],
+    read_dotenv: DotenvReader,
 ) -> list[tuple[str | None, str]]:
     """The file's URLs; a file that cannot be read may name any database."""
     try:
@@ -96,21 +118,32 @@ def _file_values(
     for number, line in enumerate(lines, start=1):
         text = line.strip()
         if text and not text.startswith("#"):
-            values.append((_expand(settings, name, text, environ), f"{path.name}:{number}"))
+            values.append(
+                (_expand(settings, name, text, environ, read_dotenv), f"{path.name}:{number}")
+            )
     return values
 
 
-def _expand(settings: Settings, name: str, text: str, environ: Mapping[str, str]) -> str | None:
+def _expand(
+    settings: Settings,
+    name: str,
+    text: str,
+    environ: Mapping[str, str],
+    read_dotenv: DotenvReader,
+) -> str | None:
     match = _VARIABLE.match(text)
-    return _variable(settings, name, match.group(1), environ) if match else text
+    return _variable(settings, name, match.group(1), environ, read_dotenv) if match else text
 
 
 def _variable(
-    settings: Settings, name: str, variable: str, environ: Mapping[str, str]
+    settings: Settings,
+    name: str,
+    variable: str,
+    environ: Mapping[str, str],
+    read_dotenv: DotenvReader,
 ) -> str | None:
     """As the fleet reads it: the process environment, then `.env.<fleet>` and `.env`. Unset
     is "" (no database); a file that cannot be parsed is None (any database)."""
-    from tasks.core.environments import read_dotenv
     from tasks.core.errors import ConfigError
 
     if environ.get(variable):
@@ -123,22 +156,3 @@ def _variable(
         if value:
             return value
     return ""
-
-
-def _database(
-    settings: Settings, name: str, protected: bool, value: str | None, where: str
-) -> FleetDatabase:
-    from sqlalchemy.engine import URL
-
-    from tasks.core.environments import Environment, read_url_leniently
-
-    url = None if value is None else read_url_leniently(value, settings.root)
-    environment = Environment(
-        name=f"fleet {name}",
-        url=url if url is not None else URL.create("unreadable"),
-        url_variable=f"fleets.{name}.{where}",
-        source=where,
-        protected=protected,
-        shared=True,
-    )
-    return FleetDatabase(environment, url is not None, 2 if protected else 1)

@@ -416,6 +416,28 @@ class RevisionWatch:
             self.stopped = lost
             raise
 
+    @contextmanager
+    def listening(self, connection: Connection) -> Iterator[None]:
+        """Check and record the statements and commits of `connection` for the block."""
+        from sqlalchemy import event
+
+        if self.dialect != "sqlite":
+            self.session_id = server_session_id(connection, self.dialect)
+
+        def before(conn, _cursor, statement, _parameters, _context, _executemany):  # type: ignore[no-untyped-def]
+            self.before_statement(conn, statement)
+
+        def commit(_conn):  # type: ignore[no-untyped-def]
+            self.before_commit()
+
+        event.listen(connection, "before_cursor_execute", before)
+        event.listen(connection, "commit", commit)
+        try:
+            yield
+        finally:
+            event.remove(connection, "before_cursor_execute", before)
+            event.remove(connection, "commit", commit)
+
     def _record(self) -> None:
         from tasks.guard.lock import held_lock_connection
 
@@ -540,28 +562,14 @@ def server_session_id(connection: Connection, dialect: str) -> int | None:
 
 @contextmanager
 def watching(session: Session, connection: Connection) -> Iterator[RevisionWatch]:
-    """Install the watch on the migration connection for the block (this thread's current)."""
-    from sqlalchemy import event
-
+    """The watch for one run (this thread's current); `listening` attaches it to the connection
+    the revisions run on."""
     watch = RevisionWatch(session, connection)
-    if session.environment.dialect != "sqlite":
-        watch.session_id = server_session_id(connection, session.environment.dialect)
-
-    def before(conn, _cursor, statement, _parameters, _context, _executemany):  # type: ignore[no-untyped-def]
-        watch.before_statement(conn, statement)
-
-    def commit(_conn):  # type: ignore[no-untyped-def]
-        watch.before_commit()
-
     previous = getattr(_THREAD, "watch", None)
     _THREAD.watch = watch
-    event.listen(connection, "before_cursor_execute", before)
-    event.listen(connection, "commit", commit)
     try:
         yield watch
     finally:
-        event.remove(connection, "before_cursor_execute", before)
-        event.remove(connection, "commit", commit)
         _THREAD.watch = previous
 
 

@@ -15,12 +15,8 @@ from typing import Any
 from tasks.core.errors import UsageError
 from tasks.core.session import Session
 from tasks.guard.revision_progress import remove_rows, unfinished_row
-from tasks.migrate.commands import (
-    database_heads,
-    revision_ids,
-    script_directory,
-    validate_revision,
-)
+from tasks.migrate.alembic_run import database_heads
+from tasks.migrate.scripts import revision_ids, script_directory, validate_revision
 
 
 def repair(session: Session, revision: str, *, applied: bool, reverted: bool) -> None:
