@@ -209,7 +209,7 @@ def test_repair_without_a_failed_revision_is_bad_input(project, tmp_path):
     nothing = project.invoke("dev.repair", "-r", chain.head, "--applied", "--yes")
     assert_one_line_error(nothing, ExitCode.USAGE, "no unfinished run")
     both = project.invoke("dev.repair", "-r", chain.head, "--applied", "--reverted", "--yes")
-    assert_one_line_error(both, ExitCode.USAGE, "exactly one of --applied")
+    assert_one_line_error(both, ExitCode.USAGE, "one of --accept-edit, --applied or --reverted")
 
 
 # --- PostgreSQL: an autocommit block ----------------------------------------------------------
