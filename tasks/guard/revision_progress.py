@@ -424,10 +424,12 @@ class RevisionWatch:
         if self.dialect != "sqlite":
             self.session_id = server_session_id(connection, self.dialect)
 
-        def before(conn, _cursor, statement, _parameters, _context, _executemany):  # type: ignore[no-untyped-def]
+        def before(
+            conn: Connection, _cursor: Any, statement: str, *_rest: Any
+        ) -> None:  # before_cursor_execute(conn, cursor, statement, parameters, context, many)
             self.before_statement(conn, statement)
 
-        def commit(_conn):  # type: ignore[no-untyped-def]
+        def commit(_conn: Connection) -> None:
             self.before_commit()
 
         event.listen(connection, "before_cursor_execute", before)
@@ -463,7 +465,8 @@ class RevisionWatch:
                         statements=json.dumps([redact(s) for s in self.committed]),
                     )
                 )
-                self.row_id = int(result.inserted_primary_key[0])
+                key = result.inserted_primary_key
+                self.row_id = int(key[0]) if key is not None else None
             else:
                 lock_connection.execute(
                     table.update()

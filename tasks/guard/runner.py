@@ -205,8 +205,8 @@ class GuardedRun:
         else:
             lost = self._finish("ok", None)
             if lost is not None:  # applied, but the database keeps no record of it: say so
-                message = self._outcome("ok", int(ExitCode.AUDIT_NOT_WRITTEN), lost)
-                return replace(message, value=value)
+                outcome = self._outcome("ok", int(ExitCode.AUDIT_NOT_WRITTEN), lost)
+                return replace(outcome, value=value)
             return RunOutcome("ok", 0, value=value, record=self.record)
         finally:
             if self.log is not None:
