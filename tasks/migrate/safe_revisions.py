@@ -46,6 +46,9 @@ from tasks.migrate.safe_ops import DropInvalidIndexOp, DropUnvalidatedConstraint
 SETTING = "safe_revisions"
 # PostgreSQL truncates identifiers longer than this; a truncated name would not match on drop.
 MAX_IDENTIFIER = 63
+# Written at module level in a revision made only of idempotent steps: after a failure part way,
+# the next upgrade runs it again instead of refusing until `repair` (tasks/guard/revision_progress).
+RERUNNABLE_LINE = "rerunnable = True  # each step may run again after a failure part way"
 # Longest `op.execute(...)` written on one line (inside upgrade() and a `with` block: 8 columns).
 LINE_BUDGET = 80
 
@@ -85,10 +88,21 @@ class AutocommitBlockOp(ops.MigrateOperation):
     and would report the leftover-index drop as a change of its own.
     """
 
-    def __init__(self, original: ops.MigrateOperation, steps: list[Any], why: str) -> None:
+    def __init__(
+        self,
+        original: ops.MigrateOperation,
+        steps: list[Any],
+        why: str,
+        *,
+        idempotent: bool = False,
+    ) -> None:
         self.original = original
         self.steps = steps
         self.why = why
+        # Every step can run again after a failure part way (leftovers dropped first, IF [NOT]
+        # EXISTS): a revision made only of such blocks declares itself re-runnable.
+        self.idempotent = idempotent
+        self.declares_rerunnable = False
 
     def to_diff_tuple(self) -> Any:
         return self.original.to_diff_tuple()
@@ -99,6 +113,8 @@ class AutocommitBlockOp(ops.MigrateOperation):
 
 @renderers.dispatch_for(AutocommitBlockOp)
 def _render_autocommit_block(autogen_context: AutogenContext, op: AutocommitBlockOp) -> list[str]:
+    if op.declares_rerunnable:  # a module-level line: Alembic writes `imports` there
+        autogen_context.imports.add(RERUNNABLE_LINE)
     lines = [f"# {line}" for line in op.why.splitlines()]
     lines.append("with op.get_context().autocommit_block():")
     for step in op.steps:
@@ -182,6 +198,23 @@ def process_revision_directives(context: Any, revision: Any, directives: list[An
     for script in directives:
         exempt = _tables_created_or_dropped(script)
         _rewriter(exempt, _quoter(context)).process_revision_directives(context, revision, [script])
+        _declare_rerunnable(script)
+
+
+def _declare_rerunnable(script: Any) -> None:
+    """Mark the first block when every upgrade operation can run again from the top: only
+    idempotent autocommit blocks and columns added IF NOT EXISTS."""
+    operations = list(_walk(script.upgrade_ops_list))
+    blocks = [item for item in operations if isinstance(item, AutocommitBlockOp)]
+    if not blocks:
+        return
+    for item in operations:
+        if isinstance(item, AutocommitBlockOp) and item.idempotent:
+            continue
+        if isinstance(item, ops.AddColumnOp) and item.if_not_exists:
+            continue
+        return
+    blocks[0].declares_rerunnable = True
 
 
 def _quoter(context: Any) -> Any:
@@ -245,6 +278,13 @@ def _rewriter(exempt: set[tuple[str | None, str]], quote: Any) -> Rewriter:
             return op
         return _unique_using_index(op, name, quote)
 
+    @rewriter.rewrites(ops.AddColumnOp)
+    def add_column(_context: Any, _revision: Any, op: ops.AddColumnOp) -> Any:
+        # Committed by the autocommit block that follows: a re-run must not fail on it.
+        if not is_exempt(op.schema, op.table_name):
+            op.if_not_exists = True
+        return op
+
     @rewriter.rewrites(ops.AlterColumnOp)
     def alter_column(_context: Any, _revision: Any, op: ops.AlterColumnOp) -> Any:
         if is_exempt(op.schema, op.table_name) or op.modify_nullable is not False:
@@ -263,6 +303,7 @@ def _concurrent_index(op: ops.CreateIndexOp) -> AutocommitBlockOp:
         [_leftover_drop(op.index_name, op.table_name, op.schema), build],
         "CREATE INDEX CONCURRENTLY: writers keep going; it cannot run in a transaction.\n"
         "A failed concurrent build leaves an INVALID index: drop such a leftover first.",
+        idempotent=True,
     )
 
 
@@ -275,7 +316,10 @@ def _concurrent_drop(op: ops.DropIndexOp) -> AutocommitBlockOp:
     drop.kw = {**op.kw, "postgresql_concurrently": True}
     drop.if_exists = True
     return AutocommitBlockOp(
-        op, [drop], "DROP INDEX CONCURRENTLY: writers keep going; it cannot run in a transaction."
+        op,
+        [drop],
+        "DROP INDEX CONCURRENTLY: writers keep going; it cannot run in a transaction.",
+        idempotent=True,
     )
 
 
@@ -355,6 +399,7 @@ def _checked_not_null(op: ops.AlterColumnOp, quote: Any) -> list[Any]:
         "NOT NULL without a scan under ACCESS EXCLUSIVE: a CHECK added NOT VALID, validated\n"
         "while writers go on, lets SET NOT NULL (PostgreSQL 12+) skip the scan; then dropped.\n"
         "A failed run leaves the CHECK behind: it is dropped first.",
+        idempotent=True,
     )
     rest = copy.copy(op)
     rest.modify_nullable = None

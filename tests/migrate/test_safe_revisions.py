@@ -45,7 +45,9 @@ SAFE_UPGRADES = {
             )
         """,
     "foreign_key": """
-        op.add_column("projects", sa.Column("reviewer_id", sa.Integer(), nullable=True))
+        op.add_column(
+            "projects", sa.Column("reviewer_id", sa.Integer(), nullable=True), if_not_exists=True
+        )
         # Foreign key added NOT VALID (a brief lock), then validated: VALIDATE CONSTRAINT
         # scans under SHARE UPDATE EXCLUSIVE, so writers keep going; each step commits.
         # A failed validation leaves it NOT VALID: drop such a leftover first.
@@ -158,6 +160,10 @@ def test_autogenerate_writes_the_safe_form(project, scripts, pg_url, change):
     path, source = write_revision(project, pg_url, change)
 
     assert body(source, "upgrade") == textwrap.dedent(SAFE_UPGRADES[change]).strip()
+    # Only revisions whose every step can run again declare it (tasks/guard/revision_progress):
+    # a foreign key or unique constraint attached by a step that fails on a second run cannot.
+    declared = "\nrerunnable = True  #" in source
+    assert declared == (change in {"index", "not_null"}), source
     # The file is ready to commit: it passes the project's formatter and linter as written.
     for command in (["format", "--check"], ["check"]):
         checked = project.run(venv_bin("ruff"), *command, path)
