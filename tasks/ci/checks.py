@@ -6,7 +6,8 @@ env.py and configuration. Every check runs; each failure names its check and the
 
 - heads: exactly `ci.allowed_heads` heads, and the whole graph loads (no dangling down_revision);
 - downgrades: every revision has a real downgrade (not `pass`, not NotImplementedError);
-- stairway: for each revision in order, upgrade to it, downgrade one step, upgrade again, on a
+- stairway: for each revision in order, upgrade to it, down to each of its parents (a merge
+  has two) and up again, that revision alone (other branches stay where they are), on a
   throwaway database of each of `ci.dialects` (catches downgrades that leave enum types,
   indexes or rows behind, and upgrades that cannot be re-run);
 - models: the database built by the whole history matches the models;
@@ -378,7 +379,8 @@ def stairway(
     trusted: int = 0,
     since_schema: Path | None = None,
 ) -> list[Outcome]:
-    """Up, down one step, up again, for every revision in order; trusted history (`since`
+    """Up, down to each parent, up again, for every revision in order (merges and branches
+    included); trusted history (`since`
     and older) is only built, once, as the ground the checked revisions stand on: by running
     it, or from `ci.since_schema` (the schema at `since`, for a history that cannot run from
     an empty database) and a stamp."""
@@ -399,11 +401,12 @@ def stairway(
             )
             return [Outcome("stairway", False, detail, ExitCode.CI_STAIRWAY)]
     for revision in revisions:
-        steps = [
-            ("upgrade", command.upgrade, revision.revision),
-            ("downgrade", command.downgrade, _one_step_down(revision)),
-            ("upgrade again", command.upgrade, revision.revision),
+        steps: list[tuple[str, Callable[..., Any], str]] = [
+            ("upgrade", command.upgrade, revision.revision)
         ]
+        for down in _steps_down(revision):
+            steps.append((f"downgrade to {_parent_name(down)}", command.downgrade, down))
+            steps.append(("upgrade again", command.upgrade, revision.revision))
         for step, operation, target in steps:
             try:
                 run(operation, target)
@@ -419,11 +422,22 @@ def stairway(
     return [Outcome("stairway", True, detail, ExitCode.CI_STAIRWAY)]
 
 
-def _one_step_down(revision: Script) -> str:
+def _steps_down(revision: Script) -> list[str]:
+    """One downgrade target per parent, each reverting this revision alone.
+
+    `<rev>@<parent>` is Alembic's branch-scoped form: it walks down the branch holding
+    `<rev>` to `<parent>` and leaves every other branch (another head, the other side of a
+    merge) where it is. A plain `<rev>-1` is an "Ambiguous walk" from a merge point, and a plain
+    `<parent>` would also revert a sibling branch that descends from that parent."""
     down = revision.down_revision
-    if down is None:
-        return "base"
-    return down if isinstance(down, str) else f"{revision.revision}-1"
+    parents = (down,) if isinstance(down, str) else tuple(down or ())
+    if not parents:
+        return [f"{revision.revision}@base"]
+    return [f"{revision.revision}@{parent}" for parent in parents]
+
+
+def _parent_name(target: str) -> str:
+    return target.partition("@")[2]
 
 
 def models_match(session: Session, environment: Environment, connection: Connection) -> Outcome:
