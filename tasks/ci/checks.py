@@ -61,7 +61,7 @@ def run_checks(session: Session, *, as_markdown: bool = False) -> list[Outcome]:
     """Run every check, print each outcome, and fail with the first failing check's code."""
     from alembic.script import ScriptDirectory
 
-    options = _ci_options(session)
+    options = ci_options(session)
     try:
         script = ScriptDirectory.from_config(alembic_config(session.settings))
         revisions = list(reversed(list(script.walk_revisions())))  # base first
@@ -70,7 +70,7 @@ def run_checks(session: Session, *, as_markdown: bool = False) -> list[Outcome]:
             "heads", False, f"the revision graph does not load: {error}", ExitCode.CI_HEADS
         )
         return _report(session, [outcome], as_markdown=as_markdown)
-    since = _since(script, options["since"])
+    since = since_revision(script, options["since"])
     trusted = _trusted(script, since)
     checked = [revision for revision in revisions if revision.revision not in trusted]
     outcomes = [check_heads(script, options["allowed_heads"]), *check_downgrades(checked)]
@@ -115,7 +115,7 @@ def _report(
     return outcomes
 
 
-def _ci_options(session: Session) -> dict[str, Any]:
+def ci_options(session: Session) -> dict[str, Any]:
     """The `ci` settings, validated: a typo must fail loudly, not quietly disable a check."""
     from tasks.lint import classifier as lint
 
@@ -225,7 +225,7 @@ def _no_dialect_outcome(notes: list[str]) -> Outcome:
     return Outcome("stairway", False, detail, ExitCode.CI_STAIRWAY)
 
 
-def _since(script: ScriptDirectory, since: str | None) -> str | None:
+def since_revision(script: ScriptDirectory, since: str | None) -> str | None:
     """`ci.since` as a full revision id; an unknown one is a configuration error."""
     if since is None:
         return None
@@ -252,7 +252,7 @@ def _since_schema(session: Session, value: Any, since: Any) -> Path | None:
     return path
 
 
-def _load_schema(
+def load_schema(
     session: Session, environment: Environment, connection: Connection, path: Path
 ) -> None:
     """Build the trusted start from a schema file: psql runs a pg_dump file as pg_dump meant it
@@ -386,11 +386,11 @@ def stairway(
     an empty database) and a stamp."""
     from alembic import command
 
-    run = _runner(session, environment, connection)
+    run = runner(session, environment, connection)
     if since is not None:
         try:
             if since_schema is not None:
-                _load_schema(session, environment, connection, since_schema)
+                load_schema(session, environment, connection, since_schema)
                 run(command.stamp, since)
             else:
                 run(command.upgrade, since)
@@ -446,7 +446,7 @@ def models_match(session: Session, environment: Environment, connection: Connect
 
     rules = comparison.for_session(session)  # a configuration error is not a history failure
     try:
-        _runner(session, environment, connection)(command.upgrade, "heads")
+        runner(session, environment, connection)(command.upgrade, "heads")
         differences = drift.compare(connection, session.metadata(), rules)
         connection.rollback()
     except Exception as error:
@@ -469,7 +469,7 @@ def lint_revisions(
 
     backends = options.get("backends") or ["postgresql", "sqlite"]
     postgres = options["postgres_url"] if "postgresql" in backends else ""
-    linted = _session_for(session, _environment_for_lint(postgres or "sqlite://", session.settings))
+    linted = session_for(session, _environment_for_lint(postgres or "sqlite://", session.settings))
     current = (since,) if since else ()
     steps = script._upgrade_revs("heads", current)
     planned = build_plan(
@@ -583,7 +583,7 @@ def _environment_for_lint(url: str, settings: Any) -> Environment:
     )
 
 
-def _session_for(session: Session, environment: Environment) -> Session:
+def session_for(session: Session, environment: Environment) -> Session:
     return Session(
         session.settings,
         session.record,
@@ -594,7 +594,7 @@ def _session_for(session: Session, environment: Environment) -> Session:
     )
 
 
-def _runner(
+def runner(
     session: Session, environment: Environment, connection: Connection
 ) -> Callable[..., None]:
     def run(operation: Callable[..., Any], revision: str) -> None:

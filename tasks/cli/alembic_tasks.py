@@ -270,7 +270,10 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
     @flag_task(
         help={
             "message": "required: what the revision changes",
-            "autogenerate": "write the operations from the differences between models and database",
+            "autogenerate": "write the operations from the differences between the models and "
+            "the history (built in a throwaway database; no live database needed)",
+            "from_database": "with --autogenerate: compare with the environment's database "
+            "(which must be at head) instead of the history",
             **REVISION_OPTION_HELP,
         },
         auto_shortflags=False,
@@ -285,15 +288,21 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         depends_on: str = "",
         rev_id: str = "",
         empty: bool = False,
+        from_database: bool = False,
     ) -> None:
-        """Write a new revision file (the database must be at head); warns when it drops things."""
+        """Write a new revision file (autogenerate: from the models against the history)."""
         options = migrations.RevisionOptions(head, splice, branch_label, depends_on, rev_id, empty)
         operation = lambda s: migrations.revision(  # noqa: E731
-            s, message, autogenerate=autogenerate, options=options
+            s, message, autogenerate=autogenerate, options=options, from_database=from_database
         )
-        arguments = {"message": message, "autogenerate": autogenerate, **vars(options)}
-        # Only an empty revision is written from the scripts alone.
-        run(c, "revision", arguments, operation, offline=empty)
+        arguments = {
+            "message": message,
+            "autogenerate": autogenerate,
+            "from_database": from_database,
+            **vars(options),
+        }
+        # Only --from-database reads the environment's database; the history is built apart.
+        run(c, "revision", arguments, operation, offline=not from_database)
 
     built = [current, history, heads, plan, upgrade, downgrade, stamp, check, preflight, audit]
     built += reading_tasks(run)

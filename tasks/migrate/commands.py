@@ -51,6 +51,7 @@ def current(session: Session) -> list[str]:
     script = script_directory(session)
     with session.connect() as connection:
         heads = database_heads(connection, session)
+        unrecorded = [] if heads else _tables_without_history(connection)
     script_heads = set(script.get_heads())
     name = session.environment.name
     if not script_heads:
@@ -67,11 +68,37 @@ def current(session: Session) -> list[str]:
         session.console.line(f"{name}: at a revision the scripts do not know")
         return list(heads)
     pending = upgrade_steps(script, "heads", heads) if script_heads else []
-    if pending:
+    if pending and unrecorded:
+        session.console.line(f"{name}: {_unrecorded_advice(session, len(unrecorded))}")
+    elif pending:
         session.console.line(f"{name}: behind head by {plural(len(pending), 'revision')}")
     else:
         session.console.line(f"{name}: at head")
     return list(heads)
+
+
+def _tables_without_history(connection: Connection) -> list[str]:
+    """Tables in a database that records no revision (built by sync, create_all or a dump)."""
+    from sqlalchemy import inspect
+
+    from tasks.core.alembic_config import TOOL_TABLES
+
+    names = set(inspect(connection).get_table_names()) - TOOL_TABLES
+    connection.rollback()
+    return sorted(names)
+
+
+def _unrecorded_advice(session: Session, tables: int) -> str:
+    """One next step for tables without a recorded revision: upgrading would collide with them."""
+    collection = session.record.task.rsplit(".", 1)[0]
+    if collection == "local":
+        step = "`invoke local.sync` records the history's head when the models match it"
+    else:
+        step = f"if its schema is the history's head, `invoke {collection}.stamp --rev head`"
+    return (
+        f"{plural(tables, 'table')} but no revision recorded (built by local.sync, create_all "
+        f"or a dump), so an upgrade from base would collide with them; {step}"
+    )
 
 
 def history(session: Session, *, verbose: bool = False) -> None:
@@ -528,14 +555,18 @@ def revision(
     *,
     autogenerate: bool = False,
     options: RevisionOptions | None = None,
+    from_database: bool = False,
 ) -> Path | None:
     """Write a new revision file; with autogenerate, from the models' differences.
 
-    Refuses unless the database is at the head it builds on: autogenerate against a lagging
-    database writes the pending revisions' changes a second time. `options` carries Alembic's
-    own flags (--head, --splice, --branch-label, --depends-on, --rev-id, --empty); an empty
-    revision needs no database at all. Whatever the flags, the written file is proved the same
-    way: the message is data, every name resolves, and its SQL renders.
+    Autogenerate compares the models with the history itself, built in a throwaway database
+    (`tasks.ci.history_database`): no live database is needed, and none's drift leaks in.
+    `from_database` compares with the environment's database instead, and then refuses unless
+    it is at the head it builds on (a lagging one writes pending changes a second time).
+    `options` carries Alembic's own flags (--head, --splice, --branch-label, --depends-on,
+    --rev-id, --empty); an empty revision needs no database at all. Whatever the flags, the
+    written file is proved the same way: the message is data, every name resolves, and its SQL
+    renders.
     """
     if not message.strip():
         raise UsageError("a revision needs a message: -m 'what it changes'")
@@ -551,11 +582,13 @@ def revision(
                 f"several heads {revision_ids(script_heads)}: merge them first "
                 f"({_merge_command(session)}), or name one with --head"
             )
-    if options.empty:
+    if options.empty or not (autogenerate or from_database):
         config = alembic_config(session.settings, stdout=io.StringIO())
         created = _write_revision(session, script, config, message, **kwargs)
         return _report_created(session, created, message, [])
     base = kwargs["head"]
+    if not from_database:
+        return _revision_from_history(session, script, message, kwargs)
     wanted = {
         item.revision
         for item in pending_plan(lambda: list(script.get_revisions(base)), base)
@@ -585,6 +618,24 @@ def revision(
         )
         connection.rollback()
     return _report_created(session, created, message, handover.revision_directives)
+
+
+def _revision_from_history(
+    session: Session, script: ScriptDirectory, message: str, kwargs: dict[str, Any]
+) -> Path | None:
+    """Autogenerate against the history at `--head`, built in a throwaway database."""
+    from tasks.ci.history_database import history_database
+
+    with history_database(session, kwargs["head"]) as (built, connection):
+        handover = _handover(built, connection)
+        handover.write_empty_revision = False
+        config = alembic_config(session.settings, handover, stdout=io.StringIO())
+        config.attributes["safe_revisions"] = _safe_revisions_enabled(session)
+        created = _write_revision(built, script, config, message, autogenerate=True, **kwargs)
+        connection.rollback()
+        return _report_created(
+            built, created, message, handover.revision_directives, against="the history"
+        )
 
 
 def _validated_revision_options(script: ScriptDirectory, options: RevisionOptions) -> dict:
@@ -617,13 +668,18 @@ def _write_revision(
 
 
 def _report_created(
-    session: Session, created: Any, message: str, directives: list[Any]
+    session: Session,
+    created: Any,
+    message: str,
+    directives: list[Any],
+    *,
+    against: str = "the database",
 ) -> Path | None:
     """The new file, proved (message as data, names resolve, SQL renders), then reported."""
     scripts = created if isinstance(created, list) else [created]
     scripts = [item for item in scripts if item is not None]
     if not scripts:
-        session.console.line("no changes between the models and the database: no revision written")
+        session.console.line(f"no changes between the models and {against}: no revision written")
         return None
     path = Path(scripts[0].path)
     _require_message_as_data(path, message)
