@@ -656,7 +656,7 @@ def _write_revision(
     """Alembic's `revision` command; a file it wrote but cannot load is removed again."""
     from alembic import command
 
-    _skip_missing_hook_modules(session, config)
+    skip_missing_hook_modules(session, config)
     written_before = _revision_files(script)
     try:
         # Alembic prints "Running post write hook ..." on sys.stdout whatever `quiet` says.
@@ -712,11 +712,12 @@ def _remove_unloadable(
     raise ConfigError(f"the new revision could not be loaded ({error}); {shown} was removed")
 
 
-def _skip_missing_hook_modules(session: Session, config: Config) -> None:
-    """A post-write hook whose module is not installed is skipped with a warning.
+def skip_missing_hook_modules(session: Session, config: Config) -> None:
+    """A post-write hook whose module is not installed is skipped, with one notice per machine.
 
-    Alembic raises after the file is written, leaving a revision the task never reported;
-    a formatter missing from a machine (ruff comes with requirements-dev.txt) is not worth that.
+    Alembic raises after the file is written, leaving a revision the task never reported (and
+    `merge` exited 2 with the file left behind); a formatter missing from a machine (ruff comes
+    with requirements-dev.txt) is not worth that, nor worth a warning on every run.
     """
     import importlib.util
 
@@ -734,12 +735,29 @@ def _skip_missing_hook_modules(session: Session, config: Config) -> None:
             except (ImportError, ValueError):
                 missing = True
             if missing:
-                session.console.warning(
-                    f"post-write hook {name} skipped: module {module!r} is not installed"
+                _notice_once(
+                    session,
+                    f"post-write hook {name} skipped: module {module!r} is not installed "
+                    "(shown once; `pip install -r requirements-dev.txt` formats new revisions)",
                 )
                 continue
         kept.append(name)
     ini.set(section, "hooks", ", ".join(kept))
+
+
+def _notice_once(session: Session, text: str) -> None:
+    """A warning shown the first time only: a marker beside the run log remembers it."""
+    import hashlib
+
+    marker = session.settings.log_file.parent / (
+        ".notice-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    )
+    if marker.exists():
+        return
+    session.console.warning(text)
+    with contextlib.suppress(OSError):
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
 
 
 def _prove_revision(session: Session, written: Any) -> None:

@@ -272,6 +272,7 @@ def merge(session: Session, message: str, *, rev_id: str = "") -> Path | None:
         revision_ids,
         run_alembic,
         script_directory,
+        skip_missing_hook_modules,
         validate_new_rev_id,
     )
 
@@ -285,6 +286,7 @@ def merge(session: Session, message: str, *, rev_id: str = "") -> Path | None:
         session.console.line(f"nothing to merge: one head ({revision_ids(heads) or 'none'})")
         return None
     config = alembic_config(session.settings, stdout=io.StringIO())
+    skip_missing_hook_modules(session, config)
     created = run_alembic(
         session, command.merge, config, "heads", message=message, rev_id=rev_id.strip() or None
     )
