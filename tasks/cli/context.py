@@ -43,12 +43,68 @@ def run_task(
         offline=offline,
         read_only=read_only,
     )
+    if spec.needs_database and not spec.changes_database and spec.name != "local.sync":
+        operation = _never_creating(operation)
     # Collections without an environment of their own (`ci`) log under their own name.
     environment = COLLECTIONS.get(collection, collection)
+    _check_variables(c, spec.name)
     record = RunRecord(environment=environment, task=spec.name, arguments=arguments)
+    record.operator = _operator_from_dotenv(c, environment)
     outcome = GuardedRun(spec, record).execute(c.config.migrations, operation)
     if not outcome.ok:
         raise Exit(outcome.message, code=outcome.exit_code)
+
+
+def _check_variables(c: Context, name: str) -> None:
+    """A misspelt `INVOKE_MIGRATIONS_*` variable is exit 2 before anything runs: Invoke would
+    ignore it, and a guard it meant to set would silently stay as it was."""
+    import os
+
+    from tasks.core.settings import check_setting_variables
+
+    try:
+        check_setting_variables(c.config.migrations, os.environ)
+    except MigrationsError as error:
+        raise Exit(f"{name}: {error}", code=int(error.exit_code)) from None
+
+
+def _operator_from_dotenv(c: Context, environment: str) -> str | None:
+    """`MIGRATIONS_OPERATOR` from `.env.<environment>` or `.env` when the process has none (the
+    runner falls back to git's user.email); settings that do not load are the runner's error."""
+    import os
+
+    from tasks.core.environments import variable_value
+
+    if os.environ.get("MIGRATIONS_OPERATOR", "").strip():
+        return None
+    try:
+        settings = settings_from_mapping(c.config.migrations)
+        value = variable_value(settings, environment, "MIGRATIONS_OPERATOR")
+    except MigrationsError:
+        return None
+    return (value or "").strip() or None
+
+
+def _never_creating(operation: Callable[[Session], Any]) -> Callable[[Session], Any]:
+    """A read on a SQLite file that does not exist is bad input (a mistyped path), not an
+    empty database: connecting would create the file and report "at base"."""
+
+    def reading(session: Session) -> Any:
+        from pathlib import Path
+
+        from tasks.core.errors import UsageError
+
+        environment = session.environment
+        database = environment.url.database or ""
+        in_memory = not database or database == ":memory:" or database.startswith("file:")
+        if environment.dialect == "sqlite" and not in_memory and not Path(database).exists():
+            raise UsageError(
+                f"{environment.name}: the SQLite file {database} does not exist "
+                f"({environment.url_variable}; a read never creates it)"
+            )
+        return operation(session)
+
+    return reading
 
 
 def task_spec(
@@ -85,6 +141,7 @@ def run_command(c: Context, name: str, command: Callable[[Settings], int]) -> No
     signals are set up here, once, in the main thread: the targets run in worker threads, which
     finish what they started (each revision commits or rolls back) when the command stops.
     """
+    _check_variables(c, name)
     record = RunRecord(environment=name.split(".")[0], task=name, arguments={})
     try:
         settings = settings_from_mapping(c.config.migrations)

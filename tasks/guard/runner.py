@@ -106,6 +106,11 @@ GUARDS: dict[str, Guard] = {
 }
 
 
+# Tasks that may ask a person: they take the lock themselves (`Session.hold_lock`) after the
+# answer, and re-read the database under it; every change they make goes through that lock.
+ASK_BEFORE_LOCK = frozenset({"upgrade", "downgrade", "stamp"})
+
+
 def guard_for(collection: str, task: str) -> Guard:
     """The declared guard of `collection.task`; the strictest one when none is declared."""
     return GUARDS.get(f"{collection}.{task}") or GUARDS.get(task) or STRICTEST
@@ -176,7 +181,9 @@ class GuardedRun:
     ) -> RunOutcome:
         try:
             session = self._prepare(raw_settings)
-            if self.spec.changes_database:
+            if self.spec.changes_database and self.spec.task in ASK_BEFORE_LOCK:
+                session.lock_taker = lambda: held.enter_context(self._lock())
+            elif self.spec.changes_database:
                 held.enter_context(self._lock())
             value = operation(session)
         except MigrationsError as error:

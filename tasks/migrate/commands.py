@@ -33,7 +33,7 @@ from tasks.core.errors import (
 from tasks.core.redaction import redact
 from tasks.core.session import Session
 from tasks.lint import residue as ddl_residue
-from tasks.plan.steps import Plan, build_plan, print_plan, summary
+from tasks.plan.steps import Plan, build_plan, print_plan
 from tasks.schema import drift
 
 if TYPE_CHECKING:
@@ -120,10 +120,18 @@ def history(session: Session, *, verbose: bool = False) -> None:
 
 def heads(session: Session) -> list[str]:
     """The scripts' head revision(s); more than one means a merge is needed."""
+    from tasks.migrate.verbs import current_if_configured
+
     script = script_directory(session)
     revisions = list(script.get_heads())
+    current = current_if_configured(session) or ()
     for revision in revisions:
-        session.console.line(f"{revision} (head) {_doc(script, revision)}".rstrip())
+        tags = "head, current" if revision in current else "head"
+        session.console.line(f"{revision} ({tags}) {_doc(script, revision)}".rstrip())
+    behind = [revision for revision in current if revision not in revisions]
+    if behind:
+        name = session.environment.name
+        session.console.line(f"{name} database: {revision_ids(behind)} (current, not a head)")
     if len(revisions) > 1:
         session.console.warning(
             f"{len(revisions)} heads: merge them ({_merge_command(session)}) before upgrading "
@@ -366,6 +374,10 @@ def upgrade(
         _offline(session, command.upgrade, revision)
         return
     script = script_directory(session)
+    protected = session.environment.protected
+    asks = protected and not (session.confirmer.assume_yes and allow_destructive)
+    if not asks:  # nobody to wait for: lock first, so a second runner finds nothing to do
+        session.hold_lock()
     with session.connect() as connection:
         before = database_heads(connection, session)
         _require_known(session, script, before)
@@ -374,13 +386,17 @@ def upgrade(
         if not steps:
             _nothing_to(session, "upgrade", before)
             return
-        if session.environment.protected:
+        if protected:
             planned = _shown_plan(session, connection, script, steps, "upgrade", before, revision)
             action = f"Upgrade {name} ({session.environment.masked_url}) to {revision}"
-            # plan -> confirmation -> backup -> apply: a declined run writes nothing, and the
-            # lock held since before the plan means nothing changes while the operator reads.
-            _require_consent(session, planned, allow_destructive)
+            # plan -> the environment's name -> destructive consent -> lock -> the plan again
+            # -> backup -> apply: a declined run writes nothing, and nobody holds the lock
+            # while a person reads.
             session.confirm(action)
+            _require_consent(session, planned, allow_destructive)
+            remaining = lambda now: bool(upgrade_steps(script, revision, now))  # noqa: E731
+            if not _still_planned(session, connection, before, "upgrade", remaining):
+                return
             _backup_before(session, requested=backup, mandatory=False)
         else:
             _show_steps(session, f"{name}: {plural(len(steps), 'revision')} to apply", steps)
@@ -388,6 +404,30 @@ def upgrade(
             _apply(session, connection, steps, _run_with(script, "upgrade"), revision)
         except DatabaseError as error:
             raise _with_stamp_hint(session, error, before) from None
+
+
+def _still_planned(
+    session: Session,
+    connection: Connection,
+    before: tuple[str, ...],
+    direction: str,
+    remaining: Callable[[tuple[str, ...]], bool] | None = None,
+) -> bool:
+    """Take the lock after the answers and read the database again: the answers were given to
+    a plan from `before`. Moved on meanwhile (another runner): refuse, or, when that runner did
+    all of it (`remaining` says no work is left), nothing to do (False)."""
+    session.hold_lock()
+    now = database_heads(connection, session)
+    if set(now) == set(before):
+        return True
+    if remaining is not None and not remaining(now):
+        _nothing_to(session, direction, now)
+        return False
+    raise Refused(
+        f"{session.environment.name} database moved from {revision_ids(before) or 'base'} to "
+        f"{revision_ids(now) or 'base'} while the {direction} was being confirmed (another "
+        "runner?); nothing changed: run it again to see the new plan"
+    )
 
 
 def downgrade(
@@ -408,6 +448,8 @@ def downgrade(
         _offline(session, command.downgrade, revision)
         return
     script = script_directory(session)
+    if session.confirmer.assume_yes:  # nobody to wait for: lock first
+        session.hold_lock()
     with session.connect() as connection:
         before = database_heads(connection, session)
         _require_known(session, script, before)
@@ -426,6 +468,7 @@ def downgrade(
         # On stdout, next to the question: stderr keeps the one line that says how it ended.
         session.console.line("WARNING: a downgrade can drop tables and columns and lose their data")
         session.confirm(action)
+        _still_planned(session, connection, before, "downgrade")
         if session.environment.shared:  # after the answer: a "no" writes no backup
             _backup_before(session, requested=backup, mandatory=session.environment.protected)
         _apply(session, connection, steps, _run_with(script, "downgrade"), revision)
@@ -510,7 +553,6 @@ def _require_consent(session: Session, planned: Plan, allow_destructive: bool) -
     what = f"{plural(len(pending), 'destructive or blocking statement')} pending ({rules})"
     if not session.can_prompt():
         raise Refused(f"{what}: pass --allow-destructive to apply them; nothing changed")
-    session.console.line(summary(planned))  # what is asked about, right above the question
     session.confirmer.ask(
         f"{what}; to apply them anyway", type_to_confirm="allow-destructive", honour_yes=False
     )
@@ -533,6 +575,8 @@ def stamp(session: Session, revision: str, *, sql: bool = False) -> None:
     if sql:
         _offline(session, command.stamp, revision)
         return
+    if session.confirmer.assume_yes:  # nobody to wait for: lock first
+        session.hold_lock()
     with session.connect() as connection:
         before = database_heads(connection, session)
         name = session.environment.name
@@ -546,6 +590,7 @@ def stamp(session: Session, revision: str, *, sql: bool = False) -> None:
             )
             operation = functools.partial(command.stamp, purge=True)
         session.confirm(f"Stamp {name} ({session.environment.masked_url}) as {revision}")
+        _still_planned(session, connection, before, "stamp")
         _apply(session, connection, [], operation, revision, stamping=True)
 
 
@@ -1080,6 +1125,7 @@ def _apply(
     from tasks.core.console import Progress
     from tasks.guard.lock import verify_lock
 
+    session.hold_lock()  # fails closed: nothing is applied outside the migration lock
     applied: list[str] = []
     durations: list[dict[str, Any]] = []
     session.record.details["revisions"] = durations
