@@ -27,9 +27,7 @@ def test_a_waiting_prompt_does_not_block_another_runner(project, production):
     child.expect(r"Type 'production' to continue: ")
 
     # Another deployer, while the first prompt waits: the lock is free, no waiting at all.
-    other = project.invoke_subprocess(
-        "prod.upgrade", "--yes", "--no-backup", "--lock-timeout", "0"
-    )
+    other = project.invoke_subprocess("prod.upgrade", "--yes", "--no-backup", "--lock-timeout", "0")
     assert_ok(other)
 
     child.sendline("production")  # the plan it answered is done already: nothing to do
