@@ -106,6 +106,10 @@ def _report(
         session.console.line(outcome.line())
     failed = [outcome for outcome in outcomes if not outcome.ok]
     session.record.details["failed"] = [f"{o.check}: {o.detail}" for o in failed]
+    session.record.details["checks"] = [
+        {"check": o.check, "ok": o.ok, "detail": o.detail, "exit_code": int(o.code)}
+        for o in outcomes
+    ]
     if failed:
         first = failed[0]
         raise CheckFailed(

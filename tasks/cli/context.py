@@ -8,11 +8,13 @@ same for a command that guards each of its targets itself (a fleet). Nothing els
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from typing import Any
 
 from invoke import Context, Exit
 
+from tasks.core.console import Console
 from tasks.core.errors import MigrationsError
 from tasks.core.run_log import RunRecord
 from tasks.core.session import Session
@@ -32,9 +34,12 @@ def run_task(
     lock_timeout: float | None = None,
     offline: bool = False,
     read_only: bool = False,
+    as_json: bool = False,
 ) -> None:
     """Run `operation` for `collection.task` under its declared guard (`runner.GUARDS`) and
-    exit with its documented code; `offline` and `read_only` are the flags that lower it."""
+    exit with its documented code; `offline` and `read_only` are the flags that lower it.
+    `as_json` prints one document of the run instead of its lines (`tasks.core.json_document`);
+    the exit code and the one-line error on stderr stay as they are."""
     spec = task_spec(
         collection,
         task,
@@ -50,9 +55,39 @@ def run_task(
     _check_variables(c, spec.name)
     record = RunRecord(environment=environment, task=spec.name, arguments=arguments)
     record.operator = _operator_from_dotenv(c, environment)
-    outcome = GuardedRun(spec, record).execute(c.config.migrations, operation)
+    captured = io.StringIO() if as_json else None
+    console = Console(stdout=captured) if captured is not None else None
+    outcome = GuardedRun(spec, record, console=console).execute(c.config.migrations, operation)
+    if captured is not None:
+        _print_document(spec.name, record, outcome, captured.getvalue())
     if not outcome.ok:
         raise Exit(outcome.message, code=outcome.exit_code)
+
+
+def _print_document(name: str, record: RunRecord, outcome: Any, output: str) -> None:
+    import sys
+
+    from tasks.core.json_document import document
+
+    text = document(
+        name,
+        environment=record.environment,
+        database=record.database,
+        ok=outcome.ok,
+        exit_code=outcome.exit_code,
+        error=outcome.error,
+        started_at=record.started_at,
+        revision_before=record.revision_before,
+        revision_after=record.revision_after,
+        details=record.details,
+        result=outcome.value,
+        output=output,
+    )
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # `| head`: the document is dropped, the run's code stands
+        pass
 
 
 def _check_variables(c: Context, name: str) -> None:

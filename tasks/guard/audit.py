@@ -177,7 +177,7 @@ def show_runs(session: Session, *, limit: int = 20, as_json: bool = False) -> li
     )
     if as_json:
         shown = [{**row, "arguments": _arguments(row.get("arguments"))} for row in rows]
-        session.console.line(json.dumps(shown, indent=2, default=str))
+        session.console.line(json.dumps(shown, indent=2, default=_iso))
         return shown
     if not rows:
         session.console.line(f"{session.environment.name}: no audited runs yet")
@@ -185,6 +185,11 @@ def show_runs(session: Session, *, limit: int = 20, as_json: bool = False) -> li
     for line in audit_table_lines(rows):
         session.console.line(line)
     return rows
+
+
+def _iso(value: Any) -> str:
+    """Times as ISO 8601 (`2026-12-07T12:00:00+00:00`); anything else as its text."""
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
 AUDIT_COLUMNS = (

@@ -46,8 +46,9 @@ if TYPE_CHECKING:
 # --- read-only ------------------------------------------------------------------------------
 
 
-def current(session: Session) -> list[str]:
-    """Print the database's revision(s) and whether they are the scripts' head(s)."""
+def current(session: Session, *, check: bool = False) -> list[str]:
+    """Print the database's revision(s) and whether they are the scripts' head(s); `check`
+    makes "not at head" exit 4, so a script can ask "anything pending?" cheaply."""
     script = script_directory(session)
     with session.connect() as connection:
         heads = database_heads(connection, session)
@@ -66,14 +67,27 @@ def current(session: Session) -> list[str]:
         session.console.line(f"{name}: {revision}{marker} {_doc(script, revision)}".rstrip())
     if _unknown(script, heads):
         session.console.line(f"{name}: at a revision the scripts do not know")
+        session.record.details["unknown"] = _unknown(script, heads)
+        if check:
+            raise DifferencesFound(f"{name}: at a revision the scripts do not know")
         return list(heads)
     pending = upgrade_steps(script, "heads", heads) if script_heads else []
+    session.record.details.update(
+        {
+            "current": list(heads),
+            "heads": sorted(script_heads),
+            "at_head": not pending,
+            "pending": [_step_name(step).split()[0] for step in pending],
+        }
+    )
     if pending and unrecorded:
         session.console.line(f"{name}: {_unrecorded_advice(session, len(unrecorded))}")
     elif pending:
         session.console.line(f"{name}: behind head by {plural(len(pending), 'revision')}")
     else:
         session.console.line(f"{name}: at head")
+    if check and pending:
+        raise DifferencesFound(f"{name}: not at head, {plural(len(pending), 'revision')} pending")
     return list(heads)
 
 
