@@ -71,7 +71,7 @@ def history_dialect(session: Session, options: dict[str, Any] | None = None) -> 
             return "sqlite"
         raise UsageError(
             f"the history can be built only on SQLite or on PostgreSQL "
-            f"(migrations.ci.postgres_url), not for {dialect}; --from-database compares "
+            f"(migrations.ci.postgres_url), not for {dialect}; --against-database compares "
             "with the live database instead"
         )
     dialects, _notes = dialects_to_check(session, options)

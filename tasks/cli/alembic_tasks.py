@@ -15,17 +15,18 @@ from tasks.core.session import Session
 from tasks.guard import audit as audit_trail
 from tasks.migrate import commands as migrations
 
-# One short flag per long flag, the same on every task that has the long flag (the namespace test
-# in tests/test_hardening_flags.py walks every task). A long flag whose first letter is one of
-# Invoke's own short flags (-c -d -D -e -f -F -h -l -p -r -R -T -V -w) must own that letter:
-# otherwise `invoke prod.upgrade -r REV` hands REV to Invoke's --search-root and the task runs
-# with its defaults (to head). Consents stay long-only: --allow-destructive and --sql are typed out.
+# One letter, one meaning, for every task (issue 18.6; tests/cli/test_short_flags.py walks the
+# real collection). A long flag whose first letter is one of Invoke's own short flags (-c -d -D
+# -e -f -F -h -l -p -r -R -T -V -w) must own that letter: otherwise `invoke prod.upgrade -r REV`
+# hands REV to Invoke's --search-root and the task runs with its defaults (to head). Where two
+# flags would claim one letter, the one that is not the letter's meaning gets a first long name
+# that starts with a letter Invoke does not use (LONG_NAMES; its old name stays an alias).
+# Consents stay long-only: --allow-destructive and --sql are typed out.
 SHORT_FLAGS: dict[str, str] = {
     "rev": "r",
     "lock_timeout": "l",
-    "limit": "l",
     "check": "c",
-    "file": "f",
+    "format": "f",
     "yes": "y",
     "backup": "b",
     "json": "j",
@@ -34,13 +35,19 @@ SHORT_FLAGS: dict[str, str] = {
     "message": "m",
     "autogenerate": "a",
     "dialect": "d",
-    "format": "f",
-    "rev_id": "r",
-    "depends_on": "d",
     "empty": "e",
-    "fleet": "f",
     "parallel": "p",
-    "canary": "c",
+}
+
+# Parameter -> its first long name (the old one, `--rev-id`, `--limit`, ... is still accepted).
+LONG_NAMES: dict[str, str] = {
+    "rev_id": "new-id",  # -r is --rev
+    "depends_on": "needs",  # -d is --dialect
+    "file": "source",  # -f is --format
+    "fleet": "name",  # -f is --format
+    "limit": "newest",  # -l is --lock-timeout
+    "canary": "trial",  # -c is --check
+    "continue_on_error": "keep-going",  # -c is --check (make's name for it)
 }
 
 
@@ -54,10 +61,10 @@ class FlagTask(Task):
             opts = super().arg_opts(name, default, taken_names)
         finally:
             self.auto_shortflags = auto
+        if name in LONG_NAMES:
+            opts["attr_name"] = name
+            opts["names"] = [LONG_NAMES[name], *opts["names"]]
         short = SHORT_FLAGS.get(name)
-        # Two flags of one task may want one letter (fleet.upgrade's --canary and
-        # --continue-on-error): the first in the signature takes it, the other is long-only.
-        # Either way the task owns the letter, so Invoke never reads it as its own.
         if short is not None and short not in taken_names:
             opts["names"] = [*opts["names"], short]
         return opts
@@ -327,7 +334,7 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
             "message": "required: what the revision changes",
             "autogenerate": "write the operations from the differences between the models and "
             "the history (built in a throwaway database; no live database needed)",
-            "from_database": "with --autogenerate: compare with the environment's database "
+            "against_database": "with --autogenerate: compare with the environment's database "
             "(which must be at head) instead of the history",
             **REVISION_OPTION_HELP,
         },
@@ -343,21 +350,21 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         depends_on: str = "",
         rev_id: str = "",
         empty: bool = False,
-        from_database: bool = False,
+        against_database: bool = False,
     ) -> None:
         """Write a new revision file (autogenerate: from the models against the history)."""
         options = migrations.RevisionOptions(head, splice, branch_label, depends_on, rev_id, empty)
         operation = lambda s: migrations.revision(  # noqa: E731
-            s, message, autogenerate=autogenerate, options=options, from_database=from_database
+            s, message, autogenerate=autogenerate, options=options, from_database=against_database
         )
         arguments = {
             "message": message,
             "autogenerate": autogenerate,
-            "from_database": from_database,
+            "against_database": against_database,
             **vars(options),
         }
-        # Only --from-database reads the environment's database; the history is built apart.
-        run(c, "revision", arguments, operation, offline=not from_database)
+        # Only --against-database reads the environment's database; the history is built apart.
+        run(c, "revision", arguments, operation, offline=not against_database)
 
     built = [current, history, heads, plan, upgrade, downgrade, stamp, check, preflight, audit]
     built += reading_tasks(run)

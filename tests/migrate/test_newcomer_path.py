@@ -89,7 +89,7 @@ def test_a_drifted_database_leaks_nothing_into_a_revision(project, scripts, tmp_
     assert_ok(result)
     assert "no changes between the models and the history" in result.stdout
     from_database = project.invoke_subprocess(
-        "dev.revision", "-m", "drift", "--autogenerate", "--from-database"
+        "dev.revision", "-m", "drift", "--autogenerate", "--against-database"
     )
     assert_ok(from_database)
     assert "remove_table scratch_by_hand" in from_database.stdout, from_database.stdout

@@ -61,7 +61,7 @@ def created_path(stdout: str) -> str:
 
 @pytest.mark.parametrize("revision", [FIRST, None], ids=["behind", "base"])
 def test_refuses_when_the_database_is_not_at_head(project, scripts, dev_url, revision):
-    """--from-database compares with the live database: it must be at head (issue 18.2 made
+    """--against-database compares with the live database: it must be at head (issue 18.2 made
     the history, which is always at head, the default comparison)."""
     if revision:
         prepare(project, dev_url, revision)
@@ -70,7 +70,7 @@ def test_refuses_when_the_database_is_not_at_head(project, scripts, dev_url, rev
     files = scripts.files()
 
     result = project.invoke(
-        "dev.revision", "-m", "add audit notes", "--autogenerate", "--from-database"
+        "dev.revision", "-m", "add audit notes", "--autogenerate", "--against-database"
     )
 
     assert_one_line_error(result, ExitCode.REFUSED, "not at head", HEAD)
