@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from tasks.core.console import Console, LiveLine
+from tasks.core.console import Console, LiveLine, plural
 from tasks.core.errors import ConfigError, DatabaseError, MigrationsError, UsageError
 from tasks.core.redaction import redact
 from tasks.core.session import Session
@@ -368,7 +368,9 @@ class BackupProgress(LiveLine):
 
     def _render(self) -> None:
         table = f" ({self.current})" if self.current else ""
-        self.console.status(f"  backing up: {self.tables} tables done{table}, {self.summary()}")
+        self.console.status(
+            f"  backing up: {plural(self.tables, 'table')} done{table}, {self.summary()}"
+        )
 
 
 # One line of a dump tool's --verbose output per table whose rows it starts on.

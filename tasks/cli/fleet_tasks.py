@@ -13,6 +13,7 @@ from invoke import Context, Task
 
 from tasks.cli.alembic_tasks import flag_task
 from tasks.cli.context import run_command
+from tasks.core.console import plural
 from tasks.core.settings import Settings
 
 if TYPE_CHECKING:
@@ -179,7 +180,7 @@ def fleet_tasks() -> list[Task]:
             )
             differs = report.count("differs")
             console.line(
-                f"fleet {report.fleet} check: {len(report.results)} targets: "
+                f"fleet {report.fleet} check: {plural(len(report.results), 'target')}: "
                 f"{report.count('ok')} match, {differs} differ, {report.count('failed')} failed"
             )
             if report.count("failed"):

@@ -316,7 +316,9 @@ class GuardedRun:
         # The audit row first: it is the record that travels with the database, and neither a
         # full local disk nor a terminal gone with SIGHUP must cost it. The run log's line
         # follows; if it cannot be written, one line says so and the run keeps its outcome.
-        if self._audited():
+        # A run that found nothing to do changed nothing: no audit row (issue 18.8), the log
+        # line still says it ran.
+        if self._audited() and not (outcome == "ok" and self.record.details.get("no_op")):
             self._audit(outcome, error, duration_ms)
         self.console.clear_status()  # a live terminal line must not swallow the last words
         if self.log is not None:

@@ -509,6 +509,7 @@ def _nothing_to(session: Session, direction: str, before: tuple[str, ...]) -> No
     where = revision_ids(before) or "base"
     session.console.line(f"{session.environment.name}: nothing to {direction}, already at {where}")
     session.record.revision_after = list(before)
+    session.record.details["no_op"] = True
 
 
 def _shown_plan(

@@ -360,7 +360,9 @@ def print_plan(console: Console, plan: Plan, *, show_sql: bool) -> None:
         console.line(f"  {item.revision} {item.message}  [{item.path}]".rstrip())
         for line in _revision_lines(item, show_sql, width):
             console.line(line)
-    console.line(summary(plan))  # on stdout, part of the plan: stderr says how the run ended
+    # On stdout, part of the plan (stderr says how the run ended); wrapped, never one long line.
+    for line in textwrap.wrap(summary(plan), width=max(width, 60), subsequent_indent="  "):
+        console.line(line)
 
 
 def _revision_lines(item: PlannedRevision, show_sql: bool, width: int) -> list[str]:
@@ -419,16 +421,36 @@ def summary(plan: Plan) -> str:
     consent = [finding for _, finding in plan.needing_consent()]
 
     def part(severity: str) -> str:
-        subjects = [f.subject or f.rule for f in consent if f.severity == severity]
+        subjects = [
+            readable_subject(f.subject or f.rule) for f in consent if f.severity == severity
+        ]
         listed = f" ({', '.join(dict.fromkeys(subjects))})" if subjects else ""
         return f"{len(subjects)} {severity}{listed}"
 
+    warnings = sum(
+        finding.severity == lint.WARNING for item in plan.revisions for finding in item.findings
+    )
     unknown = sum(item.rendered == "none" for item in plan.revisions)
     rendered = f" ({unknown} not rendered)" if unknown else ""
     return (
         f"{_plural(revisions, 'revision')}, {_plural(count, 'statement')}{rendered}: "
-        f"{part(lint.DESTRUCTIVE)}, {part(lint.BLOCKING)}"
+        f"{part(lint.DESTRUCTIVE)}, {part(lint.BLOCKING)}, {_plural(warnings, 'warning')}"
     )
+
+
+_PARSER_NAME = re.compile(r"sval='((?:[^'\\]|\\.)*)'")
+
+
+def readable_subject(subject: str) -> str:
+    """A finding's subject in words: a parser node's repr (`drop type <TypeName names=(<String
+    sval='mood'>,) ...>`) becomes the names it holds (`drop type mood`)."""
+    if "<" not in subject:
+        return subject
+    head, _, rest = subject.partition("<")
+    names = _PARSER_NAME.findall(rest)
+    if not names:
+        return head.strip() or subject
+    return f"{head.strip()} {'.'.join(names)}".strip()
 
 
 def _plural(count: int, noun: str) -> str:
