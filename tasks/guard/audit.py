@@ -206,16 +206,21 @@ AUDIT_COLUMNS = (
 
 def audit_table_lines(rows: list[dict[str, Any]]) -> list[str]:
     """The rows as an aligned table; an error follows its row, indented."""
+    from tasks.core.console import one_value
+
     cells = [
-        [
-            _started(row["started_at"]),
-            str(row["outcome"]),
-            str(row["task"]),
-            f"{_shown(row['revision_before'])} -> {_shown(row['revision_after'])}",
-            row["operator"] or "?",
-            row["host"] or "?",
-            _duration(row["duration_ms"]),
-            row["git_commit"] or "",
+        [  # each cell one value: a line break in an operator or a revision forges no row
+            one_value(cell)
+            for cell in (
+                _started(row["started_at"]),
+                str(row["outcome"]),
+                str(row["task"]),
+                f"{_shown(row['revision_before'])} -> {_shown(row['revision_after'])}",
+                row["operator"] or "?",
+                row["host"] or "?",
+                _duration(row["duration_ms"]),
+                row["git_commit"] or "",
+            )
         ]
         for row in rows
     ]
@@ -227,7 +232,7 @@ def audit_table_lines(rows: list[dict[str, Any]]) -> list[str]:
     for row, line in zip(rows, cells, strict=True):
         lines.append(_aligned(line, widths))
         if row["error"]:
-            lines.append(f"    error: {row['error']}")
+            lines.append(f"    error: {one_value(str(row['error']))}")
     return lines
 
 

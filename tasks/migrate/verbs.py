@@ -97,8 +97,10 @@ def show(session: Session, revision: str, *, dialect: str = "") -> Script:
     heads = set(script.get_heads())
     console = session.console
     path = display_path(session, Path(found.path))
+    from tasks.core.console import one_value
+
     for label, value in _header(found, heads, current or (), path):
-        console.line(f"{label + ':':<14}{value}")
+        console.line(f"{label + ':':<14}{one_value(value)}")  # a newline in data forges no row
     doc = (found.module.__doc__ or "").strip() if found.module else ""
     if doc:
         console.line("")
