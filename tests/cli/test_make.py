@@ -60,3 +60,19 @@ def test_every_environment_alias_honours_env(project, clone):  # noqa: F811
     upgrade = make(clone, "-n", "fleet-upgrade", "REV=abc", "YES=1").stdout
     assert "invoke fleet.upgrade" in upgrade and "--rev=abc --yes" in upgrade
     assert "invoke local.revision" in make(clone, "-n", "revision", "MSG=x", "ENV=local").stdout
+
+
+def test_make_sync_then_make_revision_needs_no_development_database(project, clone):  # noqa: F811
+    """Issue 18, done when: on a laptop with no dev database, `make sync` then
+    `make revision MSG=x` works (autogenerate compares with the history)."""
+    project.monkeypatch.delenv("DATABASE_URL_LOCAL")
+    project.setenv("INVOKE_MIGRATIONS_CI_DIALECTS", "sqlite")
+
+    synced = make(clone, "sync")
+    assert synced.code == 0, synced.output
+    assert "recorded revision" in synced.stdout
+
+    revision = make(clone, "revision", "MSG=x")
+
+    assert revision.code == 0, revision.output
+    assert "no changes between the models and the history" in revision.stdout
