@@ -1163,7 +1163,9 @@ def _apply(
             verify_lock(f"before revision {revision_id} committed")
             applied.append(revision_id)
             residue.revision_done()
-            done = "stamped" if stamping else "applied" if is_upgrade else "reverted"
+            done = "applied" if is_upgrade else "reverted"
+            if stamping:  # a stamp down names the revision it leaves, not as if it were stamped
+                done = "stamped" if is_upgrade else "unstamped"
             seconds = progress.finish(f"{done} {revision_id} {doc}".rstrip())
             durations.append({"revision": revision_id, "seconds": round(seconds, 3)})
             if len(applied) < len(names):
