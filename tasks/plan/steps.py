@@ -24,8 +24,22 @@ from typing import TYPE_CHECKING, Any
 from tasks.core.alembic_config import EnvHandover, alembic_config
 from tasks.core.console import Console, plural
 from tasks.core.session import Session
-from tasks.lint import classifier as lint
 from tasks.lint import residue as ddl_residue
+
+if TYPE_CHECKING:
+    from tasks.lint import classifier as lint
+else:
+
+    class _Classifier:
+        """`tasks.lint.classifier`, imported on first use: reading tasks (current, history,
+        heads) import this module but never lint, and the classifier is the largest module."""
+
+        def __getattr__(self, name: str) -> Any:
+            import importlib
+
+            return getattr(importlib.import_module("tasks.lint.classifier"), name)
+
+    lint = _Classifier()
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -457,4 +471,4 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-_TAGS = {lint.DESTRUCTIVE: "DESTRUCTIVE", lint.BLOCKING: "BLOCKING", lint.WARNING: "warning"}
+_TAGS = {"destructive": "DESTRUCTIVE", "blocking": "BLOCKING", "warning": "warning"}  # lint's
