@@ -6,7 +6,8 @@ env.py and configuration. Every check runs; each failure names its check and the
 
 - heads: exactly `ci.allowed_heads` heads, and the whole graph loads (no dangling down_revision);
 - downgrades: every revision has a real downgrade (not `pass`, not NotImplementedError);
-- stairway: for each revision in order, upgrade to it, downgrade one step, upgrade again, on a
+- stairway: for each revision in order, upgrade to it, down to each of its parents (a merge
+  has two) and up again, that revision alone (other branches stay where they are), on a
   throwaway database of each of `ci.dialects` (catches downgrades that leave enum types,
   indexes or rows behind, and upgrades that cannot be re-run);
 - models: the database built by the whole history matches the models;
@@ -70,7 +71,7 @@ def run_checks(
     heads and downgrades checks and before the databases are built."""
     from alembic.script import ScriptDirectory
 
-    options = _ci_options(session)
+    options = ci_options(session)
     try:
         script = ScriptDirectory.from_config(alembic_config(session.settings))
         revisions = list(reversed(list(script.walk_revisions())))  # base first
@@ -79,7 +80,7 @@ def run_checks(
             "heads", False, f"the revision graph does not load: {error}", ExitCode.CI_HEADS
         )
         return _report(session, [outcome], as_markdown=as_markdown)
-    since = _since(script, options["since"])
+    since = since_revision(script, options["since"])
     trusted = _trusted(script, since)
     checked = [revision for revision in revisions if revision.revision not in trusted]
     outcomes = [check_heads(script, options["allowed_heads"]), *check_downgrades(checked)]
@@ -128,6 +129,10 @@ def _report(
         session.console.line(outcome.line())
     failed = [outcome for outcome in outcomes if not outcome.ok]
     session.record.details["failed"] = [f"{o.check}: {o.detail}" for o in failed]
+    session.record.details["checks"] = [
+        {"check": o.check, "ok": o.ok, "detail": o.detail, "exit_code": int(o.code)}
+        for o in outcomes
+    ]
     if failed:
         first = failed[0]
         raise CheckFailed(
@@ -267,7 +272,7 @@ def _no_dialect_outcome(notes: list[str]) -> Outcome:
     return Outcome("stairway", False, detail, ExitCode.CI_STAIRWAY)
 
 
-def _since(script: ScriptDirectory, since: str | None) -> str | None:
+def since_revision(script: ScriptDirectory, since: str | None) -> str | None:
     """`ci.since` as a full revision id; an unknown one is a configuration error."""
     if since is None:
         return None
@@ -294,7 +299,7 @@ def _since_schema(session: Session, value: Any, since: Any) -> Path | None:
     return path
 
 
-def _load_schema(
+def load_schema(
     session: Session, environment: Environment, connection: Connection, path: Path
 ) -> None:
     """Build the trusted start from a schema file: psql runs a pg_dump file as pg_dump meant it
@@ -424,17 +429,18 @@ def stairway(
     trusted: int = 0,
     since_schema: Path | None = None,
 ) -> list[Outcome]:
-    """Up, down one step, up again, for every revision in order; trusted history (`since`
+    """Up, down to each parent, up again, for every revision in order (merges and branches
+    included); trusted history (`since`
     and older) is only built, once, as the ground the checked revisions stand on: by running
     it, or from `ci.since_schema` (the schema at `since`, for a history that cannot run from
     an empty database) and a stamp."""
     from alembic import command
 
-    run = _runner(session, environment, connection)
+    run = runner(session, environment, connection)
     if since is not None:
         try:
             if since_schema is not None:
-                _load_schema(session, environment, connection, since_schema)
+                load_schema(session, environment, connection, since_schema)
                 run(command.stamp, since)
             else:
                 run(command.upgrade, since)
@@ -445,11 +451,12 @@ def stairway(
             )
             return [Outcome("stairway", False, detail, ExitCode.CI_STAIRWAY)]
     for revision in revisions:
-        steps = [
-            ("upgrade", command.upgrade, revision.revision),
-            ("downgrade", command.downgrade, _one_step_down(revision)),
-            ("upgrade again", command.upgrade, revision.revision),
+        steps: list[tuple[str, Callable[..., Any], str]] = [
+            ("upgrade", command.upgrade, revision.revision)
         ]
+        for down in _steps_down(revision):
+            steps.append((f"downgrade to {_parent_name(down)}", command.downgrade, down))
+            steps.append(("upgrade again", command.upgrade, revision.revision))
         for step, operation, target in steps:
             try:
                 run(operation, target)
@@ -465,11 +472,22 @@ def stairway(
     return [Outcome("stairway", True, detail, ExitCode.CI_STAIRWAY)]
 
 
-def _one_step_down(revision: Script) -> str:
+def _steps_down(revision: Script) -> list[str]:
+    """One downgrade target per parent, each reverting this revision alone.
+
+    `<rev>@<parent>` is Alembic's branch-scoped form: it walks down the branch holding
+    `<rev>` to `<parent>` and leaves every other branch (another head, the other side of a
+    merge) where it is. A plain `<rev>-1` is an "Ambiguous walk" from a merge point, and a plain
+    `<parent>` would also revert a sibling branch that descends from that parent."""
     down = revision.down_revision
-    if down is None:
-        return "base"
-    return down if isinstance(down, str) else f"{revision.revision}-1"
+    parents = (down,) if isinstance(down, str) else tuple(down or ())
+    if not parents:
+        return [f"{revision.revision}@base"]
+    return [f"{revision.revision}@{parent}" for parent in parents]
+
+
+def _parent_name(target: str) -> str:
+    return target.partition("@")[2]
 
 
 def models_match(
@@ -484,10 +502,10 @@ def models_match(
     under the same configuration as `dev.check` (an adopted env.py's own options included)."""
     from alembic import command
 
-    run = _runner(session, environment, connection)
+    run = runner(session, environment, connection)
     try:
         if since is not None and since_schema is not None:
-            _load_schema(session, environment, connection, since_schema)
+            load_schema(session, environment, connection, since_schema)
             run(command.stamp, since)
         run(command.upgrade, "heads")
     except Exception as error:
@@ -495,7 +513,7 @@ def models_match(
         return Outcome("models", False, detail, ExitCode.CI_MODELS)
     # A configuration error (a bad hook, an env.py that cannot be read) is not a history
     # failure: it ends the run as one line, exit 2.
-    rules = env_comparison.for_session(_session_for(session, environment), connection)
+    rules = env_comparison.for_session(session_for(session, environment), connection)
     try:
         differences = drift.compare(connection, session.metadata(), rules)
     except Exception as error:  # an element the comparison cannot render is a finding
@@ -520,7 +538,7 @@ def lint_revisions(
 
     backends = options.get("backends") or ["postgresql", "sqlite"]
     postgres = options["postgres_url"] if "postgresql" in backends else ""
-    linted = _session_for(session, _environment_for_lint(postgres or "sqlite://", session.settings))
+    linted = session_for(session, _environment_for_lint(postgres or "sqlite://", session.settings))
     current = (since,) if since else ()
     steps = planned_upgrade(script, "heads", current)
     planned = build_plan(
@@ -634,7 +652,7 @@ def _environment_for_lint(url: str, settings: Any) -> Environment:
     )
 
 
-def _session_for(session: Session, environment: Environment) -> Session:
+def session_for(session: Session, environment: Environment) -> Session:
     return Session(
         session.settings,
         session.record,
@@ -645,7 +663,7 @@ def _session_for(session: Session, environment: Environment) -> Session:
     )
 
 
-def _runner(
+def runner(
     session: Session, environment: Environment, connection: Connection
 ) -> Callable[..., None]:
     def run(operation: Callable[..., Any], revision: str) -> None:

@@ -32,7 +32,7 @@ from tasks.migrate.alembic_run import (
 )
 from tasks.migrate.scripts import first_line, require_short, revision_ids, script_directory
 from tasks.migrate.verbs import offline_session
-from tasks.plan.steps import Plan, build_plan, print_plan, summary
+from tasks.plan.steps import Plan, build_plan, print_plan
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -46,12 +46,13 @@ def nothing_to(session: Session, direction: str, before: tuple[str, ...]) -> Non
     where = revision_ids(before) or "base"
     session.console.line(f"{session.environment.name}: nothing to {direction}, already at {where}")
     session.record.revision_after = list(before)
+    session.record.details["no_op"] = True
 
 
 def show_steps(session: Session, title: str, steps: list[RevisionStep]) -> None:
     session.console.line(title + ":")
     for step in steps:
-        session.console.line(f"  {_step_name(step)}")
+        session.console.line(f"  {step_name(step)}")
 
 
 def shown_plan(
@@ -110,7 +111,6 @@ def require_consent(session: Session, planned: Plan, allow_destructive: bool) ->
     what = f"{plural(len(pending), 'destructive or blocking statement')} pending ({rules})"
     if not session.can_prompt():
         raise Refused(f"{what}: pass --allow-destructive to apply them; nothing changed")
-    session.console.line(summary(planned))  # what is asked about, right above the question
     session.confirmer.ask(
         f"{what}; to apply them anyway", type_to_confirm="allow-destructive", honour_yes=False
     )
@@ -156,11 +156,12 @@ def apply_steps(
     """
     from tasks.guard.lock import verify_lock
 
+    session.hold_lock()  # fails closed: nothing is applied outside the migration lock
     applied: list[str] = []
     durations: list[dict[str, Any]] = []
     session.record.details["revisions"] = durations
     script = script_directory(session)
-    names = [_step_name(step) for step in steps]
+    names = [step_name(step) for step in steps]
     verb = "applying" if not steps or steps[0].is_upgrade else "reverting"
 
     residue = _ResidueWatch.start(session, connection)
@@ -180,7 +181,9 @@ def apply_steps(
                     checksums.revision_reverted(migration_connection, revision_id)
             applied.append(revision_id)
             residue.revision_done()
-            done = "stamped" if stamping else "applied" if is_upgrade else "reverted"
+            done = "applied" if is_upgrade else "reverted"
+            if stamping:  # a stamp down names the revision it leaves, not as if it were stamped
+                done = "stamped" if is_upgrade else "unstamped"
             seconds = progress.finish(f"{done} {revision_id} {doc}".rstrip())
             durations.append({"revision": revision_id, "seconds": round(seconds, 3)})
             if len(applied) < len(names):
@@ -340,7 +343,7 @@ def _verified(steps: list[Any]) -> Iterator[Any]:
         yield step
 
 
-def _step_name(step: RevisionStep) -> str:
+def step_name(step: RevisionStep) -> str:
     revision_id = step.revision.revision
     return f"{revision_id} {step.doc or ''}".rstrip()
 
