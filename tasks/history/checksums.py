@@ -37,6 +37,8 @@ CHECKSUM_TABLE = "migration_checksums"
 # A squash baseline names the fingerprint of the revision it replaces under this module-level
 # name: databases that applied the old revision accept the baseline in its place.
 REPLACES = "replaces_checksum"
+# `Connection.info` key: the revisions that had a row when the run began.
+RECORDED = "migration_checksums.recorded"
 
 
 class EditedRevision(MigrationsError):
@@ -71,7 +73,7 @@ class Edit:
     def diff(self) -> list[str]:
         if self.recorded.source is None:
             return ["(the recorded source is not available: compare with git history)"]
-        return short_diff(self.recorded.source, self.now.source)
+        return short_diff(self.recorded.source, self.now.text)
 
 
 @cache
@@ -178,6 +180,9 @@ def prepare_records(
     ensure_table(connection)
     applied = applied_revisions(script, heads)
     records = read_records(connection) or {}
+    # Rows that exist, so recording a revision knows whether one must be replaced (a row left by
+    # a revert outside the tasks) or only inserted: one round trip per revision, not two.
+    connection.info[RECORDED] = set(records) | {revision.revision for revision in applied}
     missing = [revision for revision in applied if revision.revision not in records]
     if not missing:
         return
@@ -240,7 +245,10 @@ def revision_applied(
     revision = script.get_revision(revision_id)
     if revision is None:
         return
-    _upsert(connection, session, fingerprint(revision), note="applied", applied=True)
+    replace = revision_id in connection.info.get(RECORDED, {revision_id})
+    _upsert(
+        connection, session, fingerprint(revision), note="applied", applied=True, replace=replace
+    )
 
 
 def revision_reverted(connection: Connection, revision_id: str) -> None:
@@ -274,15 +282,17 @@ def _upsert(
     *,
     note: str,
     applied: bool,
+    replace: bool = True,
 ) -> None:
     table = checksum_table()
     now = datetime.now(UTC)
-    connection.execute(table.delete().where(table.c.revision == print_.revision))
+    if replace:
+        connection.execute(table.delete().where(table.c.revision == print_.revision))
     connection.execute(
         table.insert().values(
             revision=print_.revision,
             checksum=print_.checksum,
-            source=print_.source,
+            source=print_.text,
             applied_at=now if applied else None,
             applied_by=(session.record.operator or session.record.user) if applied else None,
             host=session.record.host,
@@ -350,7 +360,7 @@ def accept_edit(
         table.insert().values(
             revision=now.revision,
             checksum=now.checksum,
-            source=now.source,
+            source=now.text,
             applied_at=previous.applied_at if previous else None,
             applied_by=previous.applied_by if previous else None,
             host=session.record.host,
