@@ -73,12 +73,17 @@ def alembic_config(
     except ValueError as error:  # Alembic's own reading of a bad path_separator, for one
         raise ConfigError(f"migrations.alembic_ini {settings.alembic_ini.name}: {error}") from None
     if handover is not None:
+        from tasks.core import adopted_env
+
+        adopted_env.install()  # whatever env.py runs, the task's guarantees hold
         if handover.settings is None:
             handover.settings = settings
         config.attributes["handover"] = handover
         if handover.connection is not None:
             config.attributes["connection"] = handover.connection
-        url = handover.environment.url.render_as_string(hide_password=False)
+        # The application's own async driver when `migrations.driver` keeps it.
+        chosen = handover.environment.migration_url or handover.environment.url
+        url = chosen.render_as_string(hide_password=False)
         config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
@@ -213,7 +218,12 @@ def comparison_options(
 def context_options(
     metadata: MetaData, dialect: str, handover: EnvHandover | None = None
 ) -> dict[str, Any]:
-    """Everything env.py passes to `context.configure` besides the connection or URL."""
+    """Everything the project's env.py passes to `context.configure` besides the connection.
+
+    Under a task, `tasks.core.adopted_env` adds the rest to whatever env.py passes (applied
+    revisions reported, the tasks' tables left out of autogenerate, no empty revision), so an
+    adopted env.py gets the same; plain `alembic` commands get these options alone.
+    """
     options: dict[str, Any] = {
         "target_metadata": metadata,
         "render_as_batch": dialect == "sqlite",
@@ -222,19 +232,17 @@ def context_options(
         "process_revision_directives": _revision_hook(handover),
         **comparison_options(handover.settings if handover is not None else None, dialect),
     }
-    options["render_item"] = _with_custom_type_imports(options.get("render_item"))
-    if handover is not None and handover.on_revision_applied is not None:
-        options["on_version_apply"] = _version_hook(handover.on_revision_applied)
+    options["render_item"] = with_custom_type_imports(options.get("render_item"))
     if handover is not None and handover.environment.schema:
         options["version_table_schema"] = handover.environment.schema
     return options
 
 
-def _with_custom_type_imports(project_hook: Callable[..., Any] | None) -> Callable[..., Any]:
+def with_custom_type_imports(project_hook: Callable[..., Any] | None) -> Callable[..., Any]:
     """The project's `render_item` (`migrations.compare.render_item`) first; where it renders
     as usual (returns False), the application's own types still get their import."""
-    if project_hook is None:
-        return import_custom_types
+    if project_hook is None or getattr(project_hook, "__tasks_render_item__", False):
+        return project_hook or import_custom_types
 
     def render_item(type_: str, obj: Any, autogen_context: Any) -> Any:
         rendered = project_hook(type_, obj, autogen_context)
@@ -242,6 +250,9 @@ def _with_custom_type_imports(project_hook: Callable[..., Any] | None) -> Callab
             return import_custom_types(type_, obj, autogen_context)
         return rendered
 
+    render_item.__tasks_render_item__ = True  # type: ignore[attr-defined]
+    render_item.__wrapped_user__ = project_hook  # type: ignore[attr-defined]
+    render_item.__tasks_hook__ = True  # type: ignore[attr-defined]
     return render_item
 
 
@@ -267,25 +278,15 @@ def import_custom_types(type_: str, obj: Any, autogen_context: Any) -> bool:
     return False
 
 
-def _version_hook(callback: Callable[[str, str, bool], None]) -> Callable[..., None]:
-    def on_version_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
-        script = step.up_revision
-        callback(step.up_revision_id, (script.doc if script else "") or "", step.is_upgrade)
+def _revision_hook(_handover: EnvHandover | None) -> Callable[..., None]:
+    """The project's env.py hook; under a task `adopted_env` runs the tasks' part after it."""
 
-    return on_version_apply
-
-
-def _revision_hook(handover: EnvHandover | None) -> Callable[..., None]:
     def process_revision_directives(context: Any, revision: Any, directives: list[Any]) -> None:
-        if handover is None:
-            return
-        from tasks.core.comparison import filter_revision, from_settings
-
-        filter_revision(directives, from_settings(handover.settings))
-        handover.revision_directives.extend(directives)
-        script = directives[0] if directives else None
-        upgrade_ops = getattr(script, "upgrade_ops", None)
-        if not handover.write_empty_revision and upgrade_ops is not None and upgrade_ops.is_empty():
-            directives[:] = []
+        return None
 
     return process_revision_directives
+
+
+# Autogenerate's default rendering, not an option a team chose (see merge_env_options).
+import_custom_types.__tasks_hook__ = True  # type: ignore[attr-defined]
+import_custom_types.__wrapped_user__ = None  # type: ignore[attr-defined]

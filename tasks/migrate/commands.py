@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tasks.core import suggestions
 from tasks.core.alembic_config import EnvHandover, alembic_config, without_ini_logging
 from tasks.core.console import plural
 from tasks.core.engines import describe_database_error
@@ -100,7 +101,7 @@ def heads(session: Session) -> list[str]:
         session.console.line(f"{revision} (head) {_doc(script, revision)}".rstrip())
     if len(revisions) > 1:
         session.console.warning(
-            f"{len(revisions)} heads: merge them ({_merge_command(session)}) before upgrading "
+            f"{len(revisions)} heads: merge them ({merge_command(session)}) before upgrading "
             "to 'head'"
         )
     return revisions
@@ -424,11 +425,11 @@ def _with_stamp_hint(session: Session, error: DatabaseError, before: tuple[str, 
     """
     if before or "already exists" not in str(error).lower():
         return error
-    collection = session.record.task.rpartition(".")[0] or session.environment.name
+    stamp = suggestions.command(suggestions.collection_of(session.record.task), "stamp")
+    how = f"`{stamp} --rev head`" if stamp else "a stamp at head"
     return DatabaseError(
         f"{error}; the database has tables but no recorded revision (built by local.sync or "
-        f"create_all?): if they match the models, record that with "
-        f"`invoke {collection}.stamp --rev head` instead of upgrading"
+        f"create_all?): if they match the models, record that with {how} instead of upgrading"
     )
 
 
@@ -578,7 +579,7 @@ def revision(
         if len(script_heads) > 1:
             raise UsageError(
                 f"several heads {revision_ids(script_heads)}: merge them first "
-                f"({_merge_command(session)}), or name one with --head"
+                f"({merge_command(session)}), or name one with --head"
             )
     if options.empty:
         config = alembic_config(session.settings, stdout=io.StringIO())
@@ -1065,11 +1066,8 @@ def _apply(
 
         if names:
             progress.start(names[0])
-        handover = _handover(session, connection)
-        handover.on_revision_applied = on_applied
-        config = alembic_config(session.settings, handover, stdout=_StdoutProxy(session))
         try:
-            run_alembic(session, operation, config, revision)
+            _migrate(session, connection, on_applied, operation, revision)
         except DatabaseError as error:
             if getattr(error, "in_env_py", False):
                 raise DatabaseError(f"{_env_py(session)} failed: {error}{ENV_PY_HINT}") from None
@@ -1088,6 +1086,32 @@ def _apply(
             session.record.revision_after = list(after)
     _verify_reached(session, steps, after)
     session.console.line(f"{session.environment.name}: now at {revision_ids(after) or 'base'}")
+
+
+def _migrate(
+    session: Session,
+    connection: Connection,
+    on_applied: Callable[[str, str, bool], None],
+    operation: Callable[..., Any],
+    revision: str,
+) -> None:
+    """Run Alembic's `operation` on the task's connection, or, with `migrations.driver: keep`
+    and an async URL, on a connection of the application's own driver inside an event loop
+    (`tasks.core.async_driver`), handed to env.py the same way."""
+
+    def run(migration_connection: Connection) -> None:
+        handover = _handover(session, migration_connection)
+        handover.on_revision_applied = on_applied
+        config = alembic_config(session.settings, handover, stdout=_StdoutProxy(session))
+        run_alembic(session, operation, config, revision)
+
+    if session.environment.migration_url is None:
+        run(connection)
+        return
+    from tasks.core.async_driver import run_on_async_driver
+
+    connection.rollback()  # the task's own connection waits, holding nothing
+    run_on_async_driver(session.environment, session.settings, run)
 
 
 class _ResidueWatch:
@@ -1136,10 +1160,9 @@ class _ResidueWatch:
             for statement in residue.undo_statements():
                 console.line(f"  {statement};")
         at = revision_ids(database_heads(self.connection, self.session)) or "base"
-        collection = self.session.record.task.rsplit(".", 1)[0]
-        return "; " + ddl_residue.recovery_advice(
-            residue, environment_task=collection, failed=failed, at=at
-        )
+        collection = suggestions.collection_of(self.session.record.task)
+        stamp = suggestions.command(collection, "stamp", f"--rev {failed}")
+        return "; " + ddl_residue.recovery_advice(residue, stamp=stamp, failed=failed, at=at)
 
 
 def _run_with(script: ScriptDirectory, direction: str) -> Callable[[Config, str], None]:
@@ -1344,12 +1367,13 @@ def display_path(session: Session, path: Path) -> str:
         return str(path)
 
 
-def _merge_command(session: Session) -> str:
-    """The task that merges heads in this collection (dev: `invoke dev.merge -m MESSAGE`)."""
-    collection = session.record.task.rsplit(".", 1)[0]
-    if collection not in {"local", "dev"}:
-        collection = "dev"
-    return f"invoke {collection}.merge -m MESSAGE"
+def merge_command(session: Session) -> str:
+    """The task that merges heads in this collection (dev: `invoke dev.merge -m MESSAGE`);
+    collections that cannot write revisions (staging, prod, fleet) point to dev's."""
+    collection = suggestions.collection_of(session.record.task)
+    return suggestions.command(collection, "merge", "-m MESSAGE") or str(
+        suggestions.command("dev", "merge", "-m MESSAGE")
+    )
 
 
 def revision_ids(revisions: Any) -> str:
