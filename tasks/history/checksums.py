@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from tasks.core.console import plural
 from tasks.core.errors import ExitCode, MigrationsError, UsageError
+from tasks.core.suggestions import collection_of, command
 from tasks.history.fingerprints import Fingerprint, fingerprint, short_diff
 
 if TYPE_CHECKING:
@@ -210,13 +211,14 @@ def refusal(session: Session, edits: list[Edit]) -> EditedRevision:
     first = edits[0]
     changed = [line for line in first.diff() if line[:1] in "+-"][:2]
     others = f" (and {plural(len(edits) - 1, 'other revision')})" if len(edits) > 1 else ""
-    collection = session.record.task.rpartition(".")[0] or name
+    collection = collection_of(session.record.task) or name
+    arguments = f'-r {first.now.revision} --accept-edit --reason "..."'
+    repair = command(collection, "repair", arguments) or f"an environment's repair {arguments}"
     session.record.details["edited_revisions"] = [edit.now.revision for edit in edits]
     return EditedRevision(
         f"{name}: revision {first.now.revision}{others} was edited after it was "
         f"{first.when()}: {' '.join(changed) or 'its code changed'}; nothing changed. Review "
-        f"the edit, then `invoke {collection}.repair -r {first.now.revision} --accept-edit "
-        '--reason "..."`'
+        f"the edit, then `{repair}`"
     )
 
 
