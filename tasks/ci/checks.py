@@ -25,7 +25,7 @@ from __future__ import annotations
 import ast
 import io
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +56,16 @@ class Outcome:
         return f"  {'ok    ' if self.ok else 'FAILED'} {self.check}: {self.detail}"
 
 
-def run_checks(session: Session, *, as_markdown: bool = False) -> list[Outcome]:
-    """Run every check, print each outcome, and fail with the first failing check's code."""
+def run_checks(
+    session: Session,
+    *,
+    as_markdown: bool = False,
+    extra: Sequence[Callable[[Session], list[Outcome]]] = (),
+) -> list[Outcome]:
+    """Run every check, print each outcome, and fail with the first failing check's code.
+
+    `extra` are checks from the layers above (the committed checksum file) that run after the
+    heads and downgrades checks and before the databases are built."""
     from alembic.script import ScriptDirectory
 
     options = _ci_options(session)
@@ -73,6 +81,8 @@ def run_checks(session: Session, *, as_markdown: bool = False) -> list[Outcome]:
     trusted = _trusted(script, since)
     checked = [revision for revision in revisions if revision.revision not in trusted]
     outcomes = [check_heads(script, options["allowed_heads"]), *check_downgrades(checked)]
+    for check in extra:
+        outcomes += check(session)
     backends, notes = dialects_to_check(session, options)
     for note in notes:
         session.console.line(f"> note: {note}" if as_markdown else f"  note: {note}")
@@ -123,6 +133,11 @@ def _report(
             first.code,
         )
     return outcomes
+
+
+def ci_options(session: Session) -> dict[str, Any]:
+    """The validated `ci` settings, for other commands that build throwaway databases (squash)."""
+    return _ci_options(session)
 
 
 def _ci_options(session: Session) -> dict[str, Any]:

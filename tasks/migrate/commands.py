@@ -33,6 +33,7 @@ from tasks.core.errors import (
 )
 from tasks.core.redaction import redact
 from tasks.core.session import Session
+from tasks.history import checksums
 from tasks.lint import residue as ddl_residue
 from tasks.plan.steps import Plan, build_plan, print_plan, summary
 from tasks.schema import drift
@@ -148,7 +149,10 @@ def preflight(session: Session, revision: str = "head", *, allow_destructive: bo
     with session.connect() as connection:
         current_heads = database_heads(connection, session)
         version = _server_version(session, connection)
-    unknown = [head for head in current_heads if not _known(script, head)]
+        unknown = [head for head in current_heads if not _known(script, head)]
+        edited: list[checksums.Edit] = []
+        if not unknown:
+            fine, line, edited = checksums.preflight_check(connection, script, current_heads)
     report(
         not unknown,
         ExitCode.PREFLIGHT_UNKNOWN_REVISION,
@@ -183,6 +187,9 @@ def preflight(session: Session, revision: str = "head", *, allow_destructive: bo
             rules = ", ".join(sorted({finding.rule for finding in item.findings})) or "clean"
             session.console.line(f"           {item.revision} {item.message}: {rules}")
         session.record.details["pending"] = [item.revision for item in planned.revisions]
+    if not unknown:  # an edit: its diff printed, and the refusal's line is the check's line
+        line = str(checksums.refusal(session, edited)) if edited else line
+        report(fine, ExitCode.EDITED_REVISION, line)
     differences = history_differences(session)
     report(
         not differences,
@@ -344,8 +351,10 @@ def upgrade(
         before = database_heads(connection, session)
         _require_known(session, script, before)
         steps = upgrade_steps(script, revision, before)
+        checksums.verify_applied(session, connection, script, before)
         name = session.environment.name
         if not steps:
+            checksums.prepare_records(session, connection, script, before)
             _nothing_to(session, "upgrade", before)
             return
         if session.environment.protected:
@@ -358,6 +367,7 @@ def upgrade(
             _backup_before(session, requested=backup, mandatory=False)
         else:
             _show_steps(session, f"{name}: {plural(len(steps), 'revision')} to apply", steps)
+        checksums.prepare_records(session, connection, script, before)
         try:
             _apply(session, connection, steps, _run_with(script, "upgrade"), revision)
         except DatabaseError as error:
@@ -386,6 +396,7 @@ def downgrade(
         before = database_heads(connection, session)
         _require_known(session, script, before)
         steps = _downgrade_steps(script, revision, before)
+        checksums.verify_applied(session, connection, script, before)
         name = session.environment.name
         if not steps:
             _nothing_to(session, "downgrade", before)
@@ -402,6 +413,7 @@ def downgrade(
         session.confirm(action)
         if session.environment.shared:  # after the answer: a "no" writes no backup
             _backup_before(session, requested=backup, mandatory=session.environment.protected)
+        checksums.prepare_records(session, connection, script, before)
         _apply(session, connection, steps, _run_with(script, "downgrade"), revision)
 
 
@@ -540,6 +552,23 @@ def stamp(session: Session, revision: str, *, sql: bool = False) -> None:
             operation = functools.partial(command.stamp, purge=True)
         session.confirm(f"Stamp {name} ({session.environment.masked_url}) as {revision}")
         _apply(session, connection, [], operation, revision, stamping=True)
+        after = tuple(session.record.revision_after or ())
+        checksums.reconcile(session, connection, script, after)
+
+
+def accept_edit(session: Session, revision: str, *, reason: str) -> None:
+    """`repair -r REV --accept-edit --reason ...`: after review, the edited revision's new
+    checksum is recorded (the old one, the operator and the reason go to the audit row)."""
+    if not reason.strip():
+        raise UsageError("--accept-edit needs --reason: why the edited revision is accepted")
+    script = script_directory(session)
+    validate_revision(script, revision)
+    with session.connect() as connection:
+        before = database_heads(connection, session)
+        _require_known(session, script, before)
+        session.confirm(f"Accept the edited revision {revision} on {session.environment.name}")
+        checksums.accept_edit(session, connection, script, before, revision, reason)
+        session.record.revision_after = list(before)
 
 
 def revision(
@@ -1029,6 +1058,7 @@ def _apply(
     applied: list[str] = []
     durations: list[dict[str, Any]] = []
     session.record.details["revisions"] = durations
+    script = script_directory(session)
     names = [_step_name(step) for step in steps]
     verb = "applying" if not steps or steps[0].is_upgrade else "reverting"
 
@@ -1040,6 +1070,11 @@ def _apply(
             # Inside the revision's transaction, just before Alembic commits it: raising here
             # rolls the revision back (see _verified for the check before it starts).
             verify_lock(f"before revision {revision_id} committed")
+            if not stamping:  # in the revision's transaction: recorded or forgotten with it
+                if is_upgrade:
+                    checksums.revision_applied(session, connection, script, revision_id)
+                else:
+                    checksums.revision_reverted(connection, revision_id)
             applied.append(revision_id)
             residue.revision_done()
             done = "stamped" if stamping else "applied" if is_upgrade else "reverted"
