@@ -23,9 +23,10 @@ _ENVIRONMENT = frozenset(
         "show",
         "stamp",
         "upgrade",
+        "repair",
     }
 )
-_WRITES_REVISIONS = frozenset({"edit", "merge", "revision"})
+_WRITES_REVISIONS = frozenset({"edit", "merge", "revision", "checksums", "squash"})
 
 TASKS: dict[str, frozenset[str]] = {
     "local": _ENVIRONMENT | _WRITES_REVISIONS | {"sync", "backup", "restore", "reset"},

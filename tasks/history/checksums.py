@@ -205,13 +205,18 @@ def refusal(session: Session, edits: list[Edit]) -> EditedRevision:
     first = edits[0]
     changed = [line for line in first.diff() if line[:1] in "+-"][:2]
     others = f" (and {plural(len(edits) - 1, 'other revision')})" if len(edits) > 1 else ""
-    collection = session.record.task.rpartition(".")[0] or name
+    from tasks.core import suggestions
+
+    collection = suggestions.collection_of(session.record.task)
+    repair = suggestions.command(
+        collection, "repair", f'-r {first.now.revision} --accept-edit --reason "..."'
+    )
+    how = f"`{repair}`" if repair else "the environment's repair task"
     session.record.details["edited_revisions"] = [edit.now.revision for edit in edits]
     return EditedRevision(
         f"{name}: revision {first.now.revision}{others} was edited after it was "
         f"{first.when()}: {' '.join(changed) or 'its code changed'}; nothing changed. Review "
-        f"the edit, then `invoke {collection}.repair -r {first.now.revision} --accept-edit "
-        '--reason "..."`'
+        f"the edit, then {how}"
     )
 
 

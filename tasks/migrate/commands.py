@@ -212,15 +212,16 @@ def history_differences(session: Session) -> list[str]:
     cannot be used, a SQLite file: independent of any server and of the environment's
     credentials, and a history SQLite cannot build reports the error instead of a false pass.
     """
-    from tasks.ci.checks import models_match, throwaway_database
+    from tasks.ci.checks import database_prefix, models_match, throwaway_database
 
     scratch = str(session.settings.extra.get("ci", {}).get("postgres_url") or "").strip()
+    options = {"postgres_url": scratch, "database_prefix": database_prefix(session)}
     backends = ["sqlite"]
     if session.environment.dialect == "postgresql" and scratch:
         backends.insert(0, "postgresql")
     for backend in backends:
         try:
-            with throwaway_database(session, backend, {"postgres_url": scratch}) as (
+            with throwaway_database(session, backend, options) as (
                 environment,
                 connection,
             ):
