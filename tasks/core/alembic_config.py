@@ -45,6 +45,9 @@ class EnvHandover:
     connect_timeout: float = 5
     # The run's settings (`migrations.compare` for the comparison options); set by alembic_config.
     settings: Settings | None = None
+    # The connection env.py handed Alembic (the task's, or its own to the same database): what
+    # the task writes inside a revision's transaction goes there (tasks.core.adopted_env).
+    migration_connection: Connection | None = None
 
 
 def alembic_config(

@@ -1064,6 +1064,7 @@ def _apply(
     verb = "applying" if not steps or steps[0].is_upgrade else "reverting"
 
     residue = _ResidueWatch.start(session, connection)
+    migrating: dict[str, EnvHandover] = {}  # the run's handover, once env.py has configured
 
     with Progress(session.console, len(steps), verb) as progress:
 
@@ -1071,11 +1072,14 @@ def _apply(
             # Inside the revision's transaction, just before Alembic commits it: raising here
             # rolls the revision back (see _verified for the check before it starts).
             verify_lock(f"before revision {revision_id} committed")
+            handover = migrating.get("handover")
+            # The connection env.py migrates on (an adopted env.py's own, to this database).
+            target = (handover.migration_connection if handover else None) or connection
             if not stamping:  # in the revision's transaction: recorded or forgotten with it
                 if is_upgrade:
-                    checksums.revision_applied(session, connection, script, revision_id)
+                    checksums.revision_applied(session, target, script, revision_id)
                 else:
-                    checksums.revision_reverted(connection, revision_id)
+                    checksums.revision_reverted(target, revision_id)
             applied.append(revision_id)
             residue.revision_done()
             done = "stamped" if stamping else "applied" if is_upgrade else "reverted"
@@ -1087,7 +1091,7 @@ def _apply(
         if names:
             progress.start(names[0])
         try:
-            _migrate(session, connection, on_applied, operation, revision)
+            _migrate(session, connection, on_applied, operation, revision, migrating)
         except DatabaseError as error:
             if getattr(error, "in_env_py", False):
                 raise DatabaseError(f"{_env_py(session)} failed: {error}{ENV_PY_HINT}") from None
@@ -1114,6 +1118,7 @@ def _migrate(
     on_applied: Callable[[str, str, bool], None],
     operation: Callable[..., Any],
     revision: str,
+    migrating: dict[str, EnvHandover],
 ) -> None:
     """Run Alembic's `operation` on the task's connection, or, with `migrations.driver: keep`
     and an async URL, on a connection of the application's own driver inside an event loop
@@ -1122,6 +1127,7 @@ def _migrate(
     def run(migration_connection: Connection) -> None:
         handover = _handover(session, migration_connection)
         handover.on_revision_applied = on_applied
+        migrating["handover"] = handover
         config = alembic_config(session.settings, handover, stdout=_StdoutProxy(session))
         run_alembic(session, operation, config, revision)
 
