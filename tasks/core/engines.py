@@ -67,7 +67,7 @@ def make_sqlite_connection_transactional(connection: Connection) -> None:
     connection.connection.dbapi_connection.isolation_level = None  # type: ignore[union-attr]
 
     @event.listens_for(engine, "begin")
-    def _begin(begun) -> None:  # type: ignore[no-untyped-def]
+    def _begin(begun: Connection) -> None:
         begun.exec_driver_sql("BEGIN")
 
     engine._tasks_transactional = True  # type: ignore[attr-defined]
