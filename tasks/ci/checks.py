@@ -174,13 +174,23 @@ def _ci_options(session: Session) -> dict[str, Any]:
     return {
         "mysql_url": mysql_url,
         "allowed_heads": allowed,
-        "database_prefix": _database_prefix(raw.get("database_prefix", "ci_check_")),
+        "database_prefix": _database_prefix(raw.get("database_prefix", DEFAULT_PREFIX)),
         "postgres_url": postgres_url,
         "fail_on": failing,
         "dialects": _configured_dialects(raw.get("dialects"), postgres_url, mysql_url),
         "since": str(raw.get("since") or "").strip() or None,
         "since_schema": _since_schema(session, raw.get("since_schema"), raw.get("since")),
     }
+
+
+DEFAULT_PREFIX = "ci_check_"
+
+
+def database_prefix(session: Session) -> str:
+    """The configured `ci.database_prefix`, validated (preflight's history check uses it too)."""
+    return _database_prefix(
+        session.settings.extra.get("ci", {}).get("database_prefix", DEFAULT_PREFIX)
+    )
 
 
 def _database_prefix(value: Any) -> str:
@@ -607,7 +617,8 @@ def _throwaway_sqlite(options: dict[str, Any]) -> Iterator[Any]:
 
     from sqlalchemy.engine import URL
 
-    with tempfile.TemporaryDirectory(prefix=options["database_prefix"]) as directory:
+    prefix = options.get("database_prefix", DEFAULT_PREFIX)
+    with tempfile.TemporaryDirectory(prefix=prefix) as directory:
         yield URL.create("sqlite", database=f"{directory}/ci.sqlite3")
 
 
@@ -621,7 +632,7 @@ def throwaway_postgres(options: dict[str, Any]) -> Iterator[Any]:
     from tasks.core.settings import PROJECT_ROOT
 
     admin_url = normalize_url(options["postgres_url"], "migrations.ci.postgres_url", PROJECT_ROOT)
-    name = f"{options['database_prefix']}{uuid.uuid4().hex[:12]}"
+    name = f"{options.get('database_prefix', DEFAULT_PREFIX)}{uuid.uuid4().hex[:12]}"
     admin = create_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:

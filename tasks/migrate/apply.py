@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from tasks.core import suggestions
 from tasks.core.alembic_config import alembic_config
 from tasks.core.alembic_internals import planned_downgrade, planned_upgrade
-from tasks.core.console import Progress, plural
+from tasks.core.console import Progress
 from tasks.core.errors import DatabaseError, Refused, UsageError
 from tasks.core.session import Session
 from tasks.history import checksums
@@ -100,21 +100,40 @@ def backup_before(session: Session, *, requested: bool, mandatory: bool) -> None
 def require_consent(session: Session, planned: Plan, allow_destructive: bool) -> None:
     """Destructive and blocking statements need --allow-destructive or typed consent; --yes
     answers the environment's confirmation, never this one."""
+    from tasks.plan import consent_summary
+
     pending = planned.needing_consent()
     if not pending:
         return
-    rules = ", ".join(sorted({f"{revision}:{finding.rule}" for revision, finding in pending}))
-    session.record.details["needs_consent"] = rules
+    # Every finding in the run log; counts and the first ones in the line and the audit row.
+    session.record.details["needs_consent"] = [
+        consent_summary.describe(revision, finding) for revision, finding in pending
+    ]
+    session.record.arguments["needs_consent"] = consent_summary.for_audit(pending)
     if allow_destructive:
         _record_consent(session, "--allow-destructive")
         return
-    what = f"{plural(len(pending), 'destructive or blocking statement')} pending ({rules})"
+    what = consent_summary.one_line(pending)
     if not session.can_prompt():
-        raise Refused(f"{what}: pass --allow-destructive to apply them; nothing changed")
+        raise Refused(
+            f"{what}: pass --allow-destructive to apply them; nothing changed"
+            + _full_list_hint(session, len(pending))
+        )
     session.confirmer.ask(
         f"{what}; to apply them anyway", type_to_confirm="allow-destructive", honour_yes=False
     )
     _record_consent(session, "typed at the prompt")
+
+
+def _full_list_hint(session: Session, count: int) -> str:
+    """Where every finding is, when the line names only the first few."""
+    from tasks.plan.consent_summary import LISTED_FINDINGS
+
+    if count <= LISTED_FINDINGS:
+        return ""
+    plan = suggestions.command(suggestions.collection_of(session.record.task), "plan")
+    where = f"`{plan}` and the run log" if plan else "the run log"
+    return f" (every finding: {where})"
 
 
 def _record_consent(session: Session, how: str) -> None:
