@@ -41,6 +41,7 @@ SHORT_FLAGS: dict[str, str] = {
     "fleet": "f",
     "parallel": "p",
     "canary": "c",
+    "contract": "c",
 }
 
 
