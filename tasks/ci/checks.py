@@ -25,7 +25,7 @@ from __future__ import annotations
 import ast
 import io
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +56,16 @@ class Outcome:
         return f"  {'ok    ' if self.ok else 'FAILED'} {self.check}: {self.detail}"
 
 
-def run_checks(session: Session, *, as_markdown: bool = False) -> list[Outcome]:
-    """Run every check, print each outcome, and fail with the first failing check's code."""
+def run_checks(
+    session: Session,
+    *,
+    as_markdown: bool = False,
+    extra: Sequence[Callable[[Session], list[Outcome]]] = (),
+) -> list[Outcome]:
+    """Run every check, print each outcome, and fail with the first failing check's code.
+
+    `extra` are checks from the layers above (the committed checksum file) that run after the
+    heads and downgrades checks and before the databases are built."""
     from alembic.script import ScriptDirectory
 
     options = _ci_options(session)
@@ -73,12 +81,16 @@ def run_checks(session: Session, *, as_markdown: bool = False) -> list[Outcome]:
     trusted = _trusted(script, since)
     checked = [revision for revision in revisions if revision.revision not in trusted]
     outcomes = [check_heads(script, options["allowed_heads"]), *check_downgrades(checked)]
+    for check in extra:
+        outcomes += check(session)
     backends, notes = dialects_to_check(session, options)
     for note in notes:
         session.console.line(f"> note: {note}" if as_markdown else f"  note: {note}")
     if not backends:
         outcomes.append(_no_dialect_outcome(notes))
     for backend in backends:
+        # Each check on a database of its own: a stairway that stops half-way must not fail
+        # the models check, nor a models check inherit what the stairway left.
         with throwaway_database(session, backend, options) as (environment, connection):
             outcomes += stairway(
                 session,
@@ -89,7 +101,16 @@ def run_checks(session: Session, *, as_markdown: bool = False) -> list[Outcome]:
                 trusted=len(trusted),
                 since_schema=options["since_schema"],
             )
-            outcomes.append(models_match(session, environment, connection))
+        with throwaway_database(session, backend, options) as (environment, connection):
+            outcomes.append(
+                models_match(
+                    session,
+                    environment,
+                    connection,
+                    since=since,
+                    since_schema=options["since_schema"],
+                )
+            )
     outcomes += lint_revisions(session, script, {**options, "backends": backends}, since=since)
     return _report(session, outcomes, as_markdown=as_markdown)
 
@@ -112,6 +133,11 @@ def _report(
             first.code,
         )
     return outcomes
+
+
+def ci_options(session: Session) -> dict[str, Any]:
+    """The validated `ci` settings, for other commands that build throwaway databases (squash)."""
+    return _ci_options(session)
 
 
 def _ci_options(session: Session) -> dict[str, Any]:
@@ -139,12 +165,27 @@ def _ci_options(session: Session) -> dict[str, Any]:
         _require_postgresql(postgres_url)
     return {
         "allowed_heads": allowed,
+        "database_prefix": _database_prefix(raw.get("database_prefix", "ci_check_")),
         "postgres_url": postgres_url,
         "fail_on": failing,
         "dialects": _configured_dialects(raw.get("dialects"), postgres_url),
         "since": str(raw.get("since") or "").strip() or None,
         "since_schema": _since_schema(session, raw.get("since_schema"), raw.get("since")),
     }
+
+
+def _database_prefix(value: Any) -> str:
+    """`ci.database_prefix`: the start of every throwaway database's name (a prefix a shared
+    CI server's permissions or clean-up jobs know), a plain identifier."""
+    import re
+
+    text = str(value or "").strip()
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,39}", text):
+        raise ConfigError(
+            "migrations.ci.database_prefix must be a lower-case identifier of at most 40 "
+            f"characters (letters, digits, _), not {text!r}"
+        )
+    return text
 
 
 # Dialects ci.check can build throwaway databases for, and how people spell them.
@@ -426,18 +467,37 @@ def _one_step_down(revision: Script) -> str:
     return down if isinstance(down, str) else f"{revision.revision}-1"
 
 
-def models_match(session: Session, environment: Environment, connection: Connection) -> Outcome:
-    """After the whole history, the database must be what the models describe."""
+def models_match(
+    session: Session,
+    environment: Environment,
+    connection: Connection,
+    *,
+    since: str | None = None,
+    since_schema: Path | None = None,
+) -> Outcome:
+    """After the whole history, the database must be what the models describe, compared
+    under the same configuration as `dev.check` (an adopted env.py's own options included)."""
     from alembic import command
 
-    rules = comparison.for_session(session)  # a configuration error is not a history failure
+    run = _runner(session, environment, connection)
     try:
-        _runner(session, environment, connection)(command.upgrade, "heads")
-        differences = drift.compare(connection, session.metadata(), rules)
-        connection.rollback()
+        if since is not None and since_schema is not None:
+            _load_schema(session, environment, connection, since_schema)
+            run(command.stamp, since)
+        run(command.upgrade, "heads")
     except Exception as error:
         detail = f"{environment.dialect}: could not build the history: {_first_line(error)}"
         return Outcome("models", False, detail, ExitCode.CI_MODELS)
+    # A configuration error (a bad hook, an env.py that cannot be read) is not a history
+    # failure: it ends the run as one line, exit 2.
+    rules = comparison.for_session(_session_for(session, environment), connection)
+    try:
+        differences = drift.compare(connection, session.metadata(), rules)
+    except Exception as error:  # an element the comparison cannot render is a finding
+        detail = f"{environment.dialect}: the comparison failed: {_first_line(error)}"
+        return Outcome("models", False, detail, ExitCode.CI_MODELS)
+    finally:
+        connection.rollback()
     if differences:
         listed = "; ".join(drift.describe(difference) for difference in differences)
         return Outcome("models", False, f"{environment.dialect}: {listed}", ExitCode.CI_MODELS)
@@ -488,7 +548,7 @@ def throwaway_database(
     session: Session, backend: str, options: dict[str, Any]
 ) -> Iterator[tuple[Environment, Connection]]:
     """A database that exists only for this check, created and dropped here."""
-    factory = _throwaway_sqlite if backend == "sqlite" else _throwaway_postgres
+    factory = _throwaway_sqlite if backend == "sqlite" else throwaway_postgres
     with factory(options) as url:
         from tasks.core.engines import create_engine
 
@@ -502,17 +562,17 @@ def throwaway_database(
 
 
 @contextmanager
-def _throwaway_sqlite(_options: dict[str, Any]) -> Iterator[Any]:
+def _throwaway_sqlite(options: dict[str, Any]) -> Iterator[Any]:
     import tempfile
 
     from sqlalchemy.engine import URL
 
-    with tempfile.TemporaryDirectory(prefix="ci-check-") as directory:
+    with tempfile.TemporaryDirectory(prefix=options["database_prefix"]) as directory:
         yield URL.create("sqlite", database=f"{directory}/ci.sqlite3")
 
 
 @contextmanager
-def _throwaway_postgres(options: dict[str, Any]) -> Iterator[Any]:
+def throwaway_postgres(options: dict[str, Any]) -> Iterator[Any]:
     from sqlalchemy import text
 
     from tasks.core.engines import create_engine, describe_database_error
@@ -521,7 +581,7 @@ def _throwaway_postgres(options: dict[str, Any]) -> Iterator[Any]:
     from tasks.core.settings import PROJECT_ROOT
 
     admin_url = normalize_url(options["postgres_url"], "migrations.ci.postgres_url", PROJECT_ROOT)
-    name = f"ci_check_{uuid.uuid4().hex[:12]}"
+    name = f"{options['database_prefix']}{uuid.uuid4().hex[:12]}"
     admin = create_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:

@@ -42,6 +42,8 @@ SHORT_FLAGS: dict[str, str] = {
     "parallel": "p",
     "canary": "c",
     "contract": "c",
+    "reason": "r",
+    "write": "w",
 }
 
 
@@ -304,9 +306,13 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         # Only an empty revision is written from the scripts alone.
         run(c, "revision", arguments, operation, offline=empty)
 
+    from tasks.cli.history_tasks import checksum_tasks, repair_tasks
+
     built = [current, history, heads, plan, upgrade, downgrade, stamp, check, preflight, audit]
-    built += reading_tasks(run)
-    return [*built, revision, *revision_file_tasks(run)] if with_revision else built
+    built += reading_tasks(run) + repair_tasks(run_changing)
+    if not with_revision:
+        return built
+    return [*built, revision, *revision_file_tasks(run), *checksum_tasks(run)]
 
 
 # --- Alembic's verbs (show, branches, merge, edit); reading needs no database -------------------

@@ -11,11 +11,14 @@ from tasks.cli.context import run_task
 def ci_tasks() -> list[Task]:
     @flag_task(help={"format": "text (default) or markdown (pull requests, $GITHUB_STEP_SUMMARY)"})
     def check(c: Context, format: str = "") -> None:
-        """Heads, real downgrades, stairway and models on ci.dialects, lint (ci.since: trusted)."""
+        """Heads, downgrades, checksums, stairway and models on ci.dialects, lint (ci.since)."""
         from tasks.ci import checks as ci_checks
+        from tasks.history.checksum_file import ci_outcomes as checksum_file
 
         chosen = format.strip().lower() or "text"
-        operation = lambda s: ci_checks.run_checks(s, as_markdown=chosen == "markdown")  # noqa: E731
+        operation = lambda s: ci_checks.run_checks(  # noqa: E731
+            s, as_markdown=chosen == "markdown", extra=[checksum_file]
+        )
         if chosen not in {"text", "markdown"}:
             operation = _refuse_format(format)
         run_task(c, "ci", "check", {"format": format}, operation)

@@ -107,3 +107,43 @@ def call_when_version_recorded(migration_context: Any, callback: Any) -> None:
     callbacks = tuple(migration_context.on_version_apply_callbacks or ())
     if callback not in callbacks:
         migration_context.on_version_apply_callbacks = (*callbacks, callback)
+
+
+# --- every env.py's `context.configure`, seen by the tasks ----------------------------------
+
+_configure_hooks: list[Any] = []
+
+
+def on_configure(hook: Any) -> None:
+    """Call `hook(environment_context, options) -> options` whenever any env.py calls
+    `context.configure(...)`, with its arguments as keywords (once per hook, process-wide).
+
+    Alembic gives a caller no hook around the env.py it runs: `EnvironmentContext.configure`
+    (alembic/runtime/environment.py, checked on Alembic 1.20.1) is wrapped instead, so the
+    tasks see the connection an env.py migrates and the options it passes, whatever env.py it
+    is (an adopted one that never calls the tasks' helpers included). Hooks decide themselves
+    whether a run is theirs (a plain `alembic` command carries no handover).
+    """
+    import functools
+    import inspect
+
+    from alembic.runtime.environment import EnvironmentContext
+
+    with _install_lock:
+        if hook in _configure_hooks:
+            return
+        if not _configure_hooks:
+            original = EnvironmentContext.configure
+            signature = inspect.signature(original)
+
+            @functools.wraps(original)
+            def configure(self: Any, *args: Any, **kwargs: Any) -> None:
+                bound = signature.bind_partial(self, *args, **kwargs).arguments
+                bound.pop("self", None)
+                options = {**bound.pop("kw", {}), **bound}
+                for each in list(_configure_hooks):
+                    options = each(self, options)
+                return original(self, **options)
+
+            EnvironmentContext.configure = configure  # type: ignore[method-assign]
+        _configure_hooks.append(hook)

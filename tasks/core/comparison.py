@@ -631,6 +631,23 @@ def filter_revision(directives: list[Any], comparison: Comparison) -> None:
             upgrade.reverse_into(downgrade)
 
 
+def without_tool_tables(directives: list[Any]) -> None:
+    """Remove every operation on the tasks' own tables (`migration_audit`, the version table)
+    from autogenerate's result, whatever env.py's filters let through."""
+    from tasks.core.alembic_config import TOOL_TABLES
+
+    for script in directives:
+        upgrades = getattr(script, "upgrade_ops_list", [])
+        downgrades = getattr(script, "downgrade_ops_list", [])
+        for upgrade, downgrade in zip(upgrades, downgrades, strict=False):
+            before = len(upgrade.ops)
+            upgrade.ops[:] = [
+                op for op in upgrade.ops if getattr(op, "table_name", None) not in TOOL_TABLES
+            ]
+            if len(upgrade.ops) != before:
+                upgrade.reverse_into(downgrade)
+
+
 def _kept_ops(comparison: Comparison, operations: list[Any]) -> list[Any]:
     from alembic.operations import ops
 

@@ -37,11 +37,11 @@ def create_engine(
         connect_args["timeout"] = connect_timeout
     engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=connect_args)
     if backend == "sqlite":
-        _make_sqlite_transactional(engine)
+        make_sqlite_transactional(engine)
     return engine
 
 
-def _make_sqlite_transactional(engine: Engine) -> None:
+def make_sqlite_transactional(engine: Engine) -> None:
     """SQLAlchemy's documented recipe: let SQLAlchemy, not pysqlite, emit BEGIN."""
     from sqlalchemy import event
 
@@ -52,6 +52,25 @@ def _make_sqlite_transactional(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(connection) -> None:  # type: ignore[no-untyped-def]
         connection.exec_driver_sql("BEGIN")
+
+
+def make_sqlite_connection_transactional(connection: Connection) -> None:
+    """The same recipe for a connection someone else opened (an adopted env.py's own engine),
+    before it begins: its DDL then rolls back with the revision that failed."""
+    from sqlalchemy import event
+
+    if connection.dialect.name != "sqlite" or connection.in_transaction():
+        return
+    engine = connection.engine
+    if getattr(engine, "_tasks_transactional", False):
+        return
+    connection.connection.dbapi_connection.isolation_level = None  # type: ignore[union-attr]
+
+    @event.listens_for(engine, "begin")
+    def _begin(begun) -> None:  # type: ignore[no-untyped-def]
+        begun.exec_driver_sql("BEGIN")
+
+    engine._tasks_transactional = True  # type: ignore[attr-defined]
 
 
 @contextmanager

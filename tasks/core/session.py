@@ -91,6 +91,8 @@ def apply_session_timeouts(
         "lock_timeout": environment.postgres_lock_timeout,
         "statement_timeout": environment.postgres_statement_timeout,
     }
+    from sqlalchemy import text
+
     from tasks.core.engines import describe_database_error
     from tasks.core.errors import ConfigError
 
@@ -98,8 +100,10 @@ def apply_session_timeouts(
         if not value:
             continue
         try:
-            connection.exec_driver_sql(
-                "SELECT set_config(%(name)s, %(value)s, false)", {"name": name, "value": value}
+            # Bound through SQLAlchemy: the driver's own parameter style (psycopg2's
+            # `%(name)s`, asyncpg's `$1`) is the dialect's business.
+            connection.execute(
+                text("SELECT set_config(:name, :value, false)"), {"name": name, "value": value}
             )
         except Exception as error:
             connection.rollback()
@@ -138,8 +142,10 @@ def _detect_dead_client(connection: Connection) -> None:
     if version < (14,):
         return
     try:
-        connection.exec_driver_sql(
-            "SELECT set_config('client_connection_check_interval', %(value)s, false)",
+        from sqlalchemy import text
+
+        connection.execute(
+            text("SELECT set_config('client_connection_check_interval', :value, false)"),
             {"value": CLIENT_CHECK_INTERVAL},
         )
     except Exception:

@@ -89,12 +89,19 @@ DEFAULTS: dict[str, Any] = {
     # "true" or "false", a string so that INVOKE_MIGRATIONS_SAFE_REVISIONS=false is not cast to
     # True.
     "safe_revisions": "true",
+    # An async URL (postgresql+asyncpg, sqlite+aiosqlite): "sync" runs migrations on the sync
+    # driver this project installs (psycopg2, sqlite3, PyMySQL); "keep" runs them on the URL's
+    # own driver, inside an event loop as Alembic's async cookbook does.
+    "driver": "sync",
     "ci": {
         # How many heads `ci.check` accepts (more than one only for deliberate branches).
         "allowed_heads": "1",
         # Server on which `ci.check` creates and drops throwaway PostgreSQL databases;
         # empty to run the SQLite legs only.
-        "postgres_url": "postgresql://postgres@127.0.0.1:5432/postgres",
+        # No user in the URL: libpq's own default, PGUSER or else the operating-system user.
+        "postgres_url": "postgresql://127.0.0.1:5432/postgres",
+        # The start of every throwaway database's name (PostgreSQL database, SQLite folder).
+        "database_prefix": "ci_check_",
         # Lint severities that fail `ci.check` (upgrade direction): destructive, warning.
         "fail_on": "destructive",
         # Dialects the stairway and models checks run on (sqlite, postgresql); empty: those of

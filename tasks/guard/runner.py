@@ -92,17 +92,21 @@ GUARDS: dict[str, Guard] = {
     "show": Guard(needs_database=False),
     "branches": Guard(needs_database=False),
     "edit": Guard(needs_database=False),
+    "checksums": Guard(needs_database=False),
     "ci.check": Guard(needs_database=False),
     # Changing the database (`--sql`: offline; `local.sync --check`: read-only).
     "upgrade": Guard(changes_database=True),
     "downgrade": Guard(changes_database=True),
     "stamp": Guard(changes_database=True),
+    "repair": Guard(changes_database=True),
     "local.sync": Guard(changes_database=True),
     "local.restore": Guard(changes_database=True),
     "local.reset": Guard(changes_database=True),
     # Writing revision files (`revision --empty`: offline).
     "revision": Guard(creates_revision=True),
     "merge": Guard(creates_revision=True, needs_database=False),
+    # Replacing revision files by a baseline built and proven on throwaway databases.
+    "squash": Guard(creates_revision=True, needs_database=False),
 }
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tasks.core import suggestions
 from tasks.core.alembic_config import EnvHandover, alembic_config, without_ini_logging
 from tasks.core.console import plural
 from tasks.core.engines import describe_database_error
@@ -32,6 +33,7 @@ from tasks.core.errors import (
 )
 from tasks.core.redaction import redact
 from tasks.core.session import Session
+from tasks.history import checksums
 from tasks.lint import residue as ddl_residue
 from tasks.plan.steps import Plan, build_plan, print_plan, summary
 from tasks.schema import drift
@@ -99,7 +101,7 @@ def heads(session: Session) -> list[str]:
         session.console.line(f"{revision} (head) {_doc(script, revision)}".rstrip())
     if len(revisions) > 1:
         session.console.warning(
-            f"{len(revisions)} heads: merge them ({_merge_command(session)}) before upgrading "
+            f"{len(revisions)} heads: merge them ({merge_command(session)}) before upgrading "
             "to 'head'"
         )
     return revisions
@@ -147,7 +149,10 @@ def preflight(session: Session, revision: str = "head", *, allow_destructive: bo
     with session.connect() as connection:
         current_heads = database_heads(connection, session)
         version = _server_version(session, connection)
-    unknown = [head for head in current_heads if not _known(script, head)]
+        unknown = [head for head in current_heads if not _known(script, head)]
+        edited: list[checksums.Edit] = []
+        if not unknown:
+            fine, line, edited = checksums.preflight_check(connection, script, current_heads)
     report(
         not unknown,
         ExitCode.PREFLIGHT_UNKNOWN_REVISION,
@@ -182,6 +187,9 @@ def preflight(session: Session, revision: str = "head", *, allow_destructive: bo
             rules = ", ".join(sorted({finding.rule for finding in item.findings})) or "clean"
             session.console.line(f"           {item.revision} {item.message}: {rules}")
         session.record.details["pending"] = [item.revision for item in planned.revisions]
+    if not unknown:  # an edit: its diff printed, and the refusal's line is the check's line
+        line = str(checksums.refusal(session, edited)) if edited else line
+        report(fine, ExitCode.EDITED_REVISION, line)
     differences = history_differences(session)
     report(
         not differences,
@@ -347,10 +355,12 @@ def upgrade(
         before = database_heads(connection, session)
         _require_known(session, script, before)
         steps = upgrade_steps(script, revision, before)
+        checksums.verify_applied(session, connection, script, before)
         name = session.environment.name
         if not contract:
             steps, revision = _before_contract(session, steps, revision)
         if not steps:
+            checksums.prepare_records(session, connection, script, before)
             _nothing_to(session, "upgrade", before)
             return
         if session.environment.protected:
@@ -363,6 +373,7 @@ def upgrade(
             _backup_before(session, requested=backup, mandatory=False)
         else:
             _show_steps(session, f"{name}: {plural(len(steps), 'revision')} to apply", steps)
+        checksums.prepare_records(session, connection, script, before)
         try:
             _apply(session, connection, steps, _run_with(script, "upgrade"), revision)
         except DatabaseError as error:
@@ -416,6 +427,7 @@ def downgrade(
         before = database_heads(connection, session)
         _require_known(session, script, before)
         steps = _downgrade_steps(script, revision, before)
+        checksums.verify_applied(session, connection, script, before)
         name = session.environment.name
         if not steps:
             _nothing_to(session, "downgrade", before)
@@ -432,6 +444,7 @@ def downgrade(
         session.confirm(action)
         if session.environment.shared:  # after the answer: a "no" writes no backup
             _backup_before(session, requested=backup, mandatory=session.environment.protected)
+        checksums.prepare_records(session, connection, script, before)
         _apply(session, connection, steps, _run_with(script, "downgrade"), revision)
 
 
@@ -443,11 +456,11 @@ def _with_stamp_hint(session: Session, error: DatabaseError, before: tuple[str, 
     """
     if before or "already exists" not in str(error).lower():
         return error
-    collection = session.record.task.rpartition(".")[0] or session.environment.name
+    stamp = suggestions.command(suggestions.collection_of(session.record.task), "stamp")
+    how = f"`{stamp} --rev head`" if stamp else "a stamp at head"
     return DatabaseError(
         f"{error}; the database has tables but no recorded revision (built by local.sync or "
-        f"create_all?): if they match the models, record that with "
-        f"`invoke {collection}.stamp --rev head` instead of upgrading"
+        f"create_all?): if they match the models, record that with {how} instead of upgrading"
     )
 
 
@@ -551,6 +564,23 @@ def stamp(session: Session, revision: str, *, sql: bool = False) -> None:
             operation = functools.partial(command.stamp, purge=True)
         session.confirm(f"Stamp {name} ({session.environment.masked_url}) as {revision}")
         _apply(session, connection, [], operation, revision, stamping=True)
+        after = tuple(session.record.revision_after or ())
+        checksums.reconcile(session, connection, script, after)
+
+
+def accept_edit(session: Session, revision: str, *, reason: str) -> None:
+    """`repair -r REV --accept-edit --reason ...`: after review, the edited revision's new
+    checksum is recorded (the old one, the operator and the reason go to the audit row)."""
+    if not reason.strip():
+        raise UsageError("--accept-edit needs --reason: why the edited revision is accepted")
+    script = script_directory(session)
+    validate_revision(script, revision)
+    with session.connect() as connection:
+        before = database_heads(connection, session)
+        _require_known(session, script, before)
+        session.confirm(f"Accept the edited revision {revision} on {session.environment.name}")
+        checksums.accept_edit(session, connection, script, before, revision, reason)
+        session.record.revision_after = list(before)
 
 
 def revision(
@@ -580,7 +610,7 @@ def revision(
         if len(script_heads) > 1:
             raise UsageError(
                 f"several heads {revision_ids(script_heads)}: merge them first "
-                f"({_merge_command(session)}), or name one with --head"
+                f"({merge_command(session)}), or name one with --head"
             )
     if options.empty:
         config = alembic_config(session.settings, stdout=io.StringIO())
@@ -1044,6 +1074,7 @@ def _apply(
     applied: list[str] = []
     durations: list[dict[str, Any]] = []
     session.record.details["revisions"] = durations
+    script = script_directory(session)
     names = [_step_name(step) for step in steps]
     verb = "applying" if not steps or steps[0].is_upgrade else "reverting"
 
@@ -1055,6 +1086,11 @@ def _apply(
             # Inside the revision's transaction, just before Alembic commits it: raising here
             # rolls the revision back (see _verified for the check before it starts).
             verify_lock(f"before revision {revision_id} committed")
+            if not stamping:  # in the revision's transaction: recorded or forgotten with it
+                if is_upgrade:
+                    checksums.revision_applied(session, connection, script, revision_id)
+                else:
+                    checksums.revision_reverted(connection, revision_id)
             applied.append(revision_id)
             residue.revision_done()
             done = "stamped" if stamping else "applied" if is_upgrade else "reverted"
@@ -1065,12 +1101,9 @@ def _apply(
 
         if names:
             progress.start(names[0])
-        handover = _handover(session, connection)
-        handover.on_revision_applied = on_applied
-        config = alembic_config(session.settings, handover, stdout=_StdoutProxy(session))
         try:
             with backfill_progress(session, progress):
-                run_alembic(session, operation, config, revision)
+                _migrate(session, connection, on_applied, operation, revision)
         except DatabaseError as error:
             if getattr(error, "in_env_py", False):
                 raise DatabaseError(f"{_env_py(session)} failed: {error}{ENV_PY_HINT}") from None
@@ -1109,6 +1142,32 @@ def backfill_progress(session: Session, progress: Any) -> Iterator[None]:
         if results:
             session.record.arguments["backfills"] = results
             session.record.details["backfills"] = results
+
+
+def _migrate(
+    session: Session,
+    connection: Connection,
+    on_applied: Callable[[str, str, bool], None],
+    operation: Callable[..., Any],
+    revision: str,
+) -> None:
+    """Run Alembic's `operation` on the task's connection, or, with `migrations.driver: keep`
+    and an async URL, on a connection of the application's own driver inside an event loop
+    (`tasks.core.async_driver`), handed to env.py the same way."""
+
+    def run(migration_connection: Connection) -> None:
+        handover = _handover(session, migration_connection)
+        handover.on_revision_applied = on_applied
+        config = alembic_config(session.settings, handover, stdout=_StdoutProxy(session))
+        run_alembic(session, operation, config, revision)
+
+    if session.environment.migration_url is None:
+        run(connection)
+        return
+    from tasks.core.async_driver import run_on_async_driver
+
+    connection.rollback()  # the task's own connection waits, holding nothing
+    run_on_async_driver(session.environment, session.settings, run)
 
 
 class _ResidueWatch:
@@ -1157,10 +1216,9 @@ class _ResidueWatch:
             for statement in residue.undo_statements():
                 console.line(f"  {statement};")
         at = revision_ids(database_heads(self.connection, self.session)) or "base"
-        collection = self.session.record.task.rsplit(".", 1)[0]
-        return "; " + ddl_residue.recovery_advice(
-            residue, environment_task=collection, failed=failed, at=at
-        )
+        collection = suggestions.collection_of(self.session.record.task)
+        stamp = suggestions.command(collection, "stamp", f"--rev {failed}")
+        return "; " + ddl_residue.recovery_advice(residue, stamp=stamp, failed=failed, at=at)
 
 
 def _run_with(script: ScriptDirectory, direction: str) -> Callable[[Config, str], None]:
@@ -1365,12 +1423,13 @@ def display_path(session: Session, path: Path) -> str:
         return str(path)
 
 
-def _merge_command(session: Session) -> str:
-    """The task that merges heads in this collection (dev: `invoke dev.merge -m MESSAGE`)."""
-    collection = session.record.task.rsplit(".", 1)[0]
-    if collection not in {"local", "dev"}:
-        collection = "dev"
-    return f"invoke {collection}.merge -m MESSAGE"
+def merge_command(session: Session) -> str:
+    """The task that merges heads in this collection (dev: `invoke dev.merge -m MESSAGE`);
+    collections that cannot write revisions (staging, prod, fleet) point to dev's."""
+    collection = suggestions.collection_of(session.record.task)
+    return suggestions.command(collection, "merge", "-m MESSAGE") or str(
+        suggestions.command("dev", "merge", "-m MESSAGE")
+    )
 
 
 def revision_ids(revisions: Any) -> str:

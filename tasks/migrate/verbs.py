@@ -240,10 +240,9 @@ def branches(session: Session) -> list[str]:
         for child in sorted(point.nextrev):
             session.console.line(f"  -> {_label(script.get_revision(child), heads, current)}")
     if len(heads) > 1:
-        task = session.record.task.rsplit(".", 1)[0]
-        session.console.line(
-            f"{len(heads)} heads: merge them with `invoke {task}.merge -m MESSAGE`"
-        )
+        from tasks.migrate.commands import merge_command
+
+        session.console.line(f"{len(heads)} heads: merge them with `{merge_command(session)}`")
     return [point.revision for point in points]
 
 

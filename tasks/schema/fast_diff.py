@@ -1092,8 +1092,22 @@ def _from_alembic(diffs: list[tuple[Any, ...]], metadata: MetaData | None = None
             change = converter(diff)
             if change.model is None and diff[0].startswith("modify_") and metadata is not None:
                 change = _with_model_column(change, metadata)
+            if diff[0] == "add_table" and metadata is not None:
+                change = _with_model_table(change, metadata)
             changes.append(change)
     return changes
+
+
+def _with_model_table(change: Change, metadata: MetaData) -> Change:
+    """Alembic's `add_table` carries a copy of the table in a MetaData of its own (rebuilt from
+    the operation), whose foreign keys reach no other table and which has no indexes: creating
+    from it loses both the dependency order and the indexes. The model's own table has them."""
+    from dataclasses import replace
+
+    for table in metadata.tables.values():
+        if table.name == change.table and table.schema == change.schema:
+            return replace(change, model=table)
+    return change
 
 
 def _with_model_column(change: Change, metadata: MetaData) -> Change:
