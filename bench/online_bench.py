@@ -204,6 +204,7 @@ class LongestTransaction:
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
         self.longest = 0.0
+        self.statement = ""  # what the longest transaction was running when last seen
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -223,11 +224,14 @@ class LongestTransaction:
         cursor = connection.cursor()
         while not self._stop.wait(0.02):
             cursor.execute(
-                "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - xact_start)), 0) "
-                "FROM pg_stat_activity WHERE application_name = %s AND xact_start IS NOT NULL",
+                "SELECT extract(epoch FROM clock_timestamp() - xact_start), query "
+                "FROM pg_stat_activity WHERE application_name = %s AND xact_start IS NOT NULL "
+                "ORDER BY xact_start LIMIT 1",
                 (CHANGE_APP,),
             )
-            self.longest = max(self.longest, float(cursor.fetchone()[0]))
+            row = cursor.fetchone()
+            if row is not None and float(row[0]) > self.longest:
+                self.longest, self.statement = float(row[0]), " ".join(row[1].split())[:80]
         connection.close()
 
 
@@ -274,6 +278,8 @@ def timed(load: Load, change: str, form: str, action) -> tuple:  # type: ignore[
         action()
         end = time.perf_counter()
     print(f"  {change:<28} {form:<24} {end - start:7.1f} s", flush=True)
+    if sampler.statement:
+        print(f"    longest transaction {sampler.longest:.2f} s: {sampler.statement}", flush=True)
     time.sleep(1.0)  # blocked writers finish and are counted
     return (change, form, start, end, sampler.longest)
 
