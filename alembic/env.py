@@ -22,10 +22,11 @@ if (_project := str(Path(__file__).resolve().parent.parent)) not in sys.path:
 
 # Registers `op.drop_invalid_index`, which lock-safe revisions call (tasks/migrate/safe_ops.py),
 # and `op.backfill` (tasks/online/backfill.py).
-from tasks.core.alembic_config import EnvHandover, context_options
+from tasks.core.alembic_config import context_options
 from tasks.core.engines import connect
 from tasks.core.environments import environment_for_alembic, resolve_environment
 from tasks.core.errors import MigrationsError
+from tasks.core.handover import EnvHandover
 from tasks.core.metadata import load_metadata
 from tasks.core.session import enter_schema
 from tasks.core.settings import load_project_settings

@@ -31,10 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.core import comparison
-from tasks.core.alembic_config import EnvHandover, alembic_config
+from tasks.core import env_comparison
+from tasks.core.alembic_config import alembic_config
+from tasks.core.alembic_internals import planned_upgrade
 from tasks.core.console import plural
 from tasks.core.errors import CheckFailed, ConfigError, DatabaseError, ExitCode
+from tasks.core.handover import EnvHandover
 from tasks.core.session import Session
 from tasks.schema import drift
 
@@ -229,7 +231,7 @@ def dialects_to_check(session: Session, options: dict[str, Any]) -> tuple[list[s
     if not found:
         return (["sqlite", "postgresql"] if options["postgres_url"] else ["sqlite"]), []
     notes = []
-    dialects = [dialect for dialect in ("sqlite", "postgresql") if dialect in found]
+    dialects: list[str] = [dialect for dialect in ("sqlite", "postgresql") if dialect in found]
     unsupported = sorted(set(found) - set(CI_DIALECTS))
     if unsupported:
         notes.append(
@@ -299,12 +301,15 @@ def _load_schema(
     (its SET lines, functions, dollar quoting); SQLite takes the script as it is."""
     if environment.dialect == "sqlite":
         connection.commit()
-        connection.connection.driver_connection.executescript(path.read_text(encoding="utf-8"))
+        driver = connection.connection.driver_connection
+        if driver is None:  # only an invalidated pool connection has no driver connection
+            raise DatabaseError(f"{environment.name}: the SQLite connection was lost")
+        driver.executescript(path.read_text(encoding="utf-8"))
         return
     import shutil
     import subprocess
 
-    from tasks.backup.backups import pg_environment
+    from tasks.backup.postgres import pg_environment
 
     psql = shutil.which("psql")
     if psql is None:
@@ -490,7 +495,7 @@ def models_match(
         return Outcome("models", False, detail, ExitCode.CI_MODELS)
     # A configuration error (a bad hook, an env.py that cannot be read) is not a history
     # failure: it ends the run as one line, exit 2.
-    rules = comparison.for_session(_session_for(session, environment), connection)
+    rules = env_comparison.for_session(_session_for(session, environment), connection)
     try:
         differences = drift.compare(connection, session.metadata(), rules)
     except Exception as error:  # an element the comparison cannot render is a finding
@@ -517,7 +522,7 @@ def lint_revisions(
     postgres = options["postgres_url"] if "postgresql" in backends else ""
     linted = _session_for(session, _environment_for_lint(postgres or "sqlite://", session.settings))
     current = (since,) if since else ()
-    steps = script._upgrade_revs("heads", current)
+    steps = planned_upgrade(script, "heads", current)
     planned = build_plan(
         linted, script, steps, direction="upgrade", current=current, target="heads"
     )

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from invoke import Context, Task
 
-from tasks.cli.alembic_tasks import flag_task
 from tasks.cli.context import run_task
+from tasks.cli.flags import flag_task
+
+if TYPE_CHECKING:
+    from tasks.core.session import Session
 
 
 def ci_tasks() -> list[Task]:
@@ -16,7 +22,7 @@ def ci_tasks() -> list[Task]:
         from tasks.history.checksum_file import ci_outcomes as checksum_file
 
         chosen = format.strip().lower() or "text"
-        operation = lambda s: ci_checks.run_checks(  # noqa: E731
+        operation: Callable[[Session], object] = lambda s: ci_checks.run_checks(  # noqa: E731
             s, as_markdown=chosen == "markdown", extra=[checksum_file]
         )
         if chosen not in {"text", "markdown"}:
@@ -26,10 +32,10 @@ def ci_tasks() -> list[Task]:
     return [check]
 
 
-def _refuse_format(format: str):  # type: ignore[no-untyped-def]
+def _refuse_format(format: str) -> Callable[[Session], None]:
     from tasks.core.errors import UsageError
 
-    def operation(_session: object) -> None:
+    def operation(_session: Session) -> None:
         raise UsageError(f"--format takes text or markdown, not {format!r}")
 
     return operation

@@ -8,7 +8,7 @@ from typing import Any
 
 from invoke import Context, Task
 
-from tasks.cli.alembic_tasks import LOCK_HELP, YES_HELP, flag_task
+from tasks.cli.flags import LOCK_HELP, YES_HELP, flag_task
 
 
 def repair_tasks(run_changing: Callable[..., None]) -> list[Task]:

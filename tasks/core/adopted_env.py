@@ -28,7 +28,7 @@ from tasks.core.errors import ConfigError
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-    from tasks.core.alembic_config import EnvHandover
+    from tasks.core.handover import EnvHandover
 
 # Marks the tasks' own wrappers, so an option is never wrapped twice.
 _OURS = "__tasks_env_guard__"
@@ -141,8 +141,7 @@ def _comparison(handover: EnvHandover, options: dict[str, Any]) -> dict[str, Any
     """env.py's comparison options where it passed them, `migrations.compare` for the rest,
     each wrapped in the tasks' rules (own tables out, ignore rules, dialect false positives);
     with `compare.from_env: false`, `migrations.compare` alone."""
-    from tasks.core.alembic_config import with_custom_type_imports
-    from tasks.core.comparison import from_settings, merge_env_options
+    from tasks.core.comparison import from_settings, merge_env_options, with_custom_type_imports
 
     project = from_settings(handover.settings)
     rules = merge_env_options(project, options) if project.from_env else project
@@ -166,11 +165,14 @@ def _add_version_callback(handover: EnvHandover, options: dict[str, Any]) -> Non
     options["on_version_apply"] = [*hooks, _version_hook(callback)]
 
 
-def _version_hook(callback: Callable[[str, str, bool], None]) -> Callable[..., None]:
+def _version_hook(callback: Callable[[str, str, bool, Any], None]) -> Callable[..., None]:
     def on_version_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
         # Upgrade or downgrade, the revision a step applies or reverts is its "up" revision.
         script = step.up_revision
-        callback(step.up_revision_id, (script.doc if script else "") or "", step.is_upgrade)
+        doc = (script.doc if script else "") or ""
+        # The connection env.py migrates on (its own engine's, when it built one): bookkeeping
+        # inside the revision's transaction must go through it, not a second connection.
+        callback(step.up_revision_id, doc, step.is_upgrade, ctx.connection)
 
     setattr(on_version_apply, _OURS, True)
     return on_version_apply

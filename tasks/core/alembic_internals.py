@@ -19,7 +19,11 @@ row in the revision's own transaction.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from alembic.runtime.migration import RevisionStep
+    from alembic.script import ScriptDirectory
 
 _installed = False
 _install_lock = threading.Lock()
@@ -93,20 +97,26 @@ def _attribute_reader(cls: type, names: frozenset[str]) -> Any:
     return module_getattr
 
 
-def call_when_version_recorded(migration_context: Any, callback: Any) -> None:
-    """Have Alembic call `callback(ctx=, step=, heads=, run_args=)` after each revision's version
-    row is written, inside that revision's transaction (before it commits), whatever env.py the
-    project has.
+# --- Alembic's planner: ScriptDirectory._upgrade_revs / _downgrade_revs -----------------------
 
-    `EnvironmentContext.configure(on_version_apply=...)` is the public way, but only env.py can
-    pass it; an operation (`op.backfill`) that needs it appends to the list Alembic keeps it in:
-    `MigrationContext.on_version_apply_callbacks`, set from `opts["on_version_apply"]` in
-    `MigrationContext.__init__` and iterated in `run_migrations` (checked on alembic 1.20;
-    tests/online/test_backfill.py holds it). Adding the same callback twice adds it once.
+
+def planned_upgrade(
+    script: ScriptDirectory, destination: str, heads: tuple[str, ...]
+) -> list[RevisionStep]:
+    """The steps `alembic upgrade destination` runs from `heads`: Alembic's own planner.
+
+    `command.upgrade` calls `ScriptDirectory._upgrade_revs(revision, heads)` with the database's
+    heads as a tuple; Alembic annotates the second argument as `str`, hence the ignore.
     """
-    callbacks = tuple(migration_context.on_version_apply_callbacks or ())
-    if callback not in callbacks:
-        migration_context.on_version_apply_callbacks = (*callbacks, callback)
+    return script._upgrade_revs(destination, heads)  # type: ignore[arg-type]
+
+
+def planned_downgrade(
+    script: ScriptDirectory, destination: str, heads: tuple[str, ...]
+) -> list[RevisionStep]:
+    """The steps `alembic downgrade destination` runs from `heads` (`_downgrade_revs`, as
+    `command.downgrade` calls it; the same annotation mismatch as `planned_upgrade`)."""
+    return script._downgrade_revs(destination, heads)  # type: ignore[arg-type]
 
 
 # --- every env.py's `context.configure`, seen by the tasks ----------------------------------
@@ -147,3 +157,19 @@ def on_configure(hook: Any) -> None:
 
             EnvironmentContext.configure = configure  # type: ignore[method-assign]
         _configure_hooks.append(hook)
+
+
+def call_when_version_recorded(migration_context: Any, callback: Any) -> None:
+    """Have Alembic call `callback(ctx=, step=, heads=, run_args=)` after each revision's version
+    row is written, inside that revision's transaction (before it commits), whatever env.py the
+    project has.
+
+    `EnvironmentContext.configure(on_version_apply=...)` is the public way, but only env.py can
+    pass it; an operation (`op.backfill`) that needs it appends to the list Alembic keeps it in:
+    `MigrationContext.on_version_apply_callbacks`, set from `opts["on_version_apply"]` in
+    `MigrationContext.__init__` and iterated in `run_migrations` (checked on alembic 1.20;
+    tests/online/test_backfill.py holds it). Adding the same callback twice adds it once.
+    """
+    callbacks = tuple(migration_context.on_version_apply_callbacks or ())
+    if callback not in callbacks:
+        migration_context.on_version_apply_callbacks = (*callbacks, callback)

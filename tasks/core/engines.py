@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tasks.core.errors import DatabaseError
 from tasks.core.redaction import redact
@@ -46,11 +46,11 @@ def make_sqlite_transactional(engine: Engine) -> None:
     from sqlalchemy import event
 
     @event.listens_for(engine, "connect")
-    def _disable_pysqlite_transactions(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    def _disable_pysqlite_transactions(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
 
     @event.listens_for(engine, "begin")
-    def _begin(connection) -> None:  # type: ignore[no-untyped-def]
+    def _begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN")
 
 
@@ -67,7 +67,7 @@ def make_sqlite_connection_transactional(connection: Connection) -> None:
     connection.connection.dbapi_connection.isolation_level = None  # type: ignore[union-attr]
 
     @event.listens_for(engine, "begin")
-    def _begin(begun) -> None:  # type: ignore[no-untyped-def]
+    def _begin(begun: Connection) -> None:
         begun.exec_driver_sql("BEGIN")
 
     engine._tasks_transactional = True  # type: ignore[attr-defined]

@@ -732,6 +732,7 @@ def read_url_leniently(raw: str, root: Path) -> URL | None:
     from sqlalchemy.exc import ArgumentError
 
     text = raw.strip()
+    url: URL | None
     try:
         url = make_url(text)
     except (ArgumentError, ValueError):

@@ -11,6 +11,7 @@ import contextlib
 import getpass
 import os
 import socket
+from collections.abc import Mapping, MutableMapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,7 +55,9 @@ def _redact_values(value: Any) -> Any:
     return value
 
 
-def _redact_processor(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _redact_processor(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> Mapping[str, Any]:
     return _redact_values(event_dict)
 
 

@@ -317,7 +317,7 @@ def load_project_settings(root: Path = PROJECT_ROOT) -> Settings:
     """
     from invoke import Config
 
-    config = Config(defaults={"migrations": DEFAULTS}, project_location=str(root))
+    config = Config(defaults={"migrations": DEFAULTS}, project_location=root)
     config.load_project()
     config.load_shell_env()
     return settings_from_mapping(config.migrations, root)
@@ -329,7 +329,7 @@ def _project_protection(root: Path) -> dict[str, bool]:
     -f file): the baseline an override is reported against."""
     from invoke import Config
 
-    config = Config(defaults={"migrations": DEFAULTS}, project_location=str(root))
+    config = Config(defaults={"migrations": DEFAULTS}, project_location=root)
     config.load_project()
     environments = config.migrations.get("environments") or {}
     protected = {}

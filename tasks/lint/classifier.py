@@ -34,6 +34,7 @@ wrongly. Rules named in `migrations.lint.ignore` are dropped from both.
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import re
@@ -43,7 +44,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 DESTRUCTIVE = "destructive"  # loses data, breaks code using the old shape, or cannot be known
 BLOCKING = "blocking"  # takes locks or rewrites that stall traffic on a live table
@@ -926,7 +927,7 @@ def _pg_not_null_checks_added(parts: list[Statement]) -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     for part in parts:
         node = None if part.bookkeeping else _pg_parse(part.text)
-        if type(node).__name__ != "AlterTableStmt":
+        if node is None or type(node).__name__ != "AlterTableStmt":
             continue
         for command in node.cmds or ():
             constraint = command.def_
@@ -987,7 +988,7 @@ def _pg_walk(node: Any) -> Iterator[Any]:
     if not isinstance(node, ast.Node):
         return
     yield node
-    for name in type(node).__slots__:
+    for name in node:  # a pglast Node iterates over its slot names
         yield from _pg_walk(getattr(node, name, None))
 
 
@@ -1529,7 +1530,7 @@ def _squawk_sees(part: Statement) -> bool:
 
 def _pg_kind(text: str) -> str:
     node = _pg_parse(text)
-    if type(node).__name__ != "TransactionStmt":
+    if node is None or type(node).__name__ != "TransactionStmt":
         return ""
     return node.kind.name.removeprefix("TRANS_STMT_")
 
@@ -1827,7 +1828,7 @@ def _source_calls(
             and id(node) not in covered
             and not _is_op_name(node.value)
         ) or (_is_op_call(node, "get_bind") and id(node) not in covered):
-            where = "op.get_bind()" if isinstance(node, ast.Call) else f".{node.attr}"
+            where = f".{node.attr}" if isinstance(node, ast.Attribute) else "op.get_bind()"
             message = f"{where}: what runs through the connection cannot be known statically"
             verdict = [("connection-use", message, DESTRUCTIVE)]
         elif isinstance(node, ast.Call) and _is_op_call(node, "get_context"):
@@ -1841,7 +1842,11 @@ def _source_calls(
         ):
             message = f"op.get_context().{node.attr} is not known to be safe"
             verdict = [("unknown-statement", message, DESTRUCTIVE)]
-        elif isinstance(node, ast.Call) and _is_op_call(node) and node.func.attr != "get_bind":
+        elif (
+            _is_op_call(node)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr != "get_bind"
+        ):
             verdict = _judge_call(node.func.attr, node, dialect, created)
         else:
             continue
@@ -1915,7 +1920,7 @@ def _is_op_name(node: Any) -> bool:
     return isinstance(node, ast.Name) and node.id in {"op", "batch_op"}
 
 
-def _is_op_call(call: Any, operation: str | None = None) -> bool:
+def _is_op_call(call: Any, operation: str | None = None) -> TypeGuard[ast.Call]:
     """`op.<operation>(...)` or `batch_op.<operation>(...)` (any operation when None)."""
     import ast
 

@@ -238,9 +238,12 @@ def _rewriter(exempt: set[tuple[str | None, str]], quote: Any) -> Rewriter:
 
     @rewriter.rewrites(ops.CreateUniqueConstraintOp)
     def unique(_context: Any, _revision: Any, op: ops.CreateUniqueConstraintOp) -> Any:
-        if is_exempt(op.schema, op.table_name) or op.constraint_name is None:
+        name = op.constraint_name
+        # An unnamed constraint (None, or SQLAlchemy's deferred-None sentinel) cannot be built
+        # as a named index first: it stays as written.
+        if is_exempt(op.schema, op.table_name) or not isinstance(name, str):
             return op
-        return _unique_using_index(op, quote)
+        return _unique_using_index(op, name, quote)
 
     @rewriter.rewrites(ops.AlterColumnOp)
     def alter_column(_context: Any, _revision: Any, op: ops.AlterColumnOp) -> Any:
@@ -299,8 +302,9 @@ def _not_valid_foreign_key(op: ops.CreateForeignKeyOp, quote: Any) -> Autocommit
     )
 
 
-def _unique_using_index(op: ops.CreateUniqueConstraintOp, quote: Any) -> AutocommitBlockOp:
-    name = op.constraint_name
+def _unique_using_index(
+    op: ops.CreateUniqueConstraintOp, name: str, quote: Any
+) -> AutocommitBlockOp:
     build = ops.CreateIndexOp(
         name, op.table_name, list(op.columns), schema=op.schema, unique=True,
         if_not_exists=True, postgresql_concurrently=True,

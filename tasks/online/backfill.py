@@ -393,7 +393,8 @@ class TableShape:
 
     def _after(self, position: list[Any] | None) -> tuple[str, dict[str, Any]]:
         """Keys after `position` and up to the walk's end."""
-        clauses, params = [], {}
+        clauses: list[str] = []
+        params: dict[str, Any] = {}
         if position is not None:
             binds, params = self._params("lo", position)
             clauses.append(f"{self._key()} > {binds}")

@@ -114,6 +114,8 @@ def open_record(connection: Connection, name: str, table_name: str, description:
             )
         )
         (new_id,) = result.inserted_primary_key or (None,)
+    if new_id is None:  # every supported driver reports the new key
+        raise RuntimeError("the backfill record got no id")
     return Record(id=int(new_id), state=RUNNING, position=None, rows_done=0, batches=0)
 
 

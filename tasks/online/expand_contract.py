@@ -200,7 +200,7 @@ def split_renames(script: Any, sql_step: SqlStep, not_null: NotNull) -> Any | No
         head=script.rev_id,
         version_path=script.version_path,
     )
-    contract._needs_render = True  # type: ignore[attr-defined]  # Alembic renders it like the first
+    contract._needs_render = True  # Alembic renders it like the first
     return contract
 
 
@@ -343,7 +343,7 @@ def _expand_downgrade(downgrade_ops: Any, renames: list[Rename], sql_step: SqlSt
         ]
         if not mine:
             continue
-        kept = []
+        kept: list[Any] = []
         for op in table_ops.ops:
             rename = next((r for r in mine if _re_adds_old(op, r)), None)
             if rename is not None:

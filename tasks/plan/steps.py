@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.core.alembic_config import EnvHandover, alembic_config
+from tasks.core.alembic_config import alembic_config
 from tasks.core.console import Console, plural
+from tasks.core.handover import EnvHandover
 from tasks.core.session import Session
 from tasks.lint import classifier as lint
 from tasks.lint import residue as ddl_residue
@@ -30,7 +31,7 @@ from tasks.lint import residue as ddl_residue
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from alembic.runtime.migration import MigrationStep
+    from alembic.runtime.migration import RevisionStep
     from alembic.script import ScriptDirectory
 
 
@@ -102,12 +103,12 @@ class Plan:
 def build_plan(
     session: Session,
     script: ScriptDirectory,
-    steps: list[MigrationStep],
+    steps: list[RevisionStep],
     *,
     direction: str,
     current: tuple[str, ...],
     target: str,
-    server_version: tuple[int, ...] | None = None,
+    server_version: tuple[int | str, ...] | None = None,
 ) -> Plan:
     """Render and lint every step; the database itself is never changed.
 
@@ -125,11 +126,11 @@ def build_plan(
 def _plan_step(
     session: Session,
     script: ScriptDirectory,
-    step: MigrationStep,
+    step: RevisionStep,
     pg_version: str | None,
     catalog: lint.Catalog,
 ) -> PlannedRevision:
-    revision = step.revision  # type: ignore[attr-defined]
+    revision = step.revision
     path = _relative(session, revision.path)
     ignored = session.settings.lint_ignore
     dialect = session.environment.dialect
@@ -252,7 +253,7 @@ def rehearse(session: Session, direction: str, target: str, copy: str) -> dict[s
     from sqlalchemy import event
     from sqlalchemy.engine import URL
 
-    from tasks.backup.backups import copy_sqlite
+    from tasks.backup.sqlite import copy_sqlite
     from tasks.core.engines import create_engine
     from tasks.core.environments import Environment
 
@@ -267,11 +268,13 @@ def rehearse(session: Session, direction: str, target: str, copy: str) -> dict[s
     current: list[str] = []
 
     @event.listens_for(engine, "before_cursor_execute")
-    def _capture(_conn, _cursor, statement, _params, _context, _many) -> None:  # type: ignore[no-untyped-def]
+    def _capture(
+        _conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _many: bool
+    ) -> None:
         if not _REHEARSAL_NOISE.match(statement):
             current.append(statement.strip())
 
-    def cut(revision_id: str, _doc: str, _is_upgrade: bool) -> None:
+    def cut(revision_id: str, _doc: str, _is_upgrade: bool, _connection: Any) -> None:
         ran[revision_id] = list(current)
         current.clear()
 
@@ -297,7 +300,7 @@ def rehearse(session: Session, direction: str, target: str, copy: str) -> dict[s
 _REHEARSAL_NOISE = re.compile(r"\s*(PRAGMA|SELECT|BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE)\b", re.I)
 
 
-def render_step_sql(session: Session, script: ScriptDirectory, step: MigrationStep) -> str:
+def render_step_sql(session: Session, script: ScriptDirectory, step: RevisionStep) -> str:
     """The SQL of exactly one migration step, through Alembic's offline mode."""
     from alembic.runtime.environment import EnvironmentContext
 

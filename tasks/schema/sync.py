@@ -114,12 +114,12 @@ def sync(
     session: Session, *, check: bool = False, backup: bool = False, as_json: bool = False
 ) -> SyncPlan:
     """`local.sync`: report (`check`) or apply the additive differences, then report the rest."""
-    from tasks.core import comparison
+    from tasks.core import env_comparison
 
     metadata = session.metadata()
     nothing_to_back_up = _sqlite_file_missing(session)
     with _connection(session, read_only=check) as connection:
-        rules = comparison.for_session(session, connection)
+        rules = env_comparison.for_session(session, connection)
         plan = _compare(session, connection, metadata, rules)
         session.record.details["differences"] = _counts(plan)
         if check or not plan.to_apply:

@@ -18,7 +18,7 @@ import io
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tasks.core.alembic_config import TOOL_TABLES
+from tasks.core.comparison import TOOL_TABLES
 
 if TYPE_CHECKING:
     from sqlalchemy import MetaData
@@ -206,7 +206,7 @@ def _as_serial(column: Any, data_type: str) -> None:
 
     spec = SERIALS[data_type][0]
 
-    class Serial(UserDefinedType):  # type: ignore[type-arg]
+    class Serial(UserDefinedType):
         cache_ok = True
 
         def get_col_spec(self, **_kw: Any) -> str:
@@ -220,7 +220,8 @@ def _as_serial(column: Any, data_type: str) -> None:
 def _views(inspector: Any, dialect: Any) -> dict[str, list[str]]:
     """Views, by name (PostgreSQL and SQLite; elsewhere the proof reports them missing)."""
     quote = dialect.identifier_preparer.quote
-    create, drop = [], []
+    create: list[str] = []
+    drop: list[str] = []
     for name in sorted(inspector.get_view_names()):
         definition = (inspector.get_view_definition(name) or "").strip().rstrip(";")
         if dialect.name == "postgresql":

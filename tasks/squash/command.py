@@ -257,7 +257,8 @@ def _run(
 ) -> None:
     """An Alembic command on the throwaway database, through the project's env.py; with
     `versions`, on the revisions of that folder only (the baseline alone)."""
-    from tasks.core.alembic_config import EnvHandover, alembic_config
+    from tasks.core.alembic_config import alembic_config
+    from tasks.core.handover import EnvHandover
 
     handover = EnvHandover(
         environment=environment,

@@ -79,7 +79,9 @@ def _missing_sqlite(environment: Environment) -> bool:
     if environment.dialect != "sqlite":
         return False
     database = environment.url.database
-    return bool(database) and database != ":memory:" and not Path(database).exists()
+    if not database or database == ":memory:":
+        return False
+    return not Path(database).exists()
 
 
 def _heads(session: Session, environment: Environment) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tasks.core.alembic_config import TOOL_TABLES
+from tasks.core.comparison import TOOL_TABLES
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -69,7 +69,7 @@ def snapshot(connection: Connection) -> Snapshot:
         found["sequences"] = _pg_sequences(connection)
         found["enums"] = {
             enum["name"]: list(enum["labels"])
-            for enum in inspector.get_enums()
+            for enum in inspector.get_enums()  # type: ignore[attr-defined]  # PGInspector's
             if enum.get("visible", True)
         }
     connection.rollback()
