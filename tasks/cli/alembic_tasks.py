@@ -267,14 +267,14 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         help={
             "limit": "how many runs to show (default 20)",
             "json": JSON_HELP,
-            "replay": "write the audit rows the run log kept when the database could not take "
-            "them (exit 9)",
+            "backlog": "write the audit rows the run log kept when the database could not take "
+            "them (exit 9); each once",
         }
     )
-    def audit(c: Context, limit: str = "20", json: bool = False, replay: bool = False) -> None:
+    def audit(c: Context, limit: str = "20", json: bool = False, backlog: bool = False) -> None:
         """Show the runs recorded in the database's audit table, newest first."""
-        arguments = {"limit": limit, "json": json, "replay": replay}
-        if replay:
+        arguments = {"limit": limit, "json": json, "backlog": backlog}
+        if backlog:
             run(c, "audit", arguments, audit_trail.replay_pending)
             return
         try:

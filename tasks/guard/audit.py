@@ -80,7 +80,7 @@ def audit_row(
     root: Path,
 ) -> dict[str, Any]:
     """The row that records this run: what `record_run` writes, and what the run log keeps
-    for `<env>.audit --replay` when it could not be written."""
+    for `<env>.audit --backlog` when it could not be written."""
     return {
         "started_at": record.started_at,
         "finished_at": datetime.now(UTC),

@@ -370,7 +370,7 @@ class GuardedRun:
 
     def _audit(self, outcome: str, error: str | None, duration_ms: float) -> str | None:
         """Write the run's audit row. When it cannot be written the row goes to the run log
-        (`<env>.audit --replay` writes it later) and, for a run that did what it was asked,
+        (`<env>.audit --backlog` writes it later) and, for a run that did what it was asked,
         the line to exit with (AUDIT_NOT_WRITTEN) is returned: never an audit row lost with
         exit 0. A failed or refused run keeps its own code and line."""
         from tasks.guard.audit import audit_row, write_row
@@ -412,7 +412,7 @@ class GuardedRun:
             kept = "kept" if kept is None else None
         collection = self.spec.collection
         where = (
-            f"kept in the run log for `invoke {collection}.audit --replay`"
+            f"kept in the run log for `invoke {collection}.audit --backlog`"
             if kept
             else "and the run log could not keep it either"
         )

@@ -1,6 +1,6 @@
 """An audit row is never lost silently (issue 16): when the database refuses the row of a run
 that did its work, the run exits 9 with one line (no SQL, no parameters), the row waits in the
-run log, and `<env>.audit --replay` writes it later, once."""
+run log, and `<env>.audit --backlog` writes it later, once."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_an_unwritable_audit_row_exits_9_and_is_replayed_once(project, pg_url):
     result = project.invoke("dev.upgrade")
 
     line = assert_one_line_error(
-        result, ExitCode.AUDIT_NOT_WRITTEN, "could not write the audit row", "audit --replay"
+        result, ExitCode.AUDIT_NOT_WRITTEN, "could not write the audit row", "audit --backlog"
     )
     assert int(ExitCode.AUDIT_NOT_WRITTEN) == 9
     assert "the audit table takes no rows today" in line
@@ -57,10 +57,10 @@ def test_an_unwritable_audit_row_exits_9_and_is_replayed_once(project, pg_url):
     assert len(pending) == 1 and pending[0]["row"]["task"] == "dev.upgrade"
 
     execute(pg_url, "DROP TRIGGER refuse_audit ON migration_audit")
-    replayed = project.invoke("dev.audit", "--replay")
+    replayed = project.invoke("dev.audit", "--backlog")
     assert_ok(replayed)
     assert "1 audit row written" in replayed.stdout
-    again = project.invoke("dev.audit", "--replay")
+    again = project.invoke("dev.audit", "--backlog")
     assert_ok(again)
     assert "no audit rows waiting" in again.stdout
 
