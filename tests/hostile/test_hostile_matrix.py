@@ -101,10 +101,7 @@ def _revision_cases(t: TaskInfo) -> Iterator[Case]:
         # this usage will be disallowed in a future release").
         yield Case(t, "ambiguous-relative-downgrade", ExitCode.USAGE, state="branches")
     # Tasks that read no database (show, edit, merge) cannot be refused by its revision.
-    # repair: records a person's decision about a revision that did not finish; without such a
-    # revision it has nothing to refuse (exit 2, tests/migrate/test_failed_revisions.py).
-    moves = t.name not in {"stamp", "repair"}
-    if t.needs_database and (("rev" in t.params and moves) or t.creates_revision):
+    if t.needs_database and (("rev" in t.params and t.name != "stamp") or t.creates_revision):
         # The database is at a revision of a branch this checkout lacks; stamp is the way out.
         code = ExitCode.PREFLIGHT_UNKNOWN_REVISION if t.name == "preflight" else ExitCode.REFUSED
         yield Case(t, "database-on-other-branch", code, state="foreign")
@@ -123,7 +120,7 @@ def _revision_cases(t: TaskInfo) -> Iterator[Case]:
 
 def _guard_cases(t: TaskInfo) -> Iterator[Case]:
     pending = "first" if t.name == "upgrade" else "head"  # an upgrade at head asks nothing
-    if t.asks and t.name != "repair":  # repair asks only about a revision that did not finish
+    if t.asks:
         yield Case(t, "no-tty", ExitCode.REFUSED, state=pending)
         yield Case(t, "wrong-confirmation", ExitCode.REFUSED, state=pending)
     if t.restricted:
@@ -266,8 +263,6 @@ def base_argv(scene: Scene, t: TaskInfo, *, yes: bool = True) -> list[str]:
     params = t.params
     if params.get("rev") == "":  # required (downgrade, stamp): one step below the database
         argv += ["--rev", FIRST]
-    if "applied" in params:  # repair: what the person did
-        argv.append("--reverted")
     if "message" in params:
         argv += ["--message", "hostile matrix"]
     if "accept_edit" in params:  # repair: what to repair, and why
@@ -517,6 +512,7 @@ UNAUDITED_KINDS = frozenset(
         "unreachable-host",
         "wrong-password",
         "dotenv-garbage",
+        # unwritable-log is audited: a shared database still records the refused attempt
         "garbage-setting",
     }
 )
