@@ -40,7 +40,8 @@ def test_autogenerate_on_a_matching_database_writes_nothing(project, dev_url, en
     result = project.invoke_subprocess("dev.revision", "-m", "nothing", "--autogenerate")
 
     assert_ok(result)
-    assert "no changes between the models and the database: no revision written" in result.stdout
+    assert "no changes between the models and the" in result.stdout
+    assert "no revision written" in result.stdout
     assert revision_files(shop) == before
 
 
