@@ -44,6 +44,7 @@ LONG_NAMES: dict[str, str] = {
     "limit": "newest",  # -l is --lock-timeout
     "canary": "trial",  # -c is --check
     "continue_on_error": "keep-going",  # -c is --check (make's name for it)
+    "contract": "include-contract",  # -c is --check
 }
 
 
