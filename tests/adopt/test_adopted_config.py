@@ -62,7 +62,6 @@ def test_a_dash_f_file_wins_over_variables(project, dev_url):
     """Invoke's order, as the README documents it: defaults, invoke.yaml, INVOKE_* variables,
     then a `-f` file; a key the file sets is not overridden by a variable."""
     make_shop(project, "cookbook")
-    assert_ok(project.invoke_subprocess("dev.upgrade"))  # a read never creates the database
     from_file = project.tmp / "from-file.jsonl"
     from_variable = project.tmp / "from-variable.jsonl"
     override = project.tmp / "override.yaml"
