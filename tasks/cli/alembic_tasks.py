@@ -115,6 +115,7 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
             "backup": BACKUP_HELP,
             "allow_destructive": "apply revisions that drop, retype, rename, tighten or lock",
             "lock_timeout": LOCK_HELP,
+            "contract": "also run contract revisions (expand/contract), which upgrade stops before",
         },
     )
     def upgrade(
@@ -125,6 +126,7 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         backup: bool = True,
         allow_destructive: bool = False,
         lock_timeout: str = "",
+        contract: bool = False,
     ) -> None:
         """Apply pending revisions up to --rev (protected environments: plan, backup, confirm)."""
         arguments = {
@@ -133,9 +135,15 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
             "yes": yes,
             "backup": backup,
             "allow_destructive": allow_destructive,
+            "contract": contract,
         }
         operation = lambda s: migrations.upgrade(  # noqa: E731
-            s, rev, sql=sql, backup=backup, allow_destructive=allow_destructive
+            s,
+            rev,
+            sql=sql,
+            backup=backup,
+            allow_destructive=allow_destructive,
+            contract=contract,
         )
         run_changing(
             c, "upgrade", arguments, operation, sql=sql, yes=yes, lock_timeout=lock_timeout

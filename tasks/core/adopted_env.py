@@ -165,11 +165,14 @@ def _add_version_callback(handover: EnvHandover, options: dict[str, Any]) -> Non
     options["on_version_apply"] = [*hooks, _version_hook(callback)]
 
 
-def _version_hook(callback: Callable[[str, str, bool], None]) -> Callable[..., None]:
+def _version_hook(callback: Callable[[str, str, bool, Any], None]) -> Callable[..., None]:
     def on_version_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
         # Upgrade or downgrade, the revision a step applies or reverts is its "up" revision.
         script = step.up_revision
-        callback(step.up_revision_id, (script.doc if script else "") or "", step.is_upgrade)
+        doc = (script.doc if script else "") or ""
+        # The connection env.py migrates on (its own engine's, when it built one): bookkeeping
+        # inside the revision's transaction must go through it, not a second connection.
+        callback(step.up_revision_id, doc, step.is_upgrade, ctx.connection)
 
     setattr(on_version_apply, _OURS, True)
     return on_version_apply

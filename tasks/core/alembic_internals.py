@@ -18,6 +18,9 @@ or SQLAlchemy name. Each function names the internal it relies on:
   `TextClause._bindparams`: `autoincrement_column`, `type_affinity`, `has_bind_parameters`.
 - SQLAlchemy's `Constraint._create_rule` (before 2.0.39, `AddConstraint` always set it):
   `add_constraint_ddl`.
+- `MigrationContext.on_version_apply_callbacks` (the list `on_version_apply` fills):
+  `call_when_version_recorded`, the hook `op.backfill` uses to archive its bookkeeping row in
+  the revision's own transaction.
 
 Alembic's `op` and `context` per thread, so one process can migrate several databases at once:
 Alembic exposes the running migration through module-level proxies: `alembic.op.create_table`
@@ -240,3 +243,22 @@ def add_constraint_ddl(constraint: Any) -> AddConstraint:
         ddl = AddConstraint(constraint)
         constraint._create_rule = rule
         return ddl
+
+
+# --- Alembic's version-recorded callbacks, from inside a revision -------------------------
+
+
+def call_when_version_recorded(migration_context: Any, callback: Any) -> None:
+    """Have Alembic call `callback(ctx=, step=, heads=, run_args=)` after each revision's version
+    row is written, inside that revision's transaction (before it commits), whatever env.py the
+    project has.
+
+    `EnvironmentContext.configure(on_version_apply=...)` is the public way, but only env.py can
+    pass it; an operation (`op.backfill`) that needs it appends to the list Alembic keeps it in:
+    `MigrationContext.on_version_apply_callbacks`, set from `opts["on_version_apply"]` in
+    `MigrationContext.__init__` and iterated in `run_migrations` (checked on alembic 1.20;
+    tests/online/test_backfill.py holds it). Adding the same callback twice adds it once.
+    """
+    callbacks = tuple(migration_context.on_version_apply_callbacks or ())
+    if callback not in callbacks:
+        migration_context.on_version_apply_callbacks = (*callbacks, callback)

@@ -28,8 +28,9 @@ class EnvHandover:
     metadata_path: str
     connection: Connection | None = None
     metadata: MetaData | None = None
-    # Called once per applied revision with (revision id, message, up/down).
-    on_revision_applied: Callable[[str, str, bool], None] | None = None
+    # Called once per applied revision with (revision id, message, up/down, the connection it
+    # ran on: env.py's own when it built one, so bookkeeping joins the revision's transaction).
+    on_revision_applied: Callable[[str, str, bool, Any], None] | None = None
     # Autogenerate results are collected here instead of only being written to a file.
     revision_directives: list[Any] = field(default_factory=list)
     write_empty_revision: bool = True

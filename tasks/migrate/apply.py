@@ -9,6 +9,7 @@ on MySQL/MariaDB what a failed revision left behind. `--sql` (offline) runs go t
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -166,15 +167,17 @@ def apply_steps(
 
     with Progress(session.console, len(steps), verb) as progress:
 
-        def on_applied(revision_id: str, doc: str, is_upgrade: bool) -> None:
+        def on_applied(
+            revision_id: str, doc: str, is_upgrade: bool, migration_connection: Any
+        ) -> None:
             # Inside the revision's transaction, just before Alembic commits it: raising here
             # rolls the revision back (see _verified for the check before it starts).
             verify_lock(f"before revision {revision_id} committed")
             if not stamping:  # in the revision's transaction: recorded or forgotten with it
                 if is_upgrade:
-                    checksums.revision_applied(session, connection, script, revision_id)
+                    checksums.revision_applied(session, migration_connection, script, revision_id)
                 else:
-                    checksums.revision_reverted(connection, revision_id)
+                    checksums.revision_reverted(migration_connection, revision_id)
             applied.append(revision_id)
             residue.revision_done()
             done = "stamped" if stamping else "applied" if is_upgrade else "reverted"
@@ -186,7 +189,8 @@ def apply_steps(
         if names:
             progress.start(names[0])
         try:
-            _migrate(session, connection, on_applied, operation, revision)
+            with backfill_progress(session, progress):
+                _migrate(session, connection, on_applied, operation, revision)
         except DatabaseError as error:
             if getattr(error, "in_env_py", False):
                 where = env_py_path(session)
@@ -208,10 +212,30 @@ def apply_steps(
     session.console.line(f"{session.environment.name}: now at {revision_ids(after) or 'base'}")
 
 
+@contextlib.contextmanager
+def backfill_progress(session: Session, progress: Any) -> Iterator[None]:
+    """`op.backfill` reports on the revision's live line (terminals) or in plain lines, and
+    what it did goes into the audit row's arguments and the run log."""
+    from tasks.online.progress import Sink, attach
+
+    results: list[dict[str, Any]] = []
+    is_terminal = session.console.is_terminal()
+    sink = Sink(
+        status=progress.detail if is_terminal else None, line=session.console.line, results=results
+    )
+    try:
+        with attach(sink):
+            yield
+    finally:
+        if results:
+            session.record.arguments["backfills"] = results
+            session.record.details["backfills"] = results
+
+
 def _migrate(
     session: Session,
     connection: Connection,
-    on_applied: Callable[[str, str, bool], None],
+    on_applied: Callable[[str, str, bool, Any], None],
     operation: Callable[..., Any],
     revision: str,
 ) -> None:

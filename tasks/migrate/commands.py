@@ -286,8 +286,12 @@ def upgrade(
     sql: bool = False,
     backup: bool = True,
     allow_destructive: bool = False,
+    contract: bool = False,
 ) -> None:
     """Apply pending revisions up to `revision`.
+
+    Without `contract`, stops before the first contract revision of an expand/contract change
+    (`contract = True` in its file, tasks/online/expand_contract.py) and says so.
 
     On a protected environment: the plan with SQL and lint, destructive statements only with
     `allow_destructive` (or typed consent), a typed confirmation, then the backup (unless
@@ -306,6 +310,8 @@ def upgrade(
         steps = upgrade_steps(script, revision, before)
         checksums.verify_applied(session, connection, script, before)
         name = session.environment.name
+        if not contract:
+            steps, revision = _before_contract(session, steps, revision)
         if not steps:
             checksums.prepare_records(session, connection, script, before)
             nothing_to(session, "upgrade", before)
@@ -325,6 +331,29 @@ def upgrade(
             apply_steps(session, connection, steps, alembic_runner(script, "upgrade"), revision)
         except DatabaseError as error:
             raise with_stamp_hint(session, error, before) from None
+
+
+def _before_contract(session: Session, steps: list[Any], revision: str) -> tuple[list[Any], str]:
+    """The steps up to the first contract revision (exclusive), and the revision they end at.
+
+    A contract revision drops what the application deployed before the expand still uses; it
+    runs only when asked (`--contract`), after the code using only the new columns is out.
+    """
+    from tasks.online.expand_contract import is_contract
+
+    for index, step in enumerate(steps):
+        script = step.revision
+        if step.is_upgrade and is_contract(script.module):
+            collection = session.record.task.rpartition(".")[0] or session.environment.name
+            session.console.line(
+                f"{session.environment.name}: stopping before {script.revision} "
+                f"({script.doc or 'contract'}), a contract revision: once no running code uses "
+                f"the old columns, run `invoke {collection}.upgrade --contract`"
+            )
+            session.record.details["stopped_before_contract"] = script.revision
+            kept = steps[:index]
+            return kept, (kept[-1].revision.revision if kept else revision)
+    return steps, revision
 
 
 def downgrade(

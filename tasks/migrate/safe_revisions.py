@@ -167,7 +167,18 @@ def _render_drop_unvalidated(
 
 
 def process_revision_directives(context: Any, revision: Any, directives: list[Any]) -> None:
-    """Rewrite every script's upgrade and downgrade operations into their lock-safe forms."""
+    """Rewrite every script's upgrade and downgrade operations into their lock-safe forms.
+
+    A column renamed in the models (`info={"renamed_from": ...}`) first becomes two scripts,
+    expand and contract (tasks/online/expand_contract.py); both are then made lock-safe.
+    """
+    from tasks.online.expand_contract import split_renames
+
+    quote = _quoter(context)
+    for script in list(directives):
+        contract = split_renames(script, SqlStepOp, lambda op: _checked_not_null(op, quote))
+        if contract is not None:
+            directives.append(contract)
     for script in directives:
         exempt = _tables_created_or_dropped(script)
         _rewriter(exempt, _quoter(context)).process_revision_directives(context, revision, [script])

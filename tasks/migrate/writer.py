@@ -171,9 +171,13 @@ def _report_created(
     path = Path(scripts[0].path)
     _require_message_as_data(path, message)
     session.record.details["revision_file"] = str(path)
-    _prove_revision(session, scripts[0])
-    session.console.line(f"created {display_path(session, path)}")
-    _report_operations(session, directives)
+    for written in scripts:  # an expand/contract change writes two: expand, then contract
+        _prove_revision(session, written)
+    for written in scripts:
+        session.console.line(f"created {display_path(session, Path(written.path))}")
+    if len(scripts) > 1:
+        session.record.details["revision_files"] = [str(item.path) for item in scripts]
+    _report_operations(session, directives[:1])
     return path
 
 

@@ -274,7 +274,7 @@ def rehearse(session: Session, direction: str, target: str, copy: str) -> dict[s
         if not _REHEARSAL_NOISE.match(statement):
             current.append(statement.strip())
 
-    def cut(revision_id: str, _doc: str, _is_upgrade: bool) -> None:
+    def cut(revision_id: str, _doc: str, _is_upgrade: bool, _connection: Any) -> None:
         ran[revision_id] = list(current)
         current.clear()
 

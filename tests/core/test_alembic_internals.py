@@ -51,6 +51,13 @@ def test_environment_context_configure_is_a_method_taking_keywords() -> None:
     assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in found.values())
 
 
+def test_migration_context_keeps_its_version_callbacks_in_a_list_it_iterates() -> None:
+    from alembic.runtime.migration import MigrationContext
+
+    assert "on_version_apply_callbacks" in inspect.getsource(MigrationContext.__init__)
+    assert "on_version_apply_callbacks" in inspect.getsource(MigrationContext.run_migrations)
+
+
 def test_impl_comparison_methods_take_what_the_quick_path_passes() -> None:
     from alembic.ddl.impl import DefaultImpl
 
