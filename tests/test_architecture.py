@@ -29,11 +29,7 @@ SIZE_LIMIT = 600
 PRIVATE_IMPORT_DEBT: set[str] = set()
 SIZE_DEBT = {
     "tasks.lint.classifier",
-    "tasks.schema.fast_diff",
     "tasks.schema.sync",
-    "tasks.core.environments",
-    "tasks.fleet.targets",
-    "tasks.core.comparison",
     "tasks.ci.checks",
 }
 HEAVY = {"sqlalchemy", "alembic", "psycopg2", "pymysql", "structlog", "pglast", "sqlglot"}

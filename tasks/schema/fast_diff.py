@@ -13,8 +13,14 @@ textual comparison is not conclusive. Tables with constructs the quick path does
 
 The result is a flat list of `Change`s named like Alembic's diffs (`add_column`, `modify_type`,
 ...). `tasks.schema.sync` decides what it can apply; this module never writes. It is imported only
-when a
-comparison runs (never by `invoke --list`), so it imports SQLAlchemy at the top.
+when a comparison runs (never by `invoke --list`), so it imports SQLAlchemy at the top.
+
+Why this module is long: it re-implements Alembic's `compare_metadata` rule by rule (tables,
+columns, types, defaults, comments, indexes, unique constraints, foreign keys, and the handover
+to Alembic for what it does not model), and the rules share one `_Context` of per-run caches
+(rendered types and defaults, Alembic's verdicts) that the hot loop over every column reads.
+Kept in one module so it reads side by side with Alembic's `autogenerate/compare.py`, which
+`tests/schema/test_sync_vs_alembic.py` holds it to; the sections below follow Alembic's order.
 """
 
 from __future__ import annotations
