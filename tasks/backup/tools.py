@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
-from tasks.core.console import Console, LiveLine
+from tasks.core.console import Console, LiveLine, plural
 from tasks.core.errors import ConfigError, MigrationsError
 from tasks.core.redaction import redact
 
@@ -87,7 +87,9 @@ class BackupProgress(LiveLine):
 
     def _render(self) -> None:
         table = f" ({self.current})" if self.current else ""
-        self.console.status(f"  backing up: {self.tables} tables done{table}, {self.summary()}")
+        self.console.status(
+            f"  backing up: {plural(self.tables, 'table')} done{table}, {self.summary()}"
+        )
 
 
 def run_verbose(

@@ -6,7 +6,8 @@ env.py and configuration. Every check runs; each failure names its check and the
 
 - heads: exactly `ci.allowed_heads` heads, and the whole graph loads (no dangling down_revision);
 - downgrades: every revision has a real downgrade (not `pass`, not NotImplementedError);
-- stairway: for each revision in order, upgrade to it, downgrade one step, upgrade again, on a
+- stairway: for each revision in order, upgrade to it, down to each of its parents (a merge
+  has two) and up again, that revision alone (other branches stay where they are), on a
   throwaway database of each of `ci.dialects` (catches downgrades that leave enum types,
   indexes or rows behind, and upgrades that cannot be re-run);
 - models: the database built by the whole history matches the models;
@@ -70,7 +71,7 @@ def run_checks(
     heads and downgrades checks and before the databases are built."""
     from alembic.script import ScriptDirectory
 
-    options = _ci_options(session)
+    options = ci_options(session)
     try:
         script = ScriptDirectory.from_config(alembic_config(session.settings))
         revisions = list(reversed(list(script.walk_revisions())))  # base first
@@ -79,7 +80,7 @@ def run_checks(
             "heads", False, f"the revision graph does not load: {error}", ExitCode.CI_HEADS
         )
         return _report(session, [outcome], as_markdown=as_markdown)
-    since = _since(script, options["since"])
+    since = since_revision(script, options["since"])
     trusted = _trusted(script, since)
     checked = [revision for revision in revisions if revision.revision not in trusted]
     outcomes = [check_heads(script, options["allowed_heads"]), *check_downgrades(checked)]
@@ -128,6 +129,10 @@ def _report(
         session.console.line(outcome.line())
     failed = [outcome for outcome in outcomes if not outcome.ok]
     session.record.details["failed"] = [f"{o.check}: {o.detail}" for o in failed]
+    session.record.details["checks"] = [
+        {"check": o.check, "ok": o.ok, "detail": o.detail, "exit_code": int(o.code)}
+        for o in outcomes
+    ]
     if failed:
         first = failed[0]
         raise CheckFailed(
@@ -165,15 +170,27 @@ def _ci_options(session: Session) -> dict[str, Any]:
     postgres_url = str(raw.get("postgres_url") or "").strip()
     if postgres_url:
         _require_postgresql(postgres_url)
+    mysql_url = str(raw.get("mysql_url") or "").strip()
     return {
+        "mysql_url": mysql_url,
         "allowed_heads": allowed,
-        "database_prefix": _database_prefix(raw.get("database_prefix", "ci_check_")),
+        "database_prefix": _database_prefix(raw.get("database_prefix", DEFAULT_PREFIX)),
         "postgres_url": postgres_url,
         "fail_on": failing,
-        "dialects": _configured_dialects(raw.get("dialects"), postgres_url),
+        "dialects": _configured_dialects(raw.get("dialects"), postgres_url, mysql_url),
         "since": str(raw.get("since") or "").strip() or None,
         "since_schema": _since_schema(session, raw.get("since_schema"), raw.get("since")),
     }
+
+
+DEFAULT_PREFIX = "ci_check_"
+
+
+def database_prefix(session: Session) -> str:
+    """The configured `ci.database_prefix`, validated (preflight's history check uses it too)."""
+    return _database_prefix(
+        session.settings.extra.get("ci", {}).get("database_prefix", DEFAULT_PREFIX)
+    )
 
 
 def _database_prefix(value: Any) -> str:
@@ -191,10 +208,16 @@ def _database_prefix(value: Any) -> str:
 
 
 # Dialects ci.check can build throwaway databases for, and how people spell them.
-CI_DIALECTS = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
+CI_DIALECTS = {
+    "sqlite": "sqlite",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+}
 
 
-def _configured_dialects(value: Any, postgres_url: str) -> list[str] | None:
+def _configured_dialects(value: Any, postgres_url: str, mysql_url: str = "") -> list[str] | None:
     """`ci.dialects` as a list, or None for the default (the shared environments' dialects)."""
     items = value.split(",") if isinstance(value, str) else list(value or [])
     names = [str(item).strip().lower() for item in items if str(item).strip()]
@@ -204,12 +227,16 @@ def _configured_dialects(value: Any, postgres_url: str) -> list[str] | None:
     if unknown:
         raise ConfigError(
             f"migrations.ci.dialects: ci.check cannot build a throwaway {unknown[0]} database "
-            "(known: sqlite, postgresql)"
+            "(known: sqlite, postgresql, mysql)"
         )
     dialects = list(dict.fromkeys(CI_DIALECTS[name] for name in names))
     if "postgresql" in dialects and not postgres_url:
         raise ConfigError(
             "migrations.ci.dialects includes postgresql but migrations.ci.postgres_url is empty"
+        )
+    if "mysql" in dialects and not mysql_url:
+        raise ConfigError(
+            "migrations.ci.dialects includes mysql but migrations.ci.mysql_url is empty"
         )
     return dialects
 
@@ -232,7 +259,11 @@ def dialects_to_check(session: Session, options: dict[str, Any]) -> tuple[list[s
         return (["sqlite", "postgresql"] if options["postgres_url"] else ["sqlite"]), []
     notes = []
     dialects: list[str] = [dialect for dialect in ("sqlite", "postgresql") if dialect in found]
-    unsupported = sorted(set(found) - set(CI_DIALECTS))
+    if "mysql" in found and options.get("mysql_url"):
+        dialects.append("mysql")
+    unsupported = sorted(
+        set(found) - set(CI_DIALECTS) - ({"mysql"} if "mysql" in dialects else set())
+    )
     if unsupported:
         notes.append(
             f"environments on {', '.join(unsupported)}: ci.check has no throwaway server for "
@@ -267,7 +298,7 @@ def _no_dialect_outcome(notes: list[str]) -> Outcome:
     return Outcome("stairway", False, detail, ExitCode.CI_STAIRWAY)
 
 
-def _since(script: ScriptDirectory, since: str | None) -> str | None:
+def since_revision(script: ScriptDirectory, since: str | None) -> str | None:
     """`ci.since` as a full revision id; an unknown one is a configuration error."""
     if since is None:
         return None
@@ -294,7 +325,7 @@ def _since_schema(session: Session, value: Any, since: Any) -> Path | None:
     return path
 
 
-def _load_schema(
+def load_schema(
     session: Session, environment: Environment, connection: Connection, path: Path
 ) -> None:
     """Build the trusted start from a schema file: psql runs a pg_dump file as pg_dump meant it
@@ -424,17 +455,18 @@ def stairway(
     trusted: int = 0,
     since_schema: Path | None = None,
 ) -> list[Outcome]:
-    """Up, down one step, up again, for every revision in order; trusted history (`since`
+    """Up, down to each parent, up again, for every revision in order (merges and branches
+    included); trusted history (`since`
     and older) is only built, once, as the ground the checked revisions stand on: by running
     it, or from `ci.since_schema` (the schema at `since`, for a history that cannot run from
     an empty database) and a stamp."""
     from alembic import command
 
-    run = _runner(session, environment, connection)
+    run = runner(session, environment, connection)
     if since is not None:
         try:
             if since_schema is not None:
-                _load_schema(session, environment, connection, since_schema)
+                load_schema(session, environment, connection, since_schema)
                 run(command.stamp, since)
             else:
                 run(command.upgrade, since)
@@ -445,11 +477,12 @@ def stairway(
             )
             return [Outcome("stairway", False, detail, ExitCode.CI_STAIRWAY)]
     for revision in revisions:
-        steps = [
-            ("upgrade", command.upgrade, revision.revision),
-            ("downgrade", command.downgrade, _one_step_down(revision)),
-            ("upgrade again", command.upgrade, revision.revision),
+        steps: list[tuple[str, Callable[..., Any], str]] = [
+            ("upgrade", command.upgrade, revision.revision)
         ]
+        for down in _steps_down(revision):
+            steps.append((f"downgrade to {_parent_name(down)}", command.downgrade, down))
+            steps.append(("upgrade again", command.upgrade, revision.revision))
         for step, operation, target in steps:
             try:
                 run(operation, target)
@@ -465,11 +498,22 @@ def stairway(
     return [Outcome("stairway", True, detail, ExitCode.CI_STAIRWAY)]
 
 
-def _one_step_down(revision: Script) -> str:
+def _steps_down(revision: Script) -> list[str]:
+    """One downgrade target per parent, each reverting this revision alone.
+
+    `<rev>@<parent>` is Alembic's branch-scoped form: it walks down the branch holding
+    `<rev>` to `<parent>` and leaves every other branch (another head, the other side of a
+    merge) where it is. A plain `<rev>-1` is an "Ambiguous walk" from a merge point, and a plain
+    `<parent>` would also revert a sibling branch that descends from that parent."""
     down = revision.down_revision
-    if down is None:
-        return "base"
-    return down if isinstance(down, str) else f"{revision.revision}-1"
+    parents = (down,) if isinstance(down, str) else tuple(down or ())
+    if not parents:
+        return [f"{revision.revision}@base"]
+    return [f"{revision.revision}@{parent}" for parent in parents]
+
+
+def _parent_name(target: str) -> str:
+    return target.partition("@")[2]
 
 
 def models_match(
@@ -484,10 +528,10 @@ def models_match(
     under the same configuration as `dev.check` (an adopted env.py's own options included)."""
     from alembic import command
 
-    run = _runner(session, environment, connection)
+    run = runner(session, environment, connection)
     try:
         if since is not None and since_schema is not None:
-            _load_schema(session, environment, connection, since_schema)
+            load_schema(session, environment, connection, since_schema)
             run(command.stamp, since)
         run(command.upgrade, "heads")
     except Exception as error:
@@ -495,7 +539,7 @@ def models_match(
         return Outcome("models", False, detail, ExitCode.CI_MODELS)
     # A configuration error (a bad hook, an env.py that cannot be read) is not a history
     # failure: it ends the run as one line, exit 2.
-    rules = env_comparison.for_session(_session_for(session, environment), connection)
+    rules = env_comparison.for_session(session_for(session, environment), connection)
     try:
         differences = drift.compare(connection, session.metadata(), rules)
     except Exception as error:  # an element the comparison cannot render is a finding
@@ -520,7 +564,7 @@ def lint_revisions(
 
     backends = options.get("backends") or ["postgresql", "sqlite"]
     postgres = options["postgres_url"] if "postgresql" in backends else ""
-    linted = _session_for(session, _environment_for_lint(postgres or "sqlite://", session.settings))
+    linted = session_for(session, _environment_for_lint(postgres or "sqlite://", session.settings))
     current = (since,) if since else ()
     steps = planned_upgrade(script, "heads", current)
     planned = build_plan(
@@ -553,7 +597,8 @@ def throwaway_database(
     session: Session, backend: str, options: dict[str, Any]
 ) -> Iterator[tuple[Environment, Connection]]:
     """A database that exists only for this check, created and dropped here."""
-    factory = _throwaway_sqlite if backend == "sqlite" else throwaway_postgres
+    factories = {"sqlite": _throwaway_sqlite, "mysql": throwaway_mysql}
+    factory = factories.get(backend, throwaway_postgres)
     with factory(options) as url:
         from tasks.core.engines import create_engine
 
@@ -572,7 +617,8 @@ def _throwaway_sqlite(options: dict[str, Any]) -> Iterator[Any]:
 
     from sqlalchemy.engine import URL
 
-    with tempfile.TemporaryDirectory(prefix=options["database_prefix"]) as directory:
+    prefix = options.get("database_prefix", DEFAULT_PREFIX)
+    with tempfile.TemporaryDirectory(prefix=prefix) as directory:
         yield URL.create("sqlite", database=f"{directory}/ci.sqlite3")
 
 
@@ -586,7 +632,7 @@ def throwaway_postgres(options: dict[str, Any]) -> Iterator[Any]:
     from tasks.core.settings import PROJECT_ROOT
 
     admin_url = normalize_url(options["postgres_url"], "migrations.ci.postgres_url", PROJECT_ROOT)
-    name = f"{options['database_prefix']}{uuid.uuid4().hex[:12]}"
+    name = f"{options.get('database_prefix', DEFAULT_PREFIX)}{uuid.uuid4().hex[:12]}"
     admin = create_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
@@ -601,6 +647,35 @@ def throwaway_postgres(options: dict[str, Any]) -> Iterator[Any]:
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextmanager
+def throwaway_mysql(options: dict[str, Any]) -> Iterator[Any]:
+    """A database of its own on `ci.mysql_url`'s MariaDB/MySQL server, dropped afterwards."""
+    from sqlalchemy import text
+
+    from tasks.core.engines import create_engine, describe_database_error
+    from tasks.core.environments import normalize_url
+    from tasks.core.errors import DatabaseError
+    from tasks.core.settings import PROJECT_ROOT
+
+    admin_url = normalize_url(options["mysql_url"], "migrations.ci.mysql_url", PROJECT_ROOT)
+    name = f"{options['database_prefix']}{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url)
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f"CREATE DATABASE `{name}`"))
+    except Exception as error:
+        admin.dispose()
+        raise DatabaseError(
+            f"ci.mysql_url: cannot create a throwaway database: {describe_database_error(error)}"
+        ) from None
+    try:
+        yield admin_url.set(database=name)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
         admin.dispose()
 
 
@@ -634,7 +709,7 @@ def _environment_for_lint(url: str, settings: Any) -> Environment:
     )
 
 
-def _session_for(session: Session, environment: Environment) -> Session:
+def session_for(session: Session, environment: Environment) -> Session:
     return Session(
         session.settings,
         session.record,
@@ -645,7 +720,7 @@ def _session_for(session: Session, environment: Environment) -> Session:
     )
 
 
-def _runner(
+def runner(
     session: Session, environment: Environment, connection: Connection
 ) -> Callable[..., None]:
     def run(operation: Callable[..., Any], revision: str) -> None:

@@ -15,19 +15,25 @@ if TYPE_CHECKING:
 
 
 def ci_tasks() -> list[Task]:
-    @flag_task(help={"format": "text (default) or markdown (pull requests, $GITHUB_STEP_SUMMARY)"})
-    def check(c: Context, format: str = "") -> None:
+    @flag_task(
+        help={
+            "format": "text (default), markdown (pull requests, $GITHUB_STEP_SUMMARY) or json",
+            "json": "print JSON for machines (the same as --format json)",
+        }
+    )
+    def check(c: Context, format: str = "", json: bool = False) -> None:
         """Heads, downgrades, checksums, stairway and models on ci.dialects, lint (ci.since)."""
         from tasks.ci import checks as ci_checks
         from tasks.history.checksum_file import ci_outcomes as checksum_file
 
-        chosen = format.strip().lower() or "text"
+        chosen = format.strip().lower() or ("json" if json else "text")
         operation: Callable[[Session], object] = lambda s: ci_checks.run_checks(  # noqa: E731
             s, as_markdown=chosen == "markdown", extra=[checksum_file]
         )
-        if chosen not in {"text", "markdown"}:
+        if chosen not in {"text", "markdown", "json"} or (json and chosen != "json"):
             operation = _refuse_format(format)
-        run_task(c, "ci", "check", {"format": format}, operation)
+        arguments = {"format": format, "json": json}
+        run_task(c, "ci", "check", arguments, operation, as_json=chosen == "json")
 
     return [check]
 
@@ -36,6 +42,6 @@ def _refuse_format(format: str) -> Callable[[Session], None]:
     from tasks.core.errors import UsageError
 
     def operation(_session: Session) -> None:
-        raise UsageError(f"--format takes text or markdown, not {format!r}")
+        raise UsageError(f"--format takes text, markdown or json, not {format!r}")
 
     return operation

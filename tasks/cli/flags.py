@@ -1,7 +1,7 @@
 """The tasks' flags: one short-flag table for every task, and the help texts tasks share.
 
 Every task is declared with `@flag_task`, so a long flag has the same short flag on every task
-that has it (`tests/cli/test_hardening_flags.py` walks the namespace to hold that).
+that has it (`tests/cli/test_short_flags.py` walks the real collection to hold that).
 """
 
 from __future__ import annotations
@@ -10,17 +10,18 @@ from typing import Any
 
 from invoke import Task, task
 
-# One short flag per long flag, the same on every task that has the long flag (the namespace test
-# in tests/test_hardening_flags.py walks every task). A long flag whose first letter is one of
-# Invoke's own short flags (-c -d -D -e -f -F -h -l -p -r -R -T -V -w) must own that letter:
-# otherwise `invoke prod.upgrade -r REV` hands REV to Invoke's --search-root and the task runs
-# with its defaults (to head). Consents stay long-only: --allow-destructive and --sql are typed out.
+# One letter, one meaning, for every task (issue 18.6; tests/cli/test_short_flags.py walks the
+# real collection). A long flag whose first letter is one of Invoke's own short flags (-c -d -D
+# -e -f -F -h -l -p -r -R -T -V -w) must own that letter: otherwise `invoke prod.upgrade -r REV`
+# hands REV to Invoke's --search-root and the task runs with its defaults (to head). Where two
+# flags would claim one letter, the one that is not the letter's meaning gets a first long name
+# that starts with a letter Invoke does not use (LONG_NAMES; its old name stays an alias).
+# Consents stay long-only: --allow-destructive and --sql are typed out.
 SHORT_FLAGS: dict[str, str] = {
     "rev": "r",
     "lock_timeout": "l",
-    "limit": "l",
     "check": "c",
-    "file": "f",
+    "format": "f",
     "yes": "y",
     "backup": "b",
     "json": "j",
@@ -29,15 +30,20 @@ SHORT_FLAGS: dict[str, str] = {
     "message": "m",
     "autogenerate": "a",
     "dialect": "d",
-    "format": "f",
-    "rev_id": "r",
-    "depends_on": "d",
     "empty": "e",
-    "fleet": "f",
     "parallel": "p",
-    "canary": "c",
-    "reason": "r",
     "write": "w",
+}
+
+# Parameter -> its first long name (the old one, `--rev-id`, `--limit`, ... is still accepted).
+LONG_NAMES: dict[str, str] = {
+    "rev_id": "new-id",  # -r is --rev
+    "depends_on": "needs",  # -d is --dialect
+    "file": "source",  # -f is --format
+    "fleet": "name",  # -f is --format
+    "limit": "newest",  # -l is --lock-timeout
+    "canary": "trial",  # -c is --check
+    "continue_on_error": "keep-going",  # -c is --check (make's name for it)
 }
 
 
@@ -51,10 +57,10 @@ class FlagTask(Task):
             opts = super().arg_opts(name, default, taken_names)
         finally:
             self.auto_shortflags = auto
+        if name in LONG_NAMES:
+            opts["attr_name"] = name
+            opts["names"] = [LONG_NAMES[name], *opts["names"]]
         short = SHORT_FLAGS.get(name)
-        # Two flags of one task may want one letter (fleet.upgrade's --canary and
-        # --continue-on-error): the first in the signature takes it, the other is long-only.
-        # Either way the task owns the letter, so Invoke never reads it as its own.
         if short is not None and short not in taken_names:
             opts["names"] = [*opts["names"], short]
         return opts

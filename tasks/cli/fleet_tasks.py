@@ -14,6 +14,7 @@ from invoke import Context, Task
 
 from tasks.cli.context import run_command
 from tasks.cli.flags import flag_task
+from tasks.core.console import plural
 from tasks.core.settings import Settings
 
 if TYPE_CHECKING:
@@ -54,8 +55,9 @@ def fleet_tasks() -> list[Task]:
             from tasks.fleet import commands as fleet_commands
 
             report = fleet_commands.status(settings, selection(fleet, only or [], shard))
-            if json:
-                print(json_module.dumps(report, indent=2))
+            if json:  # `command` and `version` as in every task's document (issue 18.5)
+                document = {"command": "fleet.status", "version": 1, **report}
+                print(json_module.dumps(document, indent=2))
             else:
                 fleet_commands.print_status(Console(), report)
             unreachable = report["summary"]["by_state"].get("unreachable", 0)
@@ -65,19 +67,27 @@ def fleet_tasks() -> list[Task]:
 
     @flag_task(
         help={"fleet": FLEET_HELP, "rev": "target revision (default: head)", "only": ONLY_HELP,
-              "shard": SHARD_HELP},
+              "shard": SHARD_HELP, "json": "print JSON"},
         iterable=["only"],
     )  # fmt: skip
     def plan(c: Context, fleet: str = "", rev: str = "head", only: list[str] | None = None,
-             shard: str | None = None) -> None:  # fmt: skip
+             shard: str | None = None, json: bool = False) -> None:  # fmt: skip
         """Read-only: targets grouped by revision, the SQL and lint of what each group lacks."""
 
         def command(settings: Settings) -> int:
+            import io
+
             from tasks.fleet import commands as fleet_commands
 
-            return fleet_commands.plan(
-                settings, selection(fleet, only or [], shard), Console(), rev
-            )
+            captured = io.StringIO() if json else None
+            console = Console(stdout=captured) if captured is not None else Console()
+            code = fleet_commands.plan(settings, selection(fleet, only or [], shard), console, rev)
+            if captured is not None:
+                document = {"command": "fleet.plan", "version": 1, "ok": code == 0,
+                            "exit_code": code, "rev": rev,
+                            "output": captured.getvalue().splitlines()}  # fmt: skip
+                print(json_module.dumps(document, indent=2, ensure_ascii=False))
+            return code
 
         run_command(c, "fleet.plan", command)
 
@@ -181,7 +191,7 @@ def fleet_tasks() -> list[Task]:
             )
             differs = report.count("differs")
             console.line(
-                f"fleet {report.fleet} check: {len(report.results)} targets: "
+                f"fleet {report.fleet} check: {plural(len(report.results), 'target')}: "
                 f"{report.count('ok')} match, {differs} differ, {report.count('failed')} failed"
             )
             if report.count("failed"):

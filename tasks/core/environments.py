@@ -194,6 +194,17 @@ def anchor_sqlite(url: URL, root: Path) -> URL:
     return url if path.is_absolute() else url.set(database=str(root / path))
 
 
+def variable_value(
+    settings: Settings, name: str, variable: str, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """A variable as the environment `name` sees it: the process, then `.env.<name>`, then
+    `.env` (`MIGRATIONS_OPERATOR` is read like the URLs)."""
+    raw, _source = lookup_variable(
+        settings.dotenv_dir, name, variable, os.environ if environ is None else environ
+    )
+    return raw
+
+
 def _dotenv_files(name: str) -> list[str]:
     return [f".env.{name}", ".env"]
 

@@ -100,12 +100,16 @@ DEFAULTS: dict[str, Any] = {
         # empty to run the SQLite legs only.
         # No user in the URL: libpq's own default, PGUSER or else the operating-system user.
         "postgres_url": "postgresql://127.0.0.1:5432/postgres",
+        # Server on which throwaway MariaDB/MySQL databases are created and dropped (ci.check's
+        # `mysql` dialect, squash proofs); empty: none.
+        "mysql_url": "",
         # The start of every throwaway database's name (PostgreSQL database, SQLite folder).
         "database_prefix": "ci_check_",
         # Lint severities that fail `ci.check` (upgrade direction): destructive, warning.
         "fail_on": "destructive",
-        # Dialects the stairway and models checks run on (sqlite, postgresql); empty: those of
-        # the shared environments' URLs, SQLite when one of them is SQLite or none is set.
+        # Dialects the stairway and models checks run on (sqlite, postgresql, mysql); empty:
+        # those of the shared environments' URLs, SQLite when one of them is SQLite or none is
+        # set (MariaDB/MySQL only with ci.mysql_url).
         "dialects": "",
         # A revision: it and older ones are trusted history (no downgrade, stairway or lint
         # check); heads and models are still checked. Empty: every revision is checked.
@@ -431,3 +435,32 @@ def _unknown_key(key: str, known: Mapping[str, Any], where: str) -> str:
     close = difflib.get_close_matches(key, [str(name) for name in known], n=1, cutoff=0.6)
     hint = f"did you mean {where}.{close[0]}?" if close else f"known: {', '.join(sorted(known))}"
     return f"unknown setting {where}.{key} ({hint})"
+
+
+# Invoke reads `INVOKE_MIGRATIONS_<KEY_PATH>` only for keys the configuration already has and
+# ignores any other name without a word, so a misspelt guard variable would silently do nothing.
+VARIABLE_PREFIX = "INVOKE_MIGRATIONS_"
+
+
+def setting_variables(raw: Mapping[str, Any], prefix: str = VARIABLE_PREFIX) -> set[str]:
+    """Every `INVOKE_MIGRATIONS_*` name Invoke would read for the merged configuration."""
+    names: set[str] = set()
+    for key in raw:
+        name = f"{prefix}{str(key).upper()}"
+        value = raw.get(key)
+        if _is_mapping(value):
+            names |= setting_variables(value or {}, f"{name}_")
+        else:
+            names.add(name)
+    return names
+
+
+def check_setting_variables(raw: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+    """A set `INVOKE_MIGRATIONS_*` variable naming no setting is a one-line ConfigError naming
+    it and the closest known variable."""
+    known = setting_variables(raw)
+    for name in sorted(environ):
+        if name.startswith(VARIABLE_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}?" if close else "no setting has that name"
+            raise ConfigError(f"unknown setting variable {name} ({hint})")

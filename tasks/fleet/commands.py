@@ -150,7 +150,8 @@ def print_status(console: Console, report: dict[str, Any]) -> None:
         f"{revision}: {count}" for revision, count in report["summary"]["by_revision"].items()
     )
     console.line(
-        f"fleet {report['fleet']}: {report['summary']['total']} targets: {states or 'none'}"
+        f"fleet {report['fleet']}: {plural(report['summary']['total'], 'target')}: "
+        f"{states or 'none'}"
         + (f" (by revision: {revisions})" if revisions else "")
         + f"; head {','.join(report['heads']) or 'none'}"
     )
@@ -225,7 +226,7 @@ def upgrade(
     goal = _goal(state["_script"], rev)
     if fleet.protected:
         confirmer.ask(
-            f"Upgrade fleet {fleet.name} ({len(targets)} targets) to {rev}",
+            f"Upgrade fleet {fleet.name} ({plural(len(targets), 'target')}) to {rev}",
             type_to_confirm=fleet.name,
         )
     arguments = {"rev": rev, "allow_destructive": allow_destructive, **_schedule_kwargs(schedule)}
@@ -276,7 +277,7 @@ def downgrade(
     validate_revision(state["_script"], rev)
     console.line("WARNING: a downgrade can drop tables and columns and lose their data")
     confirmer.ask(
-        f"Downgrade fleet {fleet.name} ({len(targets)} targets) to {rev}",
+        f"Downgrade fleet {fleet.name} ({plural(len(targets), 'target')}) to {rev}",
         type_to_confirm=fleet.name if fleet.protected else None,
     )
     arguments = {"rev": rev, "backup": backup, **_schedule_kwargs(schedule)}

@@ -113,6 +113,11 @@ GUARDS: dict[str, Guard] = {
 }
 
 
+# Tasks that may ask a person: they take the lock themselves (`Session.hold_lock`) after the
+# answer, and re-read the database under it; every change they make goes through that lock.
+ASK_BEFORE_LOCK = frozenset({"upgrade", "downgrade", "stamp"})
+
+
 def guard_for(collection: str, task: str) -> Guard:
     """The declared guard of `collection.task`; the strictest one when none is declared."""
     return GUARDS.get(f"{collection}.{task}") or GUARDS.get(task) or STRICTEST
@@ -183,7 +188,9 @@ class GuardedRun:
     ) -> RunOutcome:
         try:
             session = self._prepare(raw_settings)
-            if self.spec.changes_database:
+            if self.spec.changes_database and self.spec.task in ASK_BEFORE_LOCK:
+                session.lock_taker = lambda: held.enter_context(self._lock())
+            elif self.spec.changes_database:
                 held.enter_context(self._lock())
             value = operation(session)
         except MigrationsError as error:
@@ -316,7 +323,9 @@ class GuardedRun:
         # The audit row first: it is the record that travels with the database, and neither a
         # full local disk nor a terminal gone with SIGHUP must cost it. The run log's line
         # follows; if it cannot be written, one line says so and the run keeps its outcome.
-        if self._audited():
+        # A run that found nothing to do changed nothing: no audit row (issue 18.8), the log
+        # line still says it ran.
+        if self._audited() and not (outcome == "ok" and self.record.details.get("no_op")):
             self._audit(outcome, error, duration_ms)
         self.console.clear_status()  # a live terminal line must not swallow the last words
         if self.log is not None:

@@ -48,6 +48,12 @@ class ConsoleStream(io.TextIOBase):
         self._console = session.console
         self._buffer = ""
 
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        """Alembic encodes what it prints to this stream's encoding, "ascii" when there is
+        none: every é of a revision message came out as `?`."""
+        return "utf-8"
+
     def write(self, text: str) -> int:
         self._buffer += text
         *lines, self._buffer = self._buffer.split("\n")

@@ -13,11 +13,18 @@ import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks.core.alembic_config import alembic_config
 from tasks.core.console import plural
-from tasks.core.errors import CheckFailed, DatabaseError, DifferencesFound, ExitCode, UsageError
+from tasks.core.errors import (
+    CheckFailed,
+    DatabaseError,
+    DifferencesFound,
+    ExitCode,
+    Refused,
+    UsageError,
+)
 from tasks.core.session import Session
 from tasks.history import checksums
 from tasks.migrate.alembic_run import (
@@ -37,6 +44,7 @@ from tasks.migrate.apply import (
     run_offline,
     show_steps,
     shown_plan,
+    step_name,
     with_stamp_hint,
 )
 from tasks.migrate.scripts import (
@@ -59,12 +67,17 @@ from tasks.schema import drift
 
 # --- read-only ------------------------------------------------------------------------------
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
-def current(session: Session) -> list[str]:
-    """Print the database's revision(s) and whether they are the scripts' head(s)."""
+
+def current(session: Session, *, check: bool = False) -> list[str]:
+    """Print the database's revision(s) and whether they are the scripts' head(s); `check`
+    makes "not at head" exit 4, so a script can ask "anything pending?" cheaply."""
     script = script_directory(session)
     with session.connect() as connection:
         heads = database_heads(connection, session)
+        unrecorded = [] if heads else _tables_without_history(connection)
     script_heads = set(script.get_heads())
     name = session.environment.name
     if not script_heads:
@@ -80,13 +93,52 @@ def current(session: Session) -> list[str]:
         session.console.line(f"{name}: {revision}{marker} {doc}".rstrip())
     if unknown_heads(script, heads):
         session.console.line(f"{name}: at a revision the scripts do not know")
+        session.record.details["unknown"] = unknown_heads(script, heads)
+        if check:
+            raise DifferencesFound(f"{name}: at a revision the scripts do not know")
         return list(heads)
     pending = upgrade_steps(script, "heads", heads) if script_heads else []
-    if pending:
+    session.record.details.update(
+        {
+            "current": list(heads),
+            "heads": sorted(script_heads),
+            "at_head": not pending,
+            "pending": [step_name(step).split()[0] for step in pending],
+        }
+    )
+    if pending and unrecorded:
+        session.console.line(f"{name}: {_unrecorded_advice(session, len(unrecorded))}")
+    elif pending:
         session.console.line(f"{name}: behind head by {plural(len(pending), 'revision')}")
     else:
         session.console.line(f"{name}: at head")
+    if check and pending:
+        raise DifferencesFound(f"{name}: not at head, {plural(len(pending), 'revision')} pending")
     return list(heads)
+
+
+def _tables_without_history(connection: Connection) -> list[str]:
+    """Tables in a database that records no revision (built by sync, create_all or a dump)."""
+    from sqlalchemy import inspect
+
+    from tasks.core.comparison import TOOL_TABLES
+
+    names = set(inspect(connection).get_table_names()) - TOOL_TABLES
+    connection.rollback()
+    return sorted(names)
+
+
+def _unrecorded_advice(session: Session, tables: int) -> str:
+    """One next step for tables without a recorded revision: upgrading would collide with them."""
+    collection = session.record.task.rsplit(".", 1)[0]
+    if collection == "local":
+        step = "`invoke local.sync` records the history's head when the models match it"
+    else:
+        step = f"if its schema is the history's head, `invoke {collection}.stamp --rev head`"
+    return (
+        f"{plural(tables, 'table')} but no revision recorded (built by local.sync, create_all "
+        f"or a dump), so an upgrade from base would collide with them; {step}"
+    )
 
 
 def history(session: Session, *, verbose: bool = False) -> None:
@@ -106,10 +158,18 @@ def history(session: Session, *, verbose: bool = False) -> None:
 
 def heads(session: Session) -> list[str]:
     """The scripts' head revision(s); more than one means a merge is needed."""
+    from tasks.migrate.verbs import current_if_configured
+
     script = script_directory(session)
     revisions = list(script.get_heads())
+    current = current_if_configured(session) or ()
     for revision in revisions:
-        session.console.line(f"{revision} (head) {revision_doc(script, revision)}".rstrip())
+        tags = "head, current" if revision in current else "head"
+        session.console.line(f"{revision} ({tags}) {revision_doc(script, revision)}".rstrip())
+    behind = [revision for revision in current if revision not in revisions]
+    if behind:
+        name = session.environment.name
+        session.console.line(f"{name} database: {revision_ids(behind)} (current, not a head)")
     if len(revisions) > 1:
         session.console.warning(
             f"{len(revisions)} heads: merge them ({merge_command(session)}) before upgrading "
@@ -304,6 +364,10 @@ def upgrade(
         run_offline(session, command.upgrade, revision)
         return
     script = script_directory(session)
+    protected = session.environment.protected
+    asks = protected and not (session.confirmer.assume_yes and allow_destructive)
+    if not asks:  # nobody to wait for: lock first, so a second runner finds nothing to do
+        session.hold_lock()
     with session.connect() as connection:
         before = database_heads(connection, session)
         require_known(session, script, before)
@@ -316,13 +380,17 @@ def upgrade(
             checksums.prepare_records(session, connection, script, before)
             nothing_to(session, "upgrade", before)
             return
-        if session.environment.protected:
+        if protected:
             planned = shown_plan(session, connection, script, steps, "upgrade", before, revision)
             action = f"Upgrade {name} ({session.environment.masked_url}) to {revision}"
-            # plan -> confirmation -> backup -> apply: a declined run writes nothing, and the
-            # lock held since before the plan means nothing changes while the operator reads.
-            require_consent(session, planned, allow_destructive)
+            # plan -> the environment's name -> destructive consent -> lock -> the plan again
+            # -> backup -> apply: a declined run writes nothing, and nobody holds the lock
+            # while a person reads.
             session.confirm(action)
+            require_consent(session, planned, allow_destructive)
+            remaining = lambda now: bool(upgrade_steps(script, revision, now))  # noqa: E731
+            if not _still_planned(session, connection, before, "upgrade", remaining):
+                return
             backup_before(session, requested=backup, mandatory=False)
         else:
             show_steps(session, f"{name}: {plural(len(steps), 'revision')} to apply", steps)
@@ -356,6 +424,30 @@ def _before_contract(session: Session, steps: list[Any], revision: str) -> tuple
     return steps, revision
 
 
+def _still_planned(
+    session: Session,
+    connection: Connection,
+    before: tuple[str, ...],
+    direction: str,
+    remaining: Callable[[tuple[str, ...]], bool] | None = None,
+) -> bool:
+    """Take the lock after the answers and read the database again: the answers were given to
+    a plan from `before`. Moved on meanwhile (another runner): refuse, or, when that runner did
+    all of it (`remaining` says no work is left), nothing to do (False)."""
+    session.hold_lock()
+    now = database_heads(connection, session)
+    if set(now) == set(before):
+        return True
+    if remaining is not None and not remaining(now):
+        nothing_to(session, direction, now)
+        return False
+    raise Refused(
+        f"{session.environment.name} database moved from {revision_ids(before) or 'base'} to "
+        f"{revision_ids(now) or 'base'} while the {direction} was being confirmed (another "
+        "runner?); nothing changed: run it again to see the new plan"
+    )
+
+
 def downgrade(
     session: Session,
     revision: str,
@@ -374,6 +466,8 @@ def downgrade(
         run_offline(session, command.downgrade, revision)
         return
     script = script_directory(session)
+    if session.confirmer.assume_yes:  # nobody to wait for: lock first
+        session.hold_lock()
     with session.connect() as connection:
         before = database_heads(connection, session)
         require_known(session, script, before)
@@ -393,6 +487,7 @@ def downgrade(
         # On stdout, next to the question: stderr keeps the one line that says how it ended.
         session.console.line("WARNING: a downgrade can drop tables and columns and lose their data")
         session.confirm(action)
+        _still_planned(session, connection, before, "downgrade")
         if session.environment.shared:  # after the answer: a "no" writes no backup
             backup_before(session, requested=backup, mandatory=session.environment.protected)
         checksums.prepare_records(session, connection, script, before)
@@ -408,6 +503,8 @@ def stamp(session: Session, revision: str, *, sql: bool = False) -> None:
     if sql:
         run_offline(session, command.stamp, revision)
         return
+    if session.confirmer.assume_yes:  # nobody to wait for: lock first
+        session.hold_lock()
     with session.connect() as connection:
         before = database_heads(connection, session)
         name = session.environment.name
@@ -421,6 +518,7 @@ def stamp(session: Session, revision: str, *, sql: bool = False) -> None:
             )
             operation = functools.partial(command.stamp, purge=True)
         session.confirm(f"Stamp {name} ({session.environment.masked_url}) as {revision}")
+        _still_planned(session, connection, before, "stamp")
         apply_steps(session, connection, [], operation, revision, stamping=True)
         after = tuple(session.record.revision_after or ())
         checksums.reconcile(session, connection, script, after)

@@ -9,6 +9,7 @@ is read as "no revision", never created by a read.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -26,6 +27,7 @@ from tasks.migrate.scripts import (
     upgrade_steps,
     validate_new_rev_id,
 )
+from tasks.migrate.writer import skip_missing_hook_modules
 
 if TYPE_CHECKING:
     from alembic.script import Script, ScriptDirectory
@@ -103,8 +105,10 @@ def show(session: Session, revision: str, *, dialect: str = "") -> Script:
     heads = set(script.get_heads())
     console = session.console
     path = display_path(session, Path(found.path))
+    from tasks.core.console import one_value
+
     for label, value in _header(found, heads, current or (), path):
-        console.line(f"{label + ':':<14}{value}")
+        console.line(f"{label + ':':<14}{one_value(value)}")  # a newline in data forges no row
     doc = (found.module.__doc__ or "").strip() if found.module else ""
     if doc:
         console.line("")
@@ -126,6 +130,12 @@ def _one_revision(script: ScriptDirectory, revision: str) -> Script:
             f"revision {revision!r} is relative to a database's revision: show takes an id, a "
             "unique prefix, head, or a step from head (head-1)"
         )
+    relative = _RELATIVE.fullmatch(revision)
+    if relative and not _known_name(script, revision):
+        try:
+            return _step(script, relative["anchor"], relative["sign"], int(relative["count"]))
+        except UsageError as error:
+            raise UsageError(f"revision {revision!r}: {error}") from None
     found = pending_plan(lambda: list(script.get_revisions(revision)), revision)
     if any(not hasattr(item, "revision") for item in found if item is not None):
         raise UsageError(f"revision {revision!r} does not name one revision of the scripts")
@@ -133,6 +143,48 @@ def _one_revision(script: ScriptDirectory, revision: str) -> Script:
         names = ", ".join(item.revision for item in found if item is not None) or "none"
         raise UsageError(f"revision {revision!r} names {len(found)} revisions ({names}); name one")
     return found[0]
+
+
+# `head-1`, `head~2`, `ae1027a6acf-1`, `base+1`: a step along the graph from a named revision.
+_RELATIVE = re.compile(r"(?P<anchor>[\w@]+?)(?P<sign>[-+~])(?P<count>\d+)")
+
+
+def _known_name(script: ScriptDirectory, revision: str) -> bool:
+    """A branch label or id that merely looks relative (`feature-2`) is taken as itself."""
+    try:
+        return bool(script.get_revisions(revision))
+    except Exception:
+        return False
+
+
+def _step(script: ScriptDirectory, anchor: str, sign: str, count: int) -> Script:
+    """Walk `count` steps down (`-`, `~`) or up (`+`) from `anchor`; a merge or branch point
+    on the way has two ways to go, so it is refused with both named."""
+    if anchor == "base":
+        if sign != "+":
+            raise UsageError("nothing lies below base: use base+N")
+        roots = [item for item in script.walk_revisions() if not item.down_revision]
+        found = _only(roots, f"base+{count}", "roots")
+        count -= 1
+    else:
+        found = _one_revision(script, anchor)
+    for _ in range(count):
+        if sign == "+":
+            children = [script.get_revision(name) for name in sorted(found.nextrev)]
+            found = _only(children, f"{found.revision}+1", "children")
+        else:
+            parents = [script.get_revision(name) for name in _as_tuple(found.down_revision)]
+            found = _only(parents, f"{found.revision}-1", "parents")
+    return found
+
+
+def _only(candidates: list[Any], asked: str, what: str) -> Any:
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise UsageError(f"no step {asked} (past head or base)")
+    names = ", ".join(item.revision for item in candidates)
+    raise UsageError(f"step {asked} goes two ways ({what} {names}): name one")
 
 
 def _header(
@@ -277,6 +329,7 @@ def merge(session: Session, message: str, *, rev_id: str = "") -> Path | None:
         session.console.line(f"nothing to merge: one head ({revision_ids(heads) or 'none'})")
         return None
     config = alembic_config(session.settings, stdout=io.StringIO())
+    skip_missing_hook_modules(session, config)
     created = run_alembic(
         session, command.merge, config, "heads", message=message, rev_id=rev_id.strip() or None
     )

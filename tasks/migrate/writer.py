@@ -71,14 +71,18 @@ def revision(
     *,
     autogenerate: bool = False,
     options: RevisionOptions | None = None,
+    from_database: bool = False,
 ) -> Path | None:
     """Write a new revision file; with autogenerate, from the models' differences.
 
-    Refuses unless the database is at the head it builds on: autogenerate against a lagging
-    database writes the pending revisions' changes a second time. `options` carries Alembic's
-    own flags (--head, --splice, --branch-label, --depends-on, --rev-id, --empty); an empty
-    revision needs no database at all. Whatever the flags, the written file is proved the same
-    way: the message is data, every name resolves, and its SQL renders.
+    Autogenerate compares the models with the history itself, built in a throwaway database
+    (`tasks.ci.history_database`): no live database is needed, and none's drift leaks in.
+    `from_database` compares with the environment's database instead, and then refuses unless
+    it is at the head it builds on (a lagging one writes pending changes a second time).
+    `options` carries Alembic's own flags (--head, --splice, --branch-label, --depends-on,
+    --rev-id, --empty); an empty revision needs no database at all. Whatever the flags, the
+    written file is proved the same way: the message is data, every name resolves, and its SQL
+    renders.
     """
     if not message.strip():
         raise UsageError("a revision needs a message: -m 'what it changes'")
@@ -94,11 +98,13 @@ def revision(
                 f"several heads {revision_ids(script_heads)}: merge them first "
                 f"({merge_command(session)}), or name one with --head"
             )
-    if options.empty:
+    if options.empty or not (autogenerate or from_database):
         config = alembic_config(session.settings, stdout=io.StringIO())
         created = _write_revision(session, script, config, message, **kwargs)
         return _report_created(session, created, message, [])
     base = kwargs["head"]
+    if not from_database:
+        return _revision_from_history(session, script, message, kwargs)
     wanted = {
         item.revision
         for item in pending_plan(lambda: list(script.get_revisions(base)), base)
@@ -130,6 +136,24 @@ def revision(
     return _report_created(session, created, message, handover.revision_directives)
 
 
+def _revision_from_history(
+    session: Session, script: ScriptDirectory, message: str, kwargs: dict[str, Any]
+) -> Path | None:
+    """Autogenerate against the history at `--head`, built in a throwaway database."""
+    from tasks.ci.history_database import history_database
+
+    with history_database(session, kwargs["head"]) as (built, connection):
+        handover = handover_for(built, connection)
+        handover.write_empty_revision = False
+        config = alembic_config(session.settings, handover, stdout=io.StringIO())
+        config.attributes["safe_revisions"] = _safe_revisions_enabled(session)
+        created = _write_revision(built, script, config, message, autogenerate=True, **kwargs)
+        connection.rollback()
+        return _report_created(
+            built, created, message, handover.revision_directives, against="the history"
+        )
+
+
 def _validated_revision_options(script: ScriptDirectory, options: RevisionOptions) -> dict:
     """Alembic's keyword arguments, each checked against the scripts before anything is written."""
     kwargs = options.alembic_kwargs()
@@ -148,7 +172,7 @@ def _write_revision(
     """Alembic's `revision` command; a file it wrote but cannot load is removed again."""
     from alembic import command
 
-    _skip_missing_hook_modules(session, config)
+    skip_missing_hook_modules(session, config)
     written_before = _revision_files(script)
     try:
         # Alembic prints "Running post write hook ..." on sys.stdout whatever `quiet` says.
@@ -160,13 +184,18 @@ def _write_revision(
 
 
 def _report_created(
-    session: Session, created: Any, message: str, directives: list[Any]
+    session: Session,
+    created: Any,
+    message: str,
+    directives: list[Any],
+    *,
+    against: str = "the database",
 ) -> Path | None:
     """The new file, proved (message as data, names resolve, SQL renders), then reported."""
     scripts = created if isinstance(created, list) else [created]
     scripts = [item for item in scripts if item is not None]
     if not scripts:
-        session.console.line("no changes between the models and the database: no revision written")
+        session.console.line(f"no changes between the models and {against}: no revision written")
         return None
     path = Path(scripts[0].path)
     _require_message_as_data(path, message)
@@ -203,11 +232,12 @@ def _remove_unloadable(
     raise ConfigError(f"the new revision could not be loaded ({error}); {shown} was removed")
 
 
-def _skip_missing_hook_modules(session: Session, config: Config) -> None:
-    """A post-write hook whose module is not installed is skipped with a warning.
+def skip_missing_hook_modules(session: Session, config: Config) -> None:
+    """A post-write hook whose module is not installed is skipped, with one notice per machine.
 
-    Alembic raises after the file is written, leaving a revision the task never reported;
-    a formatter missing from a machine (ruff comes with requirements-dev.txt) is not worth that.
+    Alembic raises after the file is written, leaving a revision the task never reported (and
+    `merge` exited 2 with the file left behind); a formatter missing from a machine (ruff comes
+    with requirements-dev.txt) is not worth that, nor worth a warning on every run.
     """
     import importlib.util
 
@@ -225,12 +255,29 @@ def _skip_missing_hook_modules(session: Session, config: Config) -> None:
             except (ImportError, ValueError):
                 missing = True
             if missing:
-                session.console.warning(
-                    f"post-write hook {name} skipped: module {module!r} is not installed"
+                _notice_once(
+                    session,
+                    f"post-write hook {name} skipped: module {module!r} is not installed "
+                    "(shown once; `pip install -r requirements-dev.txt` formats new revisions)",
                 )
                 continue
         kept.append(name)
     ini.set(section, "hooks", ", ".join(kept))
+
+
+def _notice_once(session: Session, text: str) -> None:
+    """A warning shown the first time only: a marker beside the run log remembers it."""
+    import hashlib
+
+    marker = session.settings.log_file.parent / (
+        ".notice-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    )
+    if marker.exists():
+        return
+    session.console.warning(text)
+    with contextlib.suppress(OSError):
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
 
 
 def _prove_revision(session: Session, written: Any) -> None:

@@ -25,8 +25,22 @@ from tasks.core.alembic_config import alembic_config
 from tasks.core.console import Console, plural
 from tasks.core.handover import EnvHandover
 from tasks.core.session import Session
-from tasks.lint import classifier as lint
 from tasks.lint import residue as ddl_residue
+
+if TYPE_CHECKING:
+    from tasks.lint import classifier as lint
+else:
+
+    class _Classifier:
+        """`tasks.lint.classifier`, imported on first use: reading tasks (current, history,
+        heads) import this module but never lint, and the classifier is the largest module."""
+
+        def __getattr__(self, name: str) -> Any:
+            import importlib
+
+            return getattr(importlib.import_module("tasks.lint.classifier"), name)
+
+    lint = _Classifier()
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -363,7 +377,9 @@ def print_plan(console: Console, plan: Plan, *, show_sql: bool) -> None:
         console.line(f"  {item.revision} {item.message}  [{item.path}]".rstrip())
         for line in _revision_lines(item, show_sql, width):
             console.line(line)
-    console.line(summary(plan))  # on stdout, part of the plan: stderr says how the run ended
+    # On stdout, part of the plan (stderr says how the run ended); wrapped, never one long line.
+    for line in textwrap.wrap(summary(plan), width=max(width, 60), subsequent_indent="  "):
+        console.line(line)
 
 
 def _revision_lines(item: PlannedRevision, show_sql: bool, width: int) -> list[str]:
@@ -415,6 +431,10 @@ def _wrap(text: str, first: str, rest: str, width: int) -> list[str]:
     ) or [first.rstrip()]
 
 
+# Subjects named per severity in the summary line; the plan above it lists every finding.
+SUMMARY_SUBJECTS = 5
+
+
 def summary(plan: Plan) -> str:
     """`2 revisions, 5 statements: 1 destructive (drop column users.legacy), 0 blocking`."""
     revisions = len(plan.revisions)
@@ -422,20 +442,44 @@ def summary(plan: Plan) -> str:
     consent = [finding for _, finding in plan.needing_consent()]
 
     def part(severity: str) -> str:
-        subjects = [f.subject or f.rule for f in consent if f.severity == severity]
-        listed = f" ({', '.join(dict.fromkeys(subjects))})" if subjects else ""
+        subjects = [
+            readable_subject(f.subject or f.rule) for f in consent if f.severity == severity
+        ]
+        distinct = list(dict.fromkeys(subjects))
+        shown = ", ".join(distinct[:SUMMARY_SUBJECTS])
+        if len(distinct) > SUMMARY_SUBJECTS:
+            shown += f", {len(distinct) - SUMMARY_SUBJECTS} more"
+        listed = f" ({shown})" if subjects else ""
         return f"{len(subjects)} {severity}{listed}"
 
+    warnings = sum(
+        finding.severity == lint.WARNING for item in plan.revisions for finding in item.findings
+    )
     unknown = sum(item.rendered == "none" for item in plan.revisions)
     rendered = f" ({unknown} not rendered)" if unknown else ""
     return (
         f"{_plural(revisions, 'revision')}, {_plural(count, 'statement')}{rendered}: "
-        f"{part(lint.DESTRUCTIVE)}, {part(lint.BLOCKING)}"
+        f"{part(lint.DESTRUCTIVE)}, {part(lint.BLOCKING)}, {_plural(warnings, 'warning')}"
     )
+
+
+_PARSER_NAME = re.compile(r"sval='((?:[^'\\]|\\.)*)'")
+
+
+def readable_subject(subject: str) -> str:
+    """A finding's subject in words: a parser node's repr (`drop type <TypeName names=(<String
+    sval='mood'>,) ...>`) becomes the names it holds (`drop type mood`)."""
+    if "<" not in subject:
+        return subject
+    head, _, rest = subject.partition("<")
+    names = _PARSER_NAME.findall(rest)
+    if not names:
+        return head.strip() or subject
+    return f"{head.strip()} {'.'.join(names)}".strip()
 
 
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-_TAGS = {lint.DESTRUCTIVE: "DESTRUCTIVE", lint.BLOCKING: "BLOCKING", lint.WARNING: "warning"}
+_TAGS = {"destructive": "DESTRUCTIVE", "blocking": "BLOCKING", "warning": "warning"}  # lint's

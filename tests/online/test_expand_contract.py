@@ -168,3 +168,27 @@ def test_a_rename_with_a_type_change_casts_both_ways(project: Project, renamed: 
     ) == [("short", "short"), ("old", "old")]
     assert_ok(project.invoke("dev.upgrade", "--contract"))
     assert "display_name" not in columns(url)
+
+
+def test_an_expand_stopped_after_its_column_committed_runs_again(
+    project: Project, renamed: dict
+) -> None:
+    """The column and trigger commit before the backfill starts; a run stopped there (version
+    not yet recorded) must go through on the next upgrade instead of failing on the column."""
+    url = renamed["url"]
+    assert_ok(project.invoke("dev.upgrade"))
+    execute(url, f"UPDATE alembic_version SET version_num = '{HEAD}'")
+    execute(url, "ALTER TABLE users ALTER COLUMN full_name DROP NOT NULL")
+    execute(  # rows the stopped backfill had not reached (the trigger is not what wrote them)
+        url,
+        "SET LOCAL session_replication_role = replica; "
+        "UPDATE users SET full_name = NULL WHERE id <= 10",
+    )
+    result = project.invoke("dev.upgrade")
+    assert_ok(result)
+    assert execute(url, "SELECT version_num FROM alembic_version") == [
+        (renamed["expand"].revision,)
+    ]
+    assert execute(
+        url, "SELECT count(*) FROM users WHERE full_name IS DISTINCT FROM display_name"
+    ) == [(0,)]
