@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tasks.core import suggestions
 from tasks.core.alembic_config import alembic_config
 from tasks.core.console import plural
 from tasks.core.errors import (
@@ -131,8 +132,6 @@ def _tables_without_history(connection: Connection) -> list[str]:
 
 def _unrecorded_advice(session: Session, tables: int) -> str:
     """One next step for tables without a recorded revision: upgrading would collide with them."""
-    from tasks.core import suggestions
-
     collection = suggestions.collection_of(session.record.task)
     stamp = suggestions.command(collection, "stamp", "--rev head")
     if collection == "local":

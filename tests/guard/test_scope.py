@@ -51,6 +51,7 @@ LOCAL_TASKS = [
     ("check",),
     ("preflight",),
     ("audit",),
+    ("repair", "--rev", "base", "--accept-edit", "--reason", "scope test", "--yes"),
 ]
 
 
