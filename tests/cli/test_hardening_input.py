@@ -20,6 +20,7 @@ from tests.helpers import (
     assert_ok,
     assert_one_line_error,
     copy_scripts,
+    existing_sqlite_url,
     prepare,
     sqlite_url,
     venv_bin,
@@ -340,7 +341,7 @@ def test_a_models_module_calling_sys_exit_is_one_prefixed_line(project, tmp_path
     module = f"models_exit_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{module}.py").write_text('import sys\nsys.exit("models are not ready")\n')
     project.monkeypatch.syspath_prepend(str(tmp_path))
-    project.setenv("DATABASE_URL_DEVELOPMENT", sqlite_url(project.tmp / "dev.sqlite3"))
+    project.setenv("DATABASE_URL_DEVELOPMENT", existing_sqlite_url(project.tmp / "dev.sqlite3"))
     project.setenv("INVOKE_MIGRATIONS_METADATA", f"{module}:metadata")
 
     result = project.invoke("dev.check")
