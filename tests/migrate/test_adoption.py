@@ -180,11 +180,11 @@ def app(project, tmp_path: Path) -> str:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def dev_url(request, project) -> str:
-    url = (
-        sqlite_url(project.tmp / "dev.sqlite3")
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
+    if request.param == "sqlite":
+        (project.tmp / "dev.sqlite3").touch()  # an empty database: a read never creates one
+        url = sqlite_url(project.tmp / "dev.sqlite3")
+    else:
+        url = request.getfixturevalue("pg_url")
     project.setenv("DATABASE_URL_DEVELOPMENT", url)
     return url
 
@@ -258,6 +258,7 @@ def test_readme_example_works_verbatim(project, app, dev_url):
 def test_every_metadata_form_resolves(project, app, attribute, tables):
     """A declarative base, a registry, a function returning a base, a MetaData, a list."""
     project.setenv("DATABASE_URL_DEVELOPMENT", sqlite_url(project.tmp / "dev.sqlite3"))
+    (project.tmp / "dev.sqlite3").touch()  # an empty database: a read never creates one
     project.setenv("INVOKE_MIGRATIONS_METADATA", f"{app}.db:{attribute}")
 
     result = project.invoke("dev.check")
@@ -277,6 +278,7 @@ def test_every_metadata_form_resolves(project, app, attribute, tables):
 )
 def test_metadata_errors_name_what_was_found(project, app, attribute, needles):
     project.setenv("DATABASE_URL_DEVELOPMENT", sqlite_url(project.tmp / "dev.sqlite3"))
+    (project.tmp / "dev.sqlite3").touch()  # an empty database: a read never creates one
     project.setenv("INVOKE_MIGRATIONS_METADATA", f"{app}.db:{attribute}")
 
     result = project.invoke("dev.check")
