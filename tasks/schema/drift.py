@@ -71,7 +71,7 @@ def describe(diff: tuple[Any, ...]) -> str:
 def describe_change(change: Any) -> str:
     """`describe` for the quick comparison's `fast_diff.Change` (what `check` and sync use)."""
     op = change.op
-    table = f"{change.schema}.{change.table}" if change.schema else change.table
+    table = change.table  # as Alembic's own diffs name it (`describe`), without its schema
     if op in {"add_table", "remove_table", "add_table_comment", "remove_table_comment"}:
         return f"{op} {table}"
     if op in {"add_column", "remove_column"}:
