@@ -103,10 +103,11 @@ test: $(VENV)/.dev ## run the whole test suite on WORKERS parallel workers (need
 test-fast: $(VENV)/.dev ## the suite without the slow end-to-end tests (marked slow)
 	$(VENV)/bin/python -m pytest -n $(WORKERS) -m "not slow"
 
-lint: $(VENV)/.dev ## ruff lint and format check, layer contracts (import-linter)
+lint: $(VENV)/.dev ## ruff lint and format check, layer contracts (import-linter), types (mypy)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy
 
 format: $(VENV)/.dev ## ruff format and autofix
 	$(VENV)/bin/ruff format .

@@ -28,10 +28,8 @@ SIZE_LIMIT = 600
 PRIVATE_IMPORT_DEBT: set[str] = set()
 SIZE_DEBT = {
     "tasks.lint.classifier",
-    "tasks.migrate.commands",
     "tasks.schema.fast_diff",
     "tasks.schema.sync",
-    "tasks.backup.backups",
     "tasks.core.environments",
     "tasks.fleet.targets",
     "tasks.core.comparison",

@@ -26,16 +26,18 @@ from __future__ import annotations
 import ast
 import io
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.core import comparison
-from tasks.core.alembic_config import EnvHandover, alembic_config
+from tasks.core import env_comparison
+from tasks.core.alembic_config import alembic_config
+from tasks.core.alembic_internals import planned_upgrade
 from tasks.core.console import plural
 from tasks.core.errors import CheckFailed, ConfigError, DatabaseError, ExitCode
+from tasks.core.handover import EnvHandover
 from tasks.core.session import Session
 from tasks.schema import drift
 
@@ -57,8 +59,16 @@ class Outcome:
         return f"  {'ok    ' if self.ok else 'FAILED'} {self.check}: {self.detail}"
 
 
-def run_checks(session: Session, *, as_markdown: bool = False) -> list[Outcome]:
-    """Run every check, print each outcome, and fail with the first failing check's code."""
+def run_checks(
+    session: Session,
+    *,
+    as_markdown: bool = False,
+    extra: Sequence[Callable[[Session], list[Outcome]]] = (),
+) -> list[Outcome]:
+    """Run every check, print each outcome, and fail with the first failing check's code.
+
+    `extra` are checks from the layers above (the committed checksum file) that run after the
+    heads and downgrades checks and before the databases are built."""
     from alembic.script import ScriptDirectory
 
     options = ci_options(session)
@@ -74,12 +84,16 @@ def run_checks(session: Session, *, as_markdown: bool = False) -> list[Outcome]:
     trusted = _trusted(script, since)
     checked = [revision for revision in revisions if revision.revision not in trusted]
     outcomes = [check_heads(script, options["allowed_heads"]), *check_downgrades(checked)]
+    for check in extra:
+        outcomes += check(session)
     backends, notes = dialects_to_check(session, options)
     for note in notes:
         session.console.line(f"> note: {note}" if as_markdown else f"  note: {note}")
     if not backends:
         outcomes.append(_no_dialect_outcome(notes))
     for backend in backends:
+        # Each check on a database of its own: a stairway that stops half-way must not fail
+        # the models check, nor a models check inherit what the stairway left.
         with throwaway_database(session, backend, options) as (environment, connection):
             outcomes += stairway(
                 session,
@@ -90,7 +104,16 @@ def run_checks(session: Session, *, as_markdown: bool = False) -> list[Outcome]:
                 trusted=len(trusted),
                 since_schema=options["since_schema"],
             )
-            outcomes.append(models_match(session, environment, connection))
+        with throwaway_database(session, backend, options) as (environment, connection):
+            outcomes.append(
+                models_match(
+                    session,
+                    environment,
+                    connection,
+                    since=since,
+                    since_schema=options["since_schema"],
+                )
+            )
     outcomes += lint_revisions(session, script, {**options, "backends": backends}, since=since)
     return _report(session, outcomes, as_markdown=as_markdown)
 
@@ -120,6 +143,11 @@ def _report(
 
 
 def ci_options(session: Session) -> dict[str, Any]:
+    """The validated `ci` settings, for other commands that build throwaway databases (squash)."""
+    return _ci_options(session)
+
+
+def _ci_options(session: Session) -> dict[str, Any]:
     """The `ci` settings, validated: a typo must fail loudly, not quietly disable a check."""
     from tasks.lint import classifier as lint
 
@@ -142,21 +170,54 @@ def ci_options(session: Session) -> dict[str, Any]:
     postgres_url = str(raw.get("postgres_url") or "").strip()
     if postgres_url:
         _require_postgresql(postgres_url)
+    mysql_url = str(raw.get("mysql_url") or "").strip()
     return {
+        "mysql_url": mysql_url,
         "allowed_heads": allowed,
+        "database_prefix": _database_prefix(raw.get("database_prefix", DEFAULT_PREFIX)),
         "postgres_url": postgres_url,
         "fail_on": failing,
-        "dialects": _configured_dialects(raw.get("dialects"), postgres_url),
+        "dialects": _configured_dialects(raw.get("dialects"), postgres_url, mysql_url),
         "since": str(raw.get("since") or "").strip() or None,
         "since_schema": _since_schema(session, raw.get("since_schema"), raw.get("since")),
     }
 
 
+DEFAULT_PREFIX = "ci_check_"
+
+
+def database_prefix(session: Session) -> str:
+    """The configured `ci.database_prefix`, validated (preflight's history check uses it too)."""
+    return _database_prefix(
+        session.settings.extra.get("ci", {}).get("database_prefix", DEFAULT_PREFIX)
+    )
+
+
+def _database_prefix(value: Any) -> str:
+    """`ci.database_prefix`: the start of every throwaway database's name (a prefix a shared
+    CI server's permissions or clean-up jobs know), a plain identifier."""
+    import re
+
+    text = str(value or "").strip()
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,39}", text):
+        raise ConfigError(
+            "migrations.ci.database_prefix must be a lower-case identifier of at most 40 "
+            f"characters (letters, digits, _), not {text!r}"
+        )
+    return text
+
+
 # Dialects ci.check can build throwaway databases for, and how people spell them.
-CI_DIALECTS = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
+CI_DIALECTS = {
+    "sqlite": "sqlite",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+}
 
 
-def _configured_dialects(value: Any, postgres_url: str) -> list[str] | None:
+def _configured_dialects(value: Any, postgres_url: str, mysql_url: str = "") -> list[str] | None:
     """`ci.dialects` as a list, or None for the default (the shared environments' dialects)."""
     items = value.split(",") if isinstance(value, str) else list(value or [])
     names = [str(item).strip().lower() for item in items if str(item).strip()]
@@ -166,12 +227,16 @@ def _configured_dialects(value: Any, postgres_url: str) -> list[str] | None:
     if unknown:
         raise ConfigError(
             f"migrations.ci.dialects: ci.check cannot build a throwaway {unknown[0]} database "
-            "(known: sqlite, postgresql)"
+            "(known: sqlite, postgresql, mysql)"
         )
     dialects = list(dict.fromkeys(CI_DIALECTS[name] for name in names))
     if "postgresql" in dialects and not postgres_url:
         raise ConfigError(
             "migrations.ci.dialects includes postgresql but migrations.ci.postgres_url is empty"
+        )
+    if "mysql" in dialects and not mysql_url:
+        raise ConfigError(
+            "migrations.ci.dialects includes mysql but migrations.ci.mysql_url is empty"
         )
     return dialects
 
@@ -193,8 +258,12 @@ def dialects_to_check(session: Session, options: dict[str, Any]) -> tuple[list[s
     if not found:
         return (["sqlite", "postgresql"] if options["postgres_url"] else ["sqlite"]), []
     notes = []
-    dialects = [dialect for dialect in ("sqlite", "postgresql") if dialect in found]
-    unsupported = sorted(set(found) - set(CI_DIALECTS))
+    dialects: list[str] = [dialect for dialect in ("sqlite", "postgresql") if dialect in found]
+    if "mysql" in found and options.get("mysql_url"):
+        dialects.append("mysql")
+    unsupported = sorted(
+        set(found) - set(CI_DIALECTS) - ({"mysql"} if "mysql" in dialects else set())
+    )
     if unsupported:
         notes.append(
             f"environments on {', '.join(unsupported)}: ci.check has no throwaway server for "
@@ -263,12 +332,15 @@ def load_schema(
     (its SET lines, functions, dollar quoting); SQLite takes the script as it is."""
     if environment.dialect == "sqlite":
         connection.commit()
-        connection.connection.driver_connection.executescript(path.read_text(encoding="utf-8"))
+        driver = connection.connection.driver_connection
+        if driver is None:  # only an invalidated pool connection has no driver connection
+            raise DatabaseError(f"{environment.name}: the SQLite connection was lost")
+        driver.executescript(path.read_text(encoding="utf-8"))
         return
     import shutil
     import subprocess
 
-    from tasks.backup.backups import pg_environment
+    from tasks.backup.postgres import pg_environment
 
     psql = shutil.which("psql")
     if psql is None:
@@ -444,18 +516,37 @@ def _parent_name(target: str) -> str:
     return target.partition("@")[2]
 
 
-def models_match(session: Session, environment: Environment, connection: Connection) -> Outcome:
-    """After the whole history, the database must be what the models describe."""
+def models_match(
+    session: Session,
+    environment: Environment,
+    connection: Connection,
+    *,
+    since: str | None = None,
+    since_schema: Path | None = None,
+) -> Outcome:
+    """After the whole history, the database must be what the models describe, compared
+    under the same configuration as `dev.check` (an adopted env.py's own options included)."""
     from alembic import command
 
-    rules = comparison.for_session(session)  # a configuration error is not a history failure
+    run = runner(session, environment, connection)
     try:
-        runner(session, environment, connection)(command.upgrade, "heads")
-        differences = drift.compare(connection, session.metadata(), rules)
-        connection.rollback()
+        if since is not None and since_schema is not None:
+            load_schema(session, environment, connection, since_schema)
+            run(command.stamp, since)
+        run(command.upgrade, "heads")
     except Exception as error:
         detail = f"{environment.dialect}: could not build the history: {_first_line(error)}"
         return Outcome("models", False, detail, ExitCode.CI_MODELS)
+    # A configuration error (a bad hook, an env.py that cannot be read) is not a history
+    # failure: it ends the run as one line, exit 2.
+    rules = env_comparison.for_session(session_for(session, environment), connection)
+    try:
+        differences = drift.compare(connection, session.metadata(), rules)
+    except Exception as error:  # an element the comparison cannot render is a finding
+        detail = f"{environment.dialect}: the comparison failed: {_first_line(error)}"
+        return Outcome("models", False, detail, ExitCode.CI_MODELS)
+    finally:
+        connection.rollback()
     if differences:
         listed = "; ".join(drift.describe(difference) for difference in differences)
         return Outcome("models", False, f"{environment.dialect}: {listed}", ExitCode.CI_MODELS)
@@ -475,7 +566,7 @@ def lint_revisions(
     postgres = options["postgres_url"] if "postgresql" in backends else ""
     linted = session_for(session, _environment_for_lint(postgres or "sqlite://", session.settings))
     current = (since,) if since else ()
-    steps = script._upgrade_revs("heads", current)
+    steps = planned_upgrade(script, "heads", current)
     planned = build_plan(
         linted, script, steps, direction="upgrade", current=current, target="heads"
     )
@@ -506,7 +597,8 @@ def throwaway_database(
     session: Session, backend: str, options: dict[str, Any]
 ) -> Iterator[tuple[Environment, Connection]]:
     """A database that exists only for this check, created and dropped here."""
-    factory = _throwaway_sqlite if backend == "sqlite" else _throwaway_postgres
+    factories = {"sqlite": _throwaway_sqlite, "mysql": throwaway_mysql}
+    factory = factories.get(backend, throwaway_postgres)
     with factory(options) as url:
         from tasks.core.engines import create_engine
 
@@ -520,17 +612,18 @@ def throwaway_database(
 
 
 @contextmanager
-def _throwaway_sqlite(_options: dict[str, Any]) -> Iterator[Any]:
+def _throwaway_sqlite(options: dict[str, Any]) -> Iterator[Any]:
     import tempfile
 
     from sqlalchemy.engine import URL
 
-    with tempfile.TemporaryDirectory(prefix="ci-check-") as directory:
+    prefix = options.get("database_prefix", DEFAULT_PREFIX)
+    with tempfile.TemporaryDirectory(prefix=prefix) as directory:
         yield URL.create("sqlite", database=f"{directory}/ci.sqlite3")
 
 
 @contextmanager
-def _throwaway_postgres(options: dict[str, Any]) -> Iterator[Any]:
+def throwaway_postgres(options: dict[str, Any]) -> Iterator[Any]:
     from sqlalchemy import text
 
     from tasks.core.engines import create_engine, describe_database_error
@@ -539,7 +632,7 @@ def _throwaway_postgres(options: dict[str, Any]) -> Iterator[Any]:
     from tasks.core.settings import PROJECT_ROOT
 
     admin_url = normalize_url(options["postgres_url"], "migrations.ci.postgres_url", PROJECT_ROOT)
-    name = f"ci_check_{uuid.uuid4().hex[:12]}"
+    name = f"{options.get('database_prefix', DEFAULT_PREFIX)}{uuid.uuid4().hex[:12]}"
     admin = create_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
@@ -554,6 +647,35 @@ def _throwaway_postgres(options: dict[str, Any]) -> Iterator[Any]:
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextmanager
+def throwaway_mysql(options: dict[str, Any]) -> Iterator[Any]:
+    """A database of its own on `ci.mysql_url`'s MariaDB/MySQL server, dropped afterwards."""
+    from sqlalchemy import text
+
+    from tasks.core.engines import create_engine, describe_database_error
+    from tasks.core.environments import normalize_url
+    from tasks.core.errors import DatabaseError
+    from tasks.core.settings import PROJECT_ROOT
+
+    admin_url = normalize_url(options["mysql_url"], "migrations.ci.mysql_url", PROJECT_ROOT)
+    name = f"{options['database_prefix']}{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url)
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f"CREATE DATABASE `{name}`"))
+    except Exception as error:
+        admin.dispose()
+        raise DatabaseError(
+            f"ci.mysql_url: cannot create a throwaway database: {describe_database_error(error)}"
+        ) from None
+    try:
+        yield admin_url.set(database=name)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
         admin.dispose()
 
 

@@ -7,88 +7,24 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from invoke import Context, Task, task
+from invoke import Context, Task
 
 from tasks.cli.context import run_task
+from tasks.cli.flags import (
+    BACKUP_HELP,
+    JSON_HELP,
+    LOCK_HELP,
+    PLAN_FORMAT_HELP,
+    REVISION_OPTION_HELP,
+    SQL_HELP,
+    YES_HELP,
+    flag_task,
+)
 from tasks.core.errors import UsageError
 from tasks.core.session import Session
 from tasks.guard import audit as audit_trail
 from tasks.migrate import commands as migrations
-
-# One letter, one meaning, for every task (issue 18.6; tests/cli/test_short_flags.py walks the
-# real collection). A long flag whose first letter is one of Invoke's own short flags (-c -d -D
-# -e -f -F -h -l -p -r -R -T -V -w) must own that letter: otherwise `invoke prod.upgrade -r REV`
-# hands REV to Invoke's --search-root and the task runs with its defaults (to head). Where two
-# flags would claim one letter, the one that is not the letter's meaning gets a first long name
-# that starts with a letter Invoke does not use (LONG_NAMES; its old name stays an alias).
-# Consents stay long-only: --allow-destructive and --sql are typed out.
-SHORT_FLAGS: dict[str, str] = {
-    "rev": "r",
-    "lock_timeout": "l",
-    "check": "c",
-    "format": "f",
-    "yes": "y",
-    "backup": "b",
-    "json": "j",
-    "verbose": "v",
-    "graph": "g",
-    "message": "m",
-    "autogenerate": "a",
-    "dialect": "d",
-    "empty": "e",
-    "parallel": "p",
-}
-
-# Parameter -> its first long name (the old one, `--rev-id`, `--limit`, ... is still accepted).
-LONG_NAMES: dict[str, str] = {
-    "rev_id": "new-id",  # -r is --rev
-    "depends_on": "needs",  # -d is --dialect
-    "file": "source",  # -f is --format
-    "fleet": "name",  # -f is --format
-    "limit": "newest",  # -l is --lock-timeout
-    "canary": "trial",  # -c is --check
-    "continue_on_error": "keep-going",  # -c is --check (make's name for it)
-}
-
-
-class FlagTask(Task):
-    """A task whose short flags come from SHORT_FLAGS instead of Invoke's first-free-letter rule,
-    which gave `-a` to --allow-destructive on one task and to --autogenerate on another."""
-
-    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
-        auto, self.auto_shortflags = self.auto_shortflags, False
-        try:
-            opts = super().arg_opts(name, default, taken_names)
-        finally:
-            self.auto_shortflags = auto
-        if name in LONG_NAMES:
-            opts["attr_name"] = name
-            opts["names"] = [LONG_NAMES[name], *opts["names"]]
-        short = SHORT_FLAGS.get(name)
-        if short is not None and short not in taken_names:
-            opts["names"] = [*opts["names"], short]
-        return opts
-
-
-def flag_task(*args: Any, **kwargs: Any) -> Any:
-    """`@task` with the project's short flags (`@flag_task` or `@flag_task(help=...)`)."""
-    return task(*args, klass=FlagTask, **kwargs)
-
-
-YES_HELP = "answer the confirmation prompt (scripts, CI); never implies --allow-destructive"
-SQL_HELP = "print the SQL instead of running it (offline mode; opens no connection)"
-LOCK_HELP = "seconds to wait for another runner's migration lock (default: configuration, 60)"
-BACKUP_HELP = "--no-backup skips the backup taken first on protected and shared databases"
-JSON_HELP = "print JSON for machines"
-PLAN_FORMAT_HELP = {"format": "text (default), json, or markdown (pull requests, CI summaries)"}
-REVISION_OPTION_HELP = {
-    "head": "the head to build on (Alembic's --head; e.g. base, or a branch label@head)",
-    "splice": "allow --head to name a non-head revision (starts a branch there)",
-    "branch_label": "label(s) for a new branch, comma-separated",
-    "depends_on": "revision(s) this one depends on, comma-separated",
-    "rev_id": "the new revision's id instead of a generated one",
-    "empty": "write an empty revision (no autogenerate; needs no database)",
-}
+from tasks.migrate import writer
 
 
 def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
@@ -160,7 +96,9 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         """List revisions, newest first, with the database's current one marked."""
         from tasks.migrate.graph import show_graph, show_graph_as
 
-        operation = show_graph if graph else lambda s: migrations.history(s, verbose=verbose)
+        operation: Callable[[Session], object] = (
+            show_graph if graph else lambda s: migrations.history(s, verbose=verbose)
+        )
         if format:  # a review format is always the graph
             operation = lambda s: show_graph_as(s, format.strip().lower())  # noqa: E731
         arguments = {"verbose": verbose, "graph": graph, "format": format, "json": json}
@@ -196,6 +134,7 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
             "backup": BACKUP_HELP,
             "allow_destructive": "apply revisions that drop, retype, rename, tighten or lock",
             "lock_timeout": LOCK_HELP,
+            "contract": "also run contract revisions (expand/contract), which upgrade stops before",
             "json": JSON_HELP,
         },
     )
@@ -207,6 +146,7 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         backup: bool = True,
         allow_destructive: bool = False,
         lock_timeout: str = "",
+        contract: bool = False,
         json: bool = False,
     ) -> None:
         """Apply pending revisions up to --rev (protected environments: plan, backup, confirm)."""
@@ -216,9 +156,15 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
             "yes": yes,
             "backup": backup,
             "allow_destructive": allow_destructive,
+            "contract": contract,
         }
         operation = lambda s: migrations.upgrade(  # noqa: E731
-            s, rev, sql=sql, backup=backup, allow_destructive=allow_destructive
+            s,
+            rev,
+            sql=sql,
+            backup=backup,
+            allow_destructive=allow_destructive,
+            contract=contract,
         )
         run_changing(
             c,
@@ -353,8 +299,8 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         against_database: bool = False,
     ) -> None:
         """Write a new revision file (autogenerate: from the models against the history)."""
-        options = migrations.RevisionOptions(head, splice, branch_label, depends_on, rev_id, empty)
-        operation = lambda s: migrations.revision(  # noqa: E731
+        options = writer.RevisionOptions(head, splice, branch_label, depends_on, rev_id, empty)
+        operation = lambda s: writer.revision(  # noqa: E731
             s, message, autogenerate=autogenerate, options=options, from_database=against_database
         )
         arguments = {
@@ -366,9 +312,13 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         # Only --against-database reads the environment's database; the history is built apart.
         run(c, "revision", arguments, operation, offline=not against_database)
 
+    from tasks.cli.history_tasks import checksum_tasks, repair_tasks
+
     built = [current, history, heads, plan, upgrade, downgrade, stamp, check, preflight, audit]
-    built += reading_tasks(run)
-    return [*built, revision, *revision_file_tasks(run)] if with_revision else built
+    built += reading_tasks(run) + repair_tasks(run_changing)
+    if not with_revision:
+        return built
+    return [*built, revision, *revision_file_tasks(run), *checksum_tasks(run)]
 
 
 # --- Alembic's verbs (show, branches, merge, edit); reading needs no database -------------------

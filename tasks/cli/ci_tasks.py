@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from invoke import Context, Task
 
-from tasks.cli.alembic_tasks import flag_task
 from tasks.cli.context import run_task
+from tasks.cli.flags import flag_task
+
+if TYPE_CHECKING:
+    from tasks.core.session import Session
 
 
 def ci_tasks() -> list[Task]:
@@ -16,11 +22,14 @@ def ci_tasks() -> list[Task]:
         }
     )
     def check(c: Context, format: str = "", json: bool = False) -> None:
-        """Heads, real downgrades, stairway and models on ci.dialects, lint (ci.since: trusted)."""
+        """Heads, downgrades, checksums, stairway and models on ci.dialects, lint (ci.since)."""
         from tasks.ci import checks as ci_checks
+        from tasks.history.checksum_file import ci_outcomes as checksum_file
 
         chosen = format.strip().lower() or ("json" if json else "text")
-        operation = lambda s: ci_checks.run_checks(s, as_markdown=chosen == "markdown")  # noqa: E731
+        operation: Callable[[Session], object] = lambda s: ci_checks.run_checks(  # noqa: E731
+            s, as_markdown=chosen == "markdown", extra=[checksum_file]
+        )
         if chosen not in {"text", "markdown", "json"} or (json and chosen != "json"):
             operation = _refuse_format(format)
         arguments = {"format": format, "json": json}
@@ -29,10 +38,10 @@ def ci_tasks() -> list[Task]:
     return [check]
 
 
-def _refuse_format(format: str):  # type: ignore[no-untyped-def]
+def _refuse_format(format: str) -> Callable[[Session], None]:
     from tasks.core.errors import UsageError
 
-    def operation(_session: object) -> None:
+    def operation(_session: Session) -> None:
         raise UsageError(f"--format takes text, markdown or json, not {format!r}")
 
     return operation

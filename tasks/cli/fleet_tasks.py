@@ -7,18 +7,20 @@ turns errors and the report's code into the exit.
 from __future__ import annotations
 
 import json as json_module
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from invoke import Context, Task
 
-from tasks.cli.alembic_tasks import flag_task
 from tasks.cli.context import run_command
+from tasks.cli.flags import flag_task
 from tasks.core.console import plural
 from tasks.core.settings import Settings
 
 if TYPE_CHECKING:
     from tasks.core.confirmation import Confirmer
     from tasks.core.console import Console
+    from tasks.fleet.commands import Schedule, Selection
     from tasks.fleet.targets import FleetReport
 
 FLEET_HELP = "the fleet (migrations.fleets.<name>); optional when only one is configured"
@@ -31,12 +33,12 @@ LOCK_HELP = "seconds each target waits for another runner's migration lock"
 def fleet_tasks() -> list[Task]:
     from tasks.core.console import Console
 
-    def selection(fleet: str, only: list[str], shard: str | None):  # type: ignore[no-untyped-def]
+    def selection(fleet: str, only: list[str], shard: str | None) -> Selection:
         from tasks.fleet.commands import Selection
 
         return Selection(fleet or None, tuple(only or ()), shard)
 
-    def schedule(parallel: int, canary: int, continue_on_error: bool):  # type: ignore[no-untyped-def]
+    def schedule(parallel: int, canary: int, continue_on_error: bool) -> Schedule:
         from tasks.fleet.commands import Schedule
 
         return Schedule(parallel, canary, continue_on_error)
@@ -215,7 +217,14 @@ def _changing_help(**own: str) -> dict[str, str]:
     return {**shared, **own}
 
 
-def _run_changing(c: Context, name: str, command, *, yes: bool, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+def _run_changing(
+    c: Context,
+    name: str,
+    command: Callable[[Settings, Console, Confirmer], FleetReport],
+    *,
+    yes: bool,
+    as_json: bool,
+) -> None:
     """Run an upgrade or downgrade over the fleet and exit with its report's code."""
     from tasks.core.confirmation import Confirmer
 
@@ -226,7 +235,7 @@ def _run_changing(c: Context, name: str, command, *, yes: bool, as_json: bool) -
     run_command(c, name, run)
 
 
-def _progress_console(as_json: bool):  # type: ignore[no-untyped-def]
+def _progress_console(as_json: bool) -> Console:
     """Per-target lines go to stderr when stdout carries JSON, so the JSON stays parseable."""
     import sys
 
@@ -235,7 +244,7 @@ def _progress_console(as_json: bool):  # type: ignore[no-untyped-def]
     return Console(stdout=sys.stderr) if as_json else Console()
 
 
-def _finish(console, report, as_json: bool) -> int:  # type: ignore[no-untyped-def]
+def _finish(console: Console, report: FleetReport, as_json: bool) -> int:
     from tasks.fleet.commands import report_as_dict
     from tasks.fleet.targets import summary_line
 

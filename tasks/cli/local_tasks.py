@@ -16,8 +16,8 @@ from pathlib import Path
 
 from invoke import Context, Task
 
-from tasks.cli.alembic_tasks import flag_task
 from tasks.cli.context import run_task
+from tasks.cli.flags import flag_task
 from tasks.core.errors import UsageError
 
 YES_HELP = "answer the confirmation prompt (scripts, CI); never implied"

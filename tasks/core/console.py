@@ -237,12 +237,19 @@ class Progress(LiveLine):
         self.verb = verb
         self.done = 0
         self._current = ""
+        self._detail = ""
         self._started = time.monotonic()
 
     def start(self, what: str) -> None:
         """A step begins: the live line names it."""
         self._current = what
         self._started = time.monotonic()
+        self._render()
+
+    def detail(self, text: str) -> None:
+        """What the running step is doing right now (a backfill's rows and ETA), shown after
+        its name on the live line until the step finishes."""
+        self._detail = text
         self._render()
 
     def finish(self, text: str) -> float:
@@ -253,6 +260,7 @@ class Progress(LiveLine):
         self.console.clear_status()  # the permanent line takes the live line's place
         self.console.line(f"  {counter}{text} ({seconds:.1f} s)")
         self._current = ""
+        self._detail = ""
         self._started = time.monotonic()
         return seconds
 
@@ -261,7 +269,8 @@ class Progress(LiveLine):
             elapsed = int(time.monotonic() - self._started)
             step = min(self.done + 1, self.total) if self.total else self.done + 1
             counter = f"[{step}/{self.total}] " if self.total else ""
-            self.console.status(f"  {counter}{self.verb} {self._current} {elapsed}s")
+            detail = f" | {self._detail}" if self._detail else ""
+            self.console.status(f"  {counter}{self.verb} {self._current} {elapsed}s{detail}")
 
 
 def quiet_broken_pipes() -> None:

@@ -43,7 +43,7 @@ class Session:
     # Tasks that ask before they change (upgrade, downgrade, stamp) get the migration lock from
     # the runner as this callable instead of holding it from the start (issue 18.7): an operator
     # who walks away from a prompt must not block every other deployer.
-    lock_taker: Callable[[], None] | None = None
+    lock_taker: Callable[[], object] | None = None
     lock_held: bool = False
 
     @property
@@ -117,6 +117,8 @@ def apply_session_timeouts(
         "lock_timeout": environment.postgres_lock_timeout,
         "statement_timeout": environment.postgres_statement_timeout,
     }
+    from sqlalchemy import text
+
     from tasks.core.engines import describe_database_error
     from tasks.core.errors import ConfigError
 
@@ -124,8 +126,10 @@ def apply_session_timeouts(
         if not value:
             continue
         try:
-            connection.exec_driver_sql(
-                "SELECT set_config(%(name)s, %(value)s, false)", {"name": name, "value": value}
+            # Bound through SQLAlchemy: the driver's own parameter style (psycopg2's
+            # `%(name)s`, asyncpg's `$1`) is the dialect's business.
+            connection.execute(
+                text("SELECT set_config(:name, :value, false)"), {"name": name, "value": value}
             )
         except Exception as error:
             connection.rollback()
@@ -164,8 +168,10 @@ def _detect_dead_client(connection: Connection) -> None:
     if version < (14,):
         return
     try:
-        connection.exec_driver_sql(
-            "SELECT set_config('client_connection_check_interval', %(value)s, false)",
+        from sqlalchemy import text
+
+        connection.execute(
+            text("SELECT set_config('client_connection_check_interval', :value, false)"),
             {"value": CLIENT_CHECK_INTERVAL},
         )
     except Exception:

@@ -92,16 +92,27 @@ DEFAULTS: dict[str, Any] = {
     # "true" or "false", a string so that INVOKE_MIGRATIONS_SAFE_REVISIONS=false is not cast to
     # True.
     "safe_revisions": "true",
+    # An async URL (postgresql+asyncpg, sqlite+aiosqlite): "sync" runs migrations on the sync
+    # driver this project installs (psycopg2, sqlite3, PyMySQL); "keep" runs them on the URL's
+    # own driver, inside an event loop as Alembic's async cookbook does.
+    "driver": "sync",
     "ci": {
         # How many heads `ci.check` accepts (more than one only for deliberate branches).
         "allowed_heads": "1",
         # Server on which `ci.check` creates and drops throwaway PostgreSQL databases;
         # empty to run the SQLite legs only.
-        "postgres_url": "postgresql://postgres@127.0.0.1:5432/postgres",
+        # No user in the URL: libpq's own default, PGUSER or else the operating-system user.
+        "postgres_url": "postgresql://127.0.0.1:5432/postgres",
+        # Server on which throwaway MariaDB/MySQL databases are created and dropped (ci.check's
+        # `mysql` dialect, squash proofs); empty: none.
+        "mysql_url": "",
+        # The start of every throwaway database's name (PostgreSQL database, SQLite folder).
+        "database_prefix": "ci_check_",
         # Lint severities that fail `ci.check` (upgrade direction): destructive, warning.
         "fail_on": "destructive",
-        # Dialects the stairway and models checks run on (sqlite, postgresql); empty: those of
-        # the shared environments' URLs, SQLite when one of them is SQLite or none is set.
+        # Dialects the stairway and models checks run on (sqlite, postgresql, mysql); empty:
+        # those of the shared environments' URLs, SQLite when one of them is SQLite or none is
+        # set (MariaDB/MySQL only with ci.mysql_url).
         "dialects": "",
         # A revision: it and older ones are trusted history (no downgrade, stairway or lint
         # check); heads and models are still checked. Empty: every revision is checked.
@@ -313,7 +324,7 @@ def load_project_settings(root: Path = PROJECT_ROOT) -> Settings:
     """
     from invoke import Config
 
-    config = Config(defaults={"migrations": DEFAULTS}, project_location=str(root))
+    config = Config(defaults={"migrations": DEFAULTS}, project_location=root)
     config.load_project()
     config.load_shell_env()
     return settings_from_mapping(config.migrations, root)
@@ -325,7 +336,7 @@ def _project_protection(root: Path) -> dict[str, bool]:
     -f file): the baseline an override is reported against."""
     from invoke import Config
 
-    config = Config(defaults={"migrations": DEFAULTS}, project_location=str(root))
+    config = Config(defaults={"migrations": DEFAULTS}, project_location=root)
     config.load_project()
     environments = config.migrations.get("environments") or {}
     protected = {}
@@ -441,7 +452,7 @@ def setting_variables(raw: Mapping[str, Any], prefix: str = VARIABLE_PREFIX) -> 
         name = f"{prefix}{str(key).upper()}"
         value = raw.get(key)
         if _is_mapping(value):
-            names |= setting_variables(value, f"{name}_")
+            names |= setting_variables(value or {}, f"{name}_")
         else:
             names.add(name)
     return names

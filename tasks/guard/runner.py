@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tasks.core.alembic_config import without_ini_logging
 from tasks.core.confirmation import Confirmer
@@ -31,6 +31,9 @@ from tasks.core.session import Session
 from tasks.core.settings import Settings, settings_from_mapping
 from tasks.guard.interrupts import EXIT_INTERRUPTED, Terminated, stop_requests
 from tasks.guard.ownership import current_operator, policy_applies, require_owner
+
+if TYPE_CHECKING:
+    from tasks.guard.lock import HeldLock
 
 
 @dataclass(frozen=True)
@@ -92,17 +95,21 @@ GUARDS: dict[str, Guard] = {
     "show": Guard(needs_database=False),
     "branches": Guard(needs_database=False),
     "edit": Guard(needs_database=False),
+    "checksums": Guard(needs_database=False),
     "ci.check": Guard(needs_database=False),
     # Changing the database (`--sql`: offline; `local.sync --check`: read-only).
     "upgrade": Guard(changes_database=True),
     "downgrade": Guard(changes_database=True),
     "stamp": Guard(changes_database=True),
+    "repair": Guard(changes_database=True),
     "local.sync": Guard(changes_database=True),
     "local.restore": Guard(changes_database=True),
     "local.reset": Guard(changes_database=True),
     # Writing revision files (`revision --empty`: offline).
     "revision": Guard(creates_revision=True),
     "merge": Guard(creates_revision=True, needs_database=False),
+    # Replacing revision files by a baseline built and proven on throwaway databases.
+    "squash": Guard(creates_revision=True, needs_database=False),
 }
 
 
@@ -278,7 +285,7 @@ class GuardedRun:
             f"{reason} unprotects it: no typed confirmation, no mandatory backup"
         )
 
-    def _lock(self):  # type: ignore[no-untyped-def]
+    def _lock(self) -> contextlib.AbstractContextManager[HeldLock]:
         from tasks.guard.lock import migration_lock
 
         assert self.settings is not None and self.session is not None
@@ -424,7 +431,14 @@ def warnings_into(record: RunRecord) -> Iterator[None]:
     promise of one line on stderr; in the log (`details.warnings`) they stay available, masked.
     """
 
-    def show(message: Any, category: type[Warning], filename: str, lineno: int, *_: Any) -> None:
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
         where = f"{PurePath(filename).name}:{lineno}"
         text = " ".join(str(message).split())
         record.details.setdefault("warnings", []).append(f"{category.__name__}: {text} ({where})")

@@ -34,6 +34,7 @@ wrongly. Rules named in `migrations.lint.ignore` are dropped from both.
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import re
@@ -43,7 +44,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 DESTRUCTIVE = "destructive"  # loses data, breaks code using the old shape, or cannot be known
 BLOCKING = "blocking"  # takes locks or rewrites that stall traffic on a live table
@@ -98,6 +99,9 @@ class Catalog:
     # Tables an ALTER TABLE locked (ACCESS EXCLUSIVE) in the open transaction: the lock is held
     # until COMMIT, so a VALIDATE after it in the same transaction scans under that lock.
     locked: set[str] = field(default_factory=set)
+    # Columns this revision added to existing tables: an UPDATE that sets only these fills
+    # them in (a backfill), it overwrites nobody's data.
+    added: set[tuple[str, str]] = field(default_factory=set)
     in_transaction: bool = True  # Alembic runs a revision in one, unless the SQL says otherwise
 
     def column_type(self, table: str, column: str) -> str | None:
@@ -112,6 +116,7 @@ class Catalog:
     def new_revision(self) -> None:
         """Tables created by an earlier revision are no longer "new" (they may be filled)."""
         self.created.clear()
+        self.added.clear()
         self.not_null_checks_added.clear()
         self.locked.clear()
         self.in_transaction = True
@@ -563,12 +568,15 @@ def _pg_insert(node: Any, _catalog: Catalog) -> Verdict:
     return []
 
 
-def _pg_update(node: Any, _catalog: Catalog) -> Verdict:
-    """Safe only as a backfill: each column it sets is required to be NULL by its WHERE."""
+def _pg_update(node: Any, catalog: Catalog) -> Verdict:
+    """Safe only as a backfill: each column it sets is required to be NULL by its WHERE, or
+    was added (or its table created) by this revision."""
     table = _relname(node.relation)
     targets = {target.name for target in node.targetList or ()}
     nulls = _pg_is_null_columns(node.whereClause)
     if targets and targets <= nulls and not node.fromClause:
+        return []
+    if targets and _filled_in(catalog, table, targets):
         return []
     message = "overwrites existing values (only a backfill of NULLs passes without consent)"
     return [("update-rows", DESTRUCTIVE, message, f"update rows of {table}")]
@@ -827,6 +835,7 @@ def _pg_add_column(table: str, definition: Any, catalog: Catalog) -> Verdict:
 
     column = definition.colname
     catalog.types[(table, column)] = _pg_type(definition.typeName)
+    catalog.added.add((table, column))
     if table in catalog.created:
         return []
     constraints = {constraint.contype: constraint for constraint in definition.constraints or ()}
@@ -926,7 +935,7 @@ def _pg_not_null_checks_added(parts: list[Statement]) -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     for part in parts:
         node = None if part.bookkeeping else _pg_parse(part.text)
-        if type(node).__name__ != "AlterTableStmt":
+        if node is None or type(node).__name__ != "AlterTableStmt":
             continue
         for command in node.cmds or ():
             constraint = command.def_
@@ -987,7 +996,7 @@ def _pg_walk(node: Any) -> Iterator[Any]:
     if not isinstance(node, ast.Node):
         return
     yield node
-    for name in type(node).__slots__:
+    for name in node:  # a pglast Node iterates over its slot names
         yield from _pg_walk(getattr(node, name, None))
 
 
@@ -1111,7 +1120,7 @@ def _glot_statement(tree: Any, dialect: str, catalog: Catalog, rebuilt: set[str]
     if isinstance(tree, exp.Insert):
         return _glot_insert(tree)
     if isinstance(tree, exp.Update):
-        return _glot_update(tree)
+        return _glot_update(tree, catalog)
     if isinstance(tree, exp.Delete):
         table = tree.find(exp.Table)
         name = table.name if table is not None else ""
@@ -1272,6 +1281,7 @@ def _glot_action(table: str, action: Any, catalog: Catalog, rebuilt: set[str]) -
 
     if isinstance(action, exp.ColumnDef):
         catalog.types[(table, action.name)] = (action.args.get("kind") or exp.Null()).sql()
+        catalog.added.add((table, action.name))
         return []  # ADD COLUMN: instant or in place on MariaDB, native on SQLite
     if isinstance(action, exp.Drop):
         kind = (action.args.get("kind") or "").upper()
@@ -1350,7 +1360,14 @@ def _glot_insert(tree: Any) -> Verdict:
     return []
 
 
-def _glot_update(tree: Any) -> Verdict:
+def _filled_in(catalog: Catalog, table: str, targets: set[str]) -> bool:
+    """Every column set is new in this revision (added, or its table created): a backfill."""
+    if table in catalog.created:
+        return True
+    return all((table, column) in catalog.added for column in targets)
+
+
+def _glot_update(tree: Any, catalog: Catalog) -> Verdict:
     from sqlglot import exp
 
     table = tree.find(exp.Table)
@@ -1359,6 +1376,8 @@ def _glot_update(tree: Any) -> Verdict:
     where = tree.args.get("where")
     nulls = _glot_is_null_columns(where.this) if where is not None else set()
     if targets and targets <= nulls and not tree.args.get("from"):
+        return []
+    if targets and not tree.args.get("from") and _filled_in(catalog, name, targets):
         return []
     message = "overwrites existing values (only a backfill of NULLs passes without consent)"
     return [("update-rows", DESTRUCTIVE, message, f"update rows of {name}")]
@@ -1387,12 +1406,34 @@ def _glot_nested(tree: Any) -> Verdict:
             continue
         if isinstance(inner, (exp.Delete, exp.Update)):
             found.extend(_glot_statement(inner, "", Catalog(), set()))
-        elif isinstance(inner, exp.Anonymous) and not definition:
+        elif (
+            isinstance(inner, exp.Anonymous) and not definition and not _in_column_definition(inner)
+        ):
             name = str(inner.this)
             if name.lower() not in _SAFE_FUNCTIONS:
                 message = f"calls {name}(), which may write: its effect cannot be known statically"
                 found.append(("function-call", DESTRUCTIVE, message, f"call {name}()"))
     return found
+
+
+def _in_column_definition(node: Any) -> bool:
+    """A call inside a new table's column definition (a DEFAULT, a generated column, a CHECK)
+    runs when a row is written later, not when the table is created: `DEFAULT
+    (randomblob(16))` on a new table writes nothing. A call inside a query (`CREATE TABLE ... AS
+    SELECT`) runs, and so does a default an ADD COLUMN fills existing rows with."""
+    from sqlglot import exp
+
+    in_column = False
+    parent = node.parent
+    while parent is not None:
+        if isinstance(parent, exp.Query):
+            return False
+        if isinstance(parent, exp.ColumnDef):
+            in_column = True
+        if isinstance(parent, exp.Create):
+            return in_column and (parent.args.get("kind") or "").upper() == "TABLE"
+        parent = parent.parent
+    return False
 
 
 # --- squawk ------------------------------------------------------------------------------
@@ -1529,7 +1570,7 @@ def _squawk_sees(part: Statement) -> bool:
 
 def _pg_kind(text: str) -> str:
     node = _pg_parse(text)
-    if type(node).__name__ != "TransactionStmt":
+    if node is None or type(node).__name__ != "TransactionStmt":
         return ""
     return node.kind.name.removeprefix("TRANS_STMT_")
 
@@ -1609,6 +1650,8 @@ _SAFE_OPS = frozenset(
         "inline_literal",
         "f",
         "batch_alter_table",
+        # A batched backfill (tasks/online/backfill.py): rows filled, none lost or blocked.
+        "backfill",
     }
 )
 _SOURCE_RULES = {
@@ -1825,7 +1868,7 @@ def _source_calls(
             and id(node) not in covered
             and not _is_op_name(node.value)
         ) or (_is_op_call(node, "get_bind") and id(node) not in covered):
-            where = "op.get_bind()" if isinstance(node, ast.Call) else f".{node.attr}"
+            where = f".{node.attr}" if isinstance(node, ast.Attribute) else "op.get_bind()"
             message = f"{where}: what runs through the connection cannot be known statically"
             verdict = [("connection-use", message, DESTRUCTIVE)]
         elif isinstance(node, ast.Call) and _is_op_call(node, "get_context"):
@@ -1839,7 +1882,11 @@ def _source_calls(
         ):
             message = f"op.get_context().{node.attr} is not known to be safe"
             verdict = [("unknown-statement", message, DESTRUCTIVE)]
-        elif isinstance(node, ast.Call) and _is_op_call(node) and node.func.attr != "get_bind":
+        elif (
+            _is_op_call(node)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr != "get_bind"
+        ):
             verdict = _judge_call(node.func.attr, node, dialect, created)
         else:
             continue
@@ -1913,7 +1960,7 @@ def _is_op_name(node: Any) -> bool:
     return isinstance(node, ast.Name) and node.id in {"op", "batch_op"}
 
 
-def _is_op_call(call: Any, operation: str | None = None) -> bool:
+def _is_op_call(call: Any, operation: str | None = None) -> TypeGuard[ast.Call]:
     """`op.<operation>(...)` or `batch_op.<operation>(...)` (any operation when None)."""
     import ast
 

@@ -78,10 +78,10 @@ def record_history(session: Session, connection: Connection) -> dict[str, Any] |
 def models_against_history(session: Session) -> list[str]:
     """The differences between the models and the schema the whole history builds."""
     from tasks.ci.history_database import history_database
-    from tasks.core import comparison
+    from tasks.core import env_comparison
     from tasks.schema import drift
 
-    rules = comparison.for_session(session)
+    rules = env_comparison.for_session(session)
     with history_database(session, "heads") as (_built, connection):
         differences = drift.compare(connection, session.metadata(), rules)
         connection.rollback()

@@ -17,6 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 from tasks.core.errors import ConfigError, MigrationsError, UsageError
 from tasks.core.session import Session
+from tasks.migrate.alembic_run import database_heads, run_alembic
+from tasks.migrate.scripts import (
+    display_path,
+    merge_command,
+    pending_plan,
+    revision_ids,
+    script_directory,
+    upgrade_steps,
+    validate_new_rev_id,
+)
+from tasks.migrate.writer import skip_missing_hook_modules
 
 if TYPE_CHECKING:
     from alembic.script import Script, ScriptDirectory
@@ -49,7 +60,6 @@ def current_if_configured(session: Session) -> tuple[str, ...] | None:
     the history is still worth printing). A malformed URL stays an error (bad input).
     """
     from tasks.core.errors import DatabaseError
-    from tasks.migrate.commands import database_heads
 
     if not database_configured(session):
         note_unmarked(session)
@@ -87,8 +97,6 @@ def note_unmarked(session: Session) -> None:
 
 def show(session: Session, revision: str, *, dialect: str = "") -> Script:
     """A revision's header, its docstring, and the upgrade SQL for the environment's dialect."""
-    from tasks.migrate.commands import display_path, script_directory
-
     if not revision.strip():
         raise UsageError("show needs --rev REV (an id, a unique prefix, head or a relative rev)")
     script = script_directory(session)
@@ -117,8 +125,6 @@ def show(session: Session, revision: str, *, dialect: str = "") -> Script:
 
 
 def _one_revision(script: ScriptDirectory, revision: str) -> Script:
-    from tasks.migrate.commands import pending_plan
-
     if revision.startswith(("+", "-")):  # relative to the database's revision, which show has not
         raise UsageError(
             f"revision {revision!r} is relative to a database's revision: show takes an id, a "
@@ -220,12 +226,11 @@ def _upgrade_sql(
     session: Session, script: ScriptDirectory, found: Script, dialect: str
 ) -> tuple[str, str]:
     """Render exactly this revision's upgrade step offline, for the right dialect."""
-    from tasks.migrate.commands import upgrade_steps
     from tasks.plan.steps import render_step_sql
 
     environment = _rendering_environment(session, dialect)
     steps = upgrade_steps(script, found.revision, _as_tuple(found.down_revision))
-    step = next(s for s in steps if s.revision.revision == found.revision)  # type: ignore[attr-defined]
+    step = next(s for s in steps if s.revision.revision == found.revision)
     rendering = Session(session.settings, session.record, session.confirmer, session.console)
     rendering._environment = environment
     rendering._metadata = session._metadata
@@ -277,8 +282,6 @@ def offline_session(session: Session) -> Session:
 
 def branches(session: Session) -> list[str]:
     """Branch points (revisions with several children), each with its branches' heads."""
-    from tasks.migrate.commands import script_directory
-
     script = script_directory(session)
     found = current_if_configured(session)
     current = found or ()
@@ -291,10 +294,7 @@ def branches(session: Session) -> list[str]:
         for child in sorted(point.nextrev):
             session.console.line(f"  -> {_label(script.get_revision(child), heads, current)}")
     if len(heads) > 1:
-        task = session.record.task.rsplit(".", 1)[0]
-        session.console.line(
-            f"{len(heads)} heads: merge them with `invoke {task}.merge -m MESSAGE`"
-        )
+        session.console.line(f"{len(heads)} heads: merge them with `{merge_command(session)}`")
     return [point.revision for point in points]
 
 
@@ -318,14 +318,6 @@ def merge(session: Session, message: str, *, rev_id: str = "") -> Path | None:
     from alembic import command
 
     from tasks.core.alembic_config import alembic_config
-    from tasks.migrate.commands import (
-        display_path,
-        revision_ids,
-        run_alembic,
-        script_directory,
-        skip_missing_hook_modules,
-        validate_new_rev_id,
-    )
 
     if not message.strip():
         raise UsageError("a merge needs a message: -m 'merge x and y'")
@@ -352,8 +344,6 @@ def merge(session: Session, message: str, *, rev_id: str = "") -> Path | None:
 
 def edit(session: Session, revision: str) -> Path:
     """Open a revision's file in $EDITOR (VISUAL first, like git)."""
-    from tasks.migrate.commands import script_directory
-
     if not revision.strip():
         raise UsageError("edit needs --rev REV (an id, a unique prefix or head)")
     found = _one_revision(script_directory(session), revision.strip())

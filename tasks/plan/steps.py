@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.core.alembic_config import EnvHandover, alembic_config
+from tasks.core.alembic_config import alembic_config
 from tasks.core.console import Console, plural
+from tasks.core.handover import EnvHandover
 from tasks.core.session import Session
 from tasks.lint import residue as ddl_residue
 
@@ -44,7 +45,7 @@ else:
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from alembic.runtime.migration import MigrationStep
+    from alembic.runtime.migration import RevisionStep
     from alembic.script import ScriptDirectory
 
 
@@ -116,12 +117,12 @@ class Plan:
 def build_plan(
     session: Session,
     script: ScriptDirectory,
-    steps: list[MigrationStep],
+    steps: list[RevisionStep],
     *,
     direction: str,
     current: tuple[str, ...],
     target: str,
-    server_version: tuple[int, ...] | None = None,
+    server_version: tuple[int | str, ...] | None = None,
 ) -> Plan:
     """Render and lint every step; the database itself is never changed.
 
@@ -139,11 +140,11 @@ def build_plan(
 def _plan_step(
     session: Session,
     script: ScriptDirectory,
-    step: MigrationStep,
+    step: RevisionStep,
     pg_version: str | None,
     catalog: lint.Catalog,
 ) -> PlannedRevision:
-    revision = step.revision  # type: ignore[attr-defined]
+    revision = step.revision
     path = _relative(session, revision.path)
     ignored = session.settings.lint_ignore
     dialect = session.environment.dialect
@@ -266,7 +267,7 @@ def rehearse(session: Session, direction: str, target: str, copy: str) -> dict[s
     from sqlalchemy import event
     from sqlalchemy.engine import URL
 
-    from tasks.backup.backups import copy_sqlite
+    from tasks.backup.sqlite import copy_sqlite
     from tasks.core.engines import create_engine
     from tasks.core.environments import Environment
 
@@ -281,11 +282,13 @@ def rehearse(session: Session, direction: str, target: str, copy: str) -> dict[s
     current: list[str] = []
 
     @event.listens_for(engine, "before_cursor_execute")
-    def _capture(_conn, _cursor, statement, _params, _context, _many) -> None:  # type: ignore[no-untyped-def]
+    def _capture(
+        _conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _many: bool
+    ) -> None:
         if not _REHEARSAL_NOISE.match(statement):
             current.append(statement.strip())
 
-    def cut(revision_id: str, _doc: str, _is_upgrade: bool) -> None:
+    def cut(revision_id: str, _doc: str, _is_upgrade: bool, _connection: Any) -> None:
         ran[revision_id] = list(current)
         current.clear()
 
@@ -311,7 +314,7 @@ def rehearse(session: Session, direction: str, target: str, copy: str) -> dict[s
 _REHEARSAL_NOISE = re.compile(r"\s*(PRAGMA|SELECT|BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE)\b", re.I)
 
 
-def render_step_sql(session: Session, script: ScriptDirectory, step: MigrationStep) -> str:
+def render_step_sql(session: Session, script: ScriptDirectory, step: RevisionStep) -> str:
     """The SQL of exactly one migration step, through Alembic's offline mode."""
     from alembic.runtime.environment import EnvironmentContext
 
@@ -428,6 +431,10 @@ def _wrap(text: str, first: str, rest: str, width: int) -> list[str]:
     ) or [first.rstrip()]
 
 
+# Subjects named per severity in the summary line; the plan above it lists every finding.
+SUMMARY_SUBJECTS = 5
+
+
 def summary(plan: Plan) -> str:
     """`2 revisions, 5 statements: 1 destructive (drop column users.legacy), 0 blocking`."""
     revisions = len(plan.revisions)
@@ -438,7 +445,11 @@ def summary(plan: Plan) -> str:
         subjects = [
             readable_subject(f.subject or f.rule) for f in consent if f.severity == severity
         ]
-        listed = f" ({', '.join(dict.fromkeys(subjects))})" if subjects else ""
+        distinct = list(dict.fromkeys(subjects))
+        shown = ", ".join(distinct[:SUMMARY_SUBJECTS])
+        if len(distinct) > SUMMARY_SUBJECTS:
+            shown += f", {len(distinct) - SUMMARY_SUBJECTS} more"
+        listed = f" ({shown})" if subjects else ""
         return f"{len(subjects)} {severity}{listed}"
 
     warnings = sum(

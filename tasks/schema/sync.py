@@ -128,12 +128,12 @@ def sync(
     Sync keeps no revision history of its own: `history`, when given, is asked once the
     database matches the models (it stamps the history's head when that is what sync built, or
     says the one next step), and its answer is part of the report."""
-    from tasks.core import comparison
+    from tasks.core import env_comparison
 
     metadata = session.metadata()
     nothing_to_back_up = _sqlite_file_missing(session)
     with _connection(session, read_only=check) as connection:
-        rules = comparison.for_session(session, connection)
+        rules = env_comparison.for_session(session, connection)
         plan = _compare(session, connection, metadata, rules)
         session.record.details["differences"] = _counts(plan)
         if check or not plan.to_apply:
@@ -205,7 +205,7 @@ def reset(session: Session, *, backup: bool = False) -> None:
     )
     session.console.line(
         f"{environment.name}: no revision is recorded now; "
-        f"if the models are at head, `invoke {_collection(session)}.stamp --rev head`"
+        f"if the models are at head, `{_stamp_command(session)}`"
     )
 
 
@@ -874,7 +874,7 @@ def _execute(connection: Connection, plan: SyncPlan, progress: list[str]) -> Non
     tables = [item.changes[0].model for item in by_kind["missing_table"]]
     if tables:  # a failure names its own statement (see _failed_statement), not every table
         progress.append(f"{_CREATING_TABLES}{plural(len(tables), 'table')}")
-        tables[0].metadata.create_all(connection, tables=tables, checkfirst=True)
+        _create_tables(connection, tables)
     for item in by_kind["missing_index"]:
         progress.append(item.detail)
         connection.execute(CreateIndex(item.changes[0].model))
@@ -883,6 +883,22 @@ def _execute(connection: Connection, plan: SyncPlan, progress: list[str]) -> Non
             progress.append(item.detail)
             connection.execute(_add_constraint_ddl(item.changes[0].model))
     progress.append("checking the result")
+
+
+def _create_tables(connection: Connection, tables: list[Table]) -> None:
+    """Tables in dependency order (a table before those whose foreign keys refer to it).
+
+    One MetaData's `create_all` sorts them (and breaks cycles with ALTERs); tables of several
+    (models given as a list of MetaData) are sorted together across them.
+    """
+    from sqlalchemy.schema import sort_tables
+
+    owners = {id(table.metadata) for table in tables}
+    if len(owners) == 1:
+        tables[0].metadata.create_all(connection, tables=tables, checkfirst=True)
+        return
+    for table in sort_tables(tables):
+        table.create(connection, checkfirst=True)
 
 
 def _add_column_ddl(connection: Connection, item: Item, inline_fk: Item | None) -> None:
@@ -1174,6 +1190,13 @@ def _json_report(
             for table, items in _by_table(plan.items)
         ],
     }
+
+
+def _stamp_command(session: Session) -> str:
+    from tasks.core import suggestions
+
+    found = suggestions.command(_collection(session), "stamp", "--rev head")
+    return found or "invoke local.stamp --rev head"
 
 
 def _collection(session: Session) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from tasks.cli.alembic_tasks import LONG_NAMES, SHORT_FLAGS
+from tasks.cli.flags import LONG_NAMES, SHORT_FLAGS
 from tasks.cli.namespace import build_namespace
 
 
