@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.core.alembic_config import alembic_config
 from tasks.core.console import plural
 from tasks.core.errors import (
     CheckFailed,
@@ -28,12 +27,9 @@ from tasks.core.errors import (
 from tasks.core.session import Session
 from tasks.history import checksums
 from tasks.migrate.alembic_run import (
-    ConsoleStream,
     as_database_error,
     database_heads,
-    run_alembic,
     server_version,
-    session_config,
 )
 from tasks.migrate.apply import (
     alembic_runner,
@@ -143,17 +139,21 @@ def _unrecorded_advice(session: Session, tables: int) -> str:
 
 def history(session: Session, *, verbose: bool = False) -> None:
     """Alembic's history, newest first, with the database's revision marked (current)."""
-    from alembic import command
 
     # Reading needs no database (issue 12.2); with none, or one at base, nothing is marked.
-    if not current_if_configured(session):
-        config = alembic_config(session.settings, stdout=ConsoleStream(session))
-        run_alembic(session, command.history, config, verbose=verbose)
-        return
-    with session.connect() as connection:
-        database_heads(connection, session)
-        config = session_config(session, connection)
-        run_alembic(session, command.history, config, indicate_current=True, verbose=verbose)
+    # Alembic's --indicate-current runs env.py (models and all) only to read the version table,
+    # which current_if_configured has read: the lines are Alembic's, without that second run.
+    from tasks.core.alembic_internals import history_line
+    from tasks.core.console import one_value
+
+    current = current_if_configured(session) or ()
+    script = script_directory(session)
+    for revision in script.walk_revisions(base="base", head="heads"):
+        text = history_line(revision, current=revision.revision in current, verbose=verbose)
+        if not verbose:  # one line per revision: a line break in a message forges no row
+            text = one_value(text)
+        for line in text.split("\n"):
+            session.console.line(line)
 
 
 def heads(session: Session) -> list[str]:
