@@ -68,6 +68,8 @@ def test_a_dash_f_file_wins_over_variables(project, dev_url):
     override.write_text(f"migrations:\n  log_file: {from_file}\n")
     project.setenv("INVOKE_MIGRATIONS_LOG_FILE", str(from_variable))
 
+    # the database exists first (a read never creates it), written under the file's settings
+    assert_ok(project.invoke_subprocess("-f", str(override), "dev.upgrade"))
     assert_ok(project.invoke_subprocess("-f", str(override), "dev.current"))
 
     assert from_file.exists() and not from_variable.exists()
