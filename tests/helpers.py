@@ -38,14 +38,6 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def existing_sqlite_url(path: Path) -> str:
-    """The URL of an empty SQLite database that exists: a read never creates one."""
-    import sqlite3
-
-    sqlite3.connect(path).close()
-    return sqlite_url(path)
-
-
 def stderr_lines(result: Result) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.strip()]
 

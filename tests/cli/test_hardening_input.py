@@ -20,7 +20,6 @@ from tests.helpers import (
     assert_ok,
     assert_one_line_error,
     copy_scripts,
-    existing_sqlite_url,
     prepare,
     sqlite_url,
     venv_bin,
@@ -341,7 +340,8 @@ def test_a_models_module_calling_sys_exit_is_one_prefixed_line(project, tmp_path
     module = f"models_exit_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{module}.py").write_text('import sys\nsys.exit("models are not ready")\n')
     project.monkeypatch.syspath_prepend(str(tmp_path))
-    project.setenv("DATABASE_URL_DEVELOPMENT", existing_sqlite_url(project.tmp / "dev.sqlite3"))
+    project.setenv("DATABASE_URL_DEVELOPMENT", sqlite_url(project.tmp / "dev.sqlite3"))
+    (project.tmp / "dev.sqlite3").touch()  # a read never creates the file (issue 18.4)
     project.setenv("INVOKE_MIGRATIONS_METADATA", f"{module}:metadata")
 
     result = project.invoke("dev.check")
@@ -444,6 +444,8 @@ def test_protected_environments_do_not_warn(project) -> None:
         sqlite3.connect(project.tmp / f"{name}.sqlite3").close()
     project.setenv("DATABASE_URL_PRODUCTION", sqlite_url(project.tmp / "prod.sqlite3"))
     project.setenv("DATABASE_URL_DEVELOPMENT", sqlite_url(project.tmp / "dev.sqlite3"))
+    for name in ("prod.sqlite3", "dev.sqlite3"):  # a read never creates the file (issue 18.4)
+        (project.tmp / name).touch()
     for task in ("prod.current", "dev.current"):
         result = project.invoke(task)
         assert_ok(result)

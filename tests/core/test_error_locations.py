@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 
 from tasks.core.errors import ExitCode
-from tests.helpers import SECRET, assert_one_line_error, copy_scripts, existing_sqlite_url
+from tests.helpers import SECRET, assert_one_line_error, copy_scripts
 from tests.revision_chains import empty_chain
 
 BAD_MODELS = """\
@@ -26,7 +26,8 @@ def _bad_models(project):
     project.monkeypatch.syspath_prepend(str(package))
     project.monkeypatch.delitem(sys.modules, "badmodels", raising=False)
     project.setenv("INVOKE_MIGRATIONS_METADATA", "badmodels:metadata")
-    project.setenv("DATABASE_URL_DEVELOPMENT", existing_sqlite_url(project.tmp / "dev.sqlite3"))
+    project.setenv("DATABASE_URL_DEVELOPMENT", f"sqlite:///{project.tmp / 'dev.sqlite3'}")
+    (project.tmp / "dev.sqlite3").touch()  # reads (dev.check) never create the file
     return package / "badmodels.py"
 
 
@@ -47,7 +48,7 @@ def test_a_revision_name_error_names_the_revision_file_and_line(project):
     chain.add(
         "e00000000001", "broken", "op.execute('SELECT 1')\nundefined_in_revision", record=False
     )
-    project.setenv("DATABASE_URL_DEVELOPMENT", existing_sqlite_url(project.tmp / "dev.sqlite3"))
+    project.setenv("DATABASE_URL_DEVELOPMENT", f"sqlite:///{project.tmp / 'dev.sqlite3'}")
 
     result = project.invoke("dev.upgrade")
 
@@ -65,7 +66,7 @@ def test_an_env_py_error_names_env_py(project):
     lines.insert(at + 1, "    undefined_in_env_py  # noqa")
     env_py.write_text("\n".join(lines) + "\n")
     project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(scripts.ini))
-    project.setenv("DATABASE_URL_DEVELOPMENT", existing_sqlite_url(project.tmp / "dev.sqlite3"))
+    project.setenv("DATABASE_URL_DEVELOPMENT", f"sqlite:///{project.tmp / 'dev.sqlite3'}")
 
     result = project.invoke("dev.upgrade")
 
