@@ -128,7 +128,7 @@ def _ci_options(session: Session) -> dict[str, Any]:
     fail_on = raw.get("fail_on", "destructive")
     severities = fail_on.split(",") if isinstance(fail_on, str) else list(fail_on or [])
     failing = {str(item).strip().lower() for item in severities if str(item).strip()}
-    known = {lint.DESTRUCTIVE, lint.BLOCKING, lint.WARNING}
+    known = set(lint.SEVERITIES)
     if failing - known:
         raise ConfigError(
             f"migrations.ci.fail_on: unknown severity {', '.join(sorted(failing - known))} "

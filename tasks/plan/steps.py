@@ -137,7 +137,7 @@ def _plan_step(
         sql = render_step_sql(session, script, step)
     except Exception as error:
         reason = " ".join(str(error).split()) or type(error).__name__
-        finding = lint.Finding("not-renderable", lint.WARNING, f"no offline SQL: {reason}", "")
+        finding = lint.finding(lint.Rule.NOT_RENDERABLE, f"no offline SQL: {reason}")
         source = lint.scan_source(_source(revision.path), step.is_upgrade, ignored, dialect)
         return PlannedRevision(
             revision.revision, revision.doc or "", path, "", [finding, *source], reason, "none"
@@ -185,7 +185,7 @@ def _reflect_columns(session: Session, table: str) -> dict[str, str]:
 
 def _non_atomic_ddl(sql: str, dialect: str, ignored: Any) -> list[lint.Finding]:
     """MySQL/MariaDB commit each DDL statement: a revision with several cannot be atomic."""
-    rule = "non-atomic-ddl"
+    rule = lint.Rule.NON_ATOMIC_DDL
     if not ddl_residue.takes_snapshots(dialect) or rule in ignored:
         return []
     count = ddl_residue.ddl_statement_count(sql)
@@ -195,7 +195,7 @@ def _non_atomic_ddl(sql: str, dialect: str, ignored: Any) -> list[lint.Finding]:
         f"{count} DDL statements, each committed on its own by MySQL/MariaDB: if one fails, "
         "the earlier ones stay applied and the revision must be finished or undone by hand"
     )
-    return [lint.Finding(rule, lint.WARNING, message, "")]
+    return [lint.finding(rule, message)]
 
 
 def _online_only(path: str, upgrade: bool, ignored: Any, dialect: str) -> list[lint.Finding]:
@@ -236,7 +236,7 @@ def _rehearse_on_copy(
         reason = f"rehearsal on a copy failed: {' '.join(str(error).split())[:300]}"
         for item in planned:
             if item.render_error:
-                item.findings.append(lint.Finding("rehearsal-failed", lint.WARNING, reason, ""))
+                item.findings.append(lint.finding(lint.Rule.REHEARSAL_FAILED, reason))
         return
     for item in planned:
         if item.render_error and item.revision in ran:
