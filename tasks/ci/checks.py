@@ -464,7 +464,11 @@ def lint_revisions(
     failing = options["fail_on"]
     outcomes = []
     for item in planned.revisions:
-        bad = [finding for finding in item.findings if finding.severity in failing]
+        bad = [
+            finding
+            for finding in item.findings
+            if finding.severity in failing and finding.rule not in item.consent
+        ]
         if bad:
             rules = ", ".join(sorted({finding.rule for finding in bad}))
             outcomes.append(

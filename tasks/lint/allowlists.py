@@ -100,6 +100,36 @@ SAFE_FUNCTIONS = frozenset(
         "bool_and",
     }
 )
+# PostgreSQL's catalog readers, trusted only qualified with pg_catalog (SQLAlchemy's reflection
+# and Alembic's version-table check call them so).
+CATALOG_FUNCTIONS = frozenset(
+    {
+        "pg_table_is_visible",
+        "pg_type_is_visible",
+        "pg_function_is_visible",
+        "format_type",
+        "pg_get_expr",
+        "pg_get_constraintdef",
+        "pg_get_indexdef",
+        "pg_get_viewdef",
+        "pg_get_serial_sequence",
+        "pg_get_triggerdef",
+        "pg_get_statisticsobjdef_columns",
+        "obj_description",
+        "col_description",
+        "current_schema",
+        "current_schemas",
+        "current_database",
+        "version",
+        "generate_subscripts",
+        "array_position",
+        "pg_encoding_to_char",
+        "to_regclass",
+        "array_agg",
+        "array_length",
+        "unnest",
+    }
+)
 # Defaults that make ADD COLUMN rewrite (or fill row by row) an existing table.
 VOLATILE_DEFAULTS = frozenset(
     {"random", "clock_timestamp", "gen_random_uuid", "uuid_generate_v4", "nextval", "timeofday"}
@@ -107,6 +137,20 @@ VOLATILE_DEFAULTS = frozenset(
 
 
 SAFE_PRAGMAS = frozenset({"foreign_keys", "legacy_alter_table", "defer_foreign_keys"})
+# SQLite's schema queries: whatever their argument, they only read (SQLAlchemy reflects with them).
+READING_PRAGMAS = frozenset(
+    {
+        "table_info",
+        "table_xinfo",
+        "index_list",
+        "index_info",
+        "index_xinfo",
+        "foreign_key_list",
+        "table_list",
+        "database_list",
+        "collation_list",
+    }
+)
 SWITCHED_ON = frozenset({"on", "1", "true", "yes"})  # PRAGMA foreign_keys passes only switched on
 # Session settings a MariaDB/MySQL migration may change without consent: timeouts (only with a
 # non-zero literal) and the connection's character set. FOREIGN_KEY_CHECKS=0 lets later writes

@@ -41,10 +41,11 @@ wrongly. Rules named in `migrations.lint.ignore` are dropped from both.
 from __future__ import annotations
 
 from tasks.lint import squawk
+from tasks.lint.allowlists import SAFE_FUNCTIONS
 from tasks.lint.findings import VERSION_TABLE, Catalog, Finding, Statement, Verdict, finding
 from tasks.lint.rules import BLOCKING, DESTRUCTIVE, NEEDS_CONSENT, SEVERITIES, WARNING, Rule
 from tasks.lint.source_scan import RUNS_ONLINE, runs_differently_online, scan_source
-from tasks.lint.sql import classify, split, statements
+from tasks.lint.sql import classify, classify_live, seed_catalog, split, statements
 from tasks.lint.squawk import JUDGED, SQUAWK_ALIASES, SquawkReport, merge, squawk_binary
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "JUDGED",
     "NEEDS_CONSENT",
     "RUNS_ONLINE",
+    "SAFE_FUNCTIONS",
     "SEVERITIES",
     "SQUAWK_ALIASES",
     "VERSION_TABLE",
@@ -64,11 +66,13 @@ __all__ = [
     "Statement",
     "Verdict",
     "classify",
+    "classify_live",
     "finding",
     "lint",
     "merge",
     "runs_differently_online",
     "scan_source",
+    "seed_catalog",
     "split",
     "squawk_binary",
     "statements",
@@ -82,9 +86,11 @@ def lint(
     preamble: str = "",
     pg_version: str | None = None,
     catalog: Catalog | None = None,
+    schema: str | None = None,
 ) -> list[Finding]:
-    """Our classifier on every dialect; on PostgreSQL merged with squawk's findings."""
-    findings = classify(sql, dialect, ignored, catalog)
+    """Our classifier on every dialect; on PostgreSQL merged with squawk's findings. `schema`
+    is where Alembic's version table is (the environment's schema)."""
+    findings = classify(sql, dialect, ignored, catalog, schema)
     if dialect != "postgresql":
         return findings
     reports = squawk.reports(sql, preamble, pg_version)

@@ -64,6 +64,10 @@ class Catalog:
     # until COMMIT, so a VALIDATE after it in the same transaction scans under that lock.
     locked: set[str] = field(default_factory=set)
     in_transaction: bool = True  # Alembic runs a revision in one, unless the SQL says otherwise
+    rebuilt: set[str] = field(default_factory=set)  # tables SQLite batch mode rebuilds
+    # Allow-listed function names a user function also has (PostgreSQL: outside pg_catalog), so
+    # an unqualified call may not reach the built-in: read from the database by the caller.
+    shadowed: frozenset[str] = frozenset()
 
     def column_type(self, table: str, column: str) -> str | None:
         known = self.types.get((table, column))
@@ -78,6 +82,7 @@ class Catalog:
         """Tables created by an earlier revision are no longer "new" (they may be filled)."""
         self.created.clear()
         self.not_null_checks_added.clear()
+        self.rebuilt.clear()
         self.locked.clear()
         self.in_transaction = True
 

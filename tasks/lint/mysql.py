@@ -82,9 +82,15 @@ def _glot_statement(tree: Any, dialect: str, catalog: Catalog, rebuilt: set[str]
         return [hit(Rule.TRUNCATE, "deletes every row of a table", f"truncate {names}")]
     if isinstance(tree, (exp.Select, exp.Union)):
         return []  # reads; function calls are judged by nested
+    if isinstance(tree, exp.Show) or (
+        isinstance(tree, exp.Describe) and isinstance(tree.this, exp.Table)
+    ):
+        return []  # SHOW ..., DESCRIBE table: reads (SQLAlchemy's reflection)
     if isinstance(tree, exp.Pragma):
-        name = tree.this.name.lower() if tree.this is not None else ""
+        name = _pragma_name(tree)
         value = tree.this.expression if isinstance(tree.this, exp.EQ) else None
+        if name in allowlists.READING_PRAGMAS:
+            return []  # a schema query (SQLAlchemy's reflection, batch mode): reads only
         if (
             name == "foreign_keys"
             and value is not None
@@ -100,6 +106,16 @@ def _glot_statement(tree: Any, dialect: str, catalog: Catalog, rebuilt: set[str]
     return [unknown(type(tree).__name__.upper())]
 
 
+def _pragma_name(tree: Any) -> str:
+    """`table_info` of `PRAGMA main.table_info("t")`, `foreign_keys` of `PRAGMA foreign_keys=ON`."""
+    from sqlglot import exp
+
+    target = tree.this.this if isinstance(tree.this, exp.EQ) else tree.this
+    if isinstance(target, exp.Dot):
+        target = target.expression
+    return target.name.lower() if target is not None else ""
+
+
 def _glot_set(tree: Any) -> Verdict:
     """Each item of a SET must be an allow-listed session setting with a harmless value."""
     verdict: Verdict = []
@@ -107,7 +123,7 @@ def _glot_set(tree: Any) -> Verdict:
     for item in items or [None]:
         name, value = _glot_set_item(item)
         if name in allowlists.SAFE_MYSQL_SETTINGS and (
-            name not in allowlists.MYSQL_TIMEOUTS or _positive(value)
+            name not in allowlists.MYSQL_TIMEOUTS or _positive(value, name)
         ):
             continue
         if name in allowlists.MYSQL_TIMEOUTS:
@@ -145,12 +161,14 @@ def _glot_set_item(item: Any) -> tuple[str, Any]:
     return name, value.this if isinstance(value, exp.Literal) else None
 
 
-def _positive(value: Any) -> bool:
-    """A literal number above 0 (a timeout that is on)."""
+def _positive(value: Any, name: str = "") -> bool:
+    """A literal number the server keeps above 0 (a timeout that is on): the lock waits are
+    whole seconds, so `0.4` is not proven to be on; max_statement_time takes fractions."""
     try:
-        return value is not None and float(str(value)) > 0
+        number = float(str(value)) if value is not None else 0.0
     except ValueError:
         return False
+    return number > 0 if name == "max_statement_time" else number >= 1
 
 
 def _glot_create(tree: Any, catalog: Catalog) -> Verdict:
@@ -325,7 +343,10 @@ def _glot_update(tree: Any) -> Verdict:
     targets = {item.this.name for item in tree.expressions if isinstance(item, exp.EQ)}
     where = tree.args.get("where")
     nulls = _glot_is_null_columns(where.this) if where is not None else set()
-    if targets and targets <= nulls and not tree.args.get("from"):
+    # MariaDB's multi-table UPDATE (`UPDATE a JOIN b ... SET`) writes every table it names:
+    # only a single-table backfill passes.
+    multi_table = bool(tree.args.get("from")) or bool(table is not None and table.args.get("joins"))
+    if targets and targets <= nulls and not multi_table:
         return []
     message = "overwrites existing values (only a backfill of NULLs passes without consent)"
     return [hit(Rule.UPDATE_ROWS, message, f"update rows of {name}")]

@@ -23,7 +23,7 @@ def judge(text: str, catalog: Catalog) -> Verdict:
     if node is None:
         return unparsable("PostgreSQL")
     verdict = _pg_statement(node, catalog)
-    return verdict + [item for item in nested(node) if item not in verdict]
+    return verdict + [item for item in nested(node, catalog) if item not in verdict]
 
 
 def _pg_statement(node: Any, catalog: Catalog) -> Verdict:
@@ -47,8 +47,6 @@ _PG_ALWAYS_SAFE = frozenset(
         "CreateDomainStmt",
         "CreateSchemaStmt",
         "VariableShowStmt",
-        "GrantRoleStmt",
-        "LockStmt",
         "CreateStatsStmt",
     }
 )
@@ -60,12 +58,13 @@ def _pg_kind_name(node: Any) -> str:
     return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).upper()
 
 
-def drop_names(node: Any) -> list[str]:
+def drop_names(node: Any, *, qualified: bool = False) -> list[str]:
+    """The names a DROP statement drops (`schema.name` as written, with `qualified`)."""
     names = []
     for item in node.objects or ():
         parts = item if isinstance(item, tuple) else (item,)
-        last = parts[-1]
-        names.append(getattr(last, "sval", None) or str(last))
+        words = [getattr(part, "sval", None) or str(part) for part in parts]
+        names.append(".".join(words) if qualified else words[-1])
     return names
 
 
@@ -223,12 +222,29 @@ def _setting_verdict(name: str, values: list[Any]) -> Verdict:
     return []
 
 
+# Milliseconds per unit of a PostgreSQL duration setting (a bare number is milliseconds).
+_MILLISECONDS = {
+    "": 1.0,
+    "us": 0.001,
+    "ms": 1.0,
+    "s": 1000.0,
+    "min": 60000.0,
+    "h": 3.6e6,
+    "d": 8.64e7,
+}
+
+
 def _positive_duration(value: Any) -> bool:
-    """`5`, `'4s'`, `'30min'`: a literal, non-zero duration (anything else is not proven)."""
+    """`5`, `'4s'`, `'30min'`: a literal duration PostgreSQL stores as at least 1 ms.
+
+    The timeouts are kept in whole milliseconds: `'0.4ms'` or `'100us'` is stored as 0, which
+    means no timeout at all. Anything not read literally is not proven, so not positive."""
     if isinstance(value, bool) or value is None:
         return False
-    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*(?:us|ms|s|min|h|d)?\s*", str(value).lower())
-    return match is not None and float(match.group(1)) > 0
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(us|ms|s|min|h|d)?\s*", str(value))
+    if match is None:
+        return False
+    return float(match.group(1)) * _MILLISECONDS[match.group(2) or ""] >= 1
 
 
 def _pg_do(node: Any, _catalog: Catalog) -> Verdict:
@@ -278,10 +294,38 @@ def _plpgsql_queries(tree: Any) -> Iterator[str]:
 
 
 def _pg_function(node: Any, _catalog: Catalog) -> Verdict:
+    """A function or procedure is code that runs wherever it is called later (a default, a
+    check, a view, an index, an overload of a built-in name): its definition needs consent."""
+    name = ".".join(part.sval for part in node.funcname or ())
+    what = "procedure" if node.is_procedure else "function"
+    verdict = [hit(Rule.DEFINE_ROUTINE, f"defines a {what}", f"define {what} {name}")]
     if node.replace:
-        message = "replaces a function that existing code and triggers may call"
-        return [hit(Rule.REPLACE_OBJECT, message, "replace function")]
-    return []
+        message = f"replaces a {what} that existing code and triggers may call"
+        verdict.append(hit(Rule.REPLACE_OBJECT, message, f"replace {what} {name}"))
+    return verdict
+
+
+def _pg_definition(node: Any, _catalog: Catalog) -> Verdict:
+    """Triggers, rules, operators, casts, aggregates, languages: code the server runs later."""
+    what = _pg_kind_name(node).lower()
+    return [hit(Rule.DEFINE_ROUTINE, f"{what}: defines code the server runs later", what)]
+
+
+def _pg_grant_role(node: Any, _catalog: Catalog) -> Verdict:
+    verb = "grants" if node.is_grant else "revokes"
+    roles = ", ".join(getattr(role, "rolename", None) or "?" for role in node.granted_roles or ())
+    message = f"{verb} role membership ({roles}): privileges are not the revision's to change"
+    return [hit(Rule.GRANT_ROLE, message, f"{verb.removesuffix('s')} role {roles}")]
+
+
+def _pg_lock(node: Any, _catalog: Catalog) -> Verdict:
+    """LOCK TABLE in SHARE mode or stronger stops writers (ACCESS EXCLUSIVE: readers too) until
+    the revision commits; the weaker modes are what ordinary statements take anyway."""
+    if node.mode < 5:  # ACCESS SHARE .. SHARE UPDATE EXCLUSIVE
+        return []
+    tables = ", ".join(pg_nodes.relname(relation) for relation in node.relations or ())
+    message = "locks a table in a mode that blocks writes for the rest of the revision"
+    return [hit(Rule.STRONG_LOCK, message, f"lock {tables}")]
 
 
 def _pg_view(node: Any, _catalog: Catalog) -> Verdict:
@@ -331,6 +375,17 @@ _PG_HANDLERS: dict[str, Callable[[Any, Catalog], Verdict]] = {
     "VariableSetStmt": _pg_set,
     "DoStmt": _pg_do,
     "CreateFunctionStmt": _pg_function,
+    "CreateTrigStmt": _pg_definition,
+    "CreateEventTrigStmt": _pg_definition,
+    "RuleStmt": _pg_definition,
+    "DefineStmt": _pg_definition,
+    "CreateCastStmt": _pg_definition,
+    "CreatePLangStmt": _pg_definition,
+    "CreateOpClassStmt": _pg_definition,
+    "CreateTransformStmt": _pg_definition,
+    "CreateConversionStmt": _pg_definition,
+    "GrantRoleStmt": _pg_grant_role,
+    "LockStmt": _pg_lock,
     "ViewStmt": _pg_view,
     "AlterEnumStmt": _pg_alter_enum,
     "AlterSeqStmt": _pg_alter_sequence,
@@ -340,8 +395,9 @@ _PG_HANDLERS: dict[str, Callable[[Any, Catalog], Verdict]] = {
 }
 
 
-def nested(node: Any) -> Verdict:
+def nested(node: Any, catalog: Catalog | None = None) -> Verdict:
     """Writes hidden inside a statement (a DELETE in a CTE) and calls of unknown functions."""
+    shadowed = catalog.shadowed if catalog is not None else frozenset()
     found: Verdict = []
     for inner in pg_nodes.walk(node):
         kind = type(inner).__name__
@@ -355,10 +411,25 @@ def nested(node: Any) -> Verdict:
             setting = _pg_set_config(inner)
             if setting is not None:
                 found.extend(item for item in setting if item not in found)
-            elif name.lower().removeprefix("pg_catalog.") not in allowlists.SAFE_FUNCTIONS:
+            elif not trusted_call([part.sval for part in inner.funcname], shadowed):
                 message = f"calls {name}(), which may write: its effect cannot be known statically"
                 found.append(hit(Rule.FUNCTION_CALL, message, f"call {name}()"))
     return found
+
+
+def trusted_call(name: list[str], shadowed: frozenset[str] | set[str] = frozenset()) -> bool:
+    """Whether a call of `name` (as written: `lower`, `pg_catalog.lower`) reaches a built-in.
+
+    Qualified with `pg_catalog` it does (only a superuser creates functions there). Unqualified,
+    PostgreSQL picks among every function of that name on the search_path by argument types, so
+    a user's `lower(integer)` beats the built-in `lower(text)` for an integer: an unqualified
+    allow-listed name is trusted only while no function of that name exists outside the system
+    schemas (`shadowed`, read from the database; a revision defining one needs consent).
+    """
+    words = [word.lower() for word in name]
+    if len(words) == 2 and words[0] == "pg_catalog":
+        return words[1] in allowlists.SAFE_FUNCTIONS | allowlists.CATALOG_FUNCTIONS
+    return len(words) == 1 and words[0] in allowlists.SAFE_FUNCTIONS and words[0] not in shadowed
 
 
 def _pg_set_config(call: Any) -> Verdict | None:
@@ -378,13 +449,13 @@ def _pg_set_config(call: Any) -> Verdict | None:
 
 
 def _pg_in_definition(node: Any) -> bool:
-    """Statements whose function calls cannot write: a function's body is text not run here,
-    and PostgreSQL refuses writes in the (immutable) functions of an index expression.
+    """Statements whose function calls are not run now: a function's definition (which needs
+    consent itself, as `define-routine`).
 
-    Defaults, checks and views are not exempt: an unknown function there runs on every
-    future insert or read, so it is as unknown as one called now.
+    Defaults, checks, views and index expressions are not exempt: an unknown function there
+    runs on every future insert, read or index build, so it is as unknown as one called now.
     """
-    return type(node).__name__ in {"CreateFunctionStmt", "IndexStmt"}
+    return type(node).__name__ == "CreateFunctionStmt"
 
 
 def transaction_kind(text: str) -> str:

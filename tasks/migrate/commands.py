@@ -32,6 +32,7 @@ from tasks.core.errors import (
 )
 from tasks.core.redaction import redact
 from tasks.core.session import Session
+from tasks.guard import statement_guard
 from tasks.lint import residue as ddl_residue
 from tasks.plan.steps import Plan, build_plan, print_plan, summary
 from tasks.schema import drift
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from alembic.runtime.migration import MigrationStep
     from alembic.script import ScriptDirectory
     from sqlalchemy.engine import Connection
+
+    from tasks.guard.statement_guard import StatementGuard
 
 
 # --- read-only ------------------------------------------------------------------------------
@@ -347,18 +350,28 @@ def upgrade(
         if not steps:
             _nothing_to(session, "upgrade", before)
             return
+        guard = None
         if session.environment.protected:
             planned = _shown_plan(session, connection, script, steps, "upgrade", before, revision)
             action = f"Upgrade {name} ({session.environment.masked_url}) to {revision}"
             # plan -> confirmation -> backup -> apply: a declined run writes nothing, and the
             # lock held since before the plan means nothing changes while the operator reads.
-            _require_consent(session, planned, allow_destructive)
+            consented = _require_consent(session, planned, allow_destructive)
             session.confirm(action)
             _backup_before(session, requested=backup, mandatory=False)
+            guard = statement_guard.for_plan(session, planned, consented=consented)
         else:
             _show_steps(session, f"{name}: {plural(len(steps), 'revision')} to apply", steps)
         try:
-            _apply(session, connection, steps, _run_with(script, "upgrade"), revision)
+            run = _run_with(script, "upgrade", guard)
+            _apply(session, connection, steps, run, revision, guard=guard)
+        except statement_guard.StatementRefused as refused:
+            session.record.details["statement_refused"] = {
+                "revision": refused.revision,
+                "statement": refused.statement,
+                "rules": refused.rules,
+            }
+            raise
         except DatabaseError as error:
             raise _with_stamp_hint(session, error, before) from None
 
@@ -469,17 +482,20 @@ def _backup_before(session: Session, *, requested: bool, mandatory: bool) -> Non
     session.record.details["backup"] = str(path)
 
 
-def _require_consent(session: Session, planned: Plan, allow_destructive: bool) -> None:
+def _require_consent(session: Session, planned: Plan, allow_destructive: bool) -> bool:
     """Destructive and blocking statements need --allow-destructive or typed consent; --yes
-    answers the environment's confirmation, never this one."""
+    answers the environment's confirmation, never this one. True when the operator consented
+    to everything the plan shows (the statement guard then lets those rules run). Findings a
+    revision's written `consent` covers need neither; the audit row records that consent."""
+    _record_written_consent(session, planned)
     pending = planned.needing_consent()
     if not pending:
-        return
+        return False
     rules = ", ".join(sorted({f"{revision}:{finding.rule}" for revision, finding in pending}))
     session.record.details["needs_consent"] = rules
     if allow_destructive:
         _record_consent(session, "--allow-destructive")
-        return
+        return True
     what = f"{plural(len(pending), 'destructive or blocking statement')} pending ({rules})"
     if not session.can_prompt():
         raise Refused(f"{what}: pass --allow-destructive to apply them; nothing changed")
@@ -488,6 +504,22 @@ def _require_consent(session: Session, planned: Plan, allow_destructive: bool) -
         f"{what}; to apply them anyway", type_to_confirm="allow-destructive", honour_yes=False
     )
     _record_consent(session, "typed at the prompt")
+    return True
+
+
+def _record_written_consent(session: Session, planned: Plan) -> None:
+    """Each rule consented to in a revision file, its reason and the file's hash, in the audit
+    row's arguments: which reviewed text allowed what."""
+    written = [
+        {"revision": item.revision, "rule": rule, "reason": reason, "file_sha256": item.file_sha256}
+        for item in planned.revisions
+        for rule, reason in item.consent.items()
+    ]
+    if written:
+        session.record.arguments["written_consent"] = written
+        session.record.details["written_consent"] = written
+        if not planned.needing_consent():
+            _record_consent(session, "written in the revision")
 
 
 def _record_consent(session: Session, how: str) -> None:
@@ -997,11 +1029,13 @@ def _apply(
     revision: str,
     *,
     stamping: bool = False,
+    guard: StatementGuard | None = None,
 ) -> None:
     """Run `operation`, reporting each revision as it completes and naming the one that fails.
 
     Progress is a ticking live line on a terminal and one plain line per revision elsewhere;
-    each revision's duration also goes to the run log.
+    each revision's duration also goes to the run log. With a statement `guard`, every
+    statement sent on `connection` while Alembic runs is judged before it runs.
     """
     from tasks.core.console import Progress
     from tasks.guard.lock import verify_lock
@@ -1034,7 +1068,8 @@ def _apply(
         handover.on_revision_applied = on_applied
         config = alembic_config(session.settings, handover, stdout=_StdoutProxy(session))
         try:
-            run_alembic(session, operation, config, revision)
+            with statement_guard.guarding(guard, connection):
+                run_alembic(session, operation, config, revision)
         except DatabaseError as error:
             if getattr(error, "in_env_py", False):
                 raise DatabaseError(f"{_env_py(session)} failed: {error}{ENV_PY_HINT}") from None
@@ -1107,7 +1142,9 @@ class _ResidueWatch:
         )
 
 
-def _run_with(script: ScriptDirectory, direction: str) -> Callable[[Config, str], None]:
+def _run_with(
+    script: ScriptDirectory, direction: str, guard: StatementGuard | None = None
+) -> Callable[[Config, str], None]:
     """`alembic.command.upgrade`/`downgrade` on the ScriptDirectory this run already loaded.
 
     The commands would load every revision file again; on a long history that second read is
@@ -1119,8 +1156,8 @@ def _run_with(script: ScriptDirectory, direction: str) -> Callable[[Config, str]
     def run(config: Config, revision: str) -> None:
         def steps(heads: Any, _context: Any) -> Iterator[Any]:
             if direction == "upgrade":
-                return _verified(script._upgrade_revs(revision, heads))
-            return _verified(script._downgrade_revs(revision, heads))
+                return _verified(script._upgrade_revs(revision, heads), guard)
+            return _verified(script._downgrade_revs(revision, heads), guard)
 
         with EnvironmentContext(config, script, fn=steps, destination_rev=revision):
             script.run_env()
@@ -1128,13 +1165,16 @@ def _run_with(script: ScriptDirectory, direction: str) -> Callable[[Config, str]
     return run
 
 
-def _verified(steps: list[Any]) -> Iterator[Any]:
+def _verified(steps: list[Any], guard: StatementGuard | None = None) -> Iterator[Any]:
     """Alembic's steps, handed over one at a time after checking that the migration lock is
-    still ours: Alembic takes the next step only when it is about to begin its transaction."""
+    still ours: Alembic takes the next step only when it is about to begin its transaction
+    (which is also when the statement guard starts applying that revision's consent)."""
     from tasks.guard.lock import verify_lock
 
     for step in steps:
         verify_lock(f"before revision {step.revision.revision} started")
+        if guard is not None:
+            guard.enter(step.revision.revision)
         yield step
 
 

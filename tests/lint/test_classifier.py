@@ -138,6 +138,29 @@ PG_DESTRUCTIVE = [
     "SELECT set_config('search_path', 'nowhere', false)",
     "SELECT set_config('lock_timeout', '0', false)",
     "SELECT set_config(name, '5s', false) FROM settings",
+    # Timeouts PostgreSQL stores as 0 (whole milliseconds): the guard is off.
+    "SET lock_timeout = '0.4ms'",
+    "SET statement_timeout = '100us'",
+    "SET lock_timeout = 0.4",
+    "SELECT set_config('lock_timeout', '0.9ms', false)",
+    # Code defined in the database runs later, wherever it is called.
+    "CREATE FUNCTION f() RETURNS int AS $$ DELETE FROM users RETURNING 1 $$ LANGUAGE sql",
+    "CREATE FUNCTION lower(integer) RETURNS text AS $$ DELETE FROM users RETURNING 'x' $$ "
+    "LANGUAGE sql",
+    "CREATE PROCEDURE p() AS $$ DELETE FROM users $$ LANGUAGE sql",
+    "CREATE TRIGGER t BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION f()",
+    "CREATE RULE r AS ON INSERT TO users DO ALSO DELETE FROM users",
+    "CREATE OPERATOR === (LEFTARG = int, RIGHTARG = int, FUNCTION = f)",
+    "CREATE CAST (int AS text) WITH FUNCTION f(int)",
+    "CREATE AGGREGATE agg(int) (SFUNC = f, STYPE = int)",
+    # Locks that stop writers until the revision commits; role memberships.
+    "LOCK TABLE users IN ACCESS EXCLUSIVE MODE",
+    "LOCK users",
+    "LOCK TABLE users IN SHARE MODE",
+    "GRANT pg_write_server_files TO app",
+    "REVOKE admin FROM app",
+    # Qualified with a schema other than pg_catalog: a user function, whatever its name.
+    "SELECT public.lower(1)",
     # IF NOT EXISTS may do nothing: the table is neither new nor of the types it names.
     "CREATE TABLE IF NOT EXISTS users (id int, name varchar(5));\n"
     "ALTER TABLE users ALTER COLUMN name TYPE varchar(6)",
@@ -177,6 +200,12 @@ MYSQL_DESTRUCTIVE = [
     "SELECT GET_LOCK('x', 10)",
     "DELETE users FROM users JOIN orgs ON orgs.id = users.org_id",
     "UPDATE users JOIN orgs ON orgs.id = users.org_id SET users.role = 'x'",
+    # MariaDB's multi-table UPDATE writes every table it joins, even when shaped as a backfill.
+    "UPDATE users JOIN orgs ON orgs.id = users.org_id SET users.role = NULL "
+    "WHERE users.role IS NULL",
+    "UPDATE users, orgs SET users.role = NULL WHERE users.role IS NULL",
+    "SET lock_wait_timeout = 0.4",
+    "DESCRIBE DELETE FROM users",
     "CREATE OR REPLACE VIEW v AS SELECT 1",
     "GRANT ALL ON app.* TO 'x'@'%'",
     "OPTIMIZE TABLE users",
@@ -295,8 +324,11 @@ PG_SAFE = [
     "SELECT set_config('statement_timeout', '30min', true)",
     "CREATE TABLE IF NOT EXISTS audit_log (id int)",
     "CREATE VIEW active_users AS SELECT * FROM users WHERE active",
-    "CREATE FUNCTION f() RETURNS int AS $$ DELETE FROM users RETURNING 1 $$ LANGUAGE sql",
     "CREATE SCHEMA reporting",
+    "LOCK TABLE users IN ROW EXCLUSIVE MODE",
+    "SET lock_timeout = '1ms'",
+    "SET lock_timeout = '0.5s'",
+    "SELECT pg_catalog.lower(name) FROM users",
     "ALTER SEQUENCE users_id_seq OWNED BY users.id",
     "CREATE TABLE copy AS SELECT id FROM users",
     "CREATE TABLE t (id uuid DEFAULT gen_random_uuid(), at timestamptz DEFAULT now())",
@@ -313,6 +345,7 @@ MYSQL_SAFE = [
     "CREATE TABLE t (id INT); ALTER TABLE t ADD CONSTRAINT fk FOREIGN KEY (id) REFERENCES u (id)",
     "-- /*! looks executable */ but is a line comment\nSELECT 1",
     "SET lock_wait_timeout = 5",
+    "SET max_statement_time = 0.5",
     "SET SESSION innodb_lock_wait_timeout = 10",
     "SET @@session.lock_wait_timeout = 5",
     "SET max_statement_time = 30",
