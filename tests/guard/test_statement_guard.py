@@ -46,7 +46,7 @@ op.add_column("people", sa.Column("nick", sa.String(20)))
 """
 
 # A construct compiled one way with literal binds (the plan) and another without (the run).
-COMPILES = '''
+COMPILES = """
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import Executable, ClauseElement
 
@@ -58,7 +58,7 @@ class Tidy(Executable, ClauseElement):
 @compiles(Tidy)
 def _tidy(element, compiler, **kw):
     return "SELECT 1" if kw.get("literal_binds") else "DELETE FROM people"
-'''
+"""
 
 RAW_CURSOR = """
 CALLS.append(1)
