@@ -56,8 +56,11 @@ class Outcome:
         return f"  {'ok    ' if self.ok else 'FAILED'} {self.check}: {self.detail}"
 
 
-def run_checks(session: Session, *, as_markdown: bool = False) -> list[Outcome]:
-    """Run every check, print each outcome, and fail with the first failing check's code."""
+def run_checks(
+    session: Session, *, as_markdown: bool = False, base: str | None = None
+) -> list[Outcome]:
+    """Run every check, print each outcome, and fail with the first failing check's code.
+    With `base` (a git ref), lint judges only the revisions whose files differ from it."""
     from alembic.script import ScriptDirectory
 
     options = _ci_options(session)
@@ -90,7 +93,14 @@ def run_checks(session: Session, *, as_markdown: bool = False) -> list[Outcome]:
                 since_schema=options["since_schema"],
             )
             outcomes.append(models_match(session, environment, connection))
-    outcomes += lint_revisions(session, script, {**options, "backends": backends}, since=since)
+    only = None
+    if base:
+        from tasks.ci.changed_revisions import changed_revisions
+
+        only = changed_revisions(script, base)
+    outcomes += lint_revisions(
+        session, script, {**options, "backends": backends}, since=since, only=only
+    )
     return _report(session, outcomes, as_markdown=as_markdown)
 
 
@@ -447,10 +457,15 @@ def models_match(session: Session, environment: Environment, connection: Connect
 
 
 def lint_revisions(
-    session: Session, script: ScriptDirectory, options: dict[str, Any], since: str | None = None
+    session: Session,
+    script: ScriptDirectory,
+    options: dict[str, Any],
+    since: str | None = None,
+    only: set[str] | None = None,
 ) -> list[Outcome]:
-    """Lint each revision's upgrade (newer than `since`) as it would run on the dialect CI
-    builds (PostgreSQL first)."""
+    """Lint each revision's upgrade (newer than `since`, and among `only` when given: the ones a
+    change touches) as it would run on the dialect CI builds (PostgreSQL first). Findings a
+    revision's written consent covers pass."""
     from tasks.plan.steps import build_plan
 
     backends = options.get("backends") or ["postgresql", "sqlite"]
@@ -463,7 +478,8 @@ def lint_revisions(
     )
     failing = options["fail_on"]
     outcomes = []
-    for item in planned.revisions:
+    judged = [item for item in planned.revisions if only is None or item.revision in only]
+    for item in judged:
         bad = [
             finding
             for finding in item.findings
@@ -475,9 +491,9 @@ def lint_revisions(
                 Outcome("lint", False, f"revision {item.revision}: {rules}", ExitCode.CI_LINT)
             )
     if not outcomes:
-        total = sum(len(item.findings) for item in planned.revisions)
+        total = sum(len(item.findings) for item in judged)
         detail = (
-            f"{plural(len(planned.revisions), 'revision')}, {plural(total, 'finding')}, "
+            f"{plural(len(judged), 'revision')}, {plural(total, 'finding')}, "
             f"none of {sorted(failing)}"
         )
         outcomes.append(Outcome("lint", True, detail, ExitCode.CI_LINT))

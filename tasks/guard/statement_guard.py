@@ -96,7 +96,7 @@ class StatementGuard:
             raise self.refused
         self.seen += 1
         consent = self.consents.get(self.revision or "", RevisionConsent())
-        if statement.strip() in consent.planned:
+        if as_rendered(statement) in consent.planned:
             return
         self.parsed += 1
         findings = self._findings(statement)
@@ -276,6 +276,12 @@ def readable(statement: str, dialect: str) -> str:
         return f"${next(counter)}" if dialect == "postgresql" else "?"
 
     return _PLACEHOLDER.sub(replace, statement)
+
+
+def as_rendered(statement: str) -> str:
+    """A statement as Alembic's offline rendering writes it (tabs as four spaces, stripped), so
+    the statements the plan showed are recognised word for word."""
+    return statement.replace("\t", "    ").strip()
 
 
 def one_line(statement: str) -> str:
