@@ -7,7 +7,13 @@ from typing import Any
 
 
 def relname(relation: Any) -> str:
-    return relation.relname if relation is not None else ""
+    """A relation's name as written, schema-qualified when it is (`audit.people`): a table of
+    the same name in another schema is another table. (`SET search_path` needs consent, so an
+    unqualified name means the same schema for the whole revision.)"""
+    if relation is None:
+        return ""
+    schema = getattr(relation, "schemaname", None)
+    return f"{schema}.{relation.relname}" if schema else relation.relname
 
 
 def type_name(type_name: Any) -> str:

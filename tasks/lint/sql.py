@@ -28,7 +28,8 @@ def statements(sql: str, dialect: str = "postgresql", schema: str | None = None)
 
 
 def _pg_split(sql: str) -> list[str]:
-    """Split on top-level `;` tokens of PostgreSQL's scanner; comments at the edges dropped.
+    """Split on top-level `;` tokens of PostgreSQL's scanner (and on a `;` a trailing line comment
+    swallowed); comments at the edges dropped.
 
     `pglast.split` without the parser silently drops text it cannot scan into a statement,
     so the scanner's tokens are grouped here instead: nothing is ever lost, and a chunk the
@@ -44,7 +45,7 @@ def _pg_split(sql: str) -> list[str]:
     chunks: list[str] = []
     current: list[Any] = []
     for token in [*tokens, None]:
-        if token is None or token.name == "ASCII_59":
+        if token is None or token.name == "ASCII_59" or _swallowed_terminator(token, data):
             real = [t for t in current if t.name not in {"SQL_COMMENT", "C_COMMENT"}]
             if real:
                 chunks.append(data[real[0].start : real[-1].end + 1].decode("utf-8"))
@@ -52,6 +53,13 @@ def _pg_split(sql: str) -> list[str]:
         else:
             current.append(token)
     return chunks
+
+
+def _swallowed_terminator(token: Any, data: bytes) -> bool:
+    """A line comment ending in `;`: in Alembic's offline rendering, the terminator written after
+    an `op.execute` whose SQL ends in `-- comment`. The next statement is its own, not the rest
+    of this one (`SELECT 1 -- c;` then `DELETE FROM t` would read as `SELECT 1 AS delete ...`)."""
+    return token.name == "SQL_COMMENT" and data[token.start : token.end + 1].rstrip().endswith(b";")
 
 
 def _glot_split(sql: str, dialect: str) -> list[str]:

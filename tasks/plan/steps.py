@@ -245,7 +245,8 @@ def _reflect_columns(session: Session, table: str) -> dict[str, str]:
     try:
         with session.connect() as connection:
             dialect = connection.dialect
-            columns = inspect(connection).get_columns(table)
+            schema, _, name = table.rpartition(".")
+            columns = inspect(connection).get_columns(name, schema=schema or None)
             return {
                 column["name"]: " ".join(str(column["type"].compile(dialect=dialect)).split())
                 .lower()

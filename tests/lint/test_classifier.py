@@ -16,6 +16,7 @@ from tasks.lint.classifier import (
     classify,
     runs_differently_online,
     scan_source,
+    statements,
 )
 
 # Forms every dialect's parser reads the same way.
@@ -702,3 +703,79 @@ def test_a_do_block_says_what_plpgsql_parsed_in_it():
         "runs a procedural block (DO) whose effect cannot be known statically; "
         "it runs dynamic SQL (EXECUTE), delete rows of users"
     )
+
+
+# --- names are schema-qualified --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE TABLE audit.users (id int); CREATE INDEX ix_users_name ON users (name)",
+        "CREATE TABLE audit.users (id int); ALTER TABLE users ADD COLUMN n int NOT NULL",
+        "CREATE TABLE users (id int); ALTER TABLE live.users ADD CONSTRAINT fk FOREIGN KEY (id) "
+        "REFERENCES u (id)",
+        "CREATE TABLE audit.users (name varchar(200)); "
+        "ALTER TABLE users ALTER COLUMN name TYPE varchar(300)",
+    ],
+)
+def test_a_table_created_in_another_schema_does_not_make_the_existing_one_new(sql):
+    assert needing_consent(sql, "postgresql")
+
+
+def test_a_table_created_in_the_same_schema_is_new():
+    sql = "CREATE TABLE audit.users (id int); CREATE INDEX ix ON audit.users (id)"
+    assert needing_consent(sql, "postgresql") == []
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO other.alembic_version (version_num) VALUES ('x'); DELETE FROM users",
+        "DROP TABLE other.alembic_version",
+        "UPDATE other.alembic_version SET version_num = 'x'",
+    ],
+)
+def test_only_the_configured_version_table_is_bookkeeping(sql):
+    assert needing_consent(sql, "postgresql")
+    assert needing_consent(sql, "sqlite")
+
+
+def test_the_version_table_in_the_environments_schema_is_bookkeeping():
+    from tasks.lint.classifier import statements
+
+    sql = "INSERT INTO tenant_1.alembic_version (version_num) VALUES ('x')"
+    assert statements(sql, "postgresql", "tenant_1") == []
+    assert statements(sql, "postgresql") == [sql]
+
+
+# --- functions are not trusted by name alone -------------------------------------------------
+
+
+def test_an_overloaded_builtin_name_is_not_trusted_where_a_user_function_has_it():
+    sql = "UPDATE users SET name = lower(id) WHERE name IS NULL"
+    assert needing_consent(sql, "postgresql") == []
+    shadowed = Catalog(shadowed=frozenset({"lower"}))
+    assert [f.rule for f in classify(sql, "postgresql", catalog=shadowed)] == ["function-call"]
+    qualified = "UPDATE users SET name = pg_catalog.lower(name) WHERE name IS NULL"
+    assert classify(qualified, "postgresql", catalog=Catalog(shadowed=frozenset({"lower"}))) == []
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE INDEX CONCURRENTLY ix ON users (wipe_users(name))",
+        "CREATE VIEW v AS SELECT public.lower(name) FROM users",
+        "ALTER TABLE users ADD CONSTRAINT ck CHECK (app.lower(name) <> '') NOT VALID",
+    ],
+)
+def test_unknown_or_user_functions_in_definitions_need_consent(sql):
+    assert [f.rule for f in needing_consent(sql, "postgresql")] == ["function-call"]
+
+
+def test_a_trailing_line_comment_does_not_swallow_the_next_statement():
+    """Alembic's offline rendering writes `SELECT 1 -- c;`: the `;` is inside the comment, and
+    the next op.execute's DELETE would read as a column alias of the SELECT."""
+    rendered = "SELECT 1 -- tidy up;\n\nDELETE FROM people;\n\n"
+    assert statements(rendered, "postgresql") == ["SELECT 1", "DELETE FROM people"]
+    assert [f.rule for f in needing_consent(rendered, "postgresql")] == ["delete-rows"]
