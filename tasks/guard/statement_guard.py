@@ -83,7 +83,7 @@ class StatementGuard:
     def enter(self, revision: str) -> None:
         """Alembic is about to start `revision`: its consent applies from here on."""
         self.revision = revision
-        self._catalog = lint.Catalog(shadowed=self.shadowed)
+        self._catalog = lint.Catalog(shadowed=self.shadowed, live=True)
         self._catalog.new_revision()
         planned = self.consents.get(revision)
         if planned is not None and planned.planned_sql:

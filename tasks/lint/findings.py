@@ -68,6 +68,10 @@ class Catalog:
     # Allow-listed function names a user function also has (PostgreSQL: outside pg_catalog), so
     # an unqualified call may not reach the built-in: read from the database by the caller.
     shadowed: frozenset[str] = frozenset()
+    # The statement guard judging a run (not the plan): constraints the revision's plan adds may
+    # be dropped first, as the tasks' own `op.drop_unvalidated_constraint` does with a leftover.
+    live: bool = False
+    constraints_added: set[tuple[str, str]] = field(default_factory=set)
 
     def column_type(self, table: str, column: str) -> str | None:
         known = self.types.get((table, column))
@@ -83,6 +87,7 @@ class Catalog:
         self.created.clear()
         self.not_null_checks_added.clear()
         self.rebuilt.clear()
+        self.constraints_added.clear()
         self.locked.clear()
         self.in_transaction = True
 

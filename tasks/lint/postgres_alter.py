@@ -79,6 +79,10 @@ def _pg_alter_command(table: str, command: Any, catalog: Catalog) -> Verdict:
             return []  # the helper check of the NOT NULL pattern: NOT NULL now guarantees it
         if command.missing_ok and (table, column) in catalog.not_null_checks_added:
             return []  # a leftover of that helper check, added again right after
+        if catalog.live and (table, column) in catalog.constraints_added:
+            # op.drop_unvalidated_constraint on the run: a NOT VALID leftover of this same
+            # revision's failed run (the plan shows only a comment there); it adds it again.
+            return []
         message = "drops a constraint (the guarantee it gave is gone)"
         return [hit(Rule.DROP_CONSTRAINT, message, f"drop constraint {table}.{column}")]
     return [unknown(f"ALTER TABLE {subtype.name.removeprefix('AT_')}")]
@@ -179,6 +183,22 @@ def _pg_add_constraint(table: str, constraint: Any, catalog: Catalog) -> Verdict
         message = "builds a unique index under a lock that blocks writes"
         return [hit(Rule.DISALLOWED_UNIQUE_CONSTRAINT, message, subject)]
     return [unknown(f"ADD CONSTRAINT {kind.name.removeprefix('CONSTR_')}")]
+
+
+def constraints_added(parts: list[Statement]) -> set[tuple[str, str]]:
+    """(table, name) of every `ADD CONSTRAINT name` in the revision."""
+    from pglast.enums import AlterTableType as At
+
+    found: set[tuple[str, str]] = set()
+    for part in parts:
+        node = None if part.bookkeeping else pg_nodes.parse(part.text)
+        if type(node).__name__ != "AlterTableStmt":
+            continue
+        for command in node.cmds or ():
+            name = getattr(command.def_, "conname", None)
+            if command.subtype == At.AT_AddConstraint and name:
+                found.add((pg_nodes.relname(node.relation), name))
+    return found
 
 
 def not_null_checks_added(parts: list[Statement]) -> set[tuple[str, str]]:

@@ -177,6 +177,7 @@ def seed_catalog(catalog: Catalog, parts: list[Statement], dialect: str) -> None
     catalog.rebuilt |= mysql.batch_rebuilt(parts, dialect)
     if dialect == "postgresql":
         catalog.not_null_checks_added |= postgres_alter.not_null_checks_added(parts)
+        catalog.constraints_added |= postgres_alter.constraints_added(parts)
 
 
 def classify_live(

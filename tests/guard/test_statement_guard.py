@@ -215,3 +215,85 @@ def test_statements_the_plan_showed_and_safe_ones_run_as_before(project, any_url
 
     assert result.code == ExitCode.OK, result.output
     assert scalar(any_url, "SELECT count(*) FROM people WHERE nick = 'x'") == 2
+
+
+# --- the guard's decisions, without a database ------------------------------------------------
+
+
+def guard_for(sql: str, covered: frozenset[str] = frozenset(), dialect: str = "postgresql"):  # type: ignore[no-untyped-def]
+    from tasks.guard.statement_guard import RevisionConsent, StatementGuard
+    from tasks.lint.classifier import statements
+
+    planned = frozenset(statements(sql, dialect))
+    guard = StatementGuard(dialect, {"r1": RevisionConsent(planned, covered, sql)})
+    guard.enter("r1")
+    return guard
+
+
+def test_a_statement_the_plan_showed_passes_as_alembic_sends_it():
+    guard = guard_for("CREATE TABLE t (\n    id INTEGER\n);\n\nDROP TABLE old;\n")
+    guard.check("CREATE TABLE t (\n\tid INTEGER\n)\n\n")
+    guard.check("DROP TABLE old")  # shown by the plan: consent for the run covered it
+    assert guard.parsed == 0
+
+
+def test_driver_placeholders_are_read_as_parameters():
+    guard = guard_for("SELECT 1")
+    guard.check("UPDATE t SET a = %(a)s WHERE a IS NULL", {"a": 1})
+    guard.check("INSERT INTO t (a, b) VALUES (%s, %s)", (1, "x%%"))
+    sqlite = guard_for("SELECT 1", dialect="sqlite")
+    sqlite.check("INSERT INTO t (a) VALUES (?)", (1,))
+    sqlite.check("BEGIN")  # SQLAlchemy's own, for the tasks' transaction
+
+
+@pytest.mark.parametrize(
+    ("statement", "rule"),
+    [
+        ("COMMIT", "transaction-control"),
+        ("ROLLBACK", "transaction-control"),
+        ("UPDATE t SET a = %(a)s", "update-rows"),
+        ("SET lock_timeout = %(t)s", "timeout-off"),
+        ("ALTER TABLE t DROP CONSTRAINT real_fk", "drop-constraint"),
+        ("CREATE FUNCTION lower(integer) RETURNS int AS 'SELECT 1' LANGUAGE sql", "define-routine"),
+    ],
+)
+def test_what_the_plan_did_not_show_is_refused_and_the_refusal_sticks(statement, rule):
+    from tasks.guard.statement_guard import StatementRefused
+
+    guard = guard_for("ALTER TABLE t ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES u (id) NOT VALID")
+    with pytest.raises(StatementRefused) as refused:
+        guard.check(statement, {})
+    assert rule in refused.value.rules and refused.value.revision == "r1"
+    with pytest.raises(StatementRefused):
+        guard.check("SELECT 1")  # nothing after a refusal runs
+
+
+def test_consent_for_the_revision_covers_its_rules_only():
+    guard = guard_for("SELECT 1", covered=frozenset({"delete-rows"}))
+    guard.check("DELETE FROM t")
+    from tasks.guard.statement_guard import StatementRefused
+
+    with pytest.raises(StatementRefused):
+        guard.check("DROP TABLE t")
+
+
+def test_the_tasks_own_drop_of_a_leftover_is_allowed_only_for_what_the_revision_adds():
+    from tasks.guard.statement_guard import StatementRefused
+
+    plan = "ALTER TABLE t ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES u (id) NOT VALID"
+    guard_for(plan).check("ALTER TABLE t DROP CONSTRAINT fk")  # op.drop_unvalidated_constraint
+    with pytest.raises(StatementRefused):
+        guard_for(plan).check("ALTER TABLE t DROP CONSTRAINT other_fk")
+    with pytest.raises(StatementRefused):
+        guard_for(plan).check("ALTER TABLE other.t DROP CONSTRAINT fk")
+
+
+def test_the_refusal_line_is_one_redacted_line():
+    from tasks.guard.statement_guard import StatementRefused
+
+    guard = guard_for("SELECT 1")
+    secret = "postgresql://app:Sup3rS3cretPw@db/prod"
+    with pytest.raises(StatementRefused) as refused:
+        guard.check(f"DELETE FROM t\nWHERE note = '{secret}'" + " OR true" * 100)
+    message = str(refused.value)
+    assert "\n" not in message and "Sup3rS3cretPw" not in message and len(message) < 600
