@@ -7,6 +7,7 @@ hidden inside a statement; `batch_rebuilt` names the tables SQLite batch mode re
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -24,7 +25,9 @@ GLOT = {"mysql": "mysql", "mariadb": "mysql", "sqlite": "sqlite"}
 DIALECT_NAMES = {"mysql": "MySQL", "mariadb": "MariaDB", "sqlite": "SQLite"}
 
 
+@functools.lru_cache(maxsize=256)
 def parse(text: str, dialect: str) -> Any | None:
+    """The one statement in `text`, or None (cached like `pg_nodes.parse`; trees are only read)."""
     import sqlglot
 
     logging.getLogger("sqlglot").setLevel(logging.ERROR)  # its "falling back" chatter

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,8 +43,12 @@ def walk(node: Any) -> Iterator[Any]:
         yield from walk(getattr(node, name, None))
 
 
+@functools.lru_cache(maxsize=256)
 def parse(text: str) -> Any | None:
-    """The one statement in `text`, or None when it does not parse or is not exactly one."""
+    """The one statement in `text`, or None when it does not parse or is not exactly one.
+
+    Cached: splitting, the bookkeeping test and the judge all ask for the same statement's tree
+    (the statement guard, on every statement of a run). The classifier only reads trees."""
     from pglast import parse_sql
 
     try:
