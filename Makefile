@@ -13,13 +13,13 @@ MSG    ?=
 YES    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help sync sync-check sync-backup upgrade downgrade current history heads check revision test test-fast lint format venv check-env
+.PHONY: help sync sync-check sync-backup upgrade downgrade current history heads check plan preflight audit ci fleet-status fleet-upgrade revision test test-fast lint format venv check-env
 
 yes_flag = $(if $(YES),--yes,)
 
 help: ## show this help
 	@echo "Usage: make TARGET [ENV=local|dev|staging|prod] [REV=...] [MSG=...] [YES=1]"
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 	@echo "Exit codes: make ends every failure with 2. Where the task's own code matters"
 	@echo "(4/5 sync-check, 6 lock, 10-13 preflight, 20-24 ci.check) run the invoke command"
 	@echo "that the target prints, e.g. .venv/bin/invoke local.sync --check; echo \$$?"
@@ -60,20 +60,40 @@ current: $(VENV)/.runtime check-env ## show ENV's revision
 history: $(VENV)/.runtime check-env ## show the revision history with ENV's revision marked
 	$(INVOKE) $(ENV).history
 
-heads: $(VENV)/.runtime ## show the head revision(s)
-	$(INVOKE) dev.heads
+heads: $(VENV)/.runtime check-env ## show the head revision(s), ENV's current one marked
+	$(INVOKE) $(ENV).heads
 
 check: $(VENV)/.runtime check-env ## compare the models with ENV's database (read-only)
 	$(INVOKE) $(ENV).check
+
+plan: $(VENV)/.runtime check-env ## what upgrading ENV to REV (default head) would run, linted
+	$(INVOKE) $(ENV).plan $(if $(REV),--rev=$(REV),)
+
+preflight: $(VENV)/.runtime check-env ## deploy gate for ENV (exit codes 10-13 through invoke)
+	$(INVOKE) $(ENV).preflight $(if $(REV),--rev=$(REV),)
+
+audit: $(VENV)/.runtime check-env ## who changed ENV's database, newest first
+	$(INVOKE) $(ENV).audit
+
+ci: $(VENV)/.runtime ## the migration checks a pipeline runs (exit codes 20-24 through invoke)
+	$(INVOKE) ci.check
+
+FLEET ?=
+fleet-status: $(VENV)/.runtime ## every fleet target's revision (FLEET=name when several)
+	$(INVOKE) fleet.status $(if $(FLEET),--fleet=$(FLEET),)
+
+fleet-upgrade: $(VENV)/.runtime ## upgrade every fleet target to REV (default head)
+	$(INVOKE) fleet.upgrade $(if $(FLEET),--fleet=$(FLEET),) $(if $(REV),--rev=$(REV),) $(yes_flag)
 
 # MSG is data (MSG="$$PR_TITLE" is a real use): taken unexpanded with $(value), never exported
 # as a make variable (exporting expands it: $(shell ...) would run), and handed to the shell
 # through an environment variable, never pasted into the recipe's text.
 unexport MSG
 revision: export REVISION_MESSAGE := $(value MSG)
-revision: $(VENV)/.runtime ## autogenerate a revision against dev: make revision MSG="add x"
+revision: $(VENV)/.runtime ## autogenerate a revision from the models and the history: make revision MSG="add x"
 	@test -n "$$REVISION_MESSAGE" || { echo 'revision needs MSG="what it changes"' >&2; exit 2; }
-	$(INVOKE) dev.revision --autogenerate --message "$$REVISION_MESSAGE"
+	@case "$(ENV)" in local|dev) ;; *) echo "revision runs on ENV=local or ENV=dev (got '$(ENV)')" >&2; exit 2;; esac
+	$(INVOKE) $(ENV).revision --autogenerate --message "$$REVISION_MESSAGE"
 
 # Each test makes its own throwaway databases, so the suite runs on parallel workers.
 WORKERS ?= 3
@@ -83,10 +103,11 @@ test: $(VENV)/.dev ## run the whole test suite on WORKERS parallel workers (need
 test-fast: $(VENV)/.dev ## the suite without the slow end-to-end tests (marked slow)
 	$(VENV)/bin/python -m pytest -n $(WORKERS) -m "not slow"
 
-lint: $(VENV)/.dev ## ruff lint and format check, layer contracts (import-linter)
+lint: $(VENV)/.dev ## ruff lint and format check, layer contracts (import-linter), types (mypy)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy
 
 format: $(VENV)/.dev ## ruff format and autofix
 	$(VENV)/bin/ruff format .

@@ -20,15 +20,18 @@ from alembic.util import CommandError
 if (_project := str(Path(__file__).resolve().parent.parent)) not in sys.path:
     sys.path.insert(0, _project)
 
-# Registers `op.drop_invalid_index`, which lock-safe revisions call (tasks/migrate/safe_ops.py).
-from tasks.core.alembic_config import EnvHandover, context_options
+# Registers `op.drop_invalid_index`, which lock-safe revisions call (tasks/migrate/safe_ops.py),
+# and `op.backfill` (tasks/online/backfill.py).
+from tasks.core.alembic_config import context_options
 from tasks.core.engines import connect
 from tasks.core.environments import environment_for_alembic, resolve_environment
 from tasks.core.errors import MigrationsError
+from tasks.core.handover import EnvHandover
 from tasks.core.metadata import load_metadata
 from tasks.core.session import enter_schema
 from tasks.core.settings import load_project_settings
 from tasks.migrate import safe_ops  # noqa: F401
+from tasks.online import backfill  # noqa: F401
 
 config = context.config
 handover: EnvHandover | None = config.attributes.get("handover")

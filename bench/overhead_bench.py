@@ -6,7 +6,10 @@ Reports medians and ratios against the anchor measured alongside (the machine is
 1. `invoke --list` against `python -c pass` (target: under 0.3 s absolute);
 2. `invoke local.current` against `alembic current` on the same SQLite database (target: at
    most 15% slower);
-3. upgrading a generated chain of N revisions: `invoke local.upgrade` against
+3. reads on PostgreSQL (issue 18.9): `invoke dev.current`, `dev.history`, `dev.heads` and
+   `dev.show -r head` against `alembic current`, `history`, `heads` and `show head` on the same
+   database at head (target: at most 5% slower); `--reads-only` runs just these;
+4. upgrading a generated chain of N revisions: `invoke local.upgrade` against
    `alembic upgrade head` on fresh SQLite files, and `invoke dev.upgrade` (lock and audit row
    included) against `alembic upgrade head` on fresh PostgreSQL databases (target: at most 10%
    slower).
@@ -137,12 +140,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--chain", type=int, default=500)
     parser.add_argument("--chain-runs", type=int, default=3)
+    parser.add_argument("--reads-only", action="store_true", help="only the PostgreSQL reads")
     args = parser.parse_args()
     invoke, alembic = str(BIN / "invoke"), str(BIN / "alembic")
 
     with tempfile.TemporaryDirectory(prefix="overhead-bench-") as name:
         tmp = Path(name)
         env = base_env(tmp)
+        if args.reads_only:
+            try:
+                reads(args.runs, env, invoke, alembic)
+            finally:
+                drop_pg_databases()
+            return
         print(f"runs: {args.runs} (medians), chain: {args.chain} revisions x {args.chain_runs}")
 
         anchor, candidate = median_pair(
@@ -167,6 +177,11 @@ def main() -> None:
             lambda: timed([invoke, "local.current"], current_env),
         )
         report("invoke local.current", "alembic current", anchor, candidate)
+
+        try:
+            reads(args.runs, env, invoke, alembic)
+        finally:
+            drop_pg_databases()
 
         chain_dir = tmp / "chain"
         chain_dir.mkdir()
@@ -215,6 +230,30 @@ def main() -> None:
             )
         finally:
             drop_pg_databases()
+
+
+READS = (
+    ("current", ["current"], ["current"]),
+    ("history", ["history"], ["history"]),
+    ("heads", ["heads"], ["heads"]),
+    ("show -r head", ["show", "-r", "head"], ["show", "head"]),
+)
+
+
+def reads(runs: int, env: dict[str, str], invoke: str, alembic: str) -> None:
+    """Whole processes, alternating, on one PostgreSQL database at the project's head."""
+    url = pg_database()
+    read_env = {**env, "DATABASE_URL_DEVELOPMENT": url, "ENVIRONMENT": "development"}
+    subprocess.run(
+        [invoke, "dev.upgrade"], cwd=ROOT, env=read_env, check=True, stdout=subprocess.DEVNULL
+    )
+    for label, ours, theirs in READS:
+        anchor, candidate = median_pair(
+            runs,
+            lambda theirs=theirs: timed([alembic, *theirs], read_env),
+            lambda ours=ours: timed([invoke, f"dev.{ours[0]}", *ours[1:]], read_env),
+        )
+        report(f"invoke dev.{label} (PG)", f"alembic {' '.join(theirs)}", anchor, candidate)
 
 
 if __name__ == "__main__":

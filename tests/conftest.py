@@ -238,11 +238,16 @@ def dev_on_both(request: pytest.FixtureRequest, project: Project) -> str:
     return url
 
 
+TOOL_BOOKKEEPING = {"migration_audit", "migration_checksums"}
+
+
 def schema_snapshot(url: str) -> dict:
     """Tables, columns, indexes and alembic_version of a database, to prove nothing changed.
 
     The audit table is left out: recording a refused or failed attempt is the one write a
-    refusal is supposed to make (tasks/guard/audit.py).
+    refusal is supposed to make (tasks/guard/audit.py). So is the checksum table: a run that
+    got past its checks records the applied revisions' checksums before the first revision
+    runs, also when that revision then fails (tasks/history/checksums.py).
     """
     import sqlalchemy
 
@@ -251,7 +256,7 @@ def schema_snapshot(url: str) -> dict:
         with engine.connect() as connection:
             inspector = sqlalchemy.inspect(connection)
             snapshot: dict = {}
-            for table in sorted(set(inspector.get_table_names()) - {"migration_audit"}):
+            for table in sorted(set(inspector.get_table_names()) - TOOL_BOOKKEEPING):
                 columns = [
                     (c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)
                 ]

@@ -175,3 +175,100 @@ def create_table(name: str) -> str:
 
 def _slug(message: str) -> str:
     return "_".join(message.lower().split())[:40]
+
+
+def long_history(chain: Chain, count: int) -> list[str]:
+    """A history of `count` revisions like a project's years: tables with a foreign key to the
+    previous one, added columns, indexes, renamed columns, a named enum and a data migration
+    every 50 revisions; portable to SQLite, PostgreSQL and MariaDB (batch mode for renames)."""
+    table = None
+    previous = None
+    for number in range(count):
+        revision = f"h{number:011d}"
+        kind = number % 5
+        if kind == 0 or table is None:
+            previous, table = table, f"t{number // 5:04d}"
+            chain.add(revision, f"create {table}", *_create(table, previous, number), record=False)
+        elif kind == 1:
+            chain.add(
+                revision,
+                f"add {table}.c{number}",
+                f'op.add_column("{table}", sa.Column("c{number}", sa.Integer, '
+                'server_default="0", nullable=True))',
+                f'op.drop_column("{table}", "c{number}")',
+                record=False,
+            )
+        elif kind == 2:
+            chain.add(
+                revision,
+                f"index {table}.c{number - 1}",
+                f'op.create_index("ix_{table}_c{number - 1}", "{table}", ["c{number - 1}"])',
+                f'op.drop_index("ix_{table}_c{number - 1}", table_name="{table}")',
+                record=False,
+            )
+        elif kind == 3:
+            chain.add(
+                revision, f"rename {table}.name", *_rename(table, "name", "title"), record=False
+            )
+        elif number % 50 == 4:
+            chain.add(
+                revision,
+                f"seed {table}",
+                f"op.execute(\"INSERT INTO {table} (title, status) VALUES ('seed', 'new')\")",
+                f'op.execute("DELETE FROM {table}")',
+                record=False,
+            )
+        else:
+            chain.add(
+                revision,
+                f"add {table}.note",
+                f'op.add_column("{table}", sa.Column("note", sa.String(200), '
+                f'comment="note {number}"))',
+                f'op.drop_column("{table}", "note")',
+                record=False,
+            )
+    return chain.ids
+
+
+def _create(table: str, previous: str | None, number: int) -> tuple[str, str]:
+    parent = (
+        f'sa.Column("parent_id", sa.Integer, sa.ForeignKey("{previous}.id", '
+        f'name="fk_{table}_parent", ondelete="CASCADE"), nullable=True),'
+        if previous
+        else ""
+    )
+    enum = "status_kind" if number == 0 else None
+    status = (
+        f'sa.Column("status", sa.Enum("new", "done", name="{enum}"), nullable=True),'
+        if enum
+        else 'sa.Column("status", sa.String(20), nullable=True),'
+    )
+    upgrade = f"""
+        op.create_table(
+            "{table}",
+            sa.Column("id", sa.Integer, primary_key=True),
+            sa.Column("name", sa.String(50), nullable=False, server_default="x"),
+            {status}
+            {parent}
+            sa.Column("created_at", sa.DateTime, server_default=sa.func.now()),
+        )
+        """
+    downgrade = f'op.drop_table("{table}")'
+    if enum:
+        downgrade += (
+            '\nif op.get_context().dialect.name == "postgresql":\n'
+            f'    op.execute("DROP TYPE {enum}")'
+        )
+    return upgrade, downgrade
+
+
+def _rename(table: str, old: str, new: str) -> tuple[str, str]:
+    def body(source: str, target: str) -> str:
+        return (
+            f'with op.batch_alter_table("{table}") as batch_op:\n'
+            f'    batch_op.alter_column("{source}", new_column_name="{target}", '
+            "existing_type=sa.String(50), existing_nullable=False, "
+            'existing_server_default="x")'
+        )
+
+    return body(old, new), body(new, old)

@@ -30,7 +30,6 @@ SIZE_DEBT = {
     "tasks.migrate.commands",
     "tasks.schema.fast_diff",
     "tasks.schema.sync",
-    "tasks.backup.backups",
     "tasks.core.environments",
     "tasks.fleet.targets",
     "tasks.core.comparison",

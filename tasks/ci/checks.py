@@ -6,7 +6,8 @@ env.py and configuration. Every check runs; each failure names its check and the
 
 - heads: exactly `ci.allowed_heads` heads, and the whole graph loads (no dangling down_revision);
 - downgrades: every revision has a real downgrade (not `pass`, not NotImplementedError);
-- stairway: for each revision in order, upgrade to it, downgrade one step, upgrade again, on a
+- stairway: for each revision in order, upgrade to it, down to each of its parents (a merge
+  has two) and up again, that revision alone (other branches stay where they are), on a
   throwaway database of each of `ci.dialects` (catches downgrades that leave enum types,
   indexes or rows behind, and upgrades that cannot be re-run);
 - models: the database built by the whole history matches the models;
@@ -25,16 +26,18 @@ from __future__ import annotations
 import ast
 import io
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.core import comparison
-from tasks.core.alembic_config import EnvHandover, alembic_config
+from tasks.core import env_comparison
+from tasks.core.alembic_config import alembic_config
+from tasks.core.alembic_internals import planned_upgrade
 from tasks.core.console import plural
 from tasks.core.errors import CheckFailed, ConfigError, DatabaseError, ExitCode
+from tasks.core.handover import EnvHandover
 from tasks.core.session import Session
 from tasks.schema import drift
 
@@ -57,13 +60,20 @@ class Outcome:
 
 
 def run_checks(
-    session: Session, *, as_markdown: bool = False, base: str | None = None
+    session: Session,
+    *,
+    as_markdown: bool = False,
+    extra: Sequence[Callable[[Session], list[Outcome]]] = (),
+    base: str | None = None,
 ) -> list[Outcome]:
     """Run every check, print each outcome, and fail with the first failing check's code.
-    With `base` (a git ref), lint judges only the revisions whose files differ from it."""
+
+    `extra` are checks from the layers above (the committed checksum file) that run after the
+    heads and downgrades checks and before the databases are built. With `base` (a git ref),
+    lint judges only the revisions whose files differ from it."""
     from alembic.script import ScriptDirectory
 
-    options = _ci_options(session)
+    options = ci_options(session)
     try:
         script = ScriptDirectory.from_config(alembic_config(session.settings))
         revisions = list(reversed(list(script.walk_revisions())))  # base first
@@ -72,16 +82,20 @@ def run_checks(
             "heads", False, f"the revision graph does not load: {error}", ExitCode.CI_HEADS
         )
         return _report(session, [outcome], as_markdown=as_markdown)
-    since = _since(script, options["since"])
+    since = since_revision(script, options["since"])
     trusted = _trusted(script, since)
     checked = [revision for revision in revisions if revision.revision not in trusted]
     outcomes = [check_heads(script, options["allowed_heads"]), *check_downgrades(checked)]
+    for check in extra:
+        outcomes += check(session)
     backends, notes = dialects_to_check(session, options)
     for note in notes:
         session.console.line(f"> note: {note}" if as_markdown else f"  note: {note}")
     if not backends:
         outcomes.append(_no_dialect_outcome(notes))
     for backend in backends:
+        # Each check on a database of its own: a stairway that stops half-way must not fail
+        # the models check, nor a models check inherit what the stairway left.
         with throwaway_database(session, backend, options) as (environment, connection):
             outcomes += stairway(
                 session,
@@ -92,7 +106,16 @@ def run_checks(
                 trusted=len(trusted),
                 since_schema=options["since_schema"],
             )
-            outcomes.append(models_match(session, environment, connection))
+        with throwaway_database(session, backend, options) as (environment, connection):
+            outcomes.append(
+                models_match(
+                    session,
+                    environment,
+                    connection,
+                    since=since,
+                    since_schema=options["since_schema"],
+                )
+            )
     only = None
     if base:
         from tasks.ci.changed_revisions import changed_revisions
@@ -115,6 +138,10 @@ def _report(
         session.console.line(outcome.line())
     failed = [outcome for outcome in outcomes if not outcome.ok]
     session.record.details["failed"] = [f"{o.check}: {o.detail}" for o in failed]
+    session.record.details["checks"] = [
+        {"check": o.check, "ok": o.ok, "detail": o.detail, "exit_code": int(o.code)}
+        for o in outcomes
+    ]
     if failed:
         first = failed[0]
         raise CheckFailed(
@@ -122,6 +149,11 @@ def _report(
             first.code,
         )
     return outcomes
+
+
+def ci_options(session: Session) -> dict[str, Any]:
+    """The validated `ci` settings, for other commands that build throwaway databases (squash)."""
+    return _ci_options(session)
 
 
 def _ci_options(session: Session) -> dict[str, Any]:
@@ -149,12 +181,27 @@ def _ci_options(session: Session) -> dict[str, Any]:
         _require_postgresql(postgres_url)
     return {
         "allowed_heads": allowed,
+        "database_prefix": _database_prefix(raw.get("database_prefix", "ci_check_")),
         "postgres_url": postgres_url,
         "fail_on": failing,
         "dialects": _configured_dialects(raw.get("dialects"), postgres_url),
         "since": str(raw.get("since") or "").strip() or None,
         "since_schema": _since_schema(session, raw.get("since_schema"), raw.get("since")),
     }
+
+
+def _database_prefix(value: Any) -> str:
+    """`ci.database_prefix`: the start of every throwaway database's name (a prefix a shared
+    CI server's permissions or clean-up jobs know), a plain identifier."""
+    import re
+
+    text = str(value or "").strip()
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,39}", text):
+        raise ConfigError(
+            "migrations.ci.database_prefix must be a lower-case identifier of at most 40 "
+            f"characters (letters, digits, _), not {text!r}"
+        )
+    return text
 
 
 # Dialects ci.check can build throwaway databases for, and how people spell them.
@@ -198,7 +245,7 @@ def dialects_to_check(session: Session, options: dict[str, Any]) -> tuple[list[s
     if not found:
         return (["sqlite", "postgresql"] if options["postgres_url"] else ["sqlite"]), []
     notes = []
-    dialects = [dialect for dialect in ("sqlite", "postgresql") if dialect in found]
+    dialects: list[str] = [dialect for dialect in ("sqlite", "postgresql") if dialect in found]
     unsupported = sorted(set(found) - set(CI_DIALECTS))
     if unsupported:
         notes.append(
@@ -234,7 +281,7 @@ def _no_dialect_outcome(notes: list[str]) -> Outcome:
     return Outcome("stairway", False, detail, ExitCode.CI_STAIRWAY)
 
 
-def _since(script: ScriptDirectory, since: str | None) -> str | None:
+def since_revision(script: ScriptDirectory, since: str | None) -> str | None:
     """`ci.since` as a full revision id; an unknown one is a configuration error."""
     if since is None:
         return None
@@ -261,19 +308,22 @@ def _since_schema(session: Session, value: Any, since: Any) -> Path | None:
     return path
 
 
-def _load_schema(
+def load_schema(
     session: Session, environment: Environment, connection: Connection, path: Path
 ) -> None:
     """Build the trusted start from a schema file: psql runs a pg_dump file as pg_dump meant it
     (its SET lines, functions, dollar quoting); SQLite takes the script as it is."""
     if environment.dialect == "sqlite":
         connection.commit()
-        connection.connection.driver_connection.executescript(path.read_text(encoding="utf-8"))
+        driver = connection.connection.driver_connection
+        if driver is None:  # only an invalidated pool connection has no driver connection
+            raise DatabaseError(f"{environment.name}: the SQLite connection was lost")
+        driver.executescript(path.read_text(encoding="utf-8"))
         return
     import shutil
     import subprocess
 
-    from tasks.backup.backups import pg_environment
+    from tasks.backup.postgres import pg_environment
 
     psql = shutil.which("psql")
     if psql is None:
@@ -388,17 +438,18 @@ def stairway(
     trusted: int = 0,
     since_schema: Path | None = None,
 ) -> list[Outcome]:
-    """Up, down one step, up again, for every revision in order; trusted history (`since`
+    """Up, down to each parent, up again, for every revision in order (merges and branches
+    included); trusted history (`since`
     and older) is only built, once, as the ground the checked revisions stand on: by running
     it, or from `ci.since_schema` (the schema at `since`, for a history that cannot run from
     an empty database) and a stamp."""
     from alembic import command
 
-    run = _runner(session, environment, connection)
+    run = runner(session, environment, connection)
     if since is not None:
         try:
             if since_schema is not None:
-                _load_schema(session, environment, connection, since_schema)
+                load_schema(session, environment, connection, since_schema)
                 run(command.stamp, since)
             else:
                 run(command.upgrade, since)
@@ -409,11 +460,12 @@ def stairway(
             )
             return [Outcome("stairway", False, detail, ExitCode.CI_STAIRWAY)]
     for revision in revisions:
-        steps = [
-            ("upgrade", command.upgrade, revision.revision),
-            ("downgrade", command.downgrade, _one_step_down(revision)),
-            ("upgrade again", command.upgrade, revision.revision),
+        steps: list[tuple[str, Callable[..., Any], str]] = [
+            ("upgrade", command.upgrade, revision.revision)
         ]
+        for down in _steps_down(revision):
+            steps.append((f"downgrade to {_parent_name(down)}", command.downgrade, down))
+            steps.append(("upgrade again", command.upgrade, revision.revision))
         for step, operation, target in steps:
             try:
                 run(operation, target)
@@ -429,25 +481,55 @@ def stairway(
     return [Outcome("stairway", True, detail, ExitCode.CI_STAIRWAY)]
 
 
-def _one_step_down(revision: Script) -> str:
+def _steps_down(revision: Script) -> list[str]:
+    """One downgrade target per parent, each reverting this revision alone.
+
+    `<rev>@<parent>` is Alembic's branch-scoped form: it walks down the branch holding
+    `<rev>` to `<parent>` and leaves every other branch (another head, the other side of a
+    merge) where it is. A plain `<rev>-1` is an "Ambiguous walk" from a merge point, and a plain
+    `<parent>` would also revert a sibling branch that descends from that parent."""
     down = revision.down_revision
-    if down is None:
-        return "base"
-    return down if isinstance(down, str) else f"{revision.revision}-1"
+    parents = (down,) if isinstance(down, str) else tuple(down or ())
+    if not parents:
+        return [f"{revision.revision}@base"]
+    return [f"{revision.revision}@{parent}" for parent in parents]
 
 
-def models_match(session: Session, environment: Environment, connection: Connection) -> Outcome:
-    """After the whole history, the database must be what the models describe."""
+def _parent_name(target: str) -> str:
+    return target.partition("@")[2]
+
+
+def models_match(
+    session: Session,
+    environment: Environment,
+    connection: Connection,
+    *,
+    since: str | None = None,
+    since_schema: Path | None = None,
+) -> Outcome:
+    """After the whole history, the database must be what the models describe, compared
+    under the same configuration as `dev.check` (an adopted env.py's own options included)."""
     from alembic import command
 
-    rules = comparison.for_session(session)  # a configuration error is not a history failure
+    run = runner(session, environment, connection)
     try:
-        _runner(session, environment, connection)(command.upgrade, "heads")
-        differences = drift.compare(connection, session.metadata(), rules)
-        connection.rollback()
+        if since is not None and since_schema is not None:
+            load_schema(session, environment, connection, since_schema)
+            run(command.stamp, since)
+        run(command.upgrade, "heads")
     except Exception as error:
         detail = f"{environment.dialect}: could not build the history: {_first_line(error)}"
         return Outcome("models", False, detail, ExitCode.CI_MODELS)
+    # A configuration error (a bad hook, an env.py that cannot be read) is not a history
+    # failure: it ends the run as one line, exit 2.
+    rules = env_comparison.for_session(session_for(session, environment), connection)
+    try:
+        differences = drift.compare(connection, session.metadata(), rules)
+    except Exception as error:  # an element the comparison cannot render is a finding
+        detail = f"{environment.dialect}: the comparison failed: {_first_line(error)}"
+        return Outcome("models", False, detail, ExitCode.CI_MODELS)
+    finally:
+        connection.rollback()
     if differences:
         listed = "; ".join(drift.describe(difference) for difference in differences)
         return Outcome("models", False, f"{environment.dialect}: {listed}", ExitCode.CI_MODELS)
@@ -470,9 +552,9 @@ def lint_revisions(
 
     backends = options.get("backends") or ["postgresql", "sqlite"]
     postgres = options["postgres_url"] if "postgresql" in backends else ""
-    linted = _session_for(session, _environment_for_lint(postgres or "sqlite://", session.settings))
+    linted = session_for(session, _environment_for_lint(postgres or "sqlite://", session.settings))
     current = (since,) if since else ()
-    steps = script._upgrade_revs("heads", current)
+    steps = planned_upgrade(script, "heads", current)
     planned = build_plan(
         linted, script, steps, direction="upgrade", current=current, target="heads"
     )
@@ -508,7 +590,7 @@ def throwaway_database(
     session: Session, backend: str, options: dict[str, Any]
 ) -> Iterator[tuple[Environment, Connection]]:
     """A database that exists only for this check, created and dropped here."""
-    factory = _throwaway_sqlite if backend == "sqlite" else _throwaway_postgres
+    factory = _throwaway_sqlite if backend == "sqlite" else throwaway_postgres
     with factory(options) as url:
         from tasks.core.engines import create_engine
 
@@ -522,17 +604,17 @@ def throwaway_database(
 
 
 @contextmanager
-def _throwaway_sqlite(_options: dict[str, Any]) -> Iterator[Any]:
+def _throwaway_sqlite(options: dict[str, Any]) -> Iterator[Any]:
     import tempfile
 
     from sqlalchemy.engine import URL
 
-    with tempfile.TemporaryDirectory(prefix="ci-check-") as directory:
+    with tempfile.TemporaryDirectory(prefix=options["database_prefix"]) as directory:
         yield URL.create("sqlite", database=f"{directory}/ci.sqlite3")
 
 
 @contextmanager
-def _throwaway_postgres(options: dict[str, Any]) -> Iterator[Any]:
+def throwaway_postgres(options: dict[str, Any]) -> Iterator[Any]:
     from sqlalchemy import text
 
     from tasks.core.engines import create_engine, describe_database_error
@@ -541,7 +623,7 @@ def _throwaway_postgres(options: dict[str, Any]) -> Iterator[Any]:
     from tasks.core.settings import PROJECT_ROOT
 
     admin_url = normalize_url(options["postgres_url"], "migrations.ci.postgres_url", PROJECT_ROOT)
-    name = f"ci_check_{uuid.uuid4().hex[:12]}"
+    name = f"{options['database_prefix']}{uuid.uuid4().hex[:12]}"
     admin = create_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
@@ -589,7 +671,7 @@ def _environment_for_lint(url: str, settings: Any) -> Environment:
     )
 
 
-def _session_for(session: Session, environment: Environment) -> Session:
+def session_for(session: Session, environment: Environment) -> Session:
     return Session(
         session.settings,
         session.record,
@@ -600,7 +682,7 @@ def _session_for(session: Session, environment: Environment) -> Session:
     )
 
 
-def _runner(
+def runner(
     session: Session, environment: Environment, connection: Connection
 ) -> Callable[..., None]:
     def run(operation: Callable[..., Any], revision: str) -> None:

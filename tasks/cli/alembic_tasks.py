@@ -7,81 +7,24 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from invoke import Context, Task, task
+from invoke import Context, Task
 
 from tasks.cli.context import run_task
+from tasks.cli.flags import (
+    BACKUP_HELP,
+    JSON_HELP,
+    LOCK_HELP,
+    PLAN_FORMAT_HELP,
+    REVISION_OPTION_HELP,
+    SQL_HELP,
+    YES_HELP,
+    flag_task,
+)
 from tasks.core.errors import UsageError
 from tasks.core.session import Session
 from tasks.guard import audit as audit_trail
 from tasks.migrate import commands as migrations
-
-# One short flag per long flag, the same on every task that has the long flag (the namespace test
-# in tests/test_hardening_flags.py walks every task). A long flag whose first letter is one of
-# Invoke's own short flags (-c -d -D -e -f -F -h -l -p -r -R -T -V -w) must own that letter:
-# otherwise `invoke prod.upgrade -r REV` hands REV to Invoke's --search-root and the task runs
-# with its defaults (to head). Consents stay long-only: --allow-destructive and --sql are typed out.
-SHORT_FLAGS: dict[str, str] = {
-    "rev": "r",
-    "lock_timeout": "l",
-    "limit": "l",
-    "check": "c",
-    "file": "f",
-    "yes": "y",
-    "backup": "b",
-    "json": "j",
-    "verbose": "v",
-    "graph": "g",
-    "message": "m",
-    "autogenerate": "a",
-    "dialect": "d",
-    "format": "f",
-    "rev_id": "r",
-    "depends_on": "d",
-    "empty": "e",
-    "fleet": "f",
-    "parallel": "p",
-    "canary": "c",
-}
-
-
-class FlagTask(Task):
-    """A task whose short flags come from SHORT_FLAGS instead of Invoke's first-free-letter rule,
-    which gave `-a` to --allow-destructive on one task and to --autogenerate on another."""
-
-    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
-        auto, self.auto_shortflags = self.auto_shortflags, False
-        try:
-            opts = super().arg_opts(name, default, taken_names)
-        finally:
-            self.auto_shortflags = auto
-        short = SHORT_FLAGS.get(name)
-        # Two flags of one task may want one letter (fleet.upgrade's --canary and
-        # --continue-on-error): the first in the signature takes it, the other is long-only.
-        # Either way the task owns the letter, so Invoke never reads it as its own.
-        if short is not None and short not in taken_names:
-            opts["names"] = [*opts["names"], short]
-        return opts
-
-
-def flag_task(*args: Any, **kwargs: Any) -> Any:
-    """`@task` with the project's short flags (`@flag_task` or `@flag_task(help=...)`)."""
-    return task(*args, klass=FlagTask, **kwargs)
-
-
-YES_HELP = "answer the confirmation prompt (scripts, CI); never implies --allow-destructive"
-SQL_HELP = "print the SQL instead of running it (offline mode; opens no connection)"
-LOCK_HELP = "seconds to wait for another runner's migration lock (default: configuration, 60)"
-BACKUP_HELP = "--no-backup skips the backup taken first on protected and shared databases"
-JSON_HELP = "print JSON for machines"
-PLAN_FORMAT_HELP = {"format": "text (default), json, or markdown (pull requests, CI summaries)"}
-REVISION_OPTION_HELP = {
-    "head": "the head to build on (Alembic's --head; e.g. base, or a branch label@head)",
-    "splice": "allow --head to name a non-head revision (starts a branch there)",
-    "branch_label": "label(s) for a new branch, comma-separated",
-    "depends_on": "revision(s) this one depends on, comma-separated",
-    "rev_id": "the new revision's id instead of a generated one",
-    "empty": "write an empty revision (no autogenerate; needs no database)",
-}
+from tasks.migrate import writer
 
 
 def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
@@ -105,6 +48,7 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         sql: bool,
         yes: bool,
         lock_timeout: str,
+        as_json: bool = False,
     ) -> None:
         """`run` for the tasks that change the database (upgrade, downgrade, stamp): --sql only
         prints, so it changes nothing; --yes answers the prompt; a --lock-timeout that is not a
@@ -113,37 +57,57 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         try:
             seconds = _seconds(lock_timeout)
         except UsageError as error:
-            run(c, name, arguments, _failing(error), offline=True)
+            run(c, name, arguments, _failing(error), offline=True, as_json=as_json)
             return
         # --sql renders offline: a reviewer needs no URL.
-        run(c, name, arguments, operation, assume_yes=yes, lock_timeout=seconds, offline=sql)
+        run(
+            c,
+            name,
+            arguments,
+            operation,
+            assume_yes=yes,
+            lock_timeout=seconds,
+            offline=sql,
+            as_json=as_json,
+        )
 
-    @flag_task
-    def current(c: Context) -> None:
+    @flag_task(
+        help={
+            "check": "exit 4 when the database is not at head (0 at head): anything pending?",
+            "json": JSON_HELP,
+        }
+    )
+    def current(c: Context, check: bool = False, json: bool = False) -> None:
         """Show the database's revision(s) and whether it is at head."""
-        run(c, "current", {}, migrations.current)
+        operation = lambda s: migrations.current(s, check=check)  # noqa: E731
+        run(c, "current", {"check": check, "json": json}, operation, as_json=json)
 
     @flag_task(
         help={
             "verbose": "show full revision details",
             "graph": "draw the revision graph: branches, merges, heads, current marked",
             "format": "with --graph: text (default), mermaid (GitHub) or dot (Graphviz)",
+            "json": JSON_HELP,
         }
     )
-    def history(c: Context, verbose: bool = False, graph: bool = False, format: str = "") -> None:
+    def history(
+        c: Context, verbose: bool = False, graph: bool = False, format: str = "", json: bool = False
+    ) -> None:
         """List revisions, newest first, with the database's current one marked."""
         from tasks.migrate.graph import show_graph, show_graph_as
 
-        operation = show_graph if graph else lambda s: migrations.history(s, verbose=verbose)
+        operation: Callable[[Session], object] = (
+            show_graph if graph else lambda s: migrations.history(s, verbose=verbose)
+        )
         if format:  # a review format is always the graph
             operation = lambda s: show_graph_as(s, format.strip().lower())  # noqa: E731
-        arguments = {"verbose": verbose, "graph": graph, "format": format}
-        run(c, "history", arguments, operation)
+        arguments = {"verbose": verbose, "graph": graph, "format": format, "json": json}
+        run(c, "history", arguments, operation, as_json=json)
 
-    @flag_task
-    def heads(c: Context) -> None:
+    @flag_task(help={"json": JSON_HELP})
+    def heads(c: Context, json: bool = False) -> None:
         """Show the head revision(s) of the migration scripts (needs no database)."""
-        run(c, "heads", {}, migrations.heads)
+        run(c, "heads", {"json": json}, migrations.heads, as_json=json)
 
     @flag_task(
         help={"rev": "target revision (default: head)", "json": JSON_HELP, **PLAN_FORMAT_HELP}
@@ -170,6 +134,8 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
             "backup": BACKUP_HELP,
             "allow_destructive": "apply revisions that drop, retype, rename, tighten or lock",
             "lock_timeout": LOCK_HELP,
+            "contract": "also run contract revisions (expand/contract), which upgrade stops before",
+            "json": JSON_HELP,
         },
     )
     def upgrade(
@@ -180,6 +146,8 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         backup: bool = True,
         allow_destructive: bool = False,
         lock_timeout: str = "",
+        contract: bool = False,
+        json: bool = False,
     ) -> None:
         """Apply pending revisions up to --rev (protected environments: plan, backup, confirm)."""
         arguments = {
@@ -188,12 +156,25 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
             "yes": yes,
             "backup": backup,
             "allow_destructive": allow_destructive,
+            "contract": contract,
         }
         operation = lambda s: migrations.upgrade(  # noqa: E731
-            s, rev, sql=sql, backup=backup, allow_destructive=allow_destructive
+            s,
+            rev,
+            sql=sql,
+            backup=backup,
+            allow_destructive=allow_destructive,
+            contract=contract,
         )
         run_changing(
-            c, "upgrade", arguments, operation, sql=sql, yes=yes, lock_timeout=lock_timeout
+            c,
+            "upgrade",
+            arguments,
+            operation,
+            sql=sql,
+            yes=yes,
+            lock_timeout=lock_timeout,
+            as_json=json,
         )
 
     @flag_task(
@@ -203,6 +184,7 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
             "yes": YES_HELP,
             "backup": BACKUP_HELP + " (not allowed on protected ones)",
             "lock_timeout": LOCK_HELP,
+            "json": JSON_HELP,
         },
     )
     def downgrade(
@@ -212,6 +194,7 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         yes: bool = False,
         backup: bool = True,
         lock_timeout: str = "",
+        json: bool = False,
     ) -> None:
         """Revert revisions down to --rev, after confirmation (downgrades can lose data)."""
         arguments = {"rev": rev, "sql": sql, "yes": yes, "backup": backup}
@@ -219,7 +202,14 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
             s, _required_rev(rev, "downgrade"), sql=sql, backup=backup
         )
         run_changing(
-            c, "downgrade", arguments, operation, sql=sql, yes=yes, lock_timeout=lock_timeout
+            c,
+            "downgrade",
+            arguments,
+            operation,
+            sql=sql,
+            yes=yes,
+            lock_timeout=lock_timeout,
+            as_json=json,
         )
 
     @flag_task(
@@ -228,32 +218,50 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
             "sql": SQL_HELP,
             "yes": YES_HELP,
             "lock_timeout": LOCK_HELP,
+            "json": JSON_HELP,
         },
     )
     def stamp(
-        c: Context, rev: str = "", sql: bool = False, yes: bool = False, lock_timeout: str = ""
+        c: Context,
+        rev: str = "",
+        sql: bool = False,
+        yes: bool = False,
+        lock_timeout: str = "",
+        json: bool = False,
     ) -> None:
         """Record --rev as the database's revision without running anything, after confirmation."""
         operation = lambda s: migrations.stamp(s, _required_rev(rev, "stamp"), sql=sql)  # noqa: E731
         arguments = {"rev": rev, "sql": sql, "yes": yes}
-        run_changing(c, "stamp", arguments, operation, sql=sql, yes=yes, lock_timeout=lock_timeout)
+        run_changing(
+            c,
+            "stamp",
+            arguments,
+            operation,
+            sql=sql,
+            yes=yes,
+            lock_timeout=lock_timeout,
+            as_json=json,
+        )
 
-    @flag_task
-    def check(c: Context) -> None:
+    @flag_task(help={"json": JSON_HELP})
+    def check(c: Context, json: bool = False) -> None:
         """Compare the models with the live database (read-only); exit 4 when they differ."""
-        run(c, "check", {}, migrations.check)
+        run(c, "check", {"json": json}, migrations.check, as_json=json)
 
     @flag_task(
         help={
             "rev": "target revision (default: head)",
             "allow_destructive": "do not fail on destructive or blocking pending statements",
+            "json": JSON_HELP,
         }
     )
-    def preflight(c: Context, rev: str = "head", allow_destructive: bool = False) -> None:
+    def preflight(
+        c: Context, rev: str = "head", allow_destructive: bool = False, json: bool = False
+    ) -> None:
         """Deploy gate: one head, known revision, pending lint, models match history."""
         operation = lambda s: migrations.preflight(s, rev, allow_destructive=allow_destructive)  # noqa: E731
-        arguments = {"rev": rev, "allow_destructive": allow_destructive}
-        run(c, "preflight", arguments, operation)
+        arguments = {"rev": rev, "allow_destructive": allow_destructive, "json": json}
+        run(c, "preflight", arguments, operation, as_json=json)
 
     @flag_task(help={"limit": "how many runs to show (default 20)", "json": JSON_HELP})
     def audit(c: Context, limit: str = "20", json: bool = False) -> None:
@@ -270,7 +278,10 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
     @flag_task(
         help={
             "message": "required: what the revision changes",
-            "autogenerate": "write the operations from the differences between models and database",
+            "autogenerate": "write the operations from the differences between the models and "
+            "the history (built in a throwaway database; no live database needed)",
+            "against_database": "with --autogenerate: compare with the environment's database "
+            "(which must be at head) instead of the history",
             **REVISION_OPTION_HELP,
         },
         auto_shortflags=False,
@@ -285,19 +296,29 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
         depends_on: str = "",
         rev_id: str = "",
         empty: bool = False,
+        against_database: bool = False,
     ) -> None:
-        """Write a new revision file (the database must be at head); warns when it drops things."""
-        options = migrations.RevisionOptions(head, splice, branch_label, depends_on, rev_id, empty)
-        operation = lambda s: migrations.revision(  # noqa: E731
-            s, message, autogenerate=autogenerate, options=options
+        """Write a new revision file (autogenerate: from the models against the history)."""
+        options = writer.RevisionOptions(head, splice, branch_label, depends_on, rev_id, empty)
+        operation = lambda s: writer.revision(  # noqa: E731
+            s, message, autogenerate=autogenerate, options=options, from_database=against_database
         )
-        arguments = {"message": message, "autogenerate": autogenerate, **vars(options)}
-        # Only an empty revision is written from the scripts alone.
-        run(c, "revision", arguments, operation, offline=empty)
+        arguments = {
+            "message": message,
+            "autogenerate": autogenerate,
+            "against_database": against_database,
+            **vars(options),
+        }
+        # Only --against-database reads the environment's database; the history is built apart.
+        run(c, "revision", arguments, operation, offline=not against_database)
+
+    from tasks.cli.history_tasks import checksum_tasks, repair_tasks
 
     built = [current, history, heads, plan, upgrade, downgrade, stamp, check, preflight, audit]
-    built += reading_tasks(run)
-    return [*built, revision, *revision_file_tasks(run)] if with_revision else built
+    built += reading_tasks(run) + repair_tasks(run_changing)
+    if not with_revision:
+        return built
+    return [*built, revision, *revision_file_tasks(run), *checksum_tasks(run)]
 
 
 # --- Alembic's verbs (show, branches, merge, edit); reading needs no database -------------------
@@ -313,22 +334,23 @@ def reading_tasks(run: Runner) -> list[Task]:
             "rev": "required: the revision (an id, a unique prefix, head, or relative like head-1)",
             "dialect": "render the SQL for this dialect (postgresql, mysql, mariadb, sqlite); "
             "default: the environment's database, or postgresql without a URL",
+            "json": JSON_HELP,
         }
     )
-    def show(c: Context, rev: str = "", dialect: str = "") -> None:
+    def show(c: Context, rev: str = "", dialect: str = "", json: bool = False) -> None:
         """A revision's header, docstring and upgrade SQL (needs no database)."""
         from tasks.migrate.verbs import show as show_revision
 
         operation = lambda s: show_revision(s, rev, dialect=dialect)  # noqa: E731
-        arguments = {"rev": rev, "dialect": dialect}
-        run(c, "show", arguments, operation)
+        arguments = {"rev": rev, "dialect": dialect, "json": json}
+        run(c, "show", arguments, operation, as_json=json)
 
-    @flag_task
-    def branches(c: Context) -> None:
+    @flag_task(help={"json": JSON_HELP})
+    def branches(c: Context, json: bool = False) -> None:
         """Branch points of the revision graph and the heads of their branches (no database)."""
         from tasks.migrate.verbs import branches as show_branches
 
-        run(c, "branches", {}, show_branches)
+        run(c, "branches", {"json": json}, show_branches, as_json=json)
 
     return [show, branches]
 

@@ -7,17 +7,20 @@ turns errors and the report's code into the exit.
 from __future__ import annotations
 
 import json as json_module
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from invoke import Context, Task
 
-from tasks.cli.alembic_tasks import flag_task
 from tasks.cli.context import run_command
+from tasks.cli.flags import flag_task
+from tasks.core.console import plural
 from tasks.core.settings import Settings
 
 if TYPE_CHECKING:
     from tasks.core.confirmation import Confirmer
     from tasks.core.console import Console
+    from tasks.fleet.commands import Schedule, Selection
     from tasks.fleet.targets import FleetReport
 
 FLEET_HELP = "the fleet (migrations.fleets.<name>); optional when only one is configured"
@@ -30,12 +33,12 @@ LOCK_HELP = "seconds each target waits for another runner's migration lock"
 def fleet_tasks() -> list[Task]:
     from tasks.core.console import Console
 
-    def selection(fleet: str, only: list[str], shard: str | None):  # type: ignore[no-untyped-def]
+    def selection(fleet: str, only: list[str], shard: str | None) -> Selection:
         from tasks.fleet.commands import Selection
 
         return Selection(fleet or None, tuple(only or ()), shard)
 
-    def schedule(parallel: int, canary: int, continue_on_error: bool):  # type: ignore[no-untyped-def]
+    def schedule(parallel: int, canary: int, continue_on_error: bool) -> Schedule:
         from tasks.fleet.commands import Schedule
 
         return Schedule(parallel, canary, continue_on_error)
@@ -52,8 +55,9 @@ def fleet_tasks() -> list[Task]:
             from tasks.fleet import commands as fleet_commands
 
             report = fleet_commands.status(settings, selection(fleet, only or [], shard))
-            if json:
-                print(json_module.dumps(report, indent=2))
+            if json:  # `command` and `version` as in every task's document (issue 18.5)
+                document = {"command": "fleet.status", "version": 1, **report}
+                print(json_module.dumps(document, indent=2))
             else:
                 fleet_commands.print_status(Console(), report)
             unreachable = report["summary"]["by_state"].get("unreachable", 0)
@@ -63,19 +67,27 @@ def fleet_tasks() -> list[Task]:
 
     @flag_task(
         help={"fleet": FLEET_HELP, "rev": "target revision (default: head)", "only": ONLY_HELP,
-              "shard": SHARD_HELP},
+              "shard": SHARD_HELP, "json": "print JSON"},
         iterable=["only"],
     )  # fmt: skip
     def plan(c: Context, fleet: str = "", rev: str = "head", only: list[str] | None = None,
-             shard: str | None = None) -> None:  # fmt: skip
+             shard: str | None = None, json: bool = False) -> None:  # fmt: skip
         """Read-only: targets grouped by revision, the SQL and lint of what each group lacks."""
 
         def command(settings: Settings) -> int:
+            import io
+
             from tasks.fleet import commands as fleet_commands
 
-            return fleet_commands.plan(
-                settings, selection(fleet, only or [], shard), Console(), rev
-            )
+            captured = io.StringIO() if json else None
+            console = Console(stdout=captured) if captured is not None else Console()
+            code = fleet_commands.plan(settings, selection(fleet, only or [], shard), console, rev)
+            if captured is not None:
+                document = {"command": "fleet.plan", "version": 1, "ok": code == 0,
+                            "exit_code": code, "rev": rev,
+                            "output": captured.getvalue().splitlines()}  # fmt: skip
+                print(json_module.dumps(document, indent=2, ensure_ascii=False))
+            return code
 
         run_command(c, "fleet.plan", command)
 
@@ -179,7 +191,7 @@ def fleet_tasks() -> list[Task]:
             )
             differs = report.count("differs")
             console.line(
-                f"fleet {report.fleet} check: {len(report.results)} targets: "
+                f"fleet {report.fleet} check: {plural(len(report.results), 'target')}: "
                 f"{report.count('ok')} match, {differs} differ, {report.count('failed')} failed"
             )
             if report.count("failed"):
@@ -205,7 +217,14 @@ def _changing_help(**own: str) -> dict[str, str]:
     return {**shared, **own}
 
 
-def _run_changing(c: Context, name: str, command, *, yes: bool, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+def _run_changing(
+    c: Context,
+    name: str,
+    command: Callable[[Settings, Console, Confirmer], FleetReport],
+    *,
+    yes: bool,
+    as_json: bool,
+) -> None:
     """Run an upgrade or downgrade over the fleet and exit with its report's code."""
     from tasks.core.confirmation import Confirmer
 
@@ -216,7 +235,7 @@ def _run_changing(c: Context, name: str, command, *, yes: bool, as_json: bool) -
     run_command(c, name, run)
 
 
-def _progress_console(as_json: bool):  # type: ignore[no-untyped-def]
+def _progress_console(as_json: bool) -> Console:
     """Per-target lines go to stderr when stdout carries JSON, so the JSON stays parseable."""
     import sys
 
@@ -225,7 +244,7 @@ def _progress_console(as_json: bool):  # type: ignore[no-untyped-def]
     return Console(stdout=sys.stderr) if as_json else Console()
 
 
-def _finish(console, report, as_json: bool) -> int:  # type: ignore[no-untyped-def]
+def _finish(console: Console, report: FleetReport, as_json: bool) -> int:
     from tasks.fleet.commands import report_as_dict
     from tasks.fleet.targets import summary_line
 

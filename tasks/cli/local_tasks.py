@@ -16,8 +16,8 @@ from pathlib import Path
 
 from invoke import Context, Task
 
-from tasks.cli.alembic_tasks import flag_task
 from tasks.cli.context import run_task
+from tasks.cli.flags import flag_task
 from tasks.core.errors import UsageError
 
 YES_HELP = "answer the confirmation prompt (scripts, CI); never implied"
@@ -41,6 +41,7 @@ def local_tasks() -> list[Task]:
         failed and was rolled back (MySQL/MariaDB cannot roll DDL back). --check: 0 in sync,
         4 only differences sync can apply, 5 differences that need a revision.
         """
+        from tasks.migrate.sync_history import record_history
         from tasks.schema import sync as schema_sync
 
         run_task(
@@ -48,7 +49,9 @@ def local_tasks() -> list[Task]:
             "local",
             "sync",
             {"check": check, "backup": backup, "json": json},
-            lambda s: schema_sync.sync(s, check=check, backup=backup, as_json=json),
+            lambda s: schema_sync.sync(
+                s, check=check, backup=backup, as_json=json, history=record_history
+            ),
             read_only=check,
         )
 

@@ -11,12 +11,19 @@ serves the proxied attributes (`context.config`, `context.script`) through the m
 `__getattr__`. Revision files and env.py are unchanged: they still write `op.add_column(...)`.
 
 A single-threaded run behaves exactly as before; installing is idempotent and process-wide.
+
+Also here: `call_when_version_recorded`, the hook `op.backfill` uses to archive its bookkeeping
+row in the revision's own transaction.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from alembic.runtime.migration import RevisionStep
+    from alembic.script import ScriptDirectory
 
 _installed = False
 _install_lock = threading.Lock()
@@ -88,3 +95,81 @@ def _attribute_reader(cls: type, names: frozenset[str]) -> Any:
         return getattr(stack[-1], name)
 
     return module_getattr
+
+
+# --- Alembic's planner: ScriptDirectory._upgrade_revs / _downgrade_revs -----------------------
+
+
+def planned_upgrade(
+    script: ScriptDirectory, destination: str, heads: tuple[str, ...]
+) -> list[RevisionStep]:
+    """The steps `alembic upgrade destination` runs from `heads`: Alembic's own planner.
+
+    `command.upgrade` calls `ScriptDirectory._upgrade_revs(revision, heads)` with the database's
+    heads as a tuple; Alembic annotates the second argument as `str`, hence the ignore.
+    """
+    return script._upgrade_revs(destination, heads)  # type: ignore[arg-type]
+
+
+def planned_downgrade(
+    script: ScriptDirectory, destination: str, heads: tuple[str, ...]
+) -> list[RevisionStep]:
+    """The steps `alembic downgrade destination` runs from `heads` (`_downgrade_revs`, as
+    `command.downgrade` calls it; the same annotation mismatch as `planned_upgrade`)."""
+    return script._downgrade_revs(destination, heads)  # type: ignore[arg-type]
+
+
+# --- every env.py's `context.configure`, seen by the tasks ----------------------------------
+
+_configure_hooks: list[Any] = []
+
+
+def on_configure(hook: Any) -> None:
+    """Call `hook(environment_context, options) -> options` whenever any env.py calls
+    `context.configure(...)`, with its arguments as keywords (once per hook, process-wide).
+
+    Alembic gives a caller no hook around the env.py it runs: `EnvironmentContext.configure`
+    (alembic/runtime/environment.py, checked on Alembic 1.20.1) is wrapped instead, so the
+    tasks see the connection an env.py migrates and the options it passes, whatever env.py it
+    is (an adopted one that never calls the tasks' helpers included). Hooks decide themselves
+    whether a run is theirs (a plain `alembic` command carries no handover).
+    """
+    import functools
+    import inspect
+
+    from alembic.runtime.environment import EnvironmentContext
+
+    with _install_lock:
+        if hook in _configure_hooks:
+            return
+        if not _configure_hooks:
+            original = EnvironmentContext.configure
+            signature = inspect.signature(original)
+
+            @functools.wraps(original)
+            def configure(self: Any, *args: Any, **kwargs: Any) -> None:
+                bound = signature.bind_partial(self, *args, **kwargs).arguments
+                bound.pop("self", None)
+                options = {**bound.pop("kw", {}), **bound}
+                for each in list(_configure_hooks):
+                    options = each(self, options)
+                return original(self, **options)
+
+            EnvironmentContext.configure = configure  # type: ignore[method-assign]
+        _configure_hooks.append(hook)
+
+
+def call_when_version_recorded(migration_context: Any, callback: Any) -> None:
+    """Have Alembic call `callback(ctx=, step=, heads=, run_args=)` after each revision's version
+    row is written, inside that revision's transaction (before it commits), whatever env.py the
+    project has.
+
+    `EnvironmentContext.configure(on_version_apply=...)` is the public way, but only env.py can
+    pass it; an operation (`op.backfill`) that needs it appends to the list Alembic keeps it in:
+    `MigrationContext.on_version_apply_callbacks`, set from `opts["on_version_apply"]` in
+    `MigrationContext.__init__` and iterated in `run_migrations` (checked on alembic 1.20;
+    tests/online/test_backfill.py holds it). Adding the same callback twice adds it once.
+    """
+    callbacks = tuple(migration_context.on_version_apply_callbacks or ())
+    if callback not in callbacks:
+        migration_context.on_version_apply_callbacks = (*callbacks, callback)

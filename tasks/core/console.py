@@ -30,8 +30,11 @@ _COLOURS = {"DESTRUCTIVE": "31", "BLOCKING": "33", "FAILED": "31", "ok": "32"}
 _VERDICT = re.compile(r"\b(DESTRUCTIVE|BLOCKING|FAILED)\b|(?<=^  )(ok)\b")
 
 
-# C0 controls but newline and tab, DEL and C1 (0x9b is a one-byte CSI on some terminals).
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0 controls but newline and tab, DEL and C1 (0x9b is a one-byte CSI on some terminals), and
+# the bidirectional controls that reorder what a reviewer reads (Trojan Source, CVE-2021-42574).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Inside one value (a message, an operator, a revision id) a line break forges a row too.
+_VALUE_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def neutralise(text: str) -> str:
@@ -41,7 +44,18 @@ def neutralise(text: str) -> str:
     what a reviewer reads; a `\\r` could overwrite a line. Only the console's own sequences
     (colour, the live line) reach the terminal, and they are added after this.
     """
-    return _CONTROL.sub(lambda match: f"\\x{ord(match.group(0)):02x}", text)
+    return _CONTROL.sub(lambda match: _escape(match.group(0)), text)
+
+
+def one_value(text: str) -> str:
+    """A data value for one cell or one line: every control character, line breaks and tabs
+    included, shown as `\\x0a`; letters of any script printed as they are."""
+    return _VALUE_CONTROL.sub(lambda match: _escape(match.group(0)), text)
+
+
+def _escape(character: str) -> str:
+    code = ord(character)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def colour_enabled(stream: IO[str]) -> bool:
@@ -223,12 +237,19 @@ class Progress(LiveLine):
         self.verb = verb
         self.done = 0
         self._current = ""
+        self._detail = ""
         self._started = time.monotonic()
 
     def start(self, what: str) -> None:
         """A step begins: the live line names it."""
         self._current = what
         self._started = time.monotonic()
+        self._render()
+
+    def detail(self, text: str) -> None:
+        """What the running step is doing right now (a backfill's rows and ETA), shown after
+        its name on the live line until the step finishes."""
+        self._detail = text
         self._render()
 
     def finish(self, text: str) -> float:
@@ -239,6 +260,7 @@ class Progress(LiveLine):
         self.console.clear_status()  # the permanent line takes the live line's place
         self.console.line(f"  {counter}{text} ({seconds:.1f} s)")
         self._current = ""
+        self._detail = ""
         self._started = time.monotonic()
         return seconds
 
@@ -247,7 +269,8 @@ class Progress(LiveLine):
             elapsed = int(time.monotonic() - self._started)
             step = min(self.done + 1, self.total) if self.total else self.done + 1
             counter = f"[{step}/{self.total}] " if self.total else ""
-            self.console.status(f"  {counter}{self.verb} {self._current} {elapsed}s")
+            detail = f" | {self._detail}" if self._detail else ""
+            self.console.status(f"  {counter}{self.verb} {self._current} {elapsed}s{detail}")
 
 
 def quiet_broken_pipes() -> None:

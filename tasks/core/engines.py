@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tasks.core.errors import DatabaseError
 from tasks.core.redaction import redact
@@ -37,21 +37,40 @@ def create_engine(
         connect_args["timeout"] = connect_timeout
     engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=connect_args)
     if backend == "sqlite":
-        _make_sqlite_transactional(engine)
+        make_sqlite_transactional(engine)
     return engine
 
 
-def _make_sqlite_transactional(engine: Engine) -> None:
+def make_sqlite_transactional(engine: Engine) -> None:
     """SQLAlchemy's documented recipe: let SQLAlchemy, not pysqlite, emit BEGIN."""
     from sqlalchemy import event
 
     @event.listens_for(engine, "connect")
-    def _disable_pysqlite_transactions(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    def _disable_pysqlite_transactions(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
 
     @event.listens_for(engine, "begin")
-    def _begin(connection) -> None:  # type: ignore[no-untyped-def]
+    def _begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN")
+
+
+def make_sqlite_connection_transactional(connection: Connection) -> None:
+    """The same recipe for a connection someone else opened (an adopted env.py's own engine),
+    before it begins: its DDL then rolls back with the revision that failed."""
+    from sqlalchemy import event
+
+    if connection.dialect.name != "sqlite" or connection.in_transaction():
+        return
+    engine = connection.engine
+    if getattr(engine, "_tasks_transactional", False):
+        return
+    connection.connection.dbapi_connection.isolation_level = None  # type: ignore[union-attr]
+
+    @event.listens_for(engine, "begin")
+    def _begin(begun: Connection) -> None:
+        begun.exec_driver_sql("BEGIN")
+
+    engine._tasks_transactional = True  # type: ignore[attr-defined]
 
 
 @contextmanager

@@ -56,6 +56,9 @@ class Environment:
     postgres_statement_timeout: str | None = None
     # Schema-per-tenant: the schema this target's tables and version table live in.
     schema: str | None = None
+    # `migrations.driver: keep` and an async URL: the URL with the application's own driver,
+    # which migrations run on (the tasks' own reads, lock and audit use `url`).
+    migration_url: URL | None = None
 
     @property
     def masked_url(self) -> str:
@@ -89,7 +92,48 @@ def resolve_environment(
         env_settings.shared,
         env_settings.postgres_lock_timeout,
         env_settings.postgres_statement_timeout,
+        migration_url=kept_async_url(raw, url, variable, settings.extra.get("driver")),
     )
+
+
+# Async drivers and the module each needs (`migrations.driver: keep` runs migrations on them).
+ASYNC_DRIVERS: dict[str, str] = {
+    "postgresql+asyncpg": "asyncpg",
+    "postgresql+psycopg_async": "psycopg",
+    "sqlite+aiosqlite": "aiosqlite",
+    "mysql+aiomysql": "aiomysql",
+    "mysql+asyncmy": "asyncmy",
+    "mariadb+aiomysql": "aiomysql",
+    "mariadb+asyncmy": "asyncmy",
+}
+
+
+def driver_setting(value: object) -> str:
+    """`migrations.driver`: `sync` (migrate on the installed sync driver) or `keep`."""
+    text = str(value or "sync").strip().lower()
+    if text not in {"sync", "keep"}:
+        raise ConfigError(f"migrations.driver must be sync or keep, not {text!r}")
+    return text
+
+
+def kept_async_url(raw: str, url: URL, variable: str, setting: object) -> URL | None:
+    """The URL with its own async driver when `migrations.driver` is `keep`, else None."""
+    import importlib.util
+
+    from sqlalchemy.engine import make_url
+
+    if driver_setting(setting) != "keep":
+        return None
+    drivername = make_url(raw.strip()).drivername
+    module = ASYNC_DRIVERS.get(drivername)
+    if module is None:
+        return None  # a sync driver already: nothing to keep
+    if importlib.util.find_spec(module) is None or importlib.util.find_spec("greenlet") is None:
+        raise ConfigError(
+            f"{variable} uses {drivername} and migrations.driver is keep, but {module} (and "
+            f"greenlet) are not installed: pip install {module} greenlet"
+        )
+    return url.set(drivername=drivername)
 
 
 def url_is_set(settings: Settings, name: str, environ: Mapping[str, str] | None = None) -> bool:
@@ -150,6 +194,17 @@ def _anchor_sqlite(url: URL, root: Path) -> URL:
         return url
     path = Path(database).expanduser()
     return url if path.is_absolute() else url.set(database=str(root / path))
+
+
+def variable_value(
+    settings: Settings, name: str, variable: str, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """A variable as the environment `name` sees it: the process, then `.env.<name>`, then
+    `.env` (`MIGRATIONS_OPERATOR` is read like the URLs)."""
+    raw, _source = _lookup(
+        settings.dotenv_dir, name, variable, os.environ if environ is None else environ
+    )
+    return raw
 
 
 def _dotenv_files(name: str) -> list[str]:
@@ -688,6 +743,7 @@ def read_url_leniently(raw: str, root: Path) -> URL | None:
     from sqlalchemy.exc import ArgumentError
 
     text = raw.strip()
+    url: URL | None
     try:
         url = make_url(text)
     except (ArgumentError, ValueError):

@@ -25,12 +25,17 @@ class ExitCode(IntEnum):
     PREFLIGHT_UNKNOWN_REVISION = 11  # the database is at a revision the scripts do not know
     PREFLIGHT_DESTRUCTIVE = 12  # pending revisions contain destructive statements
     PREFLIGHT_MODELS = 13  # the models differ from what the migration history builds
+    # preflight, upgrade, downgrade: an applied revision's file changed since it was applied
+    EDITED_REVISION = 14
+    # squash: the baseline does not rebuild what the chain builds (nothing written)
+    SQUASH_UNPROVEN = 15
     # ci.check: the first check that failed
     CI_HEADS = 20  # not exactly the allowed number of heads, or an unreachable revision
     CI_DOWNGRADES = 21  # a revision without a real downgrade
     CI_STAIRWAY = 22  # upgrade / downgrade / upgrade failed for a revision
     CI_MODELS = 23  # the models differ from the database the history builds
     CI_LINT = 24  # a revision has lint findings of a failing severity
+    CI_CHECKSUMS = 25  # a revision differs from the committed checksum file
 
 
 class MigrationsError(Exception):

@@ -57,9 +57,13 @@ def code_location(error: BaseException | None, root: Path = PROJECT_ROOT) -> str
     """`file:line` of the innermost user-code frame of the original error, or None."""
     libraries = _library_roots()
     for item in reversed(_chain(error)):
-        syntax = isinstance(item, SyntaxError) and item.filename and item.lineno
-        if syntax and is_user_file(item.filename, libraries):  # type: ignore[union-attr]
-            return _format(item.filename, item.lineno, root)  # type: ignore[union-attr]
+        if (
+            isinstance(item, SyntaxError)
+            and item.filename
+            and item.lineno
+            and is_user_file(item.filename, libraries)
+        ):
+            return _format(item.filename, item.lineno, root)
         for frame in reversed(traceback.extract_tb(item.__traceback__)):
             if is_user_file(frame.filename, libraries):
                 return _format(frame.filename, frame.lineno or 0, root)

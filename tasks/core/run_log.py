@@ -1,8 +1,9 @@
 """The structured run log: one JSON line per task start and finish, appended to a file.
 
-structlog does the rendering (timestamps, JSON) through a processor chain; ours adds the last
-processor before rendering, which masks secrets in every string, so nothing written here can
-carry a password whatever a caller puts in an event.
+Each line is the event's fields, then `event`, `level` and an ISO 8601 UTC `timestamp`, with
+every string masked for secrets last, so nothing written here can carry a password whatever a
+caller puts in an event. (This was structlog's processor chain; `import structlog` also
+imports rich, a third of Alembic's own start-up, on every task, so the four steps are here.)
 """
 
 from __future__ import annotations
@@ -54,12 +55,17 @@ def _redact_values(value: Any) -> Any:
     return value
 
 
-def _redact_processor(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    return _redact_values(event_dict)
+def render(event: str, level: str, fields: dict[str, Any]) -> str:
+    """One log line: the fields, the event, its level and when, secrets masked, as JSON."""
+    import json
+
+    stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    line = {**fields, "event": event, "level": level, "timestamp": stamp}
+    return json.dumps(_redact_values(line), default=str)
 
 
 class _AppendOnlyLines:
-    """The log file as structlog's logger: each event one whole line, or nothing at all.
+    """The log file: each event one whole line, or nothing at all.
 
     A line goes out in one `write` on an O_APPEND descriptor (concurrent runners never
     interleave inside a line). When the disk fills part way, the bytes that did land are cut
@@ -78,8 +84,6 @@ class _AppendOnlyLines:
         except OSError:
             self._cut_partial(data[:written])
             raise
-
-    info = warning = error = msg
 
     def _cut_partial(self, landed: bytes) -> None:
         """Remove `landed` from the end of the file, if it is still the end (best effort)."""
@@ -105,8 +109,6 @@ class RunLog:
     """
 
     def __init__(self, path: Path) -> None:
-        import structlog
-
         self.path = path
         self.failure: str | None = None
         try:
@@ -114,20 +116,11 @@ class RunLog:
             self._file = _AppendOnlyLines(path)
         except OSError as error:
             raise ConfigError(f"cannot write the run log {path}: {error.strerror}") from None
-        self._logger = structlog.wrap_logger(
-            self._file,
-            processors=[
-                structlog.processors.add_log_level,
-                structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
-                _redact_processor,
-                structlog.processors.JSONRenderer(default=str),
-            ],
-        )
 
     def started(self, record: RunRecord) -> None:
         """The first line; a log that cannot take it refuses the task before any change."""
         try:
-            self._logger.info("task started", **record.fields())
+            self._file.msg(render("task started", "info", record.fields()))
         except OSError as error:
             raise ConfigError(f"cannot write the run log {self.path}: {error.strerror}") from None
 
@@ -135,9 +128,8 @@ class RunLog:
         self, record: RunRecord, *, outcome: str, duration_ms: float, error: str | None
     ) -> str | None:
         """Write the finish line; what went wrong when it could not be written, else None."""
-        log = self._logger.error if outcome == "failed" else self._logger.info
         return self._safely(
-            log,
+            "error" if outcome == "failed" else "info",
             "task finished",
             **record.fields(),
             outcome=outcome,
@@ -146,11 +138,11 @@ class RunLog:
         )
 
     def event(self, name: str, **fields: Any) -> str | None:
-        return self._safely(self._logger.warning, name, **fields)
+        return self._safely("warning", name, **fields)
 
-    def _safely(self, log: Any, name: str, **fields: Any) -> str | None:
+    def _safely(self, level: str, name: str, **fields: Any) -> str | None:
         try:
-            log(name, **fields)
+            self._file.msg(render(name, level, fields))
         except OSError as error:
             self.failure = f"could not write the run log {self.path}: {error.strerror}"
             return self.failure

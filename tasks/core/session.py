@@ -9,7 +9,7 @@ or any other caller.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +40,11 @@ class Session:
     # A backup the caller took already: a schema fleet dumps its shared database once, before
     # any schema changes, instead of once per schema.
     backup_taken: Path | None = None
+    # Tasks that ask before they change (upgrade, downgrade, stamp) get the migration lock from
+    # the runner as this callable instead of holding it from the start (issue 18.7): an operator
+    # who walks away from a prompt must not block every other deployer.
+    lock_taker: Callable[[], object] | None = None
+    lock_held: bool = False
 
     @property
     def environment(self) -> Environment:
@@ -59,6 +64,13 @@ class Session:
             if environment.schema:
                 enter_schema(connection, environment.schema)
             yield connection
+
+    def hold_lock(self) -> None:
+        """Take the migration lock the runner left to this run (once; a no-op when the runner
+        holds it already or the run has none)."""
+        if self.lock_taker is not None and not self.lock_held:
+            self.lock_taker()
+            self.lock_held = True
 
     def metadata(self) -> MetaData:
         """The configured models, imported once per run."""
@@ -91,6 +103,8 @@ def apply_session_timeouts(
         "lock_timeout": environment.postgres_lock_timeout,
         "statement_timeout": environment.postgres_statement_timeout,
     }
+    from sqlalchemy import text
+
     from tasks.core.engines import describe_database_error
     from tasks.core.errors import ConfigError
 
@@ -98,8 +112,10 @@ def apply_session_timeouts(
         if not value:
             continue
         try:
-            connection.exec_driver_sql(
-                "SELECT set_config(%(name)s, %(value)s, false)", {"name": name, "value": value}
+            # Bound through SQLAlchemy: the driver's own parameter style (psycopg2's
+            # `%(name)s`, asyncpg's `$1`) is the dialect's business.
+            connection.execute(
+                text("SELECT set_config(:name, :value, false)"), {"name": name, "value": value}
             )
         except Exception as error:
             connection.rollback()
@@ -138,8 +154,10 @@ def _detect_dead_client(connection: Connection) -> None:
     if version < (14,):
         return
     try:
-        connection.exec_driver_sql(
-            "SELECT set_config('client_connection_check_interval', %(value)s, false)",
+        from sqlalchemy import text
+
+        connection.execute(
+            text("SELECT set_config('client_connection_check_interval', :value, false)"),
             {"value": CLIENT_CHECK_INTERVAL},
         )
     except Exception:

@@ -89,12 +89,19 @@ DEFAULTS: dict[str, Any] = {
     # "true" or "false", a string so that INVOKE_MIGRATIONS_SAFE_REVISIONS=false is not cast to
     # True.
     "safe_revisions": "true",
+    # An async URL (postgresql+asyncpg, sqlite+aiosqlite): "sync" runs migrations on the sync
+    # driver this project installs (psycopg2, sqlite3, PyMySQL); "keep" runs them on the URL's
+    # own driver, inside an event loop as Alembic's async cookbook does.
+    "driver": "sync",
     "ci": {
         # How many heads `ci.check` accepts (more than one only for deliberate branches).
         "allowed_heads": "1",
         # Server on which `ci.check` creates and drops throwaway PostgreSQL databases;
         # empty to run the SQLite legs only.
-        "postgres_url": "postgresql://postgres@127.0.0.1:5432/postgres",
+        # No user in the URL: libpq's own default, PGUSER or else the operating-system user.
+        "postgres_url": "postgresql://127.0.0.1:5432/postgres",
+        # The start of every throwaway database's name (PostgreSQL database, SQLite folder).
+        "database_prefix": "ci_check_",
         # Lint severities that fail `ci.check` (upgrade direction): destructive, warning.
         "fail_on": "destructive",
         # Dialects the stairway and models checks run on (sqlite, postgresql); empty: those of
@@ -310,7 +317,7 @@ def load_project_settings(root: Path = PROJECT_ROOT) -> Settings:
     """
     from invoke import Config
 
-    config = Config(defaults={"migrations": DEFAULTS}, project_location=str(root))
+    config = Config(defaults={"migrations": DEFAULTS}, project_location=root)
     config.load_project()
     config.load_shell_env()
     return settings_from_mapping(config.migrations, root)
@@ -322,7 +329,7 @@ def _project_protection(root: Path) -> dict[str, bool]:
     -f file): the baseline an override is reported against."""
     from invoke import Config
 
-    config = Config(defaults={"migrations": DEFAULTS}, project_location=str(root))
+    config = Config(defaults={"migrations": DEFAULTS}, project_location=root)
     config.load_project()
     environments = config.migrations.get("environments") or {}
     protected = {}
@@ -424,3 +431,32 @@ def _unknown_key(key: str, known: Mapping[str, Any], where: str) -> str:
     close = difflib.get_close_matches(key, [str(name) for name in known], n=1, cutoff=0.6)
     hint = f"did you mean {where}.{close[0]}?" if close else f"known: {', '.join(sorted(known))}"
     return f"unknown setting {where}.{key} ({hint})"
+
+
+# Invoke reads `INVOKE_MIGRATIONS_<KEY_PATH>` only for keys the configuration already has and
+# ignores any other name without a word, so a misspelt guard variable would silently do nothing.
+VARIABLE_PREFIX = "INVOKE_MIGRATIONS_"
+
+
+def setting_variables(raw: Mapping[str, Any], prefix: str = VARIABLE_PREFIX) -> set[str]:
+    """Every `INVOKE_MIGRATIONS_*` name Invoke would read for the merged configuration."""
+    names: set[str] = set()
+    for key in raw:
+        name = f"{prefix}{str(key).upper()}"
+        value = raw.get(key)
+        if _is_mapping(value):
+            names |= setting_variables(value or {}, f"{name}_")
+        else:
+            names.add(name)
+    return names
+
+
+def check_setting_variables(raw: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+    """A set `INVOKE_MIGRATIONS_*` variable naming no setting is a one-line ConfigError naming
+    it and the closest known variable."""
+    known = setting_variables(raw)
+    for name in sorted(environ):
+        if name.startswith(VARIABLE_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}?" if close else "no setting has that name"
+            raise ConfigError(f"unknown setting variable {name} ({hint})")

@@ -39,6 +39,8 @@ from tasks.fleet.targets import (
 )
 from tasks.guard.ownership import current_operator, require_owner
 from tasks.migrate import commands as migrations
+from tasks.migrate.alembic_run import database_heads
+from tasks.migrate.scripts import validate_revision
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ def read_heads(settings: Settings, target: Target, state: dict[str, Any]) -> tup
     record = RunRecord(environment=target.environment.name, task="fleet.read", arguments={})
     session = Session(settings, record, _environment=target.environment, **state)
     with session.connect() as connection:
-        return migrations.database_heads(connection, session)
+        return database_heads(connection, session)
 
 
 def print_status(console: Console, report: dict[str, Any]) -> None:
@@ -150,7 +152,8 @@ def print_status(console: Console, report: dict[str, Any]) -> None:
         f"{revision}: {count}" for revision, count in report["summary"]["by_revision"].items()
     )
     console.line(
-        f"fleet {report['fleet']}: {report['summary']['total']} targets: {states or 'none'}"
+        f"fleet {report['fleet']}: {plural(report['summary']['total'], 'target')}: "
+        f"{states or 'none'}"
         + (f" (by revision: {revisions})" if revisions else "")
         + f"; head {','.join(report['heads']) or 'none'}"
     )
@@ -225,7 +228,7 @@ def upgrade(
     goal = _goal(state["_script"], rev)
     if fleet.protected:
         confirmer.ask(
-            f"Upgrade fleet {fleet.name} ({len(targets)} targets) to {rev}",
+            f"Upgrade fleet {fleet.name} ({plural(len(targets), 'target')}) to {rev}",
             type_to_confirm=fleet.name,
         )
     arguments = {"rev": rev, "allow_destructive": allow_destructive, **_schedule_kwargs(schedule)}
@@ -273,10 +276,10 @@ def downgrade(
     fleet, targets = _targets(settings, selection)
     _require_owner(settings, "fleet.downgrade")
     state = load_shared_state(settings, targets)
-    migrations.validate_revision(state["_script"], rev)
+    validate_revision(state["_script"], rev)
     console.line("WARNING: a downgrade can drop tables and columns and lose their data")
     confirmer.ask(
-        f"Downgrade fleet {fleet.name} ({len(targets)} targets) to {rev}",
+        f"Downgrade fleet {fleet.name} ({plural(len(targets), 'target')}) to {rev}",
         type_to_confirm=fleet.name if fleet.protected else None,
     )
     arguments = {"rev": rev, "backup": backup, **_schedule_kwargs(schedule)}
@@ -368,7 +371,7 @@ def _goal(script: Any, rev: str) -> set[str] | None:
         raise UsageError("several heads: name the revision to upgrade to (--rev)")
     if rev.startswith(("+", "-")) or "@" in rev:
         return None
-    migrations.validate_revision(script, rev)
+    validate_revision(script, rev)
     return {revision.revision for revision in script.get_revisions(rev) if revision is not None}
 
 

@@ -647,8 +647,9 @@ def summary_line(report: FleetReport) -> str:
         for status in (OK, AT_GOAL, FAILED, NOT_STARTED)
         if report.count(status) or status in (OK, FAILED)
     ]
-    return f"fleet {report.fleet} {report.action}: {len(report.results)} targets: " + ", ".join(
-        counts
+    return (
+        f"fleet {report.fleet} {report.action}: {plural(len(report.results), 'target')}: "
+        + ", ".join(counts)
     )
 
 

@@ -177,7 +177,7 @@ def show_runs(session: Session, *, limit: int = 20, as_json: bool = False) -> li
     )
     if as_json:
         shown = [{**row, "arguments": _arguments(row.get("arguments"))} for row in rows]
-        session.console.line(json.dumps(shown, indent=2, default=str))
+        session.console.line(json.dumps(shown, indent=2, default=_iso))
         return shown
     if not rows:
         session.console.line(f"{session.environment.name}: no audited runs yet")
@@ -185,6 +185,11 @@ def show_runs(session: Session, *, limit: int = 20, as_json: bool = False) -> li
     for line in audit_table_lines(rows):
         session.console.line(line)
     return rows
+
+
+def _iso(value: Any) -> str:
+    """Times as ISO 8601 (`2026-12-07T12:00:00+00:00`); anything else as its text."""
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
 AUDIT_COLUMNS = (
@@ -201,16 +206,21 @@ AUDIT_COLUMNS = (
 
 def audit_table_lines(rows: list[dict[str, Any]]) -> list[str]:
     """The rows as an aligned table; an error follows its row, indented."""
+    from tasks.core.console import one_value
+
     cells = [
-        [
-            _started(row["started_at"]),
-            str(row["outcome"]),
-            str(row["task"]),
-            f"{_shown(row['revision_before'])} -> {_shown(row['revision_after'])}",
-            row["operator"] or "?",
-            row["host"] or "?",
-            _duration(row["duration_ms"]),
-            row["git_commit"] or "",
+        [  # each cell one value: a line break in an operator or a revision forges no row
+            one_value(cell)
+            for cell in (
+                _started(row["started_at"]),
+                str(row["outcome"]),
+                str(row["task"]),
+                f"{_shown(row['revision_before'])} -> {_shown(row['revision_after'])}",
+                row["operator"] or "?",
+                row["host"] or "?",
+                _duration(row["duration_ms"]),
+                row["git_commit"] or "",
+            )
         ]
         for row in rows
     ]
@@ -222,7 +232,7 @@ def audit_table_lines(rows: list[dict[str, Any]]) -> list[str]:
     for row, line in zip(rows, cells, strict=True):
         lines.append(_aligned(line, widths))
         if row["error"]:
-            lines.append(f"    error: {row['error']}")
+            lines.append(f"    error: {one_value(str(row['error']))}")
     return lines
 
 

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tasks.core.alembic_config import without_ini_logging
 from tasks.core.confirmation import Confirmer
@@ -31,6 +31,9 @@ from tasks.core.session import Session
 from tasks.core.settings import Settings, settings_from_mapping
 from tasks.guard.interrupts import EXIT_INTERRUPTED, Terminated, stop_requests
 from tasks.guard.ownership import current_operator, policy_applies, require_owner
+
+if TYPE_CHECKING:
+    from tasks.guard.lock import HeldLock
 
 
 @dataclass(frozen=True)
@@ -92,18 +95,27 @@ GUARDS: dict[str, Guard] = {
     "show": Guard(needs_database=False),
     "branches": Guard(needs_database=False),
     "edit": Guard(needs_database=False),
+    "checksums": Guard(needs_database=False),
     "ci.check": Guard(needs_database=False),
     # Changing the database (`--sql`: offline; `local.sync --check`: read-only).
     "upgrade": Guard(changes_database=True),
     "downgrade": Guard(changes_database=True),
     "stamp": Guard(changes_database=True),
+    "repair": Guard(changes_database=True),
     "local.sync": Guard(changes_database=True),
     "local.restore": Guard(changes_database=True),
     "local.reset": Guard(changes_database=True),
     # Writing revision files (`revision --empty`: offline).
     "revision": Guard(creates_revision=True),
     "merge": Guard(creates_revision=True, needs_database=False),
+    # Replacing revision files by a baseline built and proven on throwaway databases.
+    "squash": Guard(creates_revision=True, needs_database=False),
 }
+
+
+# Tasks that may ask a person: they take the lock themselves (`Session.hold_lock`) after the
+# answer, and re-read the database under it; every change they make goes through that lock.
+ASK_BEFORE_LOCK = frozenset({"upgrade", "downgrade", "stamp"})
 
 
 def guard_for(collection: str, task: str) -> Guard:
@@ -176,7 +188,9 @@ class GuardedRun:
     ) -> RunOutcome:
         try:
             session = self._prepare(raw_settings)
-            if self.spec.changes_database:
+            if self.spec.changes_database and self.spec.task in ASK_BEFORE_LOCK:
+                session.lock_taker = lambda: held.enter_context(self._lock())
+            elif self.spec.changes_database:
                 held.enter_context(self._lock())
             value = operation(session)
         except MigrationsError as error:
@@ -271,7 +285,7 @@ class GuardedRun:
             f"{reason} unprotects it: no typed confirmation, no mandatory backup"
         )
 
-    def _lock(self):  # type: ignore[no-untyped-def]
+    def _lock(self) -> contextlib.AbstractContextManager[HeldLock]:
         from tasks.guard.lock import migration_lock
 
         assert self.settings is not None and self.session is not None
@@ -309,7 +323,9 @@ class GuardedRun:
         # The audit row first: it is the record that travels with the database, and neither a
         # full local disk nor a terminal gone with SIGHUP must cost it. The run log's line
         # follows; if it cannot be written, one line says so and the run keeps its outcome.
-        if self._audited():
+        # A run that found nothing to do changed nothing: no audit row (issue 18.8), the log
+        # line still says it ran.
+        if self._audited() and not (outcome == "ok" and self.record.details.get("no_op")):
             self._audit(outcome, error, duration_ms)
         self.console.clear_status()  # a live terminal line must not swallow the last words
         if self.log is not None:
@@ -415,7 +431,14 @@ def warnings_into(record: RunRecord) -> Iterator[None]:
     promise of one line on stderr; in the log (`details.warnings`) they stay available, masked.
     """
 
-    def show(message: Any, category: type[Warning], filename: str, lineno: int, *_: Any) -> None:
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
         where = f"{PurePath(filename).name}:{lineno}"
         text = " ".join(str(message).split())
         record.details.setdefault("warnings", []).append(f"{category.__name__}: {text} ({where})")

@@ -39,7 +39,7 @@ def walk(node: Any) -> Iterator[Any]:
     if not isinstance(node, ast.Node):
         return
     yield node
-    for name in type(node).__slots__:
+    for name in node:  # a pglast Node iterates over its slot names
         yield from walk(getattr(node, name, None))
 
 

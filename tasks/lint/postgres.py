@@ -460,7 +460,7 @@ def _pg_in_definition(node: Any) -> bool:
 
 def transaction_kind(text: str) -> str:
     node = parse(text)
-    if type(node).__name__ != "TransactionStmt":
+    if node is None or type(node).__name__ != "TransactionStmt":
         return ""
     return node.kind.name.removeprefix("TRANS_STMT_")
 

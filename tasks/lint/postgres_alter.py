@@ -192,7 +192,7 @@ def constraints_added(parts: list[Statement]) -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     for part in parts:
         node = None if part.bookkeeping else pg_nodes.parse(part.text)
-        if type(node).__name__ != "AlterTableStmt":
+        if node is None or type(node).__name__ != "AlterTableStmt":
             continue
         for command in node.cmds or ():
             name = getattr(command.def_, "conname", None)
@@ -209,7 +209,7 @@ def not_null_checks_added(parts: list[Statement]) -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     for part in parts:
         node = None if part.bookkeeping else pg_nodes.parse(part.text)
-        if type(node).__name__ != "AlterTableStmt":
+        if node is None or type(node).__name__ != "AlterTableStmt":
             continue
         for command in node.cmds or ():
             constraint = command.def_

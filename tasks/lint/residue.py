@@ -145,14 +145,18 @@ def compare(before: frozenset[SchemaObject], after: frozenset[SchemaObject]) -> 
     return Residue(*(tuple(sorted(items, key=_order)) for items in (added, changed, removed)))
 
 
-def recovery_advice(residue: Residue, *, environment_task: str, failed: str, at: str) -> str:
-    """One sentence: what is left, and the two ways out (undo it, or finish and stamp)."""
+def recovery_advice(residue: Residue, *, stamp: str | None, failed: str, at: str) -> str:
+    """One sentence: what is left, and the two ways out (undo it, or finish and stamp).
+
+    `stamp` is the task that records the revision (`invoke dev.stamp --rev X`); a collection
+    without one (a fleet) gets Alembic's own command on that database instead.
+    """
     left = ", ".join(residue.describe())
+    record = f"`{stamp}`" if stamp else f"record it with `alembic stamp {failed}` on that database"
     return (
         f"MySQL/MariaDB cannot roll DDL back: revision {failed} left {left} "
         f"while the database stays at {at}; undo it (statements in the run log and above) "
-        f"and re-run, or finish the revision by hand and `invoke {environment_task}.stamp "
-        f"--rev {failed}`"
+        f"and re-run, or finish the revision by hand and {record}"
     )
 
 

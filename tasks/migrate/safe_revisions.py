@@ -167,7 +167,18 @@ def _render_drop_unvalidated(
 
 
 def process_revision_directives(context: Any, revision: Any, directives: list[Any]) -> None:
-    """Rewrite every script's upgrade and downgrade operations into their lock-safe forms."""
+    """Rewrite every script's upgrade and downgrade operations into their lock-safe forms.
+
+    A column renamed in the models (`info={"renamed_from": ...}`) first becomes two scripts,
+    expand and contract (tasks/online/expand_contract.py); both are then made lock-safe.
+    """
+    from tasks.online.expand_contract import split_renames
+
+    quote = _quoter(context)
+    for script in list(directives):
+        contract = split_renames(script, SqlStepOp, lambda op: _checked_not_null(op, quote))
+        if contract is not None:
+            directives.append(contract)
     for script in directives:
         exempt = _tables_created_or_dropped(script)
         _rewriter(exempt, _quoter(context)).process_revision_directives(context, revision, [script])
@@ -227,9 +238,12 @@ def _rewriter(exempt: set[tuple[str | None, str]], quote: Any) -> Rewriter:
 
     @rewriter.rewrites(ops.CreateUniqueConstraintOp)
     def unique(_context: Any, _revision: Any, op: ops.CreateUniqueConstraintOp) -> Any:
-        if is_exempt(op.schema, op.table_name) or op.constraint_name is None:
+        name = op.constraint_name
+        # An unnamed constraint (None, or SQLAlchemy's deferred-None sentinel) cannot be built
+        # as a named index first: it stays as written.
+        if is_exempt(op.schema, op.table_name) or not isinstance(name, str):
             return op
-        return _unique_using_index(op, quote)
+        return _unique_using_index(op, name, quote)
 
     @rewriter.rewrites(ops.AlterColumnOp)
     def alter_column(_context: Any, _revision: Any, op: ops.AlterColumnOp) -> Any:
@@ -288,8 +302,9 @@ def _not_valid_foreign_key(op: ops.CreateForeignKeyOp, quote: Any) -> Autocommit
     )
 
 
-def _unique_using_index(op: ops.CreateUniqueConstraintOp, quote: Any) -> AutocommitBlockOp:
-    name = op.constraint_name
+def _unique_using_index(
+    op: ops.CreateUniqueConstraintOp, name: str, quote: Any
+) -> AutocommitBlockOp:
     build = ops.CreateIndexOp(
         name, op.table_name, list(op.columns), schema=op.schema, unique=True,
         if_not_exists=True, postgresql_concurrently=True,

@@ -9,6 +9,7 @@ is read as "no revision", never created by a read.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -16,6 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 from tasks.core.errors import ConfigError, MigrationsError, UsageError
 from tasks.core.session import Session
+from tasks.migrate.alembic_run import database_heads, run_alembic
+from tasks.migrate.scripts import (
+    display_path,
+    merge_command,
+    pending_plan,
+    revision_ids,
+    script_directory,
+    upgrade_steps,
+    validate_new_rev_id,
+)
+from tasks.migrate.writer import skip_missing_hook_modules
 
 if TYPE_CHECKING:
     from alembic.script import Script, ScriptDirectory
@@ -48,7 +60,6 @@ def current_if_configured(session: Session) -> tuple[str, ...] | None:
     the history is still worth printing). A malformed URL stays an error (bad input).
     """
     from tasks.core.errors import DatabaseError
-    from tasks.migrate.commands import database_heads
 
     if not database_configured(session):
         note_unmarked(session)
@@ -86,8 +97,6 @@ def note_unmarked(session: Session) -> None:
 
 def show(session: Session, revision: str, *, dialect: str = "") -> Script:
     """A revision's header, its docstring, and the upgrade SQL for the environment's dialect."""
-    from tasks.migrate.commands import display_path, script_directory
-
     if not revision.strip():
         raise UsageError("show needs --rev REV (an id, a unique prefix, head or a relative rev)")
     script = script_directory(session)
@@ -96,8 +105,10 @@ def show(session: Session, revision: str, *, dialect: str = "") -> Script:
     heads = set(script.get_heads())
     console = session.console
     path = display_path(session, Path(found.path))
+    from tasks.core.console import one_value
+
     for label, value in _header(found, heads, current or (), path):
-        console.line(f"{label + ':':<14}{value}")
+        console.line(f"{label + ':':<14}{one_value(value)}")  # a newline in data forges no row
     doc = (found.module.__doc__ or "").strip() if found.module else ""
     if doc:
         console.line("")
@@ -114,13 +125,17 @@ def show(session: Session, revision: str, *, dialect: str = "") -> Script:
 
 
 def _one_revision(script: ScriptDirectory, revision: str) -> Script:
-    from tasks.migrate.commands import pending_plan
-
     if revision.startswith(("+", "-")):  # relative to the database's revision, which show has not
         raise UsageError(
             f"revision {revision!r} is relative to a database's revision: show takes an id, a "
             "unique prefix, head, or a step from head (head-1)"
         )
+    relative = _RELATIVE.fullmatch(revision)
+    if relative and not _known_name(script, revision):
+        try:
+            return _step(script, relative["anchor"], relative["sign"], int(relative["count"]))
+        except UsageError as error:
+            raise UsageError(f"revision {revision!r}: {error}") from None
     found = pending_plan(lambda: list(script.get_revisions(revision)), revision)
     if any(not hasattr(item, "revision") for item in found if item is not None):
         raise UsageError(f"revision {revision!r} does not name one revision of the scripts")
@@ -128,6 +143,48 @@ def _one_revision(script: ScriptDirectory, revision: str) -> Script:
         names = ", ".join(item.revision for item in found if item is not None) or "none"
         raise UsageError(f"revision {revision!r} names {len(found)} revisions ({names}); name one")
     return found[0]
+
+
+# `head-1`, `head~2`, `ae1027a6acf-1`, `base+1`: a step along the graph from a named revision.
+_RELATIVE = re.compile(r"(?P<anchor>[\w@]+?)(?P<sign>[-+~])(?P<count>\d+)")
+
+
+def _known_name(script: ScriptDirectory, revision: str) -> bool:
+    """A branch label or id that merely looks relative (`feature-2`) is taken as itself."""
+    try:
+        return bool(script.get_revisions(revision))
+    except Exception:
+        return False
+
+
+def _step(script: ScriptDirectory, anchor: str, sign: str, count: int) -> Script:
+    """Walk `count` steps down (`-`, `~`) or up (`+`) from `anchor`; a merge or branch point
+    on the way has two ways to go, so it is refused with both named."""
+    if anchor == "base":
+        if sign != "+":
+            raise UsageError("nothing lies below base: use base+N")
+        roots = [item for item in script.walk_revisions() if not item.down_revision]
+        found = _only(roots, f"base+{count}", "roots")
+        count -= 1
+    else:
+        found = _one_revision(script, anchor)
+    for _ in range(count):
+        if sign == "+":
+            children = [script.get_revision(name) for name in sorted(found.nextrev)]
+            found = _only(children, f"{found.revision}+1", "children")
+        else:
+            parents = [script.get_revision(name) for name in _as_tuple(found.down_revision)]
+            found = _only(parents, f"{found.revision}-1", "parents")
+    return found
+
+
+def _only(candidates: list[Any], asked: str, what: str) -> Any:
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise UsageError(f"no step {asked} (past head or base)")
+    names = ", ".join(item.revision for item in candidates)
+    raise UsageError(f"step {asked} goes two ways ({what} {names}): name one")
 
 
 def _header(
@@ -169,12 +226,11 @@ def _upgrade_sql(
     session: Session, script: ScriptDirectory, found: Script, dialect: str
 ) -> tuple[str, str]:
     """Render exactly this revision's upgrade step offline, for the right dialect."""
-    from tasks.migrate.commands import upgrade_steps
     from tasks.plan.steps import render_step_sql
 
     environment = _rendering_environment(session, dialect)
     steps = upgrade_steps(script, found.revision, _as_tuple(found.down_revision))
-    step = next(s for s in steps if s.revision.revision == found.revision)  # type: ignore[attr-defined]
+    step = next(s for s in steps if s.revision.revision == found.revision)
     rendering = Session(session.settings, session.record, session.confirmer, session.console)
     rendering._environment = environment
     rendering._metadata = session._metadata
@@ -226,8 +282,6 @@ def offline_session(session: Session) -> Session:
 
 def branches(session: Session) -> list[str]:
     """Branch points (revisions with several children), each with its branches' heads."""
-    from tasks.migrate.commands import script_directory
-
     script = script_directory(session)
     found = current_if_configured(session)
     current = found or ()
@@ -240,10 +294,7 @@ def branches(session: Session) -> list[str]:
         for child in sorted(point.nextrev):
             session.console.line(f"  -> {_label(script.get_revision(child), heads, current)}")
     if len(heads) > 1:
-        task = session.record.task.rsplit(".", 1)[0]
-        session.console.line(
-            f"{len(heads)} heads: merge them with `invoke {task}.merge -m MESSAGE`"
-        )
+        session.console.line(f"{len(heads)} heads: merge them with `{merge_command(session)}`")
     return [point.revision for point in points]
 
 
@@ -267,13 +318,6 @@ def merge(session: Session, message: str, *, rev_id: str = "") -> Path | None:
     from alembic import command
 
     from tasks.core.alembic_config import alembic_config
-    from tasks.migrate.commands import (
-        display_path,
-        revision_ids,
-        run_alembic,
-        script_directory,
-        validate_new_rev_id,
-    )
 
     if not message.strip():
         raise UsageError("a merge needs a message: -m 'merge x and y'")
@@ -285,6 +329,7 @@ def merge(session: Session, message: str, *, rev_id: str = "") -> Path | None:
         session.console.line(f"nothing to merge: one head ({revision_ids(heads) or 'none'})")
         return None
     config = alembic_config(session.settings, stdout=io.StringIO())
+    skip_missing_hook_modules(session, config)
     created = run_alembic(
         session, command.merge, config, "heads", message=message, rev_id=rev_id.strip() or None
     )
@@ -299,8 +344,6 @@ def merge(session: Session, message: str, *, rev_id: str = "") -> Path | None:
 
 def edit(session: Session, revision: str) -> Path:
     """Open a revision's file in $EDITOR (VISUAL first, like git)."""
-    from tasks.migrate.commands import script_directory
-
     if not revision.strip():
         raise UsageError("edit needs --rev REV (an id, a unique prefix or head)")
     found = _one_revision(script_directory(session), revision.strip())

@@ -21,17 +21,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.core.alembic_config import EnvHandover, alembic_config
+from tasks.core.alembic_config import alembic_config
 from tasks.core.console import Console, plural
+from tasks.core.handover import EnvHandover
 from tasks.core.session import Session
-from tasks.lint import classifier as lint
 from tasks.lint import residue as ddl_residue
 from tasks.plan import written_consent
 
 if TYPE_CHECKING:
+    from tasks.lint import classifier as lint
+else:
+
+    class _Classifier:
+        """`tasks.lint.classifier`, imported on first use: reading tasks (current, history,
+        heads) import this module but never lint, and the classifier is the largest module."""
+
+        def __getattr__(self, name: str) -> Any:
+            import importlib
+
+            return getattr(importlib.import_module("tasks.lint.classifier"), name)
+
+    lint = _Classifier()
+
+if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from alembic.runtime.migration import MigrationStep
+    from alembic.runtime.migration import RevisionStep
     from alembic.script import ScriptDirectory
 
 
@@ -121,12 +136,12 @@ class Plan:
 def build_plan(
     session: Session,
     script: ScriptDirectory,
-    steps: list[MigrationStep],
+    steps: list[RevisionStep],
     *,
     direction: str,
     current: tuple[str, ...],
     target: str,
-    server_version: tuple[int, ...] | None = None,
+    server_version: tuple[int | str, ...] | None = None,
 ) -> Plan:
     """Render and lint every step; the database itself is never changed.
 
@@ -177,11 +192,11 @@ def shadowed_functions(session: Session) -> frozenset[str]:
 def _plan_step(
     session: Session,
     script: ScriptDirectory,
-    step: MigrationStep,
+    step: RevisionStep,
     pg_version: str | None,
     catalog: lint.Catalog,
 ) -> PlannedRevision:
-    revision = step.revision  # type: ignore[attr-defined]
+    revision = step.revision
     path = _relative(session, revision.path)
     ignored = session.settings.lint_ignore
     dialect = session.environment.dialect
@@ -326,7 +341,7 @@ def rehearse(session: Session, direction: str, target: str, copy: str) -> dict[s
     from sqlalchemy import event
     from sqlalchemy.engine import URL
 
-    from tasks.backup.backups import copy_sqlite
+    from tasks.backup.sqlite import copy_sqlite
     from tasks.core.engines import create_engine
     from tasks.core.environments import Environment
 
@@ -341,11 +356,13 @@ def rehearse(session: Session, direction: str, target: str, copy: str) -> dict[s
     current: list[str] = []
 
     @event.listens_for(engine, "before_cursor_execute")
-    def _capture(_conn, _cursor, statement, _params, _context, _many) -> None:  # type: ignore[no-untyped-def]
+    def _capture(
+        _conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _many: bool
+    ) -> None:
         if not _REHEARSAL_NOISE.match(statement):
             current.append(statement.strip())
 
-    def cut(revision_id: str, _doc: str, _is_upgrade: bool) -> None:
+    def cut(revision_id: str, _doc: str, _is_upgrade: bool, _connection: Any) -> None:
         ran[revision_id] = list(current)
         current.clear()
 
@@ -371,7 +388,7 @@ def rehearse(session: Session, direction: str, target: str, copy: str) -> dict[s
 _REHEARSAL_NOISE = re.compile(r"\s*(PRAGMA|SELECT|BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE)\b", re.I)
 
 
-def render_step_sql(session: Session, script: ScriptDirectory, step: MigrationStep) -> str:
+def render_step_sql(session: Session, script: ScriptDirectory, step: RevisionStep) -> str:
     """The SQL of exactly one migration step, through Alembic's offline mode."""
     from alembic.runtime.environment import EnvironmentContext
 
@@ -439,7 +456,9 @@ def print_plan(console: Console, plan: Plan, *, show_sql: bool) -> None:
                 f"consent in the revision: {rule}: {reason}", "    ", "      ", width
             ):
                 console.line(line)
-    console.line(summary(plan))  # on stdout, part of the plan: stderr says how the run ended
+    # On stdout, part of the plan (stderr says how the run ended); wrapped, never one long line.
+    for line in textwrap.wrap(summary(plan), width=max(width, 60), subsequent_indent="  "):
+        console.line(line)
 
 
 def _revision_lines(item: PlannedRevision, show_sql: bool, width: int) -> list[str]:
@@ -498,10 +517,15 @@ def summary(plan: Plan) -> str:
     consent = [finding for _, finding in plan.needing_consent()]
 
     def part(severity: str) -> str:
-        subjects = [f.subject or f.rule for f in consent if f.severity == severity]
+        subjects = [
+            readable_subject(f.subject or f.rule) for f in consent if f.severity == severity
+        ]
         listed = f" ({', '.join(dict.fromkeys(subjects))})" if subjects else ""
         return f"{len(subjects)} {severity}{listed}"
 
+    warnings = sum(
+        finding.severity == lint.WARNING for item in plan.revisions for finding in item.findings
+    )
     unknown = sum(item.rendered == "none" for item in plan.revisions)
     rendered = f" ({unknown} not rendered)" if unknown else ""
     written = [finding for item in plan.revisions for finding in item.consented]
@@ -513,12 +537,28 @@ def summary(plan: Plan) -> str:
     )
     return (
         f"{_plural(revisions, 'revision')}, {_plural(count, 'statement')}{rendered}: "
-        f"{part(lint.DESTRUCTIVE)}, {part(lint.BLOCKING)}{consented}"
+        f"{part(lint.DESTRUCTIVE)}, {part(lint.BLOCKING)}, {_plural(warnings, 'warning')}"
+        f"{consented}"
     )
+
+
+_PARSER_NAME = re.compile(r"sval='((?:[^'\\]|\\.)*)'")
+
+
+def readable_subject(subject: str) -> str:
+    """A finding's subject in words: a parser node's repr (`drop type <TypeName names=(<String
+    sval='mood'>,) ...>`) becomes the names it holds (`drop type mood`)."""
+    if "<" not in subject:
+        return subject
+    head, _, rest = subject.partition("<")
+    names = _PARSER_NAME.findall(rest)
+    if not names:
+        return head.strip() or subject
+    return f"{head.strip()} {'.'.join(names)}".strip()
 
 
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-_TAGS = {lint.DESTRUCTIVE: "DESTRUCTIVE", lint.BLOCKING: "BLOCKING", lint.WARNING: "warning"}
+_TAGS = {"destructive": "DESTRUCTIVE", "blocking": "BLOCKING", "warning": "warning"}  # lint's

@@ -20,7 +20,7 @@ comparison runs (never by `invoke --list`), so it imports SQLAlchemy at the top.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -43,7 +43,7 @@ from sqlalchemy.schema import DefaultClause
 from sqlalchemy.sql.elements import False_, Null, TextClause, True_
 from sqlalchemy.sql.functions import FunctionElement
 
-from tasks.core.alembic_config import TOOL_TABLES
+from tasks.core.comparison import TOOL_TABLES
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Dialect
@@ -52,6 +52,9 @@ if TYPE_CHECKING:
     from tasks.core.comparison import Comparison
 
 TableKey = tuple[str | None, str]
+# One reflected object as SQLAlchemy's Inspector returns it (its TypedDicts, read as mappings:
+# some keys are dialect-specific).
+Record = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -203,12 +206,12 @@ def _model_tables(
 
 @dataclass
 class _Reflected:
-    columns: dict[TableKey, list[dict[str, Any]]]
-    indexes: dict[TableKey, list[dict[str, Any]]]
-    uniques: dict[TableKey, list[dict[str, Any]]] | None
-    foreign_keys: dict[TableKey, list[dict[str, Any]]]
-    comments: dict[TableKey, dict[str, Any]] | None
-    primary_keys: dict[TableKey, dict[str, Any]] | None
+    columns: Mapping[TableKey, Sequence[Record]]
+    indexes: Mapping[TableKey, Sequence[Record]]
+    uniques: Mapping[TableKey, Sequence[Record]] | None
+    foreign_keys: Mapping[TableKey, Sequence[Record]]
+    comments: Mapping[TableKey, Record] | None
+    primary_keys: Mapping[TableKey, Record] | None
 
 
 def _reflect(
@@ -351,18 +354,18 @@ def _compare_columns(
     context: _Context,
     schema: str | None,
     table: Table,
-    records: list[dict[str, Any]],
+    records: Sequence[Record],
     reflected: _Reflected,
 ) -> list[Change] | None:
     """Added, removed and modified columns; None for identity or computed columns.
 
     This loop runs for every column of every table: it is kept lean on purpose.
     """
-    database = {}
-    for record in records:
-        if "computed" in record or "identity" in record:
+    database: dict[str, Record] = {}
+    for reflected_column in records:
+        if "computed" in reflected_column or "identity" in reflected_column:
             return None
-        database[record["name"]] = record
+        database[reflected_column["name"]] = reflected_column
     primary_key = _primary_key_columns(reflected, (schema, table.name))
     changes: list[Change] = []
     for column in table.columns:
@@ -402,12 +405,12 @@ def _compare_column(
     context: _Context,
     table: Table,
     column: Column[Any],
-    record: dict[str, Any],
+    record: Record,
     primary_key: frozenset[str],
 ) -> list[tuple[str, str | None, str | None]]:
     """(op, database value, model value) for type, nullability, server default and comment,
     in Alembic's order. Most columns match: the common path is kept short."""
-    found = []
+    found: list[tuple[str, str | None, str | None]] = []
     try:
         before = context.render_type(record["type"])
         after = context.render_type(column.type)
@@ -439,7 +442,7 @@ def _compare_column(
 
 
 def _type_change(
-    context: _Context, column: Column[Any], record: dict[str, Any], before: str, after: str
+    context: _Context, column: Column[Any], record: Record, before: str, after: str
 ) -> tuple[str, str] | None:
     """(database type, model type) when Alembic's `compare_type` says they differ.
 
@@ -466,7 +469,7 @@ def _default_change(
     context: _Context,
     table: Table,
     column: Column[Any],
-    record: dict[str, Any],
+    record: Record,
     primary_key: frozenset[str],
 ) -> tuple[str | None, str | None] | None:
     """(database default, model default) when Alembic would report a server-default change."""
@@ -567,7 +570,7 @@ def _dialect_default_differs(
     context: _Context,
     table: Table,
     column: Column[Any],
-    record: dict[str, Any],
+    record: Record,
     rendered: str | None,
     primary_key: frozenset[str],
 ) -> bool:
@@ -584,7 +587,11 @@ def _dialect_default_differs(
         rendered,
         column.primary_key and column is table._autoincrement_column,
         type(info["type"]),
-        isinstance(column.server_default.arg, str) if column.server_default is not None else None,
+        (
+            isinstance(column.server_default.arg, str)
+            if isinstance(column.server_default, DefaultClause)
+            else None
+        ),
         column.name in primary_key,
         info.get("autoincrement"),
         type(column.type),
@@ -619,9 +626,7 @@ def _run_default_comparison(
         return True  # not comparable on the server: report it rather than guess
 
 
-def _compare_table_comment(
-    schema: str | None, table: Table, record: dict[str, Any] | None
-) -> list[Change]:
+def _compare_table_comment(schema: str | None, table: Table, record: Record | None) -> list[Change]:
     before = (record or {}).get("text") or None
     after = table.comment or None
     if before == after:
@@ -679,7 +684,7 @@ def _model_sigs(context: _Context, table: Table) -> tuple[list[_Sig], list[_Sig]
     return uniques, indexes
 
 
-def _pg_options(context: _Context, options: dict[str, Any]) -> tuple[str, ...]:
+def _pg_options(context: _Context, options: Mapping[str, Any]) -> tuple[str, ...]:
     """The one index option Alembic compares (PostgreSQL's NULLS NOT DISTINCT)."""
     if context.backend == "postgresql" and options.get("postgresql_nulls_not_distinct"):
         return ("nulls_not_distinct",)
@@ -687,8 +692,8 @@ def _pg_options(context: _Context, options: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _database_indexes(
-    context: _Context, records: list[dict[str, Any]], fk_names: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
+    context: _Context, records: Sequence[Record], fk_names: Sequence[Record]
+) -> Sequence[Record]:
     """Reflected indexes minus the ones the database adds by itself.
 
     PostgreSQL lists the index behind each unique constraint; MySQL adds an index for every
@@ -704,7 +709,7 @@ def _database_indexes(
     return kept
 
 
-def _mysql_implicit_index(record: dict[str, Any], foreign_keys: list[dict[str, Any]]) -> bool:
+def _mysql_implicit_index(record: Record, foreign_keys: Sequence[Record]) -> bool:
     if record["unique"]:
         return False
     for column in record["column_names"]:
@@ -716,7 +721,7 @@ def _mysql_implicit_index(record: dict[str, Any], foreign_keys: list[dict[str, A
     return False
 
 
-def _reflected_index_sig(record: dict[str, Any]) -> tuple[Any, ...]:
+def _reflected_index_sig(record: Record) -> tuple[Any, ...]:
     return (bool(record["unique"]), *record["column_names"])
 
 
@@ -781,8 +786,8 @@ def _compare_indexes_and_uniques(
 def _same_names_and_columns(
     context: _Context,
     table: Table,
-    index_records: list[dict[str, Any]],
-    unique_records: list[dict[str, Any]],
+    index_records: Sequence[Record],
+    unique_records: Sequence[Record],
 ) -> bool:
     """The everyday case, decided quickly: every index and unique constraint has a name, and
     each name has the same kind, uniqueness, columns and options on both sides. In that case
@@ -987,13 +992,13 @@ def _options(onupdate: Any, ondelete: Any, deferrable: Any, initially: Any) -> t
 
 
 def _compare_foreign_keys(
-    context: _Context, schema: str | None, table: Table, records: list[dict[str, Any]]
+    context: _Context, schema: str | None, table: Table, records: Sequence[Record]
 ) -> list[Change]:
     """Alembic's `_compare_foreign_keys`: by signature, options included when reflected."""
     models = [c for c in table.constraints if isinstance(c, ForeignKeyConstraint)]
     model_specs = {_model_fk_spec(fk): fk for fk in models}
     with_options = bool(records) and "options" in records[0]
-    database: dict[tuple[Any, ...], dict[str, Any]] = {}
+    database: dict[tuple[Any, ...], Record] = {}
     for record in records:
         spec = (
             schema,
@@ -1092,8 +1097,22 @@ def _from_alembic(diffs: list[tuple[Any, ...]], metadata: MetaData | None = None
             change = converter(diff)
             if change.model is None and diff[0].startswith("modify_") and metadata is not None:
                 change = _with_model_column(change, metadata)
+            if diff[0] == "add_table" and metadata is not None:
+                change = _with_model_table(change, metadata)
             changes.append(change)
     return changes
+
+
+def _with_model_table(change: Change, metadata: MetaData) -> Change:
+    """Alembic's `add_table` carries a copy of the table in a MetaData of its own (rebuilt from
+    the operation), whose foreign keys reach no other table and which has no indexes: creating
+    from it loses both the dependency order and the indexes. The model's own table has them."""
+    from dataclasses import replace
+
+    for table in metadata.tables.values():
+        if table.name == change.table and table.schema == change.schema:
+            return replace(change, model=table)
+    return change
 
 
 def _with_model_column(change: Change, metadata: MetaData) -> Change:

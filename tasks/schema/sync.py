@@ -110,21 +110,36 @@ class SyncPlan:
 # --- tasks' core functions ----------------------------------------------------------------------
 
 
+# What sync does about the revision history once the database matches the models (recorded
+# by a layer above that knows the history): `{"state": ..., "message": ...}` or None.
+HistoryHook = Callable[[Session, "Connection"], "dict[str, Any] | None"]
+
+
 def sync(
-    session: Session, *, check: bool = False, backup: bool = False, as_json: bool = False
+    session: Session,
+    *,
+    check: bool = False,
+    backup: bool = False,
+    as_json: bool = False,
+    history: HistoryHook | None = None,
 ) -> SyncPlan:
-    """`local.sync`: report (`check`) or apply the additive differences, then report the rest."""
-    from tasks.core import comparison
+    """`local.sync`: report (`check`) or apply the additive differences, then report the rest.
+
+    Sync keeps no revision history of its own: `history`, when given, is asked once the
+    database matches the models (it stamps the history's head when that is what sync built, or
+    says the one next step), and its answer is part of the report."""
+    from tasks.core import env_comparison
 
     metadata = session.metadata()
     nothing_to_back_up = _sqlite_file_missing(session)
     with _connection(session, read_only=check) as connection:
-        rules = comparison.for_session(session, connection)
+        rules = env_comparison.for_session(session, connection)
         plan = _compare(session, connection, metadata, rules)
         session.record.details["differences"] = _counts(plan)
         if check or not plan.to_apply:
             connection.rollback()
-            _report(session, plan, applied=[], backup_path=None, as_json=as_json)
+            recorded = _history(session, connection, plan, history, check=check)
+            _report(session, plan, applied=[], backup_path=None, as_json=as_json, history=recorded)
             _raise_for(session, plan, applied=False)
             return plan
         backup_path = None
@@ -132,9 +147,35 @@ def sync(
             backup_path = _backup_first(session, as_json=as_json, missing=nothing_to_back_up)
         applied = plan.to_apply
         remaining = apply_plan(session, connection, metadata, plan, rules)
-    _report(session, remaining, applied=applied, backup_path=backup_path, as_json=as_json)
+        recorded = _history(session, connection, remaining, history, check=False)
+    _report(
+        session,
+        remaining,
+        applied=applied,
+        backup_path=backup_path,
+        as_json=as_json,
+        history=recorded,
+    )
     _raise_for(session, remaining, applied=True)
     return remaining
+
+
+def _history(
+    session: Session,
+    connection: Connection,
+    plan: SyncPlan,
+    hook: HistoryHook | None,
+    *,
+    check: bool,
+) -> dict[str, Any] | None:
+    """The history hook's answer, asked only when the database matches the models and only
+    when sync may write (a check reports, never stamps)."""
+    if hook is None or check or plan.exit_code != ExitCode.OK:
+        return None
+    recorded = hook(session, connection)
+    if recorded:
+        session.record.details["revision_history"] = recorded
+    return recorded
 
 
 def reset(session: Session, *, backup: bool = False) -> None:
@@ -164,7 +205,7 @@ def reset(session: Session, *, backup: bool = False) -> None:
     )
     session.console.line(
         f"{environment.name}: no revision is recorded now; "
-        f"if the models are at head, `invoke {_collection(session)}.stamp --rev head`"
+        f"if the models are at head, `{_stamp_command(session)}`"
     )
 
 
@@ -833,7 +874,7 @@ def _execute(connection: Connection, plan: SyncPlan, progress: list[str]) -> Non
     tables = [item.changes[0].model for item in by_kind["missing_table"]]
     if tables:  # a failure names its own statement (see _failed_statement), not every table
         progress.append(f"{_CREATING_TABLES}{plural(len(tables), 'table')}")
-        tables[0].metadata.create_all(connection, tables=tables, checkfirst=True)
+        _create_tables(connection, tables)
     for item in by_kind["missing_index"]:
         progress.append(item.detail)
         connection.execute(CreateIndex(item.changes[0].model))
@@ -842,6 +883,22 @@ def _execute(connection: Connection, plan: SyncPlan, progress: list[str]) -> Non
             progress.append(item.detail)
             connection.execute(_add_constraint_ddl(item.changes[0].model))
     progress.append("checking the result")
+
+
+def _create_tables(connection: Connection, tables: list[Table]) -> None:
+    """Tables in dependency order (a table before those whose foreign keys refer to it).
+
+    One MetaData's `create_all` sorts them (and breaks cycles with ALTERs); tables of several
+    (models given as a list of MetaData) are sorted together across them.
+    """
+    from sqlalchemy.schema import sort_tables
+
+    owners = {id(table.metadata) for table in tables}
+    if len(owners) == 1:
+        tables[0].metadata.create_all(connection, tables=tables, checkfirst=True)
+        return
+    for table in sort_tables(tables):
+        table.create(connection, checkfirst=True)
 
 
 def _add_column_ddl(connection: Connection, item: Item, inline_fk: Item | None) -> None:
@@ -1052,7 +1109,8 @@ def _raise_for(session: Session, plan: SyncPlan, *, applied: bool) -> None:
         )
     can = f"; {len(plan.to_apply)} sync can apply" if plan.to_apply and not applied else ""
     raise DifferencesFound(
-        f"{name}: {plural(left, 'difference')} need a revision or a manual step{can}",
+        f"{name}: {plural(left, 'difference')} {'needs' if left == 1 else 'need'} a revision "
+        f"or a manual step{can}",
         exit_code=ExitCode.NEEDS_REVISION,
     )
 
@@ -1064,11 +1122,12 @@ def _report(
     applied: list[Item],
     backup_path: Path | None,
     as_json: bool,
+    history: dict[str, Any] | None = None,
 ) -> None:
     if as_json:
-        session.console.line(
-            json.dumps(_json_report(session, plan, applied, backup_path), indent=2)
-        )
+        report = _json_report(session, plan, applied, backup_path)
+        report["revision_history"] = history
+        session.console.line(json.dumps(report, indent=2))
         return
     name = session.environment.name
     applied_by_table = dict(_by_table(applied))
@@ -1082,10 +1141,13 @@ def _report(
     if plan.exit_code == ExitCode.OK:
         done = f"applied {plural(len(applied), 'change')}; " if applied else ""
         session.console.line(f"{name}: {done}in sync with the models")
+        if history and history.get("message"):
+            session.console.line(f"{name}: {history['message']}")
     elif plan.items:
         session.console.line(
             "legend: + sync adds it (`invoke local.sync`); ! sync leaves it alone: "
-            "write a revision (`invoke local.revision --autogenerate`) or fix it by hand"
+            "write a revision (`invoke local.revision -m MESSAGE --autogenerate`, which "
+            "compares the models with the history) or fix it by hand"
         )
 
 
@@ -1128,6 +1190,13 @@ def _json_report(
             for table, items in _by_table(plan.items)
         ],
     }
+
+
+def _stamp_command(session: Session) -> str:
+    from tasks.core import suggestions
+
+    found = suggestions.command(_collection(session), "stamp", "--rev head")
+    return found or "invoke local.stamp --rev head"
 
 
 def _collection(session: Session) -> str:

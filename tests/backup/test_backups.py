@@ -467,7 +467,7 @@ def test_pg_tools_get_credentials_from_url_parameters_too():
     """libpq accepts ?user= and ?password=; pg_dump must authenticate as the migration does."""
     from sqlalchemy.engine import make_url
 
-    from tasks.backup.backups import pg_environment
+    from tasks.backup.postgres import pg_environment
 
     from_query = pg_environment(
         make_url("postgresql+psycopg2://h:5433/db?user=app&password=q%40p"), 5

@@ -86,6 +86,7 @@ def test_current_with_no_scripts_says_so(project, tmp_path):
         path.unlink()
     project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(copy.ini))
     project.setenv("DATABASE_URL_DEVELOPMENT", f"sqlite:///{tmp_path / 'dev.sqlite3'}")
+    (tmp_path / "dev.sqlite3").touch()  # a read never creates the file (issue 18.4)
 
     result = project.invoke("dev.current")
 

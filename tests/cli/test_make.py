@@ -44,3 +44,35 @@ def test_env_accepts_the_long_environment_names(project, clone):  # noqa: F811
         assert "ENV must be one of" not in result.stderr
         variable = f"DATABASE_URL_{long.upper()}"
         assert variable in result.stderr  # the task ran, and says its URL is not set
+
+
+def test_every_environment_alias_honours_env(project, clone):  # noqa: F811
+    """Issue 18.10: aliases for plan, preflight, audit, heads (which ignored ENV), and the
+    pipeline and fleet commands; `make -n` prints what each would run."""
+    for target in ("current", "history", "heads", "check", "plan", "preflight", "audit"):
+        result = make(clone, "-n", target, "ENV=staging")
+        assert f"invoke staging.{target}" in result.stdout, (target, result.output)
+    assert "invoke ci.check" in make(clone, "-n", "ci").stdout
+    assert (
+        "invoke fleet.status --fleet=tenants"
+        in make(clone, "-n", "fleet-status", "FLEET=tenants").stdout
+    )
+    upgrade = make(clone, "-n", "fleet-upgrade", "REV=abc", "YES=1").stdout
+    assert "invoke fleet.upgrade" in upgrade and "--rev=abc --yes" in upgrade
+    assert "invoke local.revision" in make(clone, "-n", "revision", "MSG=x", "ENV=local").stdout
+
+
+def test_make_sync_then_make_revision_needs_no_development_database(project, clone):  # noqa: F811
+    """Issue 18, done when: on a laptop with no dev database, `make sync` then
+    `make revision MSG=x` works (autogenerate compares with the history)."""
+    project.monkeypatch.delenv("DATABASE_URL_LOCAL")
+    project.setenv("INVOKE_MIGRATIONS_CI_DIALECTS", "sqlite")
+
+    synced = make(clone, "sync")
+    assert synced.code == 0, synced.output
+    assert "recorded revision" in synced.stdout
+
+    revision = make(clone, "revision", "MSG=x")
+
+    assert revision.code == 0, revision.output
+    assert "no changes between the models and the history" in revision.stdout

@@ -244,16 +244,17 @@ def test_audit_is_only_for_shared_databases_and_readable_when_empty(project, pg_
 # --- typed consent on a terminal ------------------------------------------------------------
 
 
-def test_typing_allow_destructive_then_the_name_applies_them(project, pg_url):
+def test_typing_the_name_then_allow_destructive_applies_them(project, pg_url):
+    """The environment's name is asked first, then the destructive consent (issue 18.7)."""
     chain = chain_at_accounts(project, pg_url)
     chain.add("e00000000002", "destructive", DESTRUCTIVE)
 
     child = terminal("prod.upgrade")
-    child.expect(r"Type 'allow-destructive' to continue: ")
-    assert "backup written to" not in child.before  # asked first, backed up after (issue 12.4)
-    child.sendline("allow-destructive")
     child.expect(r"Type 'production' to continue: ")
+    assert "backup written to" not in child.before  # asked first, backed up after (issue 12.4)
     child.sendline("production")
+    child.expect(r"Type 'allow-destructive' to continue: ")
+    child.sendline("allow-destructive")
     child.expect("backup written to")
     child.expect(pexpect.EOF)
     child.close()

@@ -164,10 +164,15 @@ def test_consent_typed_at_the_prompt_is_in_the_audit_row(project, pg_url):
     chain.add("f00000000002", "drop legacy", 'op.drop_column("users", "legacy")', record=False)
 
     child = terminal("prod.upgrade", "--yes", "--no-backup")
-    summary = r"1 revision, 1 statement: 1 destructive \(drop column users.legacy\), 0 blocking"
-    child.expect(summary)  # the plan ends with it ...
-    child.expect(summary + r"\r\n1 destructive or blocking statement pending \(f00000000002:")
-    child.expect(r"Type 'allow-destructive' to continue: ")  # ... and so does the question
+    summary = (
+        r"1 revision, 1 statement: 1 destructive \(drop column users.legacy\), 0 blocking, "
+        r"0 warnings"
+    )
+    child.expect(r"Type 'allow-destructive' to continue: ")
+    shown = child.before
+    # The plan's summary once (issue 18.7), right above the question.
+    assert len(re.findall(summary, shown)) == 1, shown
+    assert re.search(summary + r"\r\n1 destructive or blocking statement pending \(f0+2:", shown)
     child.sendline("allow-destructive")
     child.expect(pexpect.EOF)
     child.close()

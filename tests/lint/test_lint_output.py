@@ -58,7 +58,7 @@ def test_a_table_with_two_varchar_columns_gets_one_advice_line(project, pg_url):
         "          an `ACCESS EXCLUSIVE` lock, that will prevent all reads and writes to\n"
         "          the table.\n"
         "        help: Use a `TEXT` field with a `CHECK` constraint.\n"
-        "1 revision, 1 statement: 0 destructive, 0 blocking\n"
+        "1 revision, 1 statement: 0 destructive, 0 blocking, 1 warning\n"
     )
 
 
@@ -166,7 +166,7 @@ def test_long_statements_are_shown_whole(project, pg_url):
         line.removeprefix("    |").strip() for line in out.splitlines() if "    | " in line
     )
     assert f"INSERT INTO people (id, name) VALUES {values};" in shown
-    assert out.endswith("2 revisions, 2 statements: 0 destructive, 0 blocking\n")
+    assert out.endswith("2 revisions, 2 statements: 0 destructive, 0 blocking, 0 warnings\n")
 
 
 def test_a_concurrent_index_in_an_autocommit_block_is_clean(project, pg_url):
@@ -188,5 +188,5 @@ def test_a_concurrent_index_in_an_autocommit_block_is_clean(project, pg_url):
 
     assert out.splitlines()[2:] == [
         "    | CREATE INDEX CONCURRENTLY ix_people_name ON people (name);",
-        "1 revision, 1 statement: 0 destructive, 0 blocking",
+        "1 revision, 1 statement: 0 destructive, 0 blocking, 0 warnings",
     ]

@@ -435,22 +435,20 @@ def test_custom_type_is_imported_and_the_revision_runs(project, app, dev_url):
     assert "secrets" in table_names(schema_snapshot(dev_url))
 
 
-def test_unimported_custom_type_removes_the_file(project, app, dev_url):
-    """A team env.py without render_item: the file that would fail with NameError is removed."""
+def test_team_env_py_without_render_item_still_imports_the_custom_type(project, app, dev_url):
+    """A team env.py without render_item: the tasks add the type's import to what its
+    autogenerate writes (issue 17), so the revision runs instead of failing with NameError."""
     env_py = generic_env_py("Base.metadata", imports=f"from {app}.db import Base\n")
     team = team_project(project, env_py, with_history=False)
     project.setenv("INVOKE_MIGRATIONS_METADATA", f"{app}.db:Base.metadata")
 
     result = project.invoke("dev.revision", "-m", "secrets", "--autogenerate")
 
-    assert_one_line_error(
-        result,
-        ExitCode.USAGE,
-        f"`{app}.types.EncryptedString(length=1000)`",
-        "user_module_prefix",
-        "was removed",
-    )
-    assert list((team / "migrations" / "versions").glob("*.py")) == []
+    assert_ok(result)
+    [path] = list((team / "migrations" / "versions").glob("*.py"))
+    assert f"import {app}.types" in path.read_text()
+    assert_ok(project.invoke("dev.upgrade"))
+    assert "secrets" in table_names(schema_snapshot(dev_url))
 
 
 def test_altering_revision_is_proved_and_runs(project, app, dev_url):

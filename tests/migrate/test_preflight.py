@@ -61,6 +61,7 @@ def test_all_good_exits_0_and_lists_the_pending_revisions(project, staging, chai
         "heads": "ok",
         "database": "ok",
         "1": "ok",  # "1 pending revision, ..."
+        "checksums": "ok",  # applied revisions unchanged since they were applied
         "models": "ok",
     }
     assert f"{HEAD} add memberships" in result.stdout

@@ -144,13 +144,13 @@ def test_autogenerate_writes_only_what_the_comparison_reports(project, url, tmp_
     project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(copy.ini))
     project.setenv("INVOKE_MIGRATIONS_COMPARE_IGNORE", ALL_IGNORED)
 
-    quiet = project.invoke("dev.revision", "-m", "nothing", "--autogenerate")
+    quiet = project.invoke("dev.revision", "-m", "nothing", "--autogenerate", "--against-database")
 
     assert_ok(quiet)
     assert "no revision written" in quiet.stdout
     assert copy.files() == set()
     project.setenv("INVOKE_MIGRATIONS_COMPARE_IGNORE", "modify_default:*.created_at")
-    written = project.invoke("dev.revision", "-m", "email", "--autogenerate")
+    written = project.invoke("dev.revision", "-m", "email", "--autogenerate", "--against-database")
     assert_ok(written)
     (path,) = copy.versions.glob("*.py")
     body = path.read_text()

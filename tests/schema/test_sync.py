@@ -135,7 +135,7 @@ def test_sync_applies_what_it_can_and_reports_the_rest(project, url):
     assert "+ applied: column child.note" in synced.stdout
     assert "! type of parent.name: VARCHAR(50) -> VARCHAR(120)" in synced.stdout
     assert "op.alter_column('parent', 'name', type_=sa.String(length=120))" in synced.stdout
-    assert "need a revision" in synced.stderr
+    assert "needs a revision" in synced.stderr
     checked = project.invoke("local.sync", "--check", "--json")
     report = json.loads(checked.stdout)
     kinds = [d["kind"] for table in report["tables"] for d in table["differences"]]

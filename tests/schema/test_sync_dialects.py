@@ -233,7 +233,7 @@ def test_autogenerate_writes_no_revision_for_the_quirks(project, any_url, tmp_pa
     )
     project.setenv("DATABASE_URL_DEVELOPMENT", any_url)
 
-    result = project.invoke("dev.revision", "-m", "nothing", "--autogenerate")
+    result = project.invoke("dev.revision", "-m", "nothing", "--autogenerate", "--against-database")
 
     assert result.code == 0, result.output
     assert "no revision written" in result.stdout

@@ -18,7 +18,7 @@ from tasks.core.comparison import Comparison, filter_diffs
 from tests import sync_scenarios
 from tests.sync_scenarios import SCENARIOS
 
-TOOL_TABLES = {"alembic_version", "migration_audit"}
+TOOL_TABLES = {"alembic_version", "migration_audit", "migration_checksums"}
 
 
 @pytest.fixture

@@ -1,0 +1,39 @@
+"""What a task hands to env.py: its environment, its connection, its metadata and the hooks
+through which env.py reports back (applied revisions, autogenerate's directives).
+
+Stored as `config.attributes["handover"]` by `tasks.core.alembic_config.alembic_config`; read
+by the project's env.py and, for any env.py, by `tasks.core.adopted_env`. A module of its own
+so that what reads it need not import the Config builder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlalchemy import MetaData
+    from sqlalchemy.engine import Connection
+
+    from tasks.core.environments import Environment
+    from tasks.core.settings import Settings
+
+
+@dataclass
+class EnvHandover:
+    """What a task passes to env.py, stored as `config.attributes["handover"]`."""
+
+    environment: Environment
+    metadata_path: str
+    connection: Connection | None = None
+    metadata: MetaData | None = None
+    # Called once per applied revision with (revision id, message, up/down, the connection it
+    # ran on: env.py's own when it built one, so bookkeeping joins the revision's transaction).
+    on_revision_applied: Callable[[str, str, bool, Any], None] | None = None
+    # Autogenerate results are collected here instead of only being written to a file.
+    revision_directives: list[Any] = field(default_factory=list)
+    write_empty_revision: bool = True
+    connect_timeout: float = 5
+    # The run's settings (`migrations.compare` for the comparison options); set by alembic_config.
+    settings: Settings | None = None

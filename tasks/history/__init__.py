@@ -1,0 +1,1 @@
+"""The history you can trust and keep short: checksums of applied revisions, and squash."""
