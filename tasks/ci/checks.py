@@ -83,6 +83,11 @@ def run_checks(
         )
         return _report(session, [outcome], as_markdown=as_markdown)
     since = since_revision(script, options["since"])
+    only = None
+    if base:  # read before any database is built: a wrong base is bad input, found at once
+        from tasks.ci.changed_revisions import changed_revisions
+
+        only = changed_revisions(script, base)
     trusted = _trusted(script, since)
     checked = [revision for revision in revisions if revision.revision not in trusted]
     outcomes = [check_heads(script, options["allowed_heads"]), *check_downgrades(checked)]
@@ -116,11 +121,6 @@ def run_checks(
                     since_schema=options["since_schema"],
                 )
             )
-    only = None
-    if base:
-        from tasks.ci.changed_revisions import changed_revisions
-
-        only = changed_revisions(script, base)
     outcomes += lint_revisions(
         session, script, {**options, "backends": backends}, since=since, only=only
     )
