@@ -106,9 +106,13 @@ def test_what_the_file_does_not_cover_still_needs_consent(project, prod_url):
     ids=["unknown-rule", "empty-reason", "matches-nothing", "warning-rule", "not-a-dict"],
 )
 def test_a_careless_consent_entry_is_an_error(project, sqlite_url, consent, needle):
+    import sqlite3
+
     chain_with_drop(project, consent)
     project.setenv("DATABASE_URL_PRODUCTION", sqlite_url)
-    project.setenv("DATABASE_URL_DEVELOPMENT", f"{sqlite_url}.dev")
+    dev = project.tmp / "dev.sqlite3"
+    sqlite3.connect(dev).close()  # an empty database: reads never create one
+    project.setenv("DATABASE_URL_DEVELOPMENT", f"sqlite:///{dev}")
 
     for task in ("dev.plan", "prod.upgrade"):
         result = project.invoke_subprocess(task, "--yes") if task == "prod.upgrade" else None
