@@ -179,15 +179,27 @@ def _ci_options(session: Session) -> dict[str, Any]:
     postgres_url = str(raw.get("postgres_url") or "").strip()
     if postgres_url:
         _require_postgresql(postgres_url)
+    mysql_url = str(raw.get("mysql_url") or "").strip()
     return {
+        "mysql_url": mysql_url,
         "allowed_heads": allowed,
-        "database_prefix": _database_prefix(raw.get("database_prefix", "ci_check_")),
+        "database_prefix": _database_prefix(raw.get("database_prefix", DEFAULT_PREFIX)),
         "postgres_url": postgres_url,
         "fail_on": failing,
-        "dialects": _configured_dialects(raw.get("dialects"), postgres_url),
+        "dialects": _configured_dialects(raw.get("dialects"), postgres_url, mysql_url),
         "since": str(raw.get("since") or "").strip() or None,
         "since_schema": _since_schema(session, raw.get("since_schema"), raw.get("since")),
     }
+
+
+DEFAULT_PREFIX = "ci_check_"
+
+
+def database_prefix(session: Session) -> str:
+    """The configured `ci.database_prefix`, validated (preflight's history check uses it too)."""
+    return _database_prefix(
+        session.settings.extra.get("ci", {}).get("database_prefix", DEFAULT_PREFIX)
+    )
 
 
 def _database_prefix(value: Any) -> str:
@@ -205,10 +217,16 @@ def _database_prefix(value: Any) -> str:
 
 
 # Dialects ci.check can build throwaway databases for, and how people spell them.
-CI_DIALECTS = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
+CI_DIALECTS = {
+    "sqlite": "sqlite",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+}
 
 
-def _configured_dialects(value: Any, postgres_url: str) -> list[str] | None:
+def _configured_dialects(value: Any, postgres_url: str, mysql_url: str = "") -> list[str] | None:
     """`ci.dialects` as a list, or None for the default (the shared environments' dialects)."""
     items = value.split(",") if isinstance(value, str) else list(value or [])
     names = [str(item).strip().lower() for item in items if str(item).strip()]
@@ -218,12 +236,16 @@ def _configured_dialects(value: Any, postgres_url: str) -> list[str] | None:
     if unknown:
         raise ConfigError(
             f"migrations.ci.dialects: ci.check cannot build a throwaway {unknown[0]} database "
-            "(known: sqlite, postgresql)"
+            "(known: sqlite, postgresql, mysql)"
         )
     dialects = list(dict.fromkeys(CI_DIALECTS[name] for name in names))
     if "postgresql" in dialects and not postgres_url:
         raise ConfigError(
             "migrations.ci.dialects includes postgresql but migrations.ci.postgres_url is empty"
+        )
+    if "mysql" in dialects and not mysql_url:
+        raise ConfigError(
+            "migrations.ci.dialects includes mysql but migrations.ci.mysql_url is empty"
         )
     return dialects
 
@@ -246,7 +268,11 @@ def dialects_to_check(session: Session, options: dict[str, Any]) -> tuple[list[s
         return (["sqlite", "postgresql"] if options["postgres_url"] else ["sqlite"]), []
     notes = []
     dialects: list[str] = [dialect for dialect in ("sqlite", "postgresql") if dialect in found]
-    unsupported = sorted(set(found) - set(CI_DIALECTS))
+    if "mysql" in found and options.get("mysql_url"):
+        dialects.append("mysql")
+    unsupported = sorted(
+        set(found) - set(CI_DIALECTS) - ({"mysql"} if "mysql" in dialects else set())
+    )
     if unsupported:
         notes.append(
             f"environments on {', '.join(unsupported)}: ci.check has no throwaway server for "
@@ -590,7 +616,8 @@ def throwaway_database(
     session: Session, backend: str, options: dict[str, Any]
 ) -> Iterator[tuple[Environment, Connection]]:
     """A database that exists only for this check, created and dropped here."""
-    factory = _throwaway_sqlite if backend == "sqlite" else throwaway_postgres
+    factories = {"sqlite": _throwaway_sqlite, "mysql": throwaway_mysql}
+    factory = factories.get(backend, throwaway_postgres)
     with factory(options) as url:
         from tasks.core.engines import create_engine
 
@@ -609,7 +636,8 @@ def _throwaway_sqlite(options: dict[str, Any]) -> Iterator[Any]:
 
     from sqlalchemy.engine import URL
 
-    with tempfile.TemporaryDirectory(prefix=options["database_prefix"]) as directory:
+    prefix = options.get("database_prefix", DEFAULT_PREFIX)
+    with tempfile.TemporaryDirectory(prefix=prefix) as directory:
         yield URL.create("sqlite", database=f"{directory}/ci.sqlite3")
 
 
@@ -623,7 +651,7 @@ def throwaway_postgres(options: dict[str, Any]) -> Iterator[Any]:
     from tasks.core.settings import PROJECT_ROOT
 
     admin_url = normalize_url(options["postgres_url"], "migrations.ci.postgres_url", PROJECT_ROOT)
-    name = f"{options['database_prefix']}{uuid.uuid4().hex[:12]}"
+    name = f"{options.get('database_prefix', DEFAULT_PREFIX)}{uuid.uuid4().hex[:12]}"
     admin = create_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
@@ -638,6 +666,35 @@ def throwaway_postgres(options: dict[str, Any]) -> Iterator[Any]:
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextmanager
+def throwaway_mysql(options: dict[str, Any]) -> Iterator[Any]:
+    """A database of its own on `ci.mysql_url`'s MariaDB/MySQL server, dropped afterwards."""
+    from sqlalchemy import text
+
+    from tasks.core.engines import create_engine, describe_database_error
+    from tasks.core.environments import normalize_url
+    from tasks.core.errors import DatabaseError
+    from tasks.core.settings import PROJECT_ROOT
+
+    admin_url = normalize_url(options["mysql_url"], "migrations.ci.mysql_url", PROJECT_ROOT)
+    name = f"{options['database_prefix']}{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url)
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f"CREATE DATABASE `{name}`"))
+    except Exception as error:
+        admin.dispose()
+        raise DatabaseError(
+            f"ci.mysql_url: cannot create a throwaway database: {describe_database_error(error)}"
+        ) from None
+    try:
+        yield admin_url.set(database=name)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
         admin.dispose()
 
 

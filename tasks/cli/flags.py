@@ -44,6 +44,9 @@ LONG_NAMES: dict[str, str] = {
     "limit": "newest",  # -l is --lock-timeout
     "canary": "trial",  # -c is --check
     "continue_on_error": "keep-going",  # -c is --check (make's name for it)
+    "contract": "include-contract",  # -c is --check
+    "dry_run": "simulate",  # -d is --dialect (squash: build and prove, write nothing)
+    "force": "allow-behind",  # -f is --format (squash although databases are behind REV)
 }
 
 

@@ -100,7 +100,7 @@ def _resolve_locations(config: Config, settings: Settings) -> None:
     ini_dir = settings.alembic_ini.resolve().parent
     override = str(settings.extra.get("script_location") or "").strip()
     if override:
-        location = str(settings.path(override))
+        location = _project_location(settings, override)
         key = "migrations.script_location"
     else:
         location = config.get_main_option("script_location") or str(settings.root / "alembic")
@@ -109,18 +109,64 @@ def _resolve_locations(config: Config, settings: Settings) -> None:
     versions = _names_of(settings.extra.get("version_locations"))
     if versions:
         resolved = [
-            str(_existing(str(settings.path(item)), ini_dir, "migrations.version_locations"))
+            str(
+                _existing(
+                    _project_location(settings, item), ini_dir, "migrations.version_locations"
+                )
+            )
             for item in versions
         ]
     else:
         resolved = [
             _existing(item, ini_dir, f"version_locations in {settings.alembic_ini.name}")
-            for item in (config.get_version_locations_list() or [])
+            for item in _rejoined_resources(config.get_version_locations_list() or [])
         ]
     if resolved:
         if config.get_main_option("path_separator") is None:
             config.set_main_option("path_separator", "os")
         config.set_main_option("version_locations", os.pathsep.join(resolved).replace("%", "%%"))
+
+
+def is_package_resource(location: str) -> bool:
+    """Alembic's `package:folder` form (`myapp:migrations`), not a path (`C:\\x`, `./a:b`)."""
+    import re
+
+    return bool(re.fullmatch(r"[A-Za-z_][\w.]*:[\w.][\w./-]*", location))
+
+
+def _project_location(settings: Settings, location: str) -> str:
+    """A `migrations.*` location: relative to the project, or a `package:folder` as it is."""
+    if is_package_resource(location) and not settings.path(location).exists():
+        return location
+    return str(settings.path(location))
+
+
+def _rejoined_resources(items: list[str]) -> list[str]:
+    """`path_separator = os` splits `myapp:versions` at its colon on POSIX: two neighbours
+    that are not folders but form a package resource are one location again."""
+    joined: list[str] = []
+    index = 0
+    while index < len(items):
+        item = items[index]
+        if index + 1 < len(items) and not Path(item).exists():
+            candidate = f"{item}:{items[index + 1]}"
+            if is_package_resource(candidate) and _resource_folder(candidate) is not None:
+                joined.append(candidate)
+                index += 2
+                continue
+        joined.append(item)
+        index += 1
+    return joined
+
+
+def _resource_folder(location: str) -> Path | None:
+    from alembic.util import coerce_resource_to_filename
+
+    try:
+        path = Path(coerce_resource_to_filename(location))
+    except Exception:
+        return None
+    return path if path.is_dir() else None
 
 
 def _existing(location: str, ini_dir: Path, key: str) -> str:

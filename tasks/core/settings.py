@@ -100,12 +100,16 @@ DEFAULTS: dict[str, Any] = {
         # empty to run the SQLite legs only.
         # No user in the URL: libpq's own default, PGUSER or else the operating-system user.
         "postgres_url": "postgresql://127.0.0.1:5432/postgres",
+        # Server on which throwaway MariaDB/MySQL databases are created and dropped (ci.check's
+        # `mysql` dialect, squash proofs); empty: none.
+        "mysql_url": "",
         # The start of every throwaway database's name (PostgreSQL database, SQLite folder).
         "database_prefix": "ci_check_",
         # Lint severities that fail `ci.check` (upgrade direction): destructive, warning.
         "fail_on": "destructive",
-        # Dialects the stairway and models checks run on (sqlite, postgresql); empty: those of
-        # the shared environments' URLs, SQLite when one of them is SQLite or none is set.
+        # Dialects the stairway and models checks run on (sqlite, postgresql, mysql); empty:
+        # those of the shared environments' URLs, SQLite when one of them is SQLite or none is
+        # set (MariaDB/MySQL only with ci.mysql_url).
         "dialects": "",
         # A revision: it and older ones are trusted history (no downgrade, stairway or lint
         # check); heads and models are still checked. Empty: every revision is checked.

@@ -20,12 +20,13 @@ _ENVIRONMENT = frozenset(
         "history",
         "plan",
         "preflight",
+        "repair",
         "show",
         "stamp",
         "upgrade",
     }
 )
-_WRITES_REVISIONS = frozenset({"edit", "merge", "revision"})
+_WRITES_REVISIONS = frozenset({"edit", "merge", "revision", "checksums", "squash"})
 
 TASKS: dict[str, frozenset[str]] = {
     "local": _ENVIRONMENT | _WRITES_REVISIONS | {"sync", "backup", "restore", "reset"},

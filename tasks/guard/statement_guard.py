@@ -27,8 +27,9 @@ the same way with no consent at all.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -80,6 +81,8 @@ class StatementGuard:
     parsed: int = 0  # of those, statements the plan had not shown (classified here)
     _catalog: lint.Catalog = field(default_factory=lint.Catalog)
     _approved: str | None = None  # the statement SQLAlchemy is handing its cursor right now
+    _attached: set[int] = field(default_factory=set)
+    _undo: list[Callable[[], None]] = field(default_factory=list)
 
     def enter(self, revision: str) -> None:
         """Alembic is about to start `revision`: its consent applies from here on."""
@@ -129,8 +132,26 @@ class StatementGuard:
 
     @contextmanager
     def installed(self, connection: Connection) -> Iterator[StatementGuard]:
-        """The guard on `connection` (and raw cursors of its DBAPI connection) for the block."""
+        """The guard on `connection` (and raw cursors of its DBAPI connection) for the block,
+        and on any other connection env.py migrates on that `attach` is given meanwhile."""
+        self.attach(connection)
+        try:
+            yield self
+        finally:
+            for undo in reversed(self._undo):
+                # A connection env.py already closed has nothing left to restore.
+                with contextlib.suppress(Exception):
+                    undo()
+            self._undo.clear()
+            self._attached.clear()
+
+    def attach(self, connection: Connection) -> None:
+        """Judge every statement sent on `connection` from now on (once per connection)."""
         from sqlalchemy import event
+
+        if id(connection) in self._attached:
+            return
+        self._attached.add(id(connection))
 
         def before_cursor_execute(  # type: ignore[no-untyped-def]
             _conn, _cursor, statement, parameters, _context, _executemany
@@ -139,14 +160,19 @@ class StatementGuard:
             self._approved = statement
 
         event.listen(connection, "before_cursor_execute", before_cursor_execute)
+        self._undo.append(
+            lambda: event.remove(connection, "before_cursor_execute", before_cursor_execute)
+        )
         fairy = connection.connection
         real = fairy.dbapi_connection
-        fairy.dbapi_connection = _GuardedDBAPIConnection(real, self)
-        try:
-            yield self
-        finally:
-            fairy.dbapi_connection = real
-            event.remove(connection, "before_cursor_execute", before_cursor_execute)
+        proxy = _GuardedDBAPIConnection(real, self)
+        fairy.dbapi_connection = proxy
+
+        def restore() -> None:
+            if fairy.dbapi_connection is proxy:
+                fairy.dbapi_connection = real
+
+        self._undo.append(restore)
 
     def raw_check(self, statement: str) -> None:
         """A cursor's statement: SQLAlchemy's own (approved by the event just now) passes."""

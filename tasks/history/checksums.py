@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from tasks.core.console import plural
 from tasks.core.errors import ExitCode, MigrationsError, UsageError
+from tasks.core.suggestions import collection_of, command
 from tasks.history.fingerprints import Fingerprint, fingerprint, short_diff
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ CHECKSUM_TABLE = "migration_checksums"
 # A squash baseline names the fingerprint of the revision it replaces under this module-level
 # name: databases that applied the old revision accept the baseline in its place.
 REPLACES = "replaces_checksum"
+# `Connection.info` key: the revisions that had a row when the run began.
+RECORDED = "migration_checksums.recorded"
 
 
 class EditedRevision(MigrationsError):
@@ -71,7 +74,7 @@ class Edit:
     def diff(self) -> list[str]:
         if self.recorded.source is None:
             return ["(the recorded source is not available: compare with git history)"]
-        return short_diff(self.recorded.source, self.now.source)
+        return short_diff(self.recorded.source, self.now.text)
 
 
 @cache
@@ -178,6 +181,9 @@ def prepare_records(
     ensure_table(connection)
     applied = applied_revisions(script, heads)
     records = read_records(connection) or {}
+    # Rows that exist, so recording a revision knows whether one must be replaced (a row left by
+    # a revert outside the tasks) or only inserted: one round trip per revision, not two.
+    connection.info[RECORDED] = set(records) | {revision.revision for revision in applied}
     missing = [revision for revision in applied if revision.revision not in records]
     if not missing:
         return
@@ -205,13 +211,14 @@ def refusal(session: Session, edits: list[Edit]) -> EditedRevision:
     first = edits[0]
     changed = [line for line in first.diff() if line[:1] in "+-"][:2]
     others = f" (and {plural(len(edits) - 1, 'other revision')})" if len(edits) > 1 else ""
-    collection = session.record.task.rpartition(".")[0] or name
+    collection = collection_of(session.record.task) or name
+    arguments = f'-r {first.now.revision} --accept-edit --reason "..."'
+    repair = command(collection, "repair", arguments) or f"an environment's repair {arguments}"
     session.record.details["edited_revisions"] = [edit.now.revision for edit in edits]
     return EditedRevision(
         f"{name}: revision {first.now.revision}{others} was edited after it was "
         f"{first.when()}: {' '.join(changed) or 'its code changed'}; nothing changed. Review "
-        f"the edit, then `invoke {collection}.repair -r {first.now.revision} --accept-edit "
-        '--reason "..."`'
+        f"the edit, then `{repair}`"
     )
 
 
@@ -240,7 +247,10 @@ def revision_applied(
     revision = script.get_revision(revision_id)
     if revision is None:
         return
-    _upsert(connection, session, fingerprint(revision), note="applied", applied=True)
+    replace = revision_id in connection.info.get(RECORDED, {revision_id})
+    _upsert(
+        connection, session, fingerprint(revision), note="applied", applied=True, replace=replace
+    )
 
 
 def revision_reverted(connection: Connection, revision_id: str) -> None:
@@ -274,15 +284,17 @@ def _upsert(
     *,
     note: str,
     applied: bool,
+    replace: bool = True,
 ) -> None:
     table = checksum_table()
     now = datetime.now(UTC)
-    connection.execute(table.delete().where(table.c.revision == print_.revision))
+    if replace:
+        connection.execute(table.delete().where(table.c.revision == print_.revision))
     connection.execute(
         table.insert().values(
             revision=print_.revision,
             checksum=print_.checksum,
-            source=print_.source,
+            source=print_.text,
             applied_at=now if applied else None,
             applied_by=(session.record.operator or session.record.user) if applied else None,
             host=session.record.host,
@@ -350,7 +362,7 @@ def accept_edit(
         table.insert().values(
             revision=now.revision,
             checksum=now.checksum,
-            source=now.source,
+            source=now.text,
             applied_at=previous.applied_at if previous else None,
             applied_by=previous.applied_by if previous else None,
             host=session.record.host,

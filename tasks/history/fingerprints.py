@@ -11,8 +11,11 @@ changes it.
 from __future__ import annotations
 
 import ast
+import atexit
 import difflib
 import hashlib
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,18 +32,29 @@ ALGORITHM = "sha256"
 class Fingerprint:
     revision: str
     checksum: str
-    source: str  # the normalised text the checksum is taken of (for a diff when it changes)
+    text: str  # the file as it is: records keep it, and a diff normalises both sides
 
 
 def fingerprint(script: Script) -> Fingerprint:
-    """The fingerprint of one Alembic revision script."""
-    return fingerprint_source(
-        Path(script.path).read_text(encoding="utf-8"),
-        revision=script.revision,
-        down_revision=script.down_revision,
-        branch_labels=script.branch_labels,
-        depends_on=script.dependencies,
-    )
+    """The fingerprint of one Alembic revision script.
+
+    Normalising costs a parse; a file whose exact bytes were fingerprinted before (this run or an
+    earlier one, `CACHE`) is looked up by their SHA-256 instead, so checking hundreds of applied
+    revisions before every upgrade costs reading them.
+    """
+    text = Path(script.path).read_text(encoding="utf-8")
+    key = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    checksum = CACHE.get(key)
+    if checksum is None:
+        checksum = fingerprint_source(
+            text,
+            revision=script.revision,
+            down_revision=script.down_revision,
+            branch_labels=script.branch_labels,
+            depends_on=script.dependencies,
+        ).checksum
+        CACHE.put(key, checksum)
+    return Fingerprint(script.revision, checksum, text)
 
 
 def fingerprint_source(
@@ -59,7 +73,14 @@ def fingerprint_source(
     ]
     source = "\n".join([*identifiers, *code_statements(text)]) + "\n"
     digest = hashlib.sha256(source.encode("utf-8")).hexdigest()
-    return Fingerprint(revision, digest, source)
+    return Fingerprint(revision, digest, text)
+
+
+def normalised(text: str) -> list[str]:
+    """The file's code as the checksum sees it, identifiers included as written, for a diff."""
+    tree = ast.parse(text)
+    identifiers = [ast.unparse(node) for node in tree.body if _assigns_identifier(node)]
+    return [*identifiers, *code_statements(text)]
 
 
 def code_statements(text: str) -> list[str]:
@@ -77,10 +98,16 @@ def code_statements(text: str) -> list[str]:
 
 
 def short_diff(old: str, new: str, *, lines: int = 12) -> list[str]:
-    """The changed lines of two normalised sources, `-` old and `+` new, at most `lines`."""
+    """The changed lines of two revision files once normalised, `-` old and `+` new, at most
+    `lines`."""
+    try:
+        before = "\n".join(normalised(old)).splitlines()
+        after = "\n".join(normalised(new)).splitlines()
+    except SyntaxError:
+        before, after = old.splitlines(), new.splitlines()
     changed = [
         line
-        for line in difflib.unified_diff(old.splitlines(), new.splitlines(), n=0, lineterm="")
+        for line in difflib.unified_diff(before, after, n=0, lineterm="")
         if line[:1] in "+-" and not line.startswith(("+++", "---"))
     ]
     if len(changed) > lines:
@@ -121,3 +148,57 @@ def _without_docstrings(node: ast.stmt) -> ast.stmt:
             if body and _is_docstring(body[0]):
                 inner.body = body[1:] or [ast.Pass()]
     return node
+
+
+class _Cache:
+    """SHA-256 of a file's bytes -> its checksum, kept between runs in the user's cache folder
+    (content-addressed, so it cannot go stale; unreadable or unwritable means recomputing)."""
+
+    LIMIT = 50_000
+
+    def __init__(self) -> None:
+        self.entries: dict[str, str] | None = None
+        self.dirty = False
+
+    @staticmethod
+    def path() -> Path:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(base) / "migration-tasks" / f"checksums-{ALGORITHM}-v1.json"
+
+    def _loaded(self) -> dict[str, str]:
+        if self.entries is None:
+            try:
+                entries = json.loads(self.path().read_text(encoding="utf-8"))
+                self.entries = entries if isinstance(entries, dict) else {}
+            except (OSError, ValueError):
+                self.entries = {}
+        return self.entries
+
+    def get(self, key: str) -> str | None:
+        value = self._loaded().get(key)
+        return value if isinstance(value, str) else None
+
+    def put(self, key: str, checksum: str) -> None:
+        entries = self._loaded()
+        if len(entries) >= self.LIMIT:
+            entries.clear()
+        entries[key] = checksum
+        if not self.dirty:
+            self.dirty = True
+            atexit.register(self.save)
+
+    def save(self) -> None:
+        if not self.dirty or self.entries is None:
+            return
+        path = self.path()
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps(self.entries), encoding="utf-8")
+            partial.replace(path)
+            self.dirty = False
+        except OSError:
+            partial.unlink(missing_ok=True)
+
+
+CACHE = _Cache()

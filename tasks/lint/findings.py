@@ -30,6 +30,13 @@ class Finding:
         return asdict(self)
 
 
+def filled_in(catalog: Catalog, table: str, targets: set[str]) -> bool:
+    """Every column set is new in this revision (added, or its table created): a backfill."""
+    if table in catalog.created:
+        return True
+    return all((table, column) in catalog.added for column in targets)
+
+
 def finding(rule: Rule, message: str, statement: str = "", source: str = "classifier") -> Finding:
     """A finding with the severity and help the registry gives `rule`."""
     return Finding(rule, severity(rule), message, statement, source, help_for(rule))
@@ -63,6 +70,9 @@ class Catalog:
     # Tables an ALTER TABLE locked (ACCESS EXCLUSIVE) in the open transaction: the lock is held
     # until COMMIT, so a VALIDATE after it in the same transaction scans under that lock.
     locked: set[str] = field(default_factory=set)
+    # Columns this revision added to existing tables: an UPDATE that sets only these fills
+    # them in (a backfill), it overwrites nobody's data.
+    added: set[tuple[str, str]] = field(default_factory=set)
     in_transaction: bool = True  # Alembic runs a revision in one, unless the SQL says otherwise
     rebuilt: set[str] = field(default_factory=set)  # tables SQLite batch mode rebuilds
     # Allow-listed function names a user function also has (PostgreSQL: outside pg_catalog), so
@@ -85,6 +95,7 @@ class Catalog:
     def new_revision(self) -> None:
         """Tables created by an earlier revision are no longer "new" (they may be filled)."""
         self.created.clear()
+        self.added.clear()
         self.not_null_checks_added.clear()
         self.rebuilt.clear()
         self.constraints_added.clear()

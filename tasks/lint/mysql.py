@@ -12,7 +12,15 @@ import logging
 from typing import Any
 
 from tasks.lint import allowlists
-from tasks.lint.findings import BATCH_PREFIX, Catalog, Statement, Verdict, unknown, unparsable
+from tasks.lint.findings import (
+    BATCH_PREFIX,
+    Catalog,
+    Statement,
+    Verdict,
+    filled_in,
+    unknown,
+    unparsable,
+)
 from tasks.lint.rules import Rule, hit
 
 
@@ -75,7 +83,7 @@ def _glot_statement(tree: Any, dialect: str, catalog: Catalog, rebuilt: set[str]
     if isinstance(tree, exp.Insert):
         return _glot_insert(tree)
     if isinstance(tree, exp.Update):
-        return _glot_update(tree)
+        return _glot_update(tree, catalog)
     if isinstance(tree, exp.Delete):
         table = tree.find(exp.Table)
         name = table.name if table is not None else ""
@@ -260,6 +268,7 @@ def _glot_action(table: str, action: Any, catalog: Catalog, rebuilt: set[str]) -
 
     if isinstance(action, exp.ColumnDef):
         catalog.types[(table, action.name)] = (action.args.get("kind") or exp.Null()).sql()
+        catalog.added.add((table, action.name))
         return []  # ADD COLUMN: instant or in place on MariaDB, native on SQLite
     if isinstance(action, exp.Drop):
         kind = (action.args.get("kind") or "").upper()
@@ -338,7 +347,7 @@ def _glot_insert(tree: Any) -> Verdict:
     return []
 
 
-def _glot_update(tree: Any) -> Verdict:
+def _glot_update(tree: Any, catalog: Catalog) -> Verdict:
     from sqlglot import exp
 
     table = tree.find(exp.Table)
@@ -350,6 +359,8 @@ def _glot_update(tree: Any) -> Verdict:
     # only a single-table backfill passes.
     multi_table = bool(tree.args.get("from")) or bool(table is not None and table.args.get("joins"))
     if targets and targets <= nulls and not multi_table:
+        return []
+    if targets and not multi_table and filled_in(catalog, name, targets):
         return []
     message = "overwrites existing values (only a backfill of NULLs passes without consent)"
     return [hit(Rule.UPDATE_ROWS, message, f"update rows of {name}")]
@@ -378,7 +389,9 @@ def nested(tree: Any) -> Verdict:
             continue
         if isinstance(inner, (exp.Delete, exp.Update)):
             found.extend(_glot_statement(inner, "", Catalog(), set()))
-        elif isinstance(inner, exp.Anonymous) and not definition:
+        elif (
+            isinstance(inner, exp.Anonymous) and not definition and not _in_column_definition(inner)
+        ):
             name = str(inner.this)
             if name.lower() not in allowlists.SAFE_FUNCTIONS:
                 message = f"calls {name}(), which may write: its effect cannot be known statically"
@@ -404,3 +417,23 @@ def batch_rebuilt(parts: list[Statement], dialect: str) -> set[str]:
                 if isinstance(action, exp.AlterRename) and source.startswith(BATCH_PREFIX):
                     found.add(action.this.name.lower())
     return found
+
+
+def _in_column_definition(node: Any) -> bool:
+    """A call inside a new table's column definition (a DEFAULT, a generated column, a CHECK)
+    runs when a row is written later, not when the table is created: `DEFAULT
+    (randomblob(16))` on a new table writes nothing. A call inside a query (`CREATE TABLE ... AS
+    SELECT`) runs, and so does a default an ADD COLUMN fills existing rows with."""
+    from sqlglot import exp
+
+    in_column = False
+    parent = node.parent
+    while parent is not None:
+        if isinstance(parent, exp.Query):
+            return False
+        if isinstance(parent, exp.ColumnDef):
+            in_column = True
+        if isinstance(parent, exp.Create):
+            return in_column and (parent.args.get("kind") or "").upper() == "TABLE"
+        parent = parent.parent
+    return False

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from tasks.lint import allowlists, pg_nodes, postgres_alter
-from tasks.lint.findings import Catalog, Verdict, unknown, unparsable
+from tasks.lint.findings import Catalog, Verdict, filled_in, unknown, unparsable
 from tasks.lint.pg_nodes import parse
 from tasks.lint.rules import Rule, hit
 
@@ -124,12 +124,15 @@ def _pg_insert(node: Any, _catalog: Catalog) -> Verdict:
     return []
 
 
-def _pg_update(node: Any, _catalog: Catalog) -> Verdict:
-    """Safe only as a backfill: each column it sets is required to be NULL by its WHERE."""
+def _pg_update(node: Any, catalog: Catalog) -> Verdict:
+    """Safe only as a backfill: each column it sets is required to be NULL by its WHERE, or
+    was added (or its table created) by this revision."""
     table = pg_nodes.relname(node.relation)
     targets = {target.name for target in node.targetList or ()}
     nulls = _pg_is_null_columns(node.whereClause)
     if targets and targets <= nulls and not node.fromClause:
+        return []
+    if targets and filled_in(catalog, table, targets):
         return []
     message = "overwrites existing values (only a backfill of NULLs passes without consent)"
     return [hit(Rule.UPDATE_ROWS, message, f"update rows of {table}")]

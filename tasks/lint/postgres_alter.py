@@ -94,6 +94,7 @@ def _pg_add_column(table: str, definition: Any, catalog: Catalog) -> Verdict:
 
     column = definition.colname
     catalog.types[(table, column)] = pg_nodes.type_name(definition.typeName)
+    catalog.added.add((table, column))
     if table in catalog.created:
         return []
     constraints = {constraint.contype: constraint for constraint in definition.constraints or ()}

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from tasks.core import suggestions
 from tasks.core.alembic_config import alembic_config
 from tasks.core.alembic_internals import planned_downgrade, planned_upgrade
-from tasks.core.console import Progress, plural
+from tasks.core.console import Progress
 from tasks.core.errors import DatabaseError, Refused, UsageError
 from tasks.core.session import Session
 from tasks.guard import statement_guard
@@ -105,18 +105,26 @@ def require_consent(session: Session, planned: Plan, allow_destructive: bool) ->
     answers the environment's confirmation, never this one. True when the operator consented
     to everything the plan shows (the statement guard then lets those rules run). Findings a
     revision's written `consent` covers need neither; the audit row records that consent."""
+    from tasks.plan import consent_summary
+
     _record_written_consent(session, planned)
     pending = planned.needing_consent()
     if not pending:
         return False
-    rules = ", ".join(sorted({f"{revision}:{finding.rule}" for revision, finding in pending}))
-    session.record.details["needs_consent"] = rules
+    # Every finding in the run log; counts and the first ones in the line and the audit row.
+    session.record.details["needs_consent"] = [
+        consent_summary.describe(revision, finding) for revision, finding in pending
+    ]
+    session.record.arguments["needs_consent"] = consent_summary.for_audit(pending)
     if allow_destructive:
         _record_consent(session, "--allow-destructive")
         return True
-    what = f"{plural(len(pending), 'destructive or blocking statement')} pending ({rules})"
+    what = consent_summary.one_line(pending)
     if not session.can_prompt():
-        raise Refused(f"{what}: pass --allow-destructive to apply them; nothing changed")
+        raise Refused(
+            f"{what}: pass --allow-destructive to apply them; nothing changed"
+            + _full_list_hint(session, len(pending))
+        )
     session.confirmer.ask(
         f"{what}; to apply them anyway", type_to_confirm="allow-destructive", honour_yes=False
     )
@@ -137,6 +145,17 @@ def _record_written_consent(session: Session, planned: Plan) -> None:
         session.record.details["written_consent"] = written
         if not planned.needing_consent():
             _record_consent(session, "written in the revision")
+
+
+def _full_list_hint(session: Session, count: int) -> str:
+    """Where every finding is, when the line names only the first few."""
+    from tasks.plan.consent_summary import LISTED_FINDINGS
+
+    if count <= LISTED_FINDINGS:
+        return ""
+    plan = suggestions.command(suggestions.collection_of(session.record.task), "plan")
+    where = f"`{plan}` and the run log" if plan else "the run log"
+    return f" (every finding: {where})"
 
 
 def _record_consent(session: Session, how: str) -> None:
@@ -278,6 +297,8 @@ def _migrate(
     def run(migration_connection: Connection) -> None:
         handover = handover_for(session, migration_connection)
         handover.on_revision_applied = on_applied
+        if guard is not None:  # env.py's own connection, when it builds one, is guarded too
+            handover.on_migration_connection = guard.attach
         config = alembic_config(session.settings, handover, stdout=ConsoleStream(session))
         with statement_guard.guarding(guard, migration_connection):
             run_alembic(session, operation, config, revision)

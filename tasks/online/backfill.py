@@ -258,6 +258,13 @@ class Backfill:
             self.spec.label, shape.estimate(connection), rows_before=record.rows_done, sink=sink
         )
         resumed = record.batches > 0 or record.finished
+        # The walk ends at the last key there is now: rows inserted later are the application's
+        # (or the expand trigger's) to fill, and chasing them would never end under inserts.
+        shape.end = shape.last_key(connection)
+        if shape.end is None and not record.finished:  # an empty table: nothing to walk
+            with connection.begin():
+                bookkeeping.finish(connection, record.id)
+            record.state = bookkeeping.FINISHED
         while not record.finished:
             verify_lock(f"before a batch of the backfill of {self.spec.label}")
             rows, scanned, record = self._batch_with_retries(connection, shape, record.id)
@@ -348,6 +355,7 @@ class TableShape:
     qualified: str
     key_columns: list[str]
     dialect: str
+    end: list[Any] | None = None  # the last key the walk covers
 
     @classmethod
     def read(cls, connection: Connection, spec: BackfillSpec) -> TableShape:
@@ -384,10 +392,30 @@ class TableShape:
         return text, dict(zip(names, values, strict=True))
 
     def _after(self, position: list[Any] | None) -> tuple[str, dict[str, Any]]:
-        if position is None:
-            return "1 = 1", {}
-        binds, params = self._params("lo", position)
-        return f"{self._key()} > {binds}", params
+        """Keys after `position` and up to the walk's end."""
+        clauses: list[str] = []
+        params: dict[str, Any] = {}
+        if position is not None:
+            binds, params = self._params("lo", position)
+            clauses.append(f"{self._key()} > {binds}")
+        if self.end is not None:
+            binds, end_params = self._params("end", self.end)
+            clauses.append(f"{self._key()} <= {binds}")
+            params = {**params, **end_params}
+        return " AND ".join(clauses) or "1 = 1", params
+
+    def last_key(self, connection: Connection) -> list[Any] | None:
+        from sqlalchemy import text
+
+        columns = ", ".join(self.key_columns)
+        descending = ", ".join(f"{column} DESC" for column in self.key_columns)
+        try:
+            found = connection.execute(
+                text(f"SELECT {columns} FROM {self.qualified} ORDER BY {descending} LIMIT 1")  # noqa: S608
+            ).first()
+        finally:
+            connection.rollback()
+        return list(found) if found is not None else None
 
     def try_expressions(self, connection: Connection) -> None:
         """Compile the expressions and condition against the table without touching a row: a

@@ -225,7 +225,9 @@ def _find_renames(upgrade_ops: Any) -> list[tuple[Rename, Any]]:
 def _nullable_add(rename: Rename, column: Any) -> ops.AddColumnOp:
     added = copy.copy(column)
     added.nullable = True
-    return ops.AddColumnOp(rename.table, added, schema=rename.schema)
+    # IF NOT EXISTS: the column commits before the backfill starts, so a run stopped during the
+    # backfill finds it there when it runs again (and resumes the backfill).
+    return ops.AddColumnOp(rename.table, added, schema=rename.schema, if_not_exists=True)
 
 
 def _fill(rename: Rename, source: Any, target: Any) -> BackfillOp:

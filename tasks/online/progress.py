@@ -9,6 +9,7 @@ revision being applied; plain `alembic` gets stdout.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -49,21 +50,28 @@ def _stdout_sink() -> Sink:
     return Sink(status=status if terminal else None, line=line)
 
 
-_attached: list[Sink] = []
+# Per thread: a fleet migrates several targets at once, each reporting to its own console.
+_local = threading.local()
+
+
+def _attached() -> list[Sink]:
+    stack: list[Sink] = _local.__dict__.setdefault("sinks", [])
+    return stack
 
 
 @contextmanager
 def attach(sink: Sink) -> Iterator[None]:
-    """Send backfill progress to `sink` for the duration of the block (the tasks' console)."""
-    _attached.append(sink)
+    """Send this thread's backfill progress to `sink` for the duration of the block."""
+    _attached().append(sink)
     try:
         yield
     finally:
-        _attached.remove(sink)
+        _attached().remove(sink)
 
 
 def current_sink() -> Sink:
-    return _attached[-1] if _attached else _stdout_sink()
+    stack = _attached()
+    return stack[-1] if stack else _stdout_sink()
 
 
 @dataclass

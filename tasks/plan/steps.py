@@ -510,6 +510,10 @@ def _wrap(text: str, first: str, rest: str, width: int) -> list[str]:
     ) or [first.rstrip()]
 
 
+# Subjects named per severity in the summary line; the plan above it lists every finding.
+SUMMARY_SUBJECTS = 5
+
+
 def summary(plan: Plan) -> str:
     """`2 revisions, 5 statements: 1 destructive (drop column users.legacy), 0 blocking`."""
     revisions = len(plan.revisions)
@@ -520,7 +524,11 @@ def summary(plan: Plan) -> str:
         subjects = [
             readable_subject(f.subject or f.rule) for f in consent if f.severity == severity
         ]
-        listed = f" ({', '.join(dict.fromkeys(subjects))})" if subjects else ""
+        distinct = list(dict.fromkeys(subjects))
+        shown = ", ".join(distinct[:SUMMARY_SUBJECTS])
+        if len(distinct) > SUMMARY_SUBJECTS:
+            shown += f", {len(distinct) - SUMMARY_SUBJECTS} more"
+        listed = f" ({shown})" if subjects else ""
         return f"{len(subjects)} {severity}{listed}"
 
     warnings = sum(

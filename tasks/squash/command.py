@@ -57,6 +57,9 @@ def squash(
     script = script_directory(session)
     target = _one_revision(script, revision)
     squashed = _range(script, target)
+    if len(squashed) < 2:
+        session.console.line(f"revision {target.revision} is a root: nothing to squash")
+        return {"revision": target.revision, "squashed": []}
     _refuse_orphans(script, target, squashed)
     ids = [item.revision for item in squashed]
     session.console.line(
@@ -122,8 +125,6 @@ def _one_revision(script: ScriptDirectory, revision: str) -> Script:
 def _range(script: ScriptDirectory, target: Script) -> list[Script]:
     """`target` and every revision it needs, base first."""
     found = [item for item in script.iterate_revisions(target.revision, "base") if item]
-    if len(found) < 2:
-        raise UsageError(f"revision {target.revision} has nothing before it to squash")
     return list(reversed(found))
 
 

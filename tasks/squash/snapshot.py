@@ -43,6 +43,17 @@ def snapshot(connection: Connection) -> Snapshot:
         found["triggers"] = _scalars(
             connection, "SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name"
         )
+    if dialect.name in {"mysql", "mariadb"}:
+        found["triggers"] = _scalars(
+            connection,
+            "SELECT trigger_name FROM information_schema.triggers "
+            "WHERE trigger_schema = DATABASE() ORDER BY 1",
+        )
+        found["functions"] = _scalars(
+            connection,
+            "SELECT routine_name FROM information_schema.routines "
+            "WHERE routine_schema = DATABASE() ORDER BY 1",
+        )
     if dialect.name == "postgresql":
         found["index_definitions"] = [
             definition

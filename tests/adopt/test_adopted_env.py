@@ -37,7 +37,9 @@ def test_autogenerate_on_a_matching_database_writes_nothing(project, dev_url, en
     assert "migration_audit" in set(schema_snapshot(dev_url)) | _all_tables(dev_url)
     before = revision_files(shop)
 
-    result = project.invoke_subprocess("dev.revision", "-m", "nothing", "--autogenerate")
+    result = project.invoke_subprocess(
+        "dev.revision", "-m", "nothing", "--autogenerate", "--against-database"
+    )
 
     assert_ok(result)
     assert "no changes between the models and the database: no revision written" in result.stdout
@@ -56,7 +58,9 @@ def test_autogenerate_writes_the_real_change_and_not_the_tasks_tables(project, d
     )
     before = revision_files(shop)
 
-    result = project.invoke_subprocess("dev.revision", "-m", "nickname", "--autogenerate")
+    result = project.invoke_subprocess(
+        "dev.revision", "-m", "nickname", "--autogenerate", "--against-database"
+    )
 
     assert_ok(result)
     [new] = revision_files(shop) - before

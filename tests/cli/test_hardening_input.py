@@ -437,6 +437,10 @@ def test_production_unprotected_by_a_config_file_warns_and_is_audited(project, p
 
 
 def test_protected_environments_do_not_warn(project) -> None:
+    import sqlite3
+
+    for name in ("prod", "dev"):  # a read never creates a database file: they exist
+        sqlite3.connect(project.tmp / f"{name}.sqlite3").close()
     project.setenv("DATABASE_URL_PRODUCTION", sqlite_url(project.tmp / "prod.sqlite3"))
     project.setenv("DATABASE_URL_DEVELOPMENT", sqlite_url(project.tmp / "dev.sqlite3"))
     for task in ("prod.current", "dev.current"):

@@ -126,6 +126,8 @@ def argv_for(run: Run, backup_file: Path) -> list[str]:
         argv += ["--rev", FIRST]
     if "message" in params:
         argv += ["--message", "secrets everywhere"]
+    if "accept_edit" in params:  # repair: what to repair, and why
+        argv += ["--accept-edit", "--reason", "secrets everywhere"]
     if "file" in params:
         argv += ["--file", str(backup_file)]
     if params.get("backup") is False:  # exercise the backup's name and content too

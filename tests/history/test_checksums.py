@@ -255,3 +255,36 @@ def test_ci_check_notes_newer_revisions_and_fails_on_removed_ones(project):
     revision_file(chain, "a10000000003").unlink()
     result = project.invoke("ci.check")
     assert_one_line_error(result, ExitCode.CI_CHECKSUMS, "a10000000003", "no longer in the scripts")
+
+
+# --- fleets ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_a_fleet_checks_every_target_and_a_squash_refuses_a_target_behind(project, pg_server):
+    from tests.fleet.test_fleet import Fleet
+
+    fleet = Fleet(project, pg_server)
+    try:
+        chain = chain_of_two(project)
+        database, schemas = fleet.create_schemas(2)
+        project.setenv("FLEET_SCHEMAS_URL", fleet.url(database))
+        fleet.configure(
+            tenants={"schemas": {"url_variable": "FLEET_SCHEMAS_URL", "like": "tenant_%"}}
+        )
+        assert_ok(fleet.invoke("fleet.upgrade", "--only", schemas[0]))
+        assert_ok(fleet.invoke("fleet.upgrade", "--only", schemas[1], "--rev", FIRST))
+        edit(chain, FIRST, "sa.Integer", "sa.BigInteger")
+
+        result = fleet.invoke("fleet.upgrade", "--yes")
+
+        assert result.code == ExitCode.FLEET_PARTIAL, result.output
+        assert result.output.count(f"revision {FIRST}") >= 1
+        assert "edited after it was applied" in result.output
+        assert "fleet.repair" not in result.output  # no such task: not suggested
+
+        project.setenv("INVOKE_MIGRATIONS_CI_DIALECTS", "sqlite")
+        squash = fleet.invoke("dev.squash", "-r", SECOND)  # schemas[1] is behind SECOND
+        assert_one_line_error(squash, ExitCode.REFUSED, f"target {schemas[1]}", f"at {FIRST}")
+    finally:
+        fleet.drop()

@@ -4,10 +4,12 @@ behind REV is named and the squash refused."""
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy
 
 from tasks.core.errors import ExitCode
 from tasks.squash.snapshot import snapshot
+from tests.conftest import MYSQL_ADMIN_URL
 from tests.helpers import assert_ok, assert_one_line_error
 from tests.revision_chains import (
     Chain,
@@ -186,3 +188,22 @@ def _drop_pg(url: str) -> None:
     with engine.connect() as connection:
         connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     engine.dispose()
+
+
+@pytest.mark.mysql
+def test_on_mariadb_the_baseline_is_proven_and_a_database_at_rev_upgrades_on(project, mysql_url):
+    chain = empty_chain(project.tmp / "scripts", counter=False).use(project)
+    ids = long_history(chain, 20)
+    project.setenv("DATABASE_URL_DEVELOPMENT", mysql_url)
+    project.setenv("INVOKE_MIGRATIONS_CI_DIALECTS", "mysql")
+    project.setenv("INVOKE_MIGRATIONS_CI_MYSQL_URL", MYSQL_ADMIN_URL)
+    assert_ok(project.invoke("dev.upgrade", "--rev", ids[14]))
+
+    result = project.invoke("dev.squash", "-r", ids[14])
+
+    assert_ok(result)
+    assert "proven on mysql" in result.stdout
+    assert_ok(project.invoke("dev.upgrade"))
+    checked = project.invoke("ci.check")  # a throwaway MariaDB database (the models differ:
+    assert "ok     stairway: mysql: 6 revisions" in checked.stdout  # not this synthetic chain)
+    assert f"revision {ids[14]}" not in checked.output  # the baseline lints clean

@@ -265,6 +265,8 @@ def base_argv(scene: Scene, t: TaskInfo, *, yes: bool = True) -> list[str]:
         argv += ["--rev", FIRST]
     if "message" in params:
         argv += ["--message", "hostile matrix"]
+    if "accept_edit" in params:  # repair: what to repair, and why
+        argv += ["--accept-edit", "--reason", "hostile matrix"]
     if "file" in params:
         argv += ["--file", str(scene.states.backup_file(scene.project, scene.backend))]
     if yes and "yes" in params:

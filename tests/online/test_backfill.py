@@ -234,3 +234,23 @@ def test_the_version_hook_lives_where_alembic_keeps_it() -> None:
     source = inspect.getsource(MigrationContext)
     assert "self.on_version_apply_callbacks = opts.get" in source
     assert "for callback in self.on_version_apply_callbacks" in source
+
+
+@pytest.mark.parametrize("any_url", ["sqlite"], indirect=True)
+def test_a_terminal_shows_rows_rate_and_eta_on_the_live_line(
+    project: Project, counters: str
+) -> None:
+    import pexpect
+
+    from tests.helpers import terminal
+
+    project.setenv("BACKFILL_BATCH", "50")
+    project.setenv("BACKFILL_PAUSE", "0.01")
+    child = terminal("dev.upgrade")
+    child.expect(r"applying c0c0c0c0c0c2 count every row once \d+s \| backfill counters\.n: ")
+    child.expect(r"[\d,]+ rows, [\d,]+ rows/s, ETA [\d.]+ s")
+    child.expect(r"backfill counters\.n: done, 3,000 rows in 60 batches")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert counts(counters) == {1: ROWS}
