@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, cast
 
-from tasks.core.comparison import TOOL_TABLES, from_settings, with_custom_type_imports
+from tasks.core.comparison import TOOL_TABLES, from_settings
+from tasks.core.custom_types import with_custom_type_imports
 from tasks.core.errors import ConfigError
 from tasks.core.handover import EnvHandover
 

@@ -1,19 +1,37 @@
-"""Alembic's `op` and `context` per thread, so one process can migrate several databases at once.
+"""Every use of a private (or undocumented) Alembic or SQLAlchemy name, in one place.
 
+Checked on Alembic 1.20.1 and SQLAlchemy 2.1.9. `tests/core/test_alembic_internals.py` asserts
+that each name below still exists with the shape used here, so an upgrade that changes one fails
+there, by name; `tests/test_architecture.py` fails when another module reads a private Alembic
+or SQLAlchemy name. Each function names the internal it relies on:
+
+- Alembic's module proxies (`alembic.util.langhelpers.ModuleClsProxy._setups`,
+  `_install_proxy`, `_remove_proxy`): made per thread by `install`, for fleets.
+- Alembic's planner (`ScriptDirectory._upgrade_revs`, `_downgrade_revs`): `planned_upgrade`,
+  `planned_downgrade`, the steps `alembic upgrade`/`downgrade` would run.
+- `EnvironmentContext.configure`, wrapped process-wide by `on_configure` (a public method, but
+  Alembic offers no hook around the env.py it runs).
+- Alembic's dialect comparison called with stand-ins instead of reflected objects
+  (`DefaultImpl.compare_type`, `DefaultImpl.autogen_column_reflect`): `impl_compare_type`,
+  `impl_reflect_column`, for the quick sync diff.
+- SQLAlchemy's `Table._autoincrement_column`, `TypeEngine._type_affinity`,
+  `TextClause._bindparams`: `autoincrement_column`, `type_affinity`, `has_bind_parameters`.
+- SQLAlchemy's `Constraint._create_rule` (before 2.0.39, `AddConstraint` always set it):
+  `add_constraint_ddl`.
+- `MigrationContext.on_version_apply_callbacks` (the list `on_version_apply` fills):
+  `call_when_version_recorded`, the hook `op.backfill` uses to archive its bookkeeping row in
+  the revision's own transaction.
+
+Alembic's `op` and `context` per thread, so one process can migrate several databases at once:
 Alembic exposes the running migration through module-level proxies: `alembic.op.create_table`
 and `alembic.context.configure` look up a module global `_proxy` that `_install_proxy` sets when
 a migration starts and `_remove_proxy` clears when it ends (`ModuleClsProxy` in
 `alembic/util/langhelpers.py`). That is one migration per process: two threads would run each
 other's operations on each other's connections. A fleet run (`tasks.fleet.targets`) instead makes
-the
-global `_proxy` a dispatcher that forwards to the proxy installed *by the calling thread*, and
+the global `_proxy` a dispatcher that forwards to the proxy installed *by the calling thread*, and
 serves the proxied attributes (`context.config`, `context.script`) through the module's
 `__getattr__`. Revision files and env.py are unchanged: they still write `op.add_column(...)`.
-
 A single-threaded run behaves exactly as before; installing is idempotent and process-wide.
-
-Also here: `call_when_version_recorded`, the hook `op.backfill` uses to archive its bookkeeping
-row in the revision's own transaction.
 """
 
 from __future__ import annotations
@@ -22,8 +40,14 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from alembic.ddl.impl import DefaultImpl
     from alembic.runtime.migration import RevisionStep
     from alembic.script import ScriptDirectory
+    from sqlalchemy import Column, Table
+    from sqlalchemy.engine.reflection import Inspector
+    from sqlalchemy.schema import AddConstraint
+    from sqlalchemy.sql.elements import TextClause
+    from sqlalchemy.types import TypeEngine
 
 _installed = False
 _install_lock = threading.Lock()
@@ -157,6 +181,71 @@ def on_configure(hook: Any) -> None:
 
             EnvironmentContext.configure = configure  # type: ignore[method-assign]
         _configure_hooks.append(hook)
+
+
+# --- Alembic's dialect comparison, with stand-ins for reflected objects -----------------------
+
+
+def impl_compare_type(impl: DefaultImpl, database_type: Any, column: Column[Any]) -> bool:
+    """`DefaultImpl.compare_type(inspector_column, metadata_column)` for a reflected type.
+
+    Alembic reads only `.type` of the inspector column, so the quick diff passes a stand-in
+    carrying the reflected type instead of building a Column for every compared column.
+    """
+    from types import SimpleNamespace
+
+    return bool(impl.compare_type(SimpleNamespace(type=database_type), column))  # type: ignore[arg-type]
+
+
+def impl_reflect_column(
+    impl: DefaultImpl, inspector: Inspector, table_name: str, info: dict[str, Any]
+) -> None:
+    """`DefaultImpl.autogen_column_reflect(inspector, table, column_info)`: the dialect's
+    normalisation of a reflected column (a default, autoincrement), in place on `info`; Alembic
+    reads only the table's `.name`, so a stand-in carries it."""
+    from types import SimpleNamespace
+
+    impl.autogen_column_reflect(inspector, SimpleNamespace(name=table_name), info)
+
+
+# --- SQLAlchemy's private attributes --------------------------------------------------------
+
+
+def autoincrement_column(table: Table) -> Column[Any] | None:
+    """`Table._autoincrement_column`: the column SQLAlchemy (and Alembic's comparison) treats as
+    the table's autoincrementing key, or None."""
+    return table._autoincrement_column
+
+
+def type_affinity(type_: TypeEngine[Any]) -> type[Any] | None:
+    """`TypeEngine._type_affinity`: the generic type a dialect type compares as."""
+    return type_._type_affinity
+
+
+def has_bind_parameters(clause: TextClause) -> bool:
+    """`TextClause._bindparams`: whether a `text()` default has parameters (then it may render
+    differently each time, and is not cached)."""
+    return bool(clause._bindparams)
+
+
+def add_constraint_ddl(constraint: Any) -> AddConstraint:
+    """ALTER TABLE ADD CONSTRAINT without marking the model's constraint as created elsewhere.
+
+    SQLAlchemy 2.0.39+ takes `isolate_from_table=False`; before it, `AddConstraint` always set the
+    constraint's private `_create_rule`, which is restored here.
+    """
+    from sqlalchemy.schema import AddConstraint
+
+    try:
+        return AddConstraint(constraint, isolate_from_table=False)
+    except TypeError:  # SQLAlchemy before 2.0.39 always isolates: undo it
+        rule = constraint._create_rule
+        ddl = AddConstraint(constraint)
+        constraint._create_rule = rule
+        return ddl
+
+
+# --- Alembic's version-recorded callbacks, from inside a revision -------------------------
 
 
 def call_when_version_recorded(migration_context: Any, callback: Any) -> None:

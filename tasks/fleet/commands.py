@@ -18,19 +18,17 @@ from tasks.core.errors import DifferencesFound, ExitCode, MigrationsError, Usage
 from tasks.core.run_log import RunRecord
 from tasks.core.session import Session
 from tasks.core.settings import Settings
+from tasks.fleet.config import DEFAULT_PARALLEL, FleetConfig, fleet_config
 from tasks.fleet.targets import (
     AT_GOAL,
-    DEFAULT_PARALLEL,
     FAILED,
     OK,
-    FleetConfig,
     FleetReport,
     FleetRun,
     Target,
     TargetResult,
     check_schedule,
     discover_targets,
-    fleet_config,
     load_shared_state,
     log_report,
     run_targets,

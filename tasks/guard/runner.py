@@ -367,7 +367,8 @@ class GuardedRun:
         never reaches production. A refused attempt to change a shared database is still an
         attempt on it, so it is recorded in that database's audit table, as its own runs are.
         """
-        from tasks.core.environments import ForeignDatabase, check_scope, url_is_set
+        from tasks.core.environments import url_is_set
+        from tasks.core.scope import ForeignDatabase, check_scope
 
         assert self.settings is not None
         if not self.spec.needs_database:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tasks.core import suggestions
 from tasks.core.alembic_config import alembic_config
 from tasks.core.console import plural
 from tasks.core.errors import (
@@ -131,11 +132,14 @@ def _tables_without_history(connection: Connection) -> list[str]:
 
 def _unrecorded_advice(session: Session, tables: int) -> str:
     """One next step for tables without a recorded revision: upgrading would collide with them."""
-    collection = session.record.task.rsplit(".", 1)[0]
+    collection = suggestions.collection_of(session.record.task)
+    stamp = suggestions.command(collection, "stamp", "--rev head")
     if collection == "local":
         step = "`invoke local.sync` records the history's head when the models match it"
+    elif stamp:
+        step = f"if its schema is the history's head, `{stamp}`"
     else:
-        step = f"if its schema is the history's head, `invoke {collection}.stamp --rev head`"
+        step = "if its schema is the history's head, stamp it at head"
     return (
         f"{plural(tables, 'table')} but no revision recorded (built by local.sync, create_all "
         f"or a dump), so an upgrade from base would collide with them; {step}"
@@ -423,11 +427,20 @@ def _before_contract(session: Session, steps: list[Any], revision: str) -> tuple
     for index, step in enumerate(steps):
         script = step.revision
         if step.is_upgrade and is_contract(script.module):
-            collection = session.record.task.rpartition(".")[0] or session.environment.name
+            from tasks.core import suggestions
+
+            collection = suggestions.collection_of(session.record.task)
+            # Environment collections have `upgrade --contract`; fleet.upgrade has no such flag.
+            upgrade = (
+                suggestions.command(collection, "upgrade", "--contract")
+                if collection != "fleet"
+                else None
+            )
+            how = f"`{upgrade}`" if upgrade else "the environment's `upgrade --contract`"
             session.console.line(
                 f"{session.environment.name}: stopping before {script.revision} "
                 f"({script.doc or 'contract'}), a contract revision: once no running code uses "
-                f"the old columns, run `invoke {collection}.upgrade --contract`"
+                f"the old columns, run {how}"
             )
             session.record.details["stopped_before_contract"] = script.revision
             kept = steps[:index]

@@ -13,8 +13,14 @@ textual comparison is not conclusive. Tables with constructs the quick path does
 
 The result is a flat list of `Change`s named like Alembic's diffs (`add_column`, `modify_type`,
 ...). `tasks.schema.sync` decides what it can apply; this module never writes. It is imported only
-when a
-comparison runs (never by `invoke --list`), so it imports SQLAlchemy at the top.
+when a comparison runs (never by `invoke --list`), so it imports SQLAlchemy at the top.
+
+Why this module is long: it re-implements Alembic's `compare_metadata` rule by rule (tables,
+columns, types, defaults, comments, indexes, unique constraints, foreign keys, and the handover
+to Alembic for what it does not model), and the rules share one `_Context` of per-run caches
+(rendered types and defaults, Alembic's verdicts) that the hot loop over every column reads.
+Kept in one module so it reads side by side with Alembic's `autogenerate/compare.py`, which
+`tests/schema/test_sync_vs_alembic.py` holds it to; the sections below follow Alembic's order.
 """
 
 from __future__ import annotations
@@ -22,7 +28,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -43,6 +48,13 @@ from sqlalchemy.schema import DefaultClause
 from sqlalchemy.sql.elements import False_, Null, TextClause, True_
 from sqlalchemy.sql.functions import FunctionElement
 
+from tasks.core.alembic_internals import (
+    autoincrement_column,
+    has_bind_parameters,
+    impl_compare_type,
+    impl_reflect_column,
+    type_affinity,
+)
 from tasks.core.comparison import TOOL_TABLES
 
 if TYPE_CHECKING:
@@ -450,13 +462,13 @@ def _type_change(
     """
     database_type, model_type = record["type"], column.type
     if context.is_mysql and isinstance(database_type, Enum) and isinstance(model_type, Enum):
-        differs = context.impl.compare_type(SimpleNamespace(type=database_type), column)
+        differs = impl_compare_type(context.impl, database_type, column)
     elif before == after:
         return None
     else:  # the default comparison depends on the two DDL strings only
         verdict = context._type_verdicts.get((before, after))
         if verdict is None:
-            verdict = context.impl.compare_type(SimpleNamespace(type=database_type), column)
+            verdict = impl_compare_type(context.impl, database_type, column)
             context._type_verdicts[(before, after)] = verdict
         differs = verdict
     return (before, after) if differs else None
@@ -492,7 +504,7 @@ def _serial_key(context: _Context, table: Table, column: Column[Any]) -> bool:
     return (
         context.backend == "postgresql"
         and column.primary_key
-        and column is table._autoincrement_column
+        and column is autoincrement_column(table)
     )
 
 
@@ -553,7 +565,7 @@ def _render_model_default(context: _Context, default: Any) -> str | None:
 
 def _default_cache_key(argument: Any) -> tuple[Any, ...] | None:
     """A key for defaults that always render the same: text(), true(), now()."""
-    if isinstance(argument, TextClause) and not argument._bindparams:
+    if isinstance(argument, TextClause) and not has_bind_parameters(argument):
         return ("text", argument.text)
     if isinstance(argument, True_ | False_ | Null):
         return (type(argument),)
@@ -578,14 +590,14 @@ def _dialect_default_differs(
     if _serial_key(context, table, column):
         return False  # Alembic never compares a SERIAL key's default
     info = dict(record)
-    context.impl.autogen_column_reflect(context.inspector, SimpleNamespace(name=table.name), info)
+    impl_reflect_column(context.impl, context.inspector, table.name, info)
     database_default = info.get("default")
     if database_default is None and column.server_default is None:
         return False
     key = (
         database_default,
         rendered,
-        column.primary_key and column is table._autoincrement_column,
+        column.primary_key and column is autoincrement_column(table),
         type(info["type"]),
         (
             isinstance(column.server_default.arg, str)
@@ -595,7 +607,7 @@ def _dialect_default_differs(
         column.name in primary_key,
         info.get("autoincrement"),
         type(column.type),
-        column.type._type_affinity,
+        type_affinity(column.type),
     )
     verdict = context._default_verdicts.get(key)
     if verdict is None:

@@ -938,15 +938,9 @@ def _inline_references(dialect: Any, fk: Any) -> str:
 
 def _add_constraint_ddl(constraint: Any) -> Any:
     """ALTER TABLE ADD CONSTRAINT without marking the model's constraint as created elsewhere."""
-    from sqlalchemy.schema import AddConstraint
+    from tasks.core.alembic_internals import add_constraint_ddl
 
-    try:
-        return AddConstraint(constraint, isolate_from_table=False)
-    except TypeError:  # SQLAlchemy before 2.0.39 always isolates: undo it
-        rule = constraint._create_rule
-        ddl = AddConstraint(constraint)
-        constraint._create_rule = rule
-        return ddl
+    return add_constraint_ddl(constraint)
 
 
 def _apply_error(session: Session, statement: str, error: Exception) -> DatabaseError:

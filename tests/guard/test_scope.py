@@ -50,6 +50,7 @@ LOCAL_TASKS = [
     ("check",),
     ("preflight",),
     ("audit",),
+    ("repair", "--rev", "base", "--accept-edit", "--reason", "scope test", "--yes"),
 ]
 
 

@@ -43,7 +43,7 @@ from tests.helpers import (
 )
 from tests.task_matrix import BRANCH, FOREIGN, SETTINGS, States, TaskInfo, discover
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.hostile]
 
 OWNERS = ("lead@example.com", "deputy@example.com")
 INTRUDER = "mallory@example.com"

@@ -20,6 +20,8 @@ from tests.conftest import schema_snapshot
 from tests.helpers import FIRST, HEAD, assert_one_line_error, prepare, venv_bin, version_rows
 from tests.revision_chains import Chain, empty_chain, kill, scalar, spawn, wait_until
 
+pytestmark = pytest.mark.hostile
+
 TABLES = """
 op.create_table(
     "users",

@@ -19,6 +19,8 @@ from tests.fleet.test_fleet import Fleet
 from tests.helpers import assert_one_line_error
 from tests.revision_chains import Chain, empty_chain
 
+pytestmark = pytest.mark.hostile
+
 # --- review formats: what a pull-request comment renders -------------------------------------
 
 HOSTILE_MESSAGE = "add users\n```\n<img src=x onerror=alert(1)>\n# Approved, merge now"
