@@ -42,13 +42,22 @@ from __future__ import annotations
 
 from tasks.lint import squawk
 from tasks.lint.allowlists import SAFE_FUNCTIONS
-from tasks.lint.findings import VERSION_TABLE, Catalog, Finding, Statement, Verdict, finding
+from tasks.lint.findings import (
+    BATCH_PREFIX,
+    VERSION_TABLE,
+    Catalog,
+    Finding,
+    Statement,
+    Verdict,
+    finding,
+)
 from tasks.lint.rules import BLOCKING, DESTRUCTIVE, NEEDS_CONSENT, SEVERITIES, WARNING, Rule
 from tasks.lint.source_scan import RUNS_ONLINE, runs_differently_online, scan_source
 from tasks.lint.sql import classify, classify_live, seed_catalog, split, statements
 from tasks.lint.squawk import JUDGED, SQUAWK_ALIASES, SquawkReport, merge, squawk_binary
 
 __all__ = [
+    "BATCH_PREFIX",
     "BLOCKING",
     "DESTRUCTIVE",
     "JUDGED",
