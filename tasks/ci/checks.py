@@ -270,13 +270,14 @@ def dialects_to_check(session: Session, options: dict[str, Any]) -> tuple[list[s
     dialects: list[str] = [dialect for dialect in ("sqlite", "postgresql") if dialect in found]
     if "mysql" in found and options.get("mysql_url"):
         dialects.append("mysql")
-    unsupported = sorted(
-        set(found) - set(CI_DIALECTS) - ({"mysql"} if "mysql" in dialects else set())
-    )
+    # A dialect found but not checked is said, never skipped in silence (mysql without
+    # ci.mysql_url included).
+    unsupported = sorted(set(found) - {"sqlite", "postgresql"} - set(dialects))
     if unsupported:
         notes.append(
             f"environments on {', '.join(unsupported)}: ci.check has no throwaway server for "
-            "them (migrations.ci.dialects chooses what to check instead)"
+            "them (migrations.ci.mysql_url names one for mysql; migrations.ci.dialects chooses "
+            "what to check instead)"
         )
     if "postgresql" in dialects and not options["postgres_url"]:
         dialects.remove("postgresql")

@@ -25,7 +25,10 @@ if TYPE_CHECKING:
 
 FLEET_HELP = "the fleet (migrations.fleets.<name>); optional when only one is configured"
 ONLY_HELP = "only these targets (repeat the flag or separate with commas)"
-SHARD_HELP = "I/N: this job's stable share of the targets (1 <= I <= N), for N parallel jobs"
+SHARD_HELP = (
+    "I/N: this job's stable share of the targets (1 <= I <= N), for N parallel jobs; or "
+    "env:VARIABLE/N, the index read from VARIABLE counting from 0 (JOB_COMPLETION_INDEX)"
+)
 PARALLEL_HELP = "targets migrated at once (default 4)"
 LOCK_HELP = "seconds each target waits for another runner's migration lock"
 
@@ -36,7 +39,7 @@ def fleet_tasks() -> list[Task]:
     def selection(fleet: str, only: list[str], shard: str | None) -> Selection:
         from tasks.fleet.commands import Selection
 
-        return Selection(fleet or None, tuple(only or ()), shard)
+        return Selection(fleet or None, tuple(only or ()), shard_from_env(shard))
 
     def schedule(parallel: int, canary: int, continue_on_error: bool) -> Schedule:
         from tasks.fleet.commands import Schedule
@@ -272,3 +275,30 @@ def _seconds(text: str) -> float | None:
     if not 0 <= value < float("inf"):
         raise UsageError(f"--lock-timeout must be a number of seconds (got {text!r})")
     return value
+
+
+def shard_from_env(shard: str | None) -> str | None:
+    """`--shard env:VARIABLE/N`: the runner says which job this is. A Kubernetes Indexed Job
+    sets JOB_COMPLETION_INDEX (0 .. N-1), a CI matrix any variable it is given; the index from
+    0 becomes the share `I/N` with I = index + 1. Anything else passes through unchanged."""
+    import os
+
+    from tasks.core.errors import UsageError
+
+    if shard is None or not shard.strip().lower().startswith("env:"):
+        return shard
+    variable, separator, count = shard.strip()[4:].partition("/")
+    variable = variable.strip()
+    if not variable or not separator or not count.strip().isdigit() or int(count) < 1:
+        raise UsageError(
+            f"--shard {shard!r}: write env:VARIABLE/N, e.g. env:JOB_COMPLETION_INDEX/4"
+        )
+    total = int(count)
+    raw = os.environ.get(variable)
+    if raw is None or not raw.strip().isdigit() or not 0 <= int(raw) < total:
+        found = "is not set" if raw is None else f"is {raw[:20]!r}"
+        raise UsageError(
+            f"--shard {shard!r}: {variable} {found}; it must hold this job's index, "
+            f"0 to {total - 1}"
+        )
+    return f"{int(raw) + 1}/{total}"

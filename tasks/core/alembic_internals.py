@@ -18,6 +18,8 @@ or SQLAlchemy name. Each function names the internal it relies on:
   `TextClause._bindparams`: `autoincrement_column`, `type_affinity`, `has_bind_parameters`.
 - SQLAlchemy's `Constraint._create_rule` (before 2.0.39, `AddConstraint` always set it):
   `add_constraint_ddl`.
+- `Script._db_current_indicator` (what `alembic history --indicate-current` sets from inside
+  env.py): `history_line`, Alembic's history line with "(current)", without running env.py.
 - `MigrationContext.on_version_apply_callbacks` (the list `on_version_apply` fills):
   `call_when_version_recorded`, the hook `op.backfill` uses to archive its bookkeeping row in
   the revision's own transaction.
@@ -262,3 +264,17 @@ def call_when_version_recorded(migration_context: Any, callback: Any) -> None:
     callbacks = tuple(migration_context.on_version_apply_callbacks or ())
     if callback not in callbacks:
         migration_context.on_version_apply_callbacks = (*callbacks, callback)
+
+
+def history_line(script: Any, *, current: bool, verbose: bool) -> str:
+    """One revision as `alembic history` prints it, "(current)" included when `current`.
+
+    `Script._db_current_indicator` is what `alembic history --indicate-current` sets from inside
+    env.py (it runs the environment only to read the version table); the tasks read that table
+    themselves, so history needs no env.py run and no models (Alembic 1.16-1.20)."""
+    script._db_current_indicator = current
+    return str(
+        script.cmd_format(
+            verbose=verbose, include_branches=True, include_doc=True, include_parents=True
+        )
+    )

@@ -24,6 +24,8 @@ class Confirmer:
     stdout: IO[str] = field(default_factory=lambda: sys.stdout)
     # Seconds spent waiting for the operator's answers: run durations leave them out.
     waited: float = 0.0
+    # Seconds one prompt waits for an answer (`migrations.prompt_timeout`); None: no limit.
+    timeout: float | None = None
 
     def ask(
         self, action: str, *, type_to_confirm: str | None = None, honour_yes: bool = True
@@ -52,6 +54,22 @@ class Confirmer:
                 "nothing changed"
             )
 
+    def _wait_for_answer(self) -> None:
+        """Refuse when nothing is typed within `timeout` seconds (a real terminal only)."""
+        if not self.timeout:
+            return
+        import select
+
+        try:
+            ready, _, _ = select.select([self.stdin], [], [], self.timeout)
+        except (TypeError, ValueError, OSError):  # no file descriptor to wait on (a test's)
+            return
+        if not ready:
+            self.stdout.write("\n")
+            raise Refused(
+                f"no answer within {self.timeout:g} s (migrations.prompt_timeout); nothing changed"
+            )
+
     def _interactive(self) -> bool:
         try:
             return self.stdin.isatty()
@@ -63,6 +81,7 @@ class Confirmer:
         self.stdout.flush()
         asked = _clock()
         try:
+            self._wait_for_answer()
             line = self.stdin.readline()
         finally:
             self.waited += _clock() - asked

@@ -92,6 +92,20 @@ class Session:
         word = self.environment.name if (protected_word or self.environment.protected) else None
         self.confirmer.ask(action, type_to_confirm=word)
 
+    def __post_init__(self) -> None:
+        """Prompts wait `migrations.prompt_timeout` seconds for an answer (0: no limit)."""
+        if self.confirmer.timeout is None:
+            raw = self.settings.extra.get("prompt_timeout") or 0
+            try:
+                seconds = float(raw)
+            except (TypeError, ValueError):
+                seconds = -1.0
+            if not 0 <= seconds < float("inf"):
+                from tasks.core.errors import ConfigError
+
+                raise ConfigError(f"migrations.prompt_timeout takes seconds, not {raw!r}")
+            self.confirmer.timeout = seconds or None
+
 
 def apply_session_timeouts(
     connection: Connection, settings: Settings, environment: Environment

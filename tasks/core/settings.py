@@ -85,6 +85,9 @@ DEFAULTS: dict[str, Any] = {
     "dotenv_dir": ".",
     # Seconds a task waits for another runner's migration lock before giving up.
     "lock_timeout": "60",
+    # Seconds a confirmation prompt waits for an answer; then the task refuses (exit 3). It
+    # holds no lock while it waits, but a deploy nobody answers should end, not hang.
+    "prompt_timeout": "600",
     # On PostgreSQL, autogenerate writes lock-safe revisions (tasks/migrate/safe_revisions.py):
     # "true" or "false", a string so that INVOKE_MIGRATIONS_SAFE_REVISIONS=false is not cast to
     # True.

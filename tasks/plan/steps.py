@@ -456,9 +456,7 @@ def print_plan(console: Console, plan: Plan, *, show_sql: bool) -> None:
                 f"consent in the revision: {rule}: {reason}", "    ", "      ", width
             ):
                 console.line(line)
-    # On stdout, part of the plan (stderr says how the run ended); wrapped, never one long line.
-    for line in textwrap.wrap(summary(plan), width=max(width, 60), subsequent_indent="  "):
-        console.line(line)
+    console.line(summary(plan))  # on stdout, part of the plan: stderr says how the run ended
 
 
 def _revision_lines(item: PlannedRevision, show_sql: bool, width: int) -> list[str]:

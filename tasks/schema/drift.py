@@ -68,6 +68,25 @@ def describe(diff: tuple[Any, ...]) -> str:
     return f"{kind} {diff[1:]}"
 
 
+def describe_change(change: Any) -> str:
+    """`describe` for the quick comparison's `fast_diff.Change` (what `check` and sync use)."""
+    op = change.op
+    table = change.table  # as Alembic's own diffs name it (`describe`), without its schema
+    if op in {"add_table", "remove_table", "add_table_comment", "remove_table_comment"}:
+        return f"{op} {table}"
+    if op in {"add_column", "remove_column"}:
+        return f"{op} {table}.{change.name}"
+    if op.startswith("modify_"):
+        return f"{op} {table}.{change.name}: {change.before or 'none'} -> {change.after or 'none'}"
+    name = change.name or "(unnamed)"
+    if op in {"add_fk", "remove_fk"}:
+        from tasks.schema.fast_diff import fk_text
+
+        return f"{op} {name} on {table} {fk_text(change.signature)}"
+    columns = ", ".join(str(item) for item in change.signature if isinstance(item, str))
+    return f"{op} {name} on {table}({columns})"
+
+
 def _text(value: Any) -> str:
     if value is None:
         return "none"

@@ -68,3 +68,24 @@ def test_a_downgrade_prompt_does_not_hold_the_lock_either(project, production):
     child.close()
     assert child.exitstatus == ExitCode.REFUSED, child.before
     assert "while the stamp was being confirmed" in child.before
+
+
+def test_an_unanswered_prompt_ends_the_run(project, production):
+    project.setenv("INVOKE_MIGRATIONS_PROMPT_TIMEOUT", "1")
+    child = terminal("prod.upgrade", "--no-backup")
+    child.expect(r"Type 'production' to continue: ")
+    child.expect(pexpect.EOF)  # nobody types anything
+    child.close()
+
+    assert child.exitstatus == ExitCode.REFUSED, child.before
+    assert "no answer within 1 s" in child.before
+    assert "(head)" not in version(project)
+
+
+def test_a_prompt_timeout_that_is_not_seconds_is_a_configuration_error(project, production):
+    project.setenv("INVOKE_MIGRATIONS_PROMPT_TIMEOUT", "soon")
+
+    result = project.invoke_subprocess("prod.upgrade", "--yes")
+
+    assert result.code == ExitCode.USAGE, result.output
+    assert "migrations.prompt_timeout takes seconds, not 'soon'" in result.stderr

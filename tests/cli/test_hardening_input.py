@@ -341,6 +341,7 @@ def test_a_models_module_calling_sys_exit_is_one_prefixed_line(project, tmp_path
     (tmp_path / f"{module}.py").write_text('import sys\nsys.exit("models are not ready")\n')
     project.monkeypatch.syspath_prepend(str(tmp_path))
     project.setenv("DATABASE_URL_DEVELOPMENT", sqlite_url(project.tmp / "dev.sqlite3"))
+    (project.tmp / "dev.sqlite3").touch()  # a read never creates the file (issue 18.4)
     project.setenv("INVOKE_MIGRATIONS_METADATA", f"{module}:metadata")
 
     result = project.invoke("dev.check")
@@ -443,6 +444,8 @@ def test_protected_environments_do_not_warn(project) -> None:
         sqlite3.connect(project.tmp / f"{name}.sqlite3").close()
     project.setenv("DATABASE_URL_PRODUCTION", sqlite_url(project.tmp / "prod.sqlite3"))
     project.setenv("DATABASE_URL_DEVELOPMENT", sqlite_url(project.tmp / "dev.sqlite3"))
+    for name in ("prod.sqlite3", "dev.sqlite3"):  # a read never creates the file (issue 18.4)
+        (project.tmp / name).touch()
     for task in ("prod.current", "dev.current"):
         result = project.invoke(task)
         assert_ok(result)

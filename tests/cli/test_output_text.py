@@ -33,6 +33,26 @@ def test_show_keeps_a_message_on_its_line_and_prints_letters_as_they_are(project
     assert "\u202e" not in result.stdout
 
 
+def test_history_prints_one_line_per_revision_whatever_its_message(project, tmp_path):
+    copy = copy_scripts(tmp_path / "scripts")
+    (copy.versions / "c0ffee000001.py").write_text(
+        f'"""{MESSAGE}"""\n'
+        'revision = "c0ffee000001"\n'
+        f'down_revision = "{FIRST}"\n'
+        "branch_labels = None\ndepends_on = None\n",
+        encoding="utf-8",
+    )
+    project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(copy.ini))
+
+    result = project.invoke_subprocess("dev.history")
+
+    assert_ok(result)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3, lines  # two revisions of the project's, and this one
+    (ours,) = [line for line in lines if "c0ffee000001" in line]
+    assert "caf\u00e9" in ours and "\\x0a" in ours
+
+
 def test_a_parser_node_in_a_finding_reads_as_its_names():
     node = "drop type <TypeName names=(<String sval='public'>, <String sval='mood'>) setof=False>"
 

@@ -116,3 +116,17 @@ def test_the_wrappers_work_on_this_alembic() -> None:
     ddl = alembic_internals.add_constraint_ddl(constraint)
     assert ddl.element is constraint
     assert constraint._create_rule is None  # the model's constraint is still created inline
+
+
+def test_history_lines_mark_current_as_alembic_does() -> None:
+    """`Script._db_current_indicator` still makes `cmd_format` print "(current)"."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from tasks.core.alembic_internals import history_line
+    from tests.conftest import ROOT
+
+    script = ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini")))
+    first = script.get_revision("299ef84b3388")
+    assert "(current)" in history_line(first, current=True, verbose=False)
+    assert "(current)" not in history_line(first, current=False, verbose=False)

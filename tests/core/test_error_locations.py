@@ -27,6 +27,7 @@ def _bad_models(project):
     project.monkeypatch.delitem(sys.modules, "badmodels", raising=False)
     project.setenv("INVOKE_MIGRATIONS_METADATA", "badmodels:metadata")
     project.setenv("DATABASE_URL_DEVELOPMENT", f"sqlite:///{project.tmp / 'dev.sqlite3'}")
+    (project.tmp / "dev.sqlite3").touch()  # reads (dev.check) never create the file
     return package / "badmodels.py"
 
 

@@ -100,7 +100,7 @@ def test_findings_under_their_statement_with_help_and_a_summary(project, pg_url)
         "        help: Stop using the column in the code first; drop it in a later\n"
         "              release.\n"
         "2 revisions, 4 statements: 1 destructive (drop column people.legacy), "
-        f"1 blocking (create index {LONG_INDEX})\n"
+        f"1 blocking (create index {LONG_INDEX}), 0 warnings\n"
     )
 
 
@@ -143,7 +143,8 @@ def test_a_downgrade_of_four_drops_lists_four_findings(project, pg_url):
         "          EXCLUSIVE lock (DROP INDEX CONCURRENTLY does not)\n"
         "        help: Drop the index `CONCURRENTLY`.\n"
         "1 revision, 4 statements: 4 destructive (drop table notes, drop column "
-        "people.nickname, drop column people.legacy, drop index ix_people_email), 0 blocking\n"
+        "people.nickname, drop column people.legacy, drop index ix_people_email), 0 blocking, "
+        "0 warnings\n"
     )
     body = [line for line in out.splitlines()[2:-1]]
     assert all(len(line) <= 60 for line in body)  # wrapped to the terminal's 60 columns
@@ -166,7 +167,7 @@ def test_long_statements_are_shown_whole(project, pg_url):
         line.removeprefix("    |").strip() for line in out.splitlines() if "    | " in line
     )
     assert f"INSERT INTO people (id, name) VALUES {values};" in shown
-    assert out.endswith("2 revisions, 2 statements: 0 destructive, 0 blocking, 0 warnings\n")
+    assert out.endswith("2 revisions, 2 statements: 0 destructive, 0 blocking, 1 warning\n")
 
 
 def test_a_concurrent_index_in_an_autocommit_block_is_clean(project, pg_url):

@@ -65,6 +65,8 @@ def test_refuses_when_the_database_is_not_at_head(project, scripts, dev_url, rev
     the history, which is always at head, the default comparison)."""
     if revision:
         prepare(project, dev_url, revision)
+    elif dev_url.startswith("sqlite:///"):
+        Path(dev_url.removeprefix("sqlite:///")).touch()  # an empty database, at base
     project.setenv("DATABASE_URL_DEVELOPMENT", dev_url)
     project.setenv("INVOKE_MIGRATIONS_METADATA", CHANGED)
     files = scripts.files()

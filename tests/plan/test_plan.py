@@ -119,7 +119,7 @@ def test_plan_json_per_revision(project, pg_dev):
     assert plan["summary"] == (
         "3 revisions, 6 statements: 3 destructive (drop column accounts.legacy, change type of "
         "accounts.name from varchar(50) to varchar(20), set not null accounts.email), 2 blocking "
-        "(create index ix_accounts_name, add column accounts.score)"
+        "(create index ix_accounts_name, add column accounts.score), 0 warnings"
     )
 
 
@@ -283,6 +283,7 @@ def test_plan_towards_an_older_revision_is_the_downgrade(project, pg_dev, target
 @pytest.fixture
 def sqlite_dev(project):
     url = sqlite_url(project.tmp / "dev.sqlite3")
+    (project.tmp / "dev.sqlite3").touch()  # an empty database: a read never creates one
     project.setenv("DATABASE_URL_DEVELOPMENT", url)
     return url
 

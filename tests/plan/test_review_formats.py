@@ -135,6 +135,7 @@ def test_plan_as_markdown(project, pg_url):
 
 def test_plan_format_and_json_conflict(project, tmp_path):
     project.setenv("DATABASE_URL_DEVELOPMENT", sqlite_url(tmp_path / "dev.sqlite3"))
+    (tmp_path / "dev.sqlite3").touch()  # a read never creates the file
 
     result = project.invoke("dev.plan", "--json", "--format", "markdown")
 
