@@ -64,11 +64,13 @@ def run_checks(
     *,
     as_markdown: bool = False,
     extra: Sequence[Callable[[Session], list[Outcome]]] = (),
+    base: str | None = None,
 ) -> list[Outcome]:
     """Run every check, print each outcome, and fail with the first failing check's code.
 
     `extra` are checks from the layers above (the committed checksum file) that run after the
-    heads and downgrades checks and before the databases are built."""
+    heads and downgrades checks and before the databases are built. With `base` (a git ref),
+    lint judges only the revisions whose files differ from it."""
     from alembic.script import ScriptDirectory
 
     options = ci_options(session)
@@ -81,6 +83,11 @@ def run_checks(
         )
         return _report(session, [outcome], as_markdown=as_markdown)
     since = since_revision(script, options["since"])
+    only = None
+    if base:  # read before any database is built: a wrong base is bad input, found at once
+        from tasks.ci.changed_revisions import changed_revisions
+
+        only = changed_revisions(script, base)
     trusted = _trusted(script, since)
     checked = [revision for revision in revisions if revision.revision not in trusted]
     outcomes = [check_heads(script, options["allowed_heads"]), *check_downgrades(checked)]
@@ -114,7 +121,9 @@ def run_checks(
                     since_schema=options["since_schema"],
                 )
             )
-    outcomes += lint_revisions(session, script, {**options, "backends": backends}, since=since)
+    outcomes += lint_revisions(
+        session, script, {**options, "backends": backends}, since=since, only=only
+    )
     return _report(session, outcomes, as_markdown=as_markdown)
 
 
@@ -161,7 +170,7 @@ def _ci_options(session: Session) -> dict[str, Any]:
     fail_on = raw.get("fail_on", "destructive")
     severities = fail_on.split(",") if isinstance(fail_on, str) else list(fail_on or [])
     failing = {str(item).strip().lower() for item in severities if str(item).strip()}
-    known = {lint.DESTRUCTIVE, lint.BLOCKING, lint.WARNING}
+    known = set(lint.SEVERITIES)
     if failing - known:
         raise ConfigError(
             f"migrations.ci.fail_on: unknown severity {', '.join(sorted(failing - known))} "
@@ -557,10 +566,15 @@ def models_match(
 
 
 def lint_revisions(
-    session: Session, script: ScriptDirectory, options: dict[str, Any], since: str | None = None
+    session: Session,
+    script: ScriptDirectory,
+    options: dict[str, Any],
+    since: str | None = None,
+    only: set[str] | None = None,
 ) -> list[Outcome]:
-    """Lint each revision's upgrade (newer than `since`) as it would run on the dialect CI
-    builds (PostgreSQL first)."""
+    """Lint each revision's upgrade (newer than `since`, and among `only` when given: the ones a
+    change touches) as it would run on the dialect CI builds (PostgreSQL first). Findings a
+    revision's written consent covers pass."""
     from tasks.plan.steps import build_plan
 
     backends = options.get("backends") or ["postgresql", "sqlite"]
@@ -573,17 +587,22 @@ def lint_revisions(
     )
     failing = options["fail_on"]
     outcomes = []
-    for item in planned.revisions:
-        bad = [finding for finding in item.findings if finding.severity in failing]
+    judged = [item for item in planned.revisions if only is None or item.revision in only]
+    for item in judged:
+        bad = [
+            finding
+            for finding in item.findings
+            if finding.severity in failing and finding.rule not in item.consent
+        ]
         if bad:
             rules = ", ".join(sorted({finding.rule for finding in bad}))
             outcomes.append(
                 Outcome("lint", False, f"revision {item.revision}: {rules}", ExitCode.CI_LINT)
             )
     if not outcomes:
-        total = sum(len(item.findings) for item in planned.revisions)
+        total = sum(len(item.findings) for item in judged)
         detail = (
-            f"{plural(len(planned.revisions), 'revision')}, {plural(total, 'finding')}, "
+            f"{plural(len(judged), 'revision')}, {plural(total, 'finding')}, "
             f"none of {sorted(failing)}"
         )
         outcomes.append(Outcome("lint", True, detail, ExitCode.CI_LINT))

@@ -19,20 +19,21 @@ def ci_tasks() -> list[Task]:
         help={
             "format": "text (default), markdown (pull requests, $GITHUB_STEP_SUMMARY) or json",
             "json": "print JSON for machines (the same as --format json)",
+            "base": "a git ref (origin/main): lint only revisions whose files differ from it",
         }
     )
-    def check(c: Context, format: str = "", json: bool = False) -> None:
+    def check(c: Context, format: str = "", json: bool = False, base: str = "") -> None:
         """Heads, downgrades, checksums, stairway and models on ci.dialects, lint (ci.since)."""
         from tasks.ci import checks as ci_checks
         from tasks.history.checksum_file import ci_outcomes as checksum_file
 
         chosen = format.strip().lower() or ("json" if json else "text")
         operation: Callable[[Session], object] = lambda s: ci_checks.run_checks(  # noqa: E731
-            s, as_markdown=chosen == "markdown", extra=[checksum_file]
+            s, as_markdown=chosen == "markdown", extra=[checksum_file], base=base.strip() or None
         )
         if chosen not in {"text", "markdown", "json"} or (json and chosen != "json"):
             operation = _refuse_format(format)
-        arguments = {"format": format, "json": json}
+        arguments = {"format": format, "json": json, "base": base}
         run_task(c, "ci", "check", arguments, operation, as_json=chosen == "json")
 
     return [check]

@@ -51,6 +51,8 @@ def guard_options(environment_context: Any, options: dict[str, Any]) -> dict[str
     connection = options.get("connection")
     if connection is not None and not offline:
         require_task_database(environment_context, handover, connection)
+        if handover.on_migration_connection is not None:
+            handover.on_migration_connection(connection)
     options.setdefault("transaction_per_migration", True)
     options.update(_comparison(handover, options))
     _add_version_callback(handover, options)

@@ -31,6 +31,9 @@ class EnvHandover:
     # Called once per applied revision with (revision id, message, up/down, the connection it
     # ran on: env.py's own when it built one, so bookkeeping joins the revision's transaction).
     on_revision_applied: Callable[[str, str, bool, Any], None] | None = None
+    # Called with the connection an env.py hands Alembic (its own, when it built one) before any
+    # revision runs: the statement guard of a protected upgrade attaches there.
+    on_migration_connection: Callable[[Any], None] | None = None
     # Autogenerate results are collected here instead of only being written to a file.
     revision_directives: list[Any] = field(default_factory=list)
     write_empty_revision: bool = True

@@ -19,7 +19,7 @@ from tasks.core.alembic_internals import planned_downgrade, planned_upgrade
 from tasks.core.console import Progress
 from tasks.core.errors import DatabaseError, LockLost, MigrationsError, Refused, UsageError
 from tasks.core.session import Session
-from tasks.guard import revision_progress
+from tasks.guard import revision_progress, statement_guard
 from tasks.history import checksums
 from tasks.lint import residue as ddl_residue
 from tasks.migrate.alembic_run import (
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from alembic.runtime.migration import RevisionStep
     from alembic.script import ScriptDirectory
     from sqlalchemy.engine import Connection
+
+    from tasks.guard.statement_guard import StatementGuard
 
 
 def nothing_to(session: Session, direction: str, before: tuple[str, ...]) -> None:
@@ -98,14 +100,17 @@ def backup_before(session: Session, *, requested: bool, mandatory: bool) -> None
     session.record.details["backup"] = str(path)
 
 
-def require_consent(session: Session, planned: Plan, allow_destructive: bool) -> None:
+def require_consent(session: Session, planned: Plan, allow_destructive: bool) -> bool:
     """Destructive and blocking statements need --allow-destructive or typed consent; --yes
-    answers the environment's confirmation, never this one."""
+    answers the environment's confirmation, never this one. True when the operator consented
+    to everything the plan shows (the statement guard then lets those rules run). Findings a
+    revision's written `consent` covers need neither; the audit row records that consent."""
     from tasks.plan import consent_summary
 
+    _record_written_consent(session, planned)
     pending = planned.needing_consent()
     if not pending:
-        return
+        return False
     # Every finding in the run log; counts and the first ones in the line and the audit row.
     session.record.details["needs_consent"] = [
         consent_summary.describe(revision, finding) for revision, finding in pending
@@ -113,7 +118,7 @@ def require_consent(session: Session, planned: Plan, allow_destructive: bool) ->
     session.record.arguments["needs_consent"] = consent_summary.for_audit(pending)
     if allow_destructive:
         _record_consent(session, "--allow-destructive")
-        return
+        return True
     what = consent_summary.one_line(pending)
     if not session.can_prompt():
         raise Refused(
@@ -124,6 +129,22 @@ def require_consent(session: Session, planned: Plan, allow_destructive: bool) ->
         f"{what}; to apply them anyway", type_to_confirm="allow-destructive", honour_yes=False
     )
     _record_consent(session, "typed at the prompt")
+    return True
+
+
+def _record_written_consent(session: Session, planned: Plan) -> None:
+    """Each rule consented to in a revision file, its reason and the file's hash, in the audit
+    row's arguments: which reviewed text allowed what."""
+    written = [
+        {"revision": item.revision, "rule": rule, "reason": reason, "file_sha256": item.file_sha256}
+        for item in planned.revisions
+        for rule, reason in item.consent.items()
+    ]
+    if written:
+        session.record.arguments["written_consent"] = written
+        session.record.details["written_consent"] = written
+        if not planned.needing_consent():
+            _record_consent(session, "written in the revision")
 
 
 def _full_list_hint(session: Session, count: int) -> str:
@@ -168,11 +189,13 @@ def apply_steps(
     revision: str,
     *,
     stamping: bool = False,
+    guard: StatementGuard | None = None,
 ) -> None:
     """Run `operation`, reporting each revision as it completes and naming the one that fails.
 
     Progress is a ticking live line on a terminal and one plain line per revision elsewhere;
-    each revision's duration also goes to the run log.
+    each revision's duration also goes to the run log. With a statement `guard`, every
+    statement sent on the migration connection while Alembic runs is judged before it runs.
     """
     from tasks.guard.lock import verify_lock
 
@@ -199,10 +222,13 @@ def apply_steps(
             verify_lock(f"before revision {revision_id} committed")
             watch.revision_applied()
             if not stamping:  # in the revision's transaction: recorded or forgotten with it
-                if is_upgrade:
-                    checksums.revision_applied(session, migration_connection, script, revision_id)
-                else:
-                    checksums.revision_reverted(migration_connection, revision_id)
+                with statement_guard.trusting(guard):  # the tasks' own bookkeeping
+                    if is_upgrade:
+                        checksums.revision_applied(
+                            session, migration_connection, script, revision_id
+                        )
+                    else:
+                        checksums.revision_reverted(migration_connection, revision_id)
             applied.append(revision_id)
             residue.revision_done()
             done = "applied" if is_upgrade else "reverted"
@@ -217,7 +243,7 @@ def apply_steps(
             progress.start(names[0])
         try:
             with backfill_progress(session, progress):
-                _migrate(session, connection, on_applied, operation, revision, watch)
+                _migrate(session, connection, on_applied, operation, revision, watch, guard)
             watch.run_finished()
         except DatabaseError as error:
             if getattr(error, "in_env_py", False):
@@ -277,17 +303,24 @@ def _migrate(
     operation: Callable[..., Any],
     revision: str,
     watch: revision_progress.RevisionWatch,
+    guard: StatementGuard | None = None,
 ) -> None:
     """Run Alembic's `operation` on the task's connection, or, with `migrations.driver: keep`
     and an async URL, on a connection of the application's own driver inside an event loop
-    (`tasks.core.async_driver`), handed to env.py the same way. The revision watch listens on
-    whichever connection the revisions run on."""
+    (`tasks.core.async_driver`), handed to env.py the same way. The statement guard (first, so
+    a refused statement is never recorded as started) and the revision watch listen on whichever
+    connection the revisions run on."""
 
     def run(migration_connection: Connection) -> None:
         handover = handover_for(session, migration_connection)
         handover.on_revision_applied = on_applied
+        if guard is not None:  # env.py's own connection, when it builds one, is guarded too
+            handover.on_migration_connection = guard.attach
         config = alembic_config(session.settings, handover, stdout=ConsoleStream(session))
-        with watch.listening(migration_connection):
+        with (
+            statement_guard.guarding(guard, migration_connection),
+            watch.listening(migration_connection),
+        ):
             run_alembic(session, operation, config, revision)
 
     if session.environment.migration_url is None:
@@ -373,7 +406,9 @@ class _ResidueWatch:
         return "; " + ddl_residue.recovery_advice(residue, stamp=stamp, failed=failed, at=at)
 
 
-def alembic_runner(script: ScriptDirectory, direction: str) -> Callable[[Config, str], None]:
+def alembic_runner(
+    script: ScriptDirectory, direction: str, guard: StatementGuard | None = None
+) -> Callable[[Config, str], None]:
     """`alembic.command.upgrade`/`downgrade` on the ScriptDirectory this run already loaded.
 
     The commands would load every revision file again; on a long history that second read is
@@ -385,8 +420,8 @@ def alembic_runner(script: ScriptDirectory, direction: str) -> Callable[[Config,
     def run(config: Config, revision: str) -> None:
         def steps(heads: Any, _context: Any) -> Iterator[Any]:
             if direction == "upgrade":
-                return _verified(planned_upgrade(script, revision, tuple(heads)))
-            return _verified(planned_downgrade(script, revision, tuple(heads)))
+                return _verified(planned_upgrade(script, revision, tuple(heads)), guard)
+            return _verified(planned_downgrade(script, revision, tuple(heads)), guard)
 
         with EnvironmentContext(config, script, fn=steps, destination_rev=revision):
             script.run_env()
@@ -394,13 +429,16 @@ def alembic_runner(script: ScriptDirectory, direction: str) -> Callable[[Config,
     return run
 
 
-def _verified(steps: list[Any]) -> Iterator[Any]:
+def _verified(steps: list[Any], guard: StatementGuard | None = None) -> Iterator[Any]:
     """Alembic's steps, handed over one at a time after checking that the migration lock is
-    still ours: Alembic takes the next step only when it is about to begin its transaction."""
+    still ours: Alembic takes the next step only when it is about to begin its transaction
+    (which is also when the statement guard starts applying that revision's consent)."""
     from tasks.guard.lock import verify_lock
 
     for step in steps:
         verify_lock(f"before revision {step.revision.revision} started")
+        if guard is not None:
+            guard.enter(step.revision.revision)
         revision_progress.step_starting(
             step.revision.revision, is_upgrade=step.is_upgrade, module=step.revision.module
         )

@@ -26,6 +26,7 @@ from tasks.core.errors import (
     UsageError,
 )
 from tasks.core.session import Session
+from tasks.guard import statement_guard
 from tasks.guard.revision_progress import require_finished
 from tasks.history import checksums
 from tasks.migrate.alembic_run import (
@@ -392,6 +393,7 @@ def upgrade(
             checksums.prepare_records(session, connection, script, before)
             nothing_to(session, "upgrade", before)
             return
+        guard = None
         if protected:
             planned = shown_plan(session, connection, script, steps, "upgrade", before, revision)
             action = f"Upgrade {name} ({session.environment.masked_url}) to {revision}"
@@ -399,7 +401,8 @@ def upgrade(
             # -> backup -> apply: a declined run writes nothing, and nobody holds the lock
             # while a person reads.
             session.confirm(action)
-            require_consent(session, planned, allow_destructive)
+            consented = require_consent(session, planned, allow_destructive)
+            guard = statement_guard.for_plan(session, planned, consented=consented)
             remaining = lambda now: bool(upgrade_steps(script, revision, now))  # noqa: E731
             if not _still_planned(session, connection, before, "upgrade", remaining):
                 return
@@ -408,7 +411,15 @@ def upgrade(
             show_steps(session, f"{name}: {plural(len(steps), 'revision')} to apply", steps)
         checksums.prepare_records(session, connection, script, before)
         try:
-            apply_steps(session, connection, steps, alembic_runner(script, "upgrade"), revision)
+            run = alembic_runner(script, "upgrade", guard)
+            apply_steps(session, connection, steps, run, revision, guard=guard)
+        except statement_guard.StatementRefused as refused:
+            session.record.details["statement_refused"] = {
+                "revision": refused.revision,
+                "statement": refused.statement,
+                "rules": refused.rules,
+            }
+            raise
         except DatabaseError as error:
             raise with_stamp_hint(session, error, before) from None
 

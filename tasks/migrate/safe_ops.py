@@ -42,7 +42,7 @@ class DropInvalidIndexOp(ops.MigrateOperation):
 _INVALID_INDEX = (
     "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
     "JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "WHERE c.relname = :name AND n.nspname = coalesce(:schema, current_schema()) "
+    "WHERE c.relname = :name AND n.nspname = coalesce(:schema, pg_catalog.current_schema()) "
     "AND NOT i.indisvalid"
 )
 
@@ -109,7 +109,7 @@ _UNVALIDATED_CONSTRAINT = (
     "SELECT 1 FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid "
     "JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE con.conname = :name AND c.relname = :table "
-    "AND n.nspname = coalesce(:schema, current_schema()) AND NOT con.convalidated"
+    "AND n.nspname = coalesce(:schema, pg_catalog.current_schema()) AND NOT con.convalidated"
 )
 
 

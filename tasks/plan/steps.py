@@ -26,6 +26,7 @@ from tasks.core.console import Console, plural
 from tasks.core.handover import EnvHandover
 from tasks.core.session import Session
 from tasks.lint import residue as ddl_residue
+from tasks.plan import written_consent
 
 if TYPE_CHECKING:
     from tasks.lint import classifier as lint
@@ -60,6 +61,8 @@ class PlannedRevision:
 
     rendered: str = "offline"  # or "rehearsal" (run on a copy of a SQLite file), or "none"
     statements: list[str] = field(default_factory=list)  # the revision's own, in order
+    consent: dict[str, str] = field(default_factory=dict)  # written in the revision: rule -> why
+    file_sha256: str = ""  # of the revision file, when it holds written consent
 
     @property
     def destructive(self) -> list[lint.Finding]:
@@ -67,7 +70,21 @@ class PlannedRevision:
 
     @property
     def needing_consent(self) -> list[lint.Finding]:
-        return [finding for finding in self.findings if finding.severity in lint.NEEDS_CONSENT]
+        """Destructive and blocking findings the revision's written consent does not cover."""
+        return [
+            finding
+            for finding in self.findings
+            if finding.severity in lint.NEEDS_CONSENT and finding.rule not in self.consent
+        ]
+
+    @property
+    def consented(self) -> list[lint.Finding]:
+        """Findings the revision's written consent covers."""
+        return [
+            finding
+            for finding in self.findings
+            if finding.severity in lint.NEEDS_CONSENT and finding.rule in self.consent
+        ]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +95,7 @@ class PlannedRevision:
             "rendered": self.rendered,
             "statements": self.statements,
             "findings": [finding.as_dict() for finding in self.findings],
+            "consent": self.consent,
             "render_error": self.render_error,
         }
 
@@ -89,6 +107,7 @@ class Plan:
     current: list[str]
     target: str
     revisions: list[PlannedRevision]
+    shadowed: frozenset[str] = frozenset()  # see shadowed_functions
 
     def destructive(self) -> list[tuple[str, lint.Finding]]:
         return [(item.revision, finding) for item in self.revisions for finding in item.destructive]
@@ -131,10 +150,43 @@ def build_plan(
     """
     pg_version = ".".join(str(part) for part in server_version[:2]) if server_version else None
     catalog = lint.Catalog(lookup=_column_lookup(session))  # shared: revisions build on each other
+    catalog.shadowed = shadowed_functions(session)
     planned = [_plan_step(session, script, step, pg_version, catalog) for step in steps]
     if session.environment.dialect == "sqlite" and any(item.render_error for item in planned):
         _rehearse_on_copy(session, planned, direction, target)
-    return Plan(session.environment.name, direction, list(current), target, planned)
+    plan = Plan(session.environment.name, direction, list(current), target, planned)
+    plan.shadowed = catalog.shadowed
+    return plan
+
+
+# User functions (not an extension's) in any schema but the system ones: PostgreSQL may resolve
+# an unqualified call of a built-in's name to one of them (`lower(integer)`).
+_USER_FUNCTIONS = """
+SELECT DISTINCT lower(p.proname) FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+AND NOT EXISTS (
+    SELECT 1 FROM pg_catalog.pg_depend d
+    WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid
+    AND d.deptype = 'e'
+)
+"""
+
+
+def shadowed_functions(session: Session) -> frozenset[str]:
+    """The allow-listed function names a user function also has on this PostgreSQL database:
+    unqualified calls of them are not trusted (`tasks.lint.postgres.trusted_call`). A database
+    that cannot be asked shadows every name (fails closed)."""
+    if session.environment.dialect != "postgresql":
+        return frozenset()
+    from sqlalchemy import text
+
+    try:
+        with session.connect() as connection:
+            names = {row[0] for row in connection.execute(text(_USER_FUNCTIONS))}
+    except Exception:
+        return frozenset(lint.SAFE_FUNCTIONS)
+    return frozenset(names & lint.SAFE_FUNCTIONS)
 
 
 def _plan_step(
@@ -152,17 +204,38 @@ def _plan_step(
         sql = render_step_sql(session, script, step)
     except Exception as error:
         reason = " ".join(str(error).split()) or type(error).__name__
-        finding = lint.Finding("not-renderable", lint.WARNING, f"no offline SQL: {reason}", "")
+        finding = lint.finding(lint.Rule.NOT_RENDERABLE, f"no offline SQL: {reason}")
         source = lint.scan_source(_source(revision.path), step.is_upgrade, ignored, dialect)
-        return PlannedRevision(
+        planned = PlannedRevision(
             revision.revision, revision.doc or "", path, "", [finding, *source], reason, "none"
         )
-    findings = lint.lint(sql, dialect, ignored, _squawk_preamble(session), pg_version, catalog)
+        if step.is_upgrade:
+            _read_written_consent(planned, revision)
+        return planned
+    findings = lint.lint(
+        sql,
+        dialect,
+        ignored,
+        _squawk_preamble(session),
+        pg_version,
+        catalog,
+        session.environment.schema,
+    )
     findings.extend(_non_atomic_ddl(sql, dialect, ignored))
     findings.extend(_online_only(revision.path, step.is_upgrade, ignored, dialect))
     planned = PlannedRevision(revision.revision, revision.doc or "", path, sql, findings)
-    planned.statements = lint.statements(sql, dialect)
+    planned.statements = lint.statements(sql, dialect, session.environment.schema)
+    if step.is_upgrade:
+        _read_written_consent(planned, revision)
     return planned
+
+
+def _read_written_consent(planned: PlannedRevision, revision: Any) -> None:
+    """The revision file's `consent = {rule: reason}`, checked against what the plan found."""
+    planned.consent = written_consent.read(revision.module, planned.path)
+    if planned.consent:
+        written_consent.check_matches(planned.consent, planned.findings, planned.path)
+        planned.file_sha256 = written_consent.file_hash(revision.path)
 
 
 def _column_lookup(session: Session) -> Callable[[str, str], str | None]:
@@ -187,7 +260,8 @@ def _reflect_columns(session: Session, table: str) -> dict[str, str]:
     try:
         with session.connect() as connection:
             dialect = connection.dialect
-            columns = inspect(connection).get_columns(table)
+            schema, _, name = table.rpartition(".")
+            columns = inspect(connection).get_columns(name, schema=schema or None)
             return {
                 column["name"]: " ".join(str(column["type"].compile(dialect=dialect)).split())
                 .lower()
@@ -200,7 +274,7 @@ def _reflect_columns(session: Session, table: str) -> dict[str, str]:
 
 def _non_atomic_ddl(sql: str, dialect: str, ignored: Any) -> list[lint.Finding]:
     """MySQL/MariaDB commit each DDL statement: a revision with several cannot be atomic."""
-    rule = "non-atomic-ddl"
+    rule = lint.Rule.NON_ATOMIC_DDL
     if not ddl_residue.takes_snapshots(dialect) or rule in ignored:
         return []
     count = ddl_residue.ddl_statement_count(sql)
@@ -210,7 +284,7 @@ def _non_atomic_ddl(sql: str, dialect: str, ignored: Any) -> list[lint.Finding]:
         f"{count} DDL statements, each committed on its own by MySQL/MariaDB: if one fails, "
         "the earlier ones stay applied and the revision must be finished or undone by hand"
     )
-    return [lint.Finding(rule, lint.WARNING, message, "")]
+    return [lint.finding(rule, message)]
 
 
 def _online_only(path: str, upgrade: bool, ignored: Any, dialect: str) -> list[lint.Finding]:
@@ -251,7 +325,7 @@ def _rehearse_on_copy(
         reason = f"rehearsal on a copy failed: {' '.join(str(error).split())[:300]}"
         for item in planned:
             if item.render_error:
-                item.findings.append(lint.Finding("rehearsal-failed", lint.WARNING, reason, ""))
+                item.findings.append(lint.finding(lint.Rule.REHEARSAL_FAILED, reason))
         return
     for item in planned:
         if item.render_error and item.revision in ran:
@@ -377,6 +451,11 @@ def print_plan(console: Console, plan: Plan, *, show_sql: bool) -> None:
         console.line(f"  {item.revision} {item.message}  [{item.path}]".rstrip())
         for line in _revision_lines(item, show_sql, width):
             console.line(line)
+        for rule, reason in item.consent.items():  # written in the revision, reviewed with it
+            for line in _wrap(
+                f"consent in the revision: {rule}: {reason}", "    ", "      ", width
+            ):
+                console.line(line)
     console.line(summary(plan))  # on stdout, part of the plan: stderr says how the run ended
 
 
@@ -455,9 +534,17 @@ def summary(plan: Plan) -> str:
     )
     unknown = sum(item.rendered == "none" for item in plan.revisions)
     rendered = f" ({unknown} not rendered)" if unknown else ""
+    written = [finding for item in plan.revisions for finding in item.consented]
+    consented = (
+        f"; consent written in the revision: {len(written)} "
+        f"({', '.join(dict.fromkeys(f.subject or f.rule for f in written))})"
+        if written
+        else ""
+    )
     return (
         f"{_plural(revisions, 'revision')}, {_plural(count, 'statement')}{rendered}: "
         f"{part(lint.DESTRUCTIVE)}, {part(lint.BLOCKING)}, {_plural(warnings, 'warning')}"
+        f"{consented}"
     )
 
 

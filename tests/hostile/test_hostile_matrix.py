@@ -142,6 +142,7 @@ BAD_FLAG_VALUES = {
     "head": ("--head", "nosuchrev", ["nosuchrev"]),
     "branch_label": ("--branch-label", "a@b", ["--branch-label", "a@b"]),
     "depends_on": ("--depends-on", "nosuchrev", ["nosuchrev"]),
+    "base": ("--base", "no-such-ref", ["--base"]),
 }
 
 

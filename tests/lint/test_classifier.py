@@ -16,6 +16,7 @@ from tasks.lint.classifier import (
     classify,
     runs_differently_online,
     scan_source,
+    statements,
 )
 
 # Forms every dialect's parser reads the same way.
@@ -138,6 +139,29 @@ PG_DESTRUCTIVE = [
     "SELECT set_config('search_path', 'nowhere', false)",
     "SELECT set_config('lock_timeout', '0', false)",
     "SELECT set_config(name, '5s', false) FROM settings",
+    # Timeouts PostgreSQL stores as 0 (whole milliseconds): the guard is off.
+    "SET lock_timeout = '0.4ms'",
+    "SET statement_timeout = '100us'",
+    "SET lock_timeout = 0.4",
+    "SELECT set_config('lock_timeout', '0.9ms', false)",
+    # Code defined in the database runs later, wherever it is called.
+    "CREATE FUNCTION f() RETURNS int AS $$ DELETE FROM users RETURNING 1 $$ LANGUAGE sql",
+    "CREATE FUNCTION lower(integer) RETURNS text AS $$ DELETE FROM users RETURNING 'x' $$ "
+    "LANGUAGE sql",
+    "CREATE PROCEDURE p() AS $$ DELETE FROM users $$ LANGUAGE sql",
+    "CREATE TRIGGER t BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION f()",
+    "CREATE RULE r AS ON INSERT TO users DO ALSO DELETE FROM users",
+    "CREATE OPERATOR === (LEFTARG = int, RIGHTARG = int, FUNCTION = f)",
+    "CREATE CAST (int AS text) WITH FUNCTION f(int)",
+    "CREATE AGGREGATE agg(int) (SFUNC = f, STYPE = int)",
+    # Locks that stop writers until the revision commits; role memberships.
+    "LOCK TABLE users IN ACCESS EXCLUSIVE MODE",
+    "LOCK users",
+    "LOCK TABLE users IN SHARE MODE",
+    "GRANT pg_write_server_files TO app",
+    "REVOKE admin FROM app",
+    # Qualified with a schema other than pg_catalog: a user function, whatever its name.
+    "SELECT public.lower(1)",
     # IF NOT EXISTS may do nothing: the table is neither new nor of the types it names.
     "CREATE TABLE IF NOT EXISTS users (id int, name varchar(5));\n"
     "ALTER TABLE users ALTER COLUMN name TYPE varchar(6)",
@@ -177,6 +201,12 @@ MYSQL_DESTRUCTIVE = [
     "SELECT GET_LOCK('x', 10)",
     "DELETE users FROM users JOIN orgs ON orgs.id = users.org_id",
     "UPDATE users JOIN orgs ON orgs.id = users.org_id SET users.role = 'x'",
+    # MariaDB's multi-table UPDATE writes every table it joins, even when shaped as a backfill.
+    "UPDATE users JOIN orgs ON orgs.id = users.org_id SET users.role = NULL "
+    "WHERE users.role IS NULL",
+    "UPDATE users, orgs SET users.role = NULL WHERE users.role IS NULL",
+    "SET lock_wait_timeout = 0.4",
+    "DESCRIBE DELETE FROM users",
     "CREATE OR REPLACE VIEW v AS SELECT 1",
     "GRANT ALL ON app.* TO 'x'@'%'",
     "OPTIMIZE TABLE users",
@@ -295,8 +325,11 @@ PG_SAFE = [
     "SELECT set_config('statement_timeout', '30min', true)",
     "CREATE TABLE IF NOT EXISTS audit_log (id int)",
     "CREATE VIEW active_users AS SELECT * FROM users WHERE active",
-    "CREATE FUNCTION f() RETURNS int AS $$ DELETE FROM users RETURNING 1 $$ LANGUAGE sql",
     "CREATE SCHEMA reporting",
+    "LOCK TABLE users IN ROW EXCLUSIVE MODE",
+    "SET lock_timeout = '1ms'",
+    "SET lock_timeout = '0.5s'",
+    "SELECT pg_catalog.lower(name) FROM users",
     "ALTER SEQUENCE users_id_seq OWNED BY users.id",
     "CREATE TABLE copy AS SELECT id FROM users",
     "CREATE TABLE t (id uuid DEFAULT gen_random_uuid(), at timestamptz DEFAULT now())",
@@ -313,6 +346,7 @@ MYSQL_SAFE = [
     "CREATE TABLE t (id INT); ALTER TABLE t ADD CONSTRAINT fk FOREIGN KEY (id) REFERENCES u (id)",
     "-- /*! looks executable */ but is a line comment\nSELECT 1",
     "SET lock_wait_timeout = 5",
+    "SET max_statement_time = 0.5",
     "SET SESSION innodb_lock_wait_timeout = 10",
     "SET @@session.lock_wait_timeout = 5",
     "SET max_statement_time = 30",
@@ -669,3 +703,79 @@ def test_a_do_block_says_what_plpgsql_parsed_in_it():
         "runs a procedural block (DO) whose effect cannot be known statically; "
         "it runs dynamic SQL (EXECUTE), delete rows of users"
     )
+
+
+# --- names are schema-qualified --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE TABLE audit.users (id int); CREATE INDEX ix_users_name ON users (name)",
+        "CREATE TABLE audit.users (id int); ALTER TABLE users ADD COLUMN n int NOT NULL",
+        "CREATE TABLE users (id int); ALTER TABLE live.users ADD CONSTRAINT fk FOREIGN KEY (id) "
+        "REFERENCES u (id)",
+        "CREATE TABLE audit.users (name varchar(200)); "
+        "ALTER TABLE users ALTER COLUMN name TYPE varchar(300)",
+    ],
+)
+def test_a_table_created_in_another_schema_does_not_make_the_existing_one_new(sql):
+    assert needing_consent(sql, "postgresql")
+
+
+def test_a_table_created_in_the_same_schema_is_new():
+    sql = "CREATE TABLE audit.users (id int); CREATE INDEX ix ON audit.users (id)"
+    assert needing_consent(sql, "postgresql") == []
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO other.alembic_version (version_num) VALUES ('x'); DELETE FROM users",
+        "DROP TABLE other.alembic_version",
+        "UPDATE other.alembic_version SET version_num = 'x'",
+    ],
+)
+def test_only_the_configured_version_table_is_bookkeeping(sql):
+    assert needing_consent(sql, "postgresql")
+    assert needing_consent(sql, "sqlite")
+
+
+def test_the_version_table_in_the_environments_schema_is_bookkeeping():
+    from tasks.lint.classifier import statements
+
+    sql = "INSERT INTO tenant_1.alembic_version (version_num) VALUES ('x')"
+    assert statements(sql, "postgresql", "tenant_1") == []
+    assert statements(sql, "postgresql") == [sql]
+
+
+# --- functions are not trusted by name alone -------------------------------------------------
+
+
+def test_an_overloaded_builtin_name_is_not_trusted_where_a_user_function_has_it():
+    sql = "UPDATE users SET name = lower(id) WHERE name IS NULL"
+    assert needing_consent(sql, "postgresql") == []
+    shadowed = Catalog(shadowed=frozenset({"lower"}))
+    assert [f.rule for f in classify(sql, "postgresql", catalog=shadowed)] == ["function-call"]
+    qualified = "UPDATE users SET name = pg_catalog.lower(name) WHERE name IS NULL"
+    assert classify(qualified, "postgresql", catalog=Catalog(shadowed=frozenset({"lower"}))) == []
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE INDEX CONCURRENTLY ix ON users (wipe_users(name))",
+        "CREATE VIEW v AS SELECT public.lower(name) FROM users",
+        "ALTER TABLE users ADD CONSTRAINT ck CHECK (app.lower(name) <> '') NOT VALID",
+    ],
+)
+def test_unknown_or_user_functions_in_definitions_need_consent(sql):
+    assert [f.rule for f in needing_consent(sql, "postgresql")] == ["function-call"]
+
+
+def test_a_trailing_line_comment_does_not_swallow_the_next_statement():
+    """Alembic's offline rendering writes `SELECT 1 -- c;`: the `;` is inside the comment, and
+    the next op.execute's DELETE would read as a column alias of the SELECT."""
+    rendered = "SELECT 1 -- tidy up;\n\nDELETE FROM people;\n\n"
+    assert statements(rendered, "postgresql") == ["SELECT 1", "DELETE FROM people"]
+    assert [f.rule for f in needing_consent(rendered, "postgresql")] == ["delete-rows"]
