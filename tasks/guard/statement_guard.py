@@ -158,9 +158,7 @@ class StatementGuard:
             return
         self._attached.add(id(connection))
 
-        def before_cursor_execute(  # type: ignore[no-untyped-def]
-            _conn, _cursor, statement, parameters, _context, _executemany
-        ):
+        def before_cursor_execute(_conn, _cursor, statement, parameters, _context, _executemany):
             self.check(statement, parameters)
             self._approved = statement
 
@@ -168,7 +166,9 @@ class StatementGuard:
         self._undo.append(
             lambda: event.remove(connection, "before_cursor_execute", before_cursor_execute)
         )
-        fairy = connection.connection
+        # The pool's proxy (SQLAlchemy's _ConnectionFairy) hands `op.get_bind().connection`
+        # cursors out; its `dbapi_connection` is swapped for a guarded one while the run lasts.
+        fairy: Any = connection.connection
         real = fairy.dbapi_connection
         proxy = _GuardedDBAPIConnection(real, self)
         fairy.dbapi_connection = proxy

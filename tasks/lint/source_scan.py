@@ -422,7 +422,7 @@ def _judge_alter_column(call: Any) -> SourceVerdict:
     import ast
 
     keywords = {keyword.arg: keyword.value for keyword in call.keywords}
-    found = []
+    found: list[tuple[str, str]] = []
     if "type_" in keywords:
         found.append((Rule.CHANGE_COLUMN_TYPE, "alter_column with type_"))
     nullable = keywords.get("nullable")
