@@ -416,13 +416,18 @@ class RevisionWatch:
             self.stopped = lost
             raise
 
+    def note_session(self, connection: Connection) -> None:
+        """Ask the server which session `connection` is (once), before a statement guard
+        listens: the tasks' own question is not the revision's statement."""
+        if self.dialect != "sqlite" and self.session_id is None:
+            self.session_id = server_session_id(connection, self.dialect)
+
     @contextmanager
     def listening(self, connection: Connection) -> Iterator[None]:
         """Check and record the statements and commits of `connection` for the block."""
         from sqlalchemy import event
 
-        if self.dialect != "sqlite":
-            self.session_id = server_session_id(connection, self.dialect)
+        self.note_session(connection)
 
         def before(
             conn: Connection, _cursor: Any, statement: str, *_rest: Any

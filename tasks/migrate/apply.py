@@ -317,6 +317,7 @@ def _migrate(
         if guard is not None:  # env.py's own connection, when it builds one, is guarded too
             handover.on_migration_connection = guard.attach
         config = alembic_config(session.settings, handover, stdout=ConsoleStream(session))
+        watch.note_session(migration_connection)
         with (
             statement_guard.guarding(guard, migration_connection),
             watch.listening(migration_connection),

@@ -17,6 +17,7 @@ import pexpect
 import pytest
 import sqlalchemy as sa
 
+from tasks.core.errors import ExitCode
 from tests.conftest import schema_snapshot
 from tests.sync_scenarios import rich
 
@@ -358,7 +359,9 @@ def test_backup_of_a_missing_sqlite_file_fails_clearly(project, tmp_path):
 
     result = project.invoke("local.backup")
 
-    assert result.code == 1 and "does not exist; nothing to back up" in result.stderr
+    # A read (the backup reads the database) never creates the file: one line, exit 2.
+    assert result.code == ExitCode.USAGE, result.output
+    assert "never.sqlite3 does not exist" in result.stderr, result.stderr
     assert not (tmp_path / "never.sqlite3").exists()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy
@@ -35,6 +36,16 @@ def chain_with_message(project, message: str, revision: str = "a00000000001") ->
         record=False,
     )
     return chain
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """An empty SQLite database that exists: reads (plan, history) never create one."""
+    import sqlite3
+
+    path = tmp_path / "test.sqlite3"
+    sqlite3.connect(path).close()
+    return f"sqlite:///{path}"
 
 
 def test_plan_markdown_keeps_a_hostile_message_inside_its_heading(project, sqlite_url):
