@@ -19,7 +19,13 @@ names the revision before it, and running it again from the top applies them twi
 - A revision declaring `rerunnable = True` (every step idempotent, as lock-safe revisions are)
   is run again instead, once the session that ran it has ended.
 
-A second runner that takes the lock after the first lost it finds the row, and refuses.
+A second runner that takes the lock after the first lost it finds the row, and refuses. An
+operation that resumes from its own saved position (`op.backfill`) makes a revision that changed
+nothing before it re-runnable (`resumable_from_here`).
+
+Why this module is long: the table, the rule for what commits on its own per dialect, the watch
+that records statements as they are sent, and the refusal and repair read one row's life cycle;
+split apart, each half would need the other's private details.
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ _MYSQL_TRANSACTIONAL = frozenset(
 )
 # Statements that end a PostgreSQL transaction from inside it.
 _POSTGRESQL_COMMITTING = frozenset({"COMMIT", "END"})
+# Statements that change nothing a re-run would trip over.
+_READS = frozenset({"SELECT", "SHOW", "SET"})
 _FIRST_WORD = re.compile(r"\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*\(*\s*([A-Za-z]+)", re.DOTALL)
 # What a row keeps of one statement: enough to recognise it, never a whole data load.
 STATEMENT_CHARS = 2000
@@ -289,7 +297,7 @@ def _refusal(session: Session, row: Unfinished, connection: Connection) -> Revis
         f"revision {row.revision} did not finish ({row.direction} started {when} UTC by "
         f"{who or 'unknown'}, {row.task}{why}); it left {row.left()}; every upgrade and "
         f"downgrade is refused until someone finishes or undoes it by hand and records which: "
-        f"`invoke {collection}.repair -r {row.revision} --applied` or `--reverted`"
+        f"{repair_hint(collection, row.revision)}"
     )
 
 
@@ -342,6 +350,14 @@ class RevisionWatch:
         self.applied = False
         self.sent = []
         self.committed = []
+
+    def mark_resumable(self) -> None:
+        """An operation that resumes where it stopped (`op.backfill`) begins: when the revision
+        has changed nothing before it (reads only), running the revision again is safe."""
+        if self.current is None or self.committed:
+            return
+        if all(_first_word(sent).upper() in _READS for sent in self.sent):
+            self.rerunnable = True
 
     def revision_applied(self) -> None:
         """Alembic's on_version_apply: the commit that follows is the revision's own."""
@@ -505,7 +521,7 @@ class RevisionWatch:
         return (
             f"; revision {revision} stopped part way: {count} of its statements had committed "
             f"on their own (listed in the run log), so it stays failed until "
-            f"`invoke {collection}.repair -r {revision} --applied` or `--reverted`"
+            f"{repair_hint(collection, revision)}"
         )
 
     def _mark_failed(self, error: str, residue: dict[str, list[str]]) -> None:
@@ -579,6 +595,23 @@ def watching(session: Session, connection: Connection) -> Iterator[RevisionWatch
         yield watch
     finally:
         _THREAD.watch = previous
+
+
+def repair_hint(collection: str, revision: str) -> str:
+    """The command that records what a person did; fleets have no repair of their own."""
+    from tasks.core import suggestions
+
+    repair = suggestions.command(collection, "repair", f"-r {revision} --applied")
+    if repair is None:
+        return f"the environment's `repair -r {revision} --applied` or `--reverted`"
+    return f"`{repair}` or `--reverted`"
+
+
+def resumable_from_here() -> None:
+    """Tell this thread's watch (if any) that a resumable operation begins (`op.backfill`)."""
+    watch = getattr(_THREAD, "watch", None)
+    if watch is not None:
+        watch.mark_resumable()
 
 
 def step_starting(revision: str, *, is_upgrade: bool, module: Any = None) -> None:

@@ -410,9 +410,13 @@ class GuardedRun:
                 error=why,
             )
             kept = "kept" if kept is None else None
-        collection = self.spec.collection
+        from tasks.core import suggestions
+
+        backlog = suggestions.command(self.spec.collection, "audit", "--backlog")
         where = (
-            f"kept in the run log for `invoke {collection}.audit --backlog`"
+            f"kept in the run log for `{backlog}`"
+            if kept and backlog
+            else "kept in the run log for the environment's audit --backlog"
             if kept
             else "and the run log could not keep it either"
         )

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from alembic.operations import Operations, ops
 
 from tasks.core.errors import DatabaseError, UsageError
+from tasks.guard import revision_progress
 from tasks.online import bookkeeping
 from tasks.online.progress import BackfillProgress, current_sink
 
@@ -173,6 +174,9 @@ def run_backfill_op(operations: Operations, operation: BackfillOp) -> None:
     if context.as_sql:
         context.impl.static_output("\n".join(offline_description(spec)))
         return
+    # Resumable from its saved position: a revision that changed nothing before it may run again
+    # after a stop (SIGTERM, kill -9, a lost lock) instead of staying failed until `repair`.
+    revision_progress.resumable_from_here()
     with context.autocommit_block():  # the revision's work so far commits; its locks go
         migration_connection = operations.get_bind()
         record_id = Backfill(spec, migration_connection).run()
