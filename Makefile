@@ -98,10 +98,10 @@ revision: $(VENV)/.runtime ## autogenerate a revision from the models and the hi
 # Each test makes its own throwaway databases, so the suite runs on parallel workers.
 WORKERS ?= 3
 test: $(VENV)/.dev ## run the whole test suite on WORKERS parallel workers (needs the local servers)
-	$(VENV)/bin/python -m pytest -n $(WORKERS)
+	$(VENV)/bin/python -m pytest -n $(WORKERS) --dist loadgroup
 
 test-fast: $(VENV)/.dev ## the suite without the slow end-to-end tests (marked slow)
-	$(VENV)/bin/python -m pytest -n $(WORKERS) -m "not slow"
+	$(VENV)/bin/python -m pytest -n $(WORKERS) --dist loadgroup -m "not slow"
 
 lint: $(VENV)/.dev ## ruff lint and format check, layer contracts (import-linter), types (mypy)
 	$(VENV)/bin/ruff check .
