@@ -345,7 +345,10 @@ def test_ctrl_c_pressed_repeatedly_still_ends_audited(project, pg_url):
     project.setenv("DATABASE_URL_DEVELOPMENT", pg_url)
     assert project.invoke("dev.upgrade").code == ExitCode.OK
     chain.add("e00000000002", "slow", 'op.execute("SELECT pg_sleep(60)")', record=False)
-    sleeping = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%'"
+    sleeping = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND query LIKE 'SELECT pg_sleep(60)%'"
+    )
 
     runner = spawn("dev.upgrade")
     try:
@@ -354,12 +357,12 @@ def test_ctrl_c_pressed_repeatedly_still_ends_audited(project, pg_url):
             runner.send_signal(signal.SIGINT)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 runner.wait(timeout=0.01)
-        _, stderr = runner.communicate(timeout=60)
+        stdout, stderr = runner.communicate(timeout=60)
     finally:
         if runner.poll() is None:
             kill(runner)
 
-    assert runner.returncode == 130, (runner.returncode, stderr)
+    assert runner.returncode == 130, (runner.returncode, stdout, stderr)
     assert stderr.strip() == "dev.upgrade: interrupted", stderr
     outcome = "SELECT outcome FROM migration_audit ORDER BY id DESC LIMIT 1"
     assert scalar(pg_url, outcome) == "failed"
