@@ -20,7 +20,9 @@ forms PostgreSQL can run while traffic goes on, and renders them as plain `op.` 
 Each step autocommits, so the brief strong lock of one step is never held through the long
 scan of the next. The session's `lock_timeout` (set with `set_config(..., false)` when the
 session opens, by the tasks and by env.py for plain `alembic`) is session-wide and so also
-bounds every step of an autocommit block.
+bounds every step of an autocommit block. The NOT NULL steps, whose locks are ACCESS EXCLUSIVE
+but brief, are written under `op.lock_retries()` as well (tasks/online/lock_retries.py): each
+waits 50 ms at most and is retried, so writers never queue behind one for long.
 
 Tables created or dropped in the same revision are left alone: an empty new table needs no
 CONCURRENTLY, and a dropped one is going away. Everything else (a volatile default, a type
