@@ -222,7 +222,8 @@ def reader(dsn: str, rows: int, stop: Any, results: Any) -> None:
 # query_start is how long it has been waiting (plus the microseconds before it asked).
 SAMPLE_SQL = """
 SELECT
-  (SELECT extract(epoch FROM clock_timestamp() - xact_start) || '|' || left(query, 80)
+  (SELECT extract(epoch FROM clock_timestamp() - xact_start) || '|' || pid || ' '
+          || xact_start || '|' || left(query, 80)
      FROM pg_stat_activity WHERE application_name = %(change)s AND xact_start IS NOT NULL
      ORDER BY xact_start LIMIT 1),
   (SELECT extract(epoch FROM clock_timestamp() - w.query_start) || '|' || coalesce((
@@ -255,10 +256,16 @@ def sampler(dsn: str, stop: Any, results: Any) -> None:
         looks += 1
         if change is None and waiting is None:
             continue
-        age, statement = change.split("|", 1) if change else ("0", "")
+        age, transaction, statement = change.split("|", 2) if change else ("0", "", "")
         wait, blocker = waiting.split("|", 1) if waiting else ("0", "")
         samples.append(
-            (time.perf_counter(), float(age), " ".join(statement.split()), float(wait), blocker)
+            (
+                time.perf_counter(),
+                float(age),
+                f"{transaction}|{' '.join(statement.split())}",
+                float(wait),
+                blocker,
+            )
         )
     connection.close()
     results.put(("sampler", (looks, samples)))
@@ -312,8 +319,15 @@ class Load:
             process.join(timeout=30)
 
     def longest_change(self, start: float, end: float) -> tuple[float, str]:
-        seen = [(age, what) for at, age, what, _, _ in self.samples if start <= at <= end]
-        return max(seen, default=(0.0, ""))
+        """The change's longest transaction in [start, end], with the statements it was seen
+        running (a sample names only the statement of that moment: COMMIT, say)."""
+        seen = [(age, what) for at, age, what, _, _ in self.samples if start <= at <= end and age]
+        if not seen:
+            return 0.0, ""
+        age, what = max(seen)
+        transaction = what.split("|", 1)[0]
+        statements = [w.split("|", 1)[1] for _, w in seen if w.split("|", 1)[0] == transaction]
+        return age, " / ".join(dict.fromkeys(statements))[:240]
 
     def worst_lock_wait(self, start: float, end: float) -> tuple[float, str]:
         """The longest lock wait seen of a writer statement that overlapped [start, end]: one
