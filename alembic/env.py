@@ -31,7 +31,7 @@ from tasks.core.metadata import load_metadata
 from tasks.core.session import enter_schema
 from tasks.core.settings import load_project_settings
 from tasks.migrate import safe_ops  # noqa: F401
-from tasks.online import backfill  # noqa: F401
+from tasks.online import backfill, lock_retries  # noqa: F401
 
 config = context.config
 handover: EnvHandover | None = config.attributes.get("handover")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -300,10 +301,28 @@ def guarding(guard: StatementGuard | None, connection: Connection) -> Iterator[N
     if guard is None:
         yield
         return
-    with guard.installed(connection):
-        yield
+    previous = getattr(_THREAD, "guard", None)
+    _THREAD.guard = guard
+    try:
+        with guard.installed(connection):
+            yield
+    finally:
+        _THREAD.guard = previous
     if guard.refused is not None:
         raise guard.refused
+
+
+_THREAD = threading.local()  # the guard `guarding` installed for this thread's run
+
+
+@contextmanager
+def trusting_current() -> Iterator[None]:
+    """`trusting` for the guard of this thread's run, if any: for the tasks' own statements
+    sent from inside a revision, where the guard itself is out of reach (the transaction
+    control `op.lock_retries` puts around each statement it retries; the statement itself is
+    still judged)."""
+    with trusting(getattr(_THREAD, "guard", None)):
+        yield
 
 
 # Driver placeholders (psycopg2's and PyMySQL's `%(name)s` / `%s`, with `%%` for a literal `%`)

@@ -20,7 +20,9 @@ forms PostgreSQL can run while traffic goes on, and renders them as plain `op.` 
 Each step autocommits, so the brief strong lock of one step is never held through the long
 scan of the next. The session's `lock_timeout` (set with `set_config(..., false)` when the
 session opens, by the tasks and by env.py for plain `alembic`) is session-wide and so also
-bounds every step of an autocommit block.
+bounds every step of an autocommit block. The NOT NULL steps, whose locks are ACCESS EXCLUSIVE
+but brief, are written under `op.lock_retries()` as well (tasks/online/lock_retries.py): each
+waits 50 ms at most and is retried, so writers never queue behind one for long.
 
 Tables created or dropped in the same revision are left alone: an empty new table needs no
 CONCURRENTLY, and a dropped one is going away. Everything else (a volatile default, a type
@@ -95,10 +97,14 @@ class AutocommitBlockOp(ops.MigrateOperation):
         why: str,
         *,
         idempotent: bool = False,
+        lock_retries: bool = False,
     ) -> None:
         self.original = original
         self.steps = steps
         self.why = why
+        # Its statements take brief strong locks: written with `op.lock_retries()` (each waits
+        # for its lock only briefly, retried), so writers never queue long behind one.
+        self.lock_retries = lock_retries
         # Every step can run again after a failure part way (leftovers dropped first, IF [NOT]
         # EXISTS): a revision made only of such blocks declares itself re-runnable.
         self.idempotent = idempotent
@@ -116,7 +122,10 @@ def _render_autocommit_block(autogen_context: AutogenContext, op: AutocommitBloc
     if op.declares_rerunnable:  # a module-level line: Alembic writes `imports` there
         autogen_context.imports.add(RERUNNABLE_LINE)
     lines = [f"# {line}" for line in op.why.splitlines()]
-    lines.append("with op.get_context().autocommit_block():")
+    if op.lock_retries:
+        lines.append("with op.get_context().autocommit_block(), op.lock_retries():")
+    else:
+        lines.append("with op.get_context().autocommit_block():")
     for step in op.steps:
         lines.extend(render_op(autogen_context, step))
     lines.append("")  # ends the block (Alembic's PythonPrinter dedents on a blank line)
@@ -203,18 +212,26 @@ def process_revision_directives(context: Any, revision: Any, directives: list[An
 
 def _declare_rerunnable(script: Any) -> None:
     """Mark the first block when every upgrade operation can run again from the top: only
-    idempotent autocommit blocks and columns added IF NOT EXISTS."""
+    idempotent autocommit blocks, idempotent expand steps (tasks/online/expand_contract.py's
+    StepsOp, which carries `module_lines`) and columns added IF NOT EXISTS."""
     operations = list(_walk(script.upgrade_ops_list))
-    blocks = [item for item in operations if isinstance(item, AutocommitBlockOp)]
+    blocks = [
+        item
+        for item in operations
+        if isinstance(item, AutocommitBlockOp) or hasattr(item, "module_lines")
+    ]
     if not blocks:
         return
     for item in operations:
-        if isinstance(item, AutocommitBlockOp) and item.idempotent:
+        if getattr(item, "idempotent", False) is True:
             continue
         if isinstance(item, ops.AddColumnOp) and item.if_not_exists:
             continue
         return
-    blocks[0].declares_rerunnable = True
+    if isinstance(blocks[0], AutocommitBlockOp):
+        blocks[0].declares_rerunnable = True
+    else:
+        blocks[0].module_lines.add(RERUNNABLE_LINE)
 
 
 def _quoter(context: Any) -> Any:
@@ -398,8 +415,10 @@ def _checked_not_null(op: ops.AlterColumnOp, quote: Any) -> list[Any]:
         ],
         "NOT NULL without a scan under ACCESS EXCLUSIVE: a CHECK added NOT VALID, validated\n"
         "while writers go on, lets SET NOT NULL (PostgreSQL 12+) skip the scan; then dropped.\n"
-        "A failed run leaves the CHECK behind: it is dropped first.",
+        "A failed run leaves the CHECK behind: it is dropped first. Each step waits for its\n"
+        "lock briefly, retried (op.lock_retries): writers never queue long behind one.",
         idempotent=True,
+        lock_retries=True,
     )
     rest = copy.copy(op)
     rest.modify_nullable = None

@@ -10,6 +10,14 @@ Ctrl-C, a lost migration lock, SIGKILL, a crash) leaves either the whole batch a
 or neither, so a re-run continues after the last committed batch: no batch runs twice, none is
 skipped. Between batches it pauses (`pause` seconds) so writers and replicas keep up.
 
+A writer that touches a row of the batch waits until the batch commits, so the batch's duration
+is the writer's worst wait, and a fixed row count takes ten times longer on a loaded machine or
+a table with triggers. Batches are therefore sized by time: `batch_size` is the ceiling, and a
+batch that took longer than `batch_seconds` makes the next one smaller in proportion (one that
+lost a lock wait halves it); quick ones let it grow back (BatchSizer). The per-batch
+`lock_timeout` is short for the same reason: while a batch waits for one row, the writers of the
+rows it already holds wait behind it.
+
 It runs outside the revision's transaction: what the revision did before it is committed first
 (Alembic's `autocommit_block`, so an `add_column` just before it is visible and its lock is
 released) and the batches run on a connection of their own. `--sql` prints a commented
@@ -33,6 +41,13 @@ from alembic.operations import Operations, ops
 from tasks.core.errors import DatabaseError, UsageError
 from tasks.guard import revision_progress
 from tasks.online import bookkeeping
+from tasks.online.pacing import (
+    DEFAULT_BATCH_SECONDS,
+    BatchSizer,
+    is_lock_conflict,
+    session_limits,
+    set_transaction_limits,
+)
 from tasks.online.progress import BackfillProgress, current_sink
 
 if TYPE_CHECKING:
@@ -40,9 +55,9 @@ if TYPE_CHECKING:
 
 DEFAULT_BATCH_SIZE = 1000
 DEFAULT_PAUSE = 0.01  # seconds between batches
-DEFAULT_LOCK_TIMEOUT = 2.0  # seconds one batch waits for a row lock held by a writer
+DEFAULT_LOCK_TIMEOUT = 0.1  # seconds one batch waits for a row lock held by a writer
 DEFAULT_STATEMENT_TIMEOUT = 30.0  # seconds one batch's statement may run
-DEFAULT_RETRIES = 5  # a batch that lost a lock wait or a deadlock is tried again this often
+DEFAULT_RETRIES = 10  # a batch that lost a lock wait or a deadlock is tried again this often
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,7 @@ class BackfillSpec:
     where: str | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
     pause: float = DEFAULT_PAUSE
+    batch_seconds: float | None = DEFAULT_BATCH_SECONDS
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT
     retries: int = DEFAULT_RETRIES
@@ -112,6 +128,22 @@ def validated(
         raise UsageError("op.backfill: statement_timeout must be a number of seconds > 0")
 
 
+def validated_batch_seconds(batch_seconds: Any) -> float | None:
+    """None (a fixed batch_size) or a positive number of seconds."""
+    if batch_seconds is None:
+        return None
+    if (
+        isinstance(batch_seconds, bool)
+        or not isinstance(batch_seconds, int | float)
+        or batch_seconds <= 0
+    ):
+        raise UsageError(
+            "op.backfill: batch_seconds must be a number of seconds > 0, or None for a fixed "
+            f"batch_size: {batch_seconds!r}"
+        )
+    return float(batch_seconds)
+
+
 @Operations.register_operation("backfill")
 class BackfillOp(ops.MigrateOperation):
     """`op.backfill("people", {"email_lower": "lower(email)"}, where="email_lower IS NULL")`."""
@@ -129,6 +161,7 @@ class BackfillOp(ops.MigrateOperation):
         where: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         pause: float = DEFAULT_PAUSE,
+        batch_seconds: float | None = DEFAULT_BATCH_SECONDS,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
@@ -137,12 +170,14 @@ class BackfillOp(ops.MigrateOperation):
     ) -> Any:
         """Fill `values` ({column: SQL expression}) in batches along the primary key."""
         validated(table_name, values, where, batch_size, pause, (lock_timeout, statement_timeout))
+        target = validated_batch_seconds(batch_seconds)
         spec = BackfillSpec(
             table=table_name,
             values=tuple(values.items()),
             where=where,
             batch_size=batch_size,
             pause=float(pause),
+            batch_seconds=target,
             lock_timeout=float(lock_timeout),
             statement_timeout=float(statement_timeout),
             retries=max(int(retries), 0),
@@ -160,11 +195,17 @@ def offline_description(spec: BackfillSpec) -> list[str]:
     return [
         f"-- op.backfill {spec.label}: not one static statement; run online, it repeats",
         f"--   {spec.describe()}",
-        f"--   in batches of {spec.batch_size:,} rows along the primary key, each batch its own "
+        f"--   in batches of {sizing(spec)} along the primary key, each batch its own "
         f"transaction (lock_timeout {spec.lock_timeout:g}s, statement_timeout "
         f"{spec.statement_timeout:g}s), {spec.pause:g}s apart;",
         f"--   resumable: its position is kept in {bookkeeping.BACKFILL_TABLE}",
     ]
+
+
+def sizing(spec: BackfillSpec) -> str:
+    if spec.batch_seconds is None:
+        return f"{spec.batch_size:,} rows"
+    return f"up to {spec.batch_size:,} rows sized to about {spec.batch_seconds:g}s each"
 
 
 @Operations.implementation_for(BackfillOp)
@@ -252,7 +293,7 @@ class Backfill:
 
         shape = TableShape.read(connection, self.spec)
         shape.try_expressions(connection)
-        session_limits(connection, self.spec)
+        session_limits(connection, self.spec.lock_timeout, self.spec.statement_timeout)
         bookkeeping.ensure_table(connection)
         record = bookkeeping.open_record(
             connection, self.spec.key, self.spec.table, self.spec.describe()
@@ -269,9 +310,10 @@ class Backfill:
             with connection.begin():
                 bookkeeping.finish(connection, record.id)
             record.state = bookkeeping.FINISHED
+        sizer = BatchSizer(self.spec.batch_size, self.spec.batch_seconds)
         while not record.finished:
             verify_lock(f"before a batch of the backfill of {self.spec.label}")
-            rows, scanned, record = self._batch_with_retries(connection, shape, record.id)
+            rows, scanned, record = self._batch_with_retries(connection, shape, record.id, sizer)
             if record.finished:
                 break
             progress.batch_done(rows, scanned)
@@ -291,19 +333,25 @@ class Backfill:
         return record.id
 
     def _batch_with_retries(
-        self, connection: Connection, shape: TableShape, record_id: int
+        self, connection: Connection, shape: TableShape, record_id: int, sizer: BatchSizer
     ) -> tuple[int, int, bookkeeping.Record]:
         attempt = 0
         while True:
+            started = time.monotonic()
             try:
                 with connection.begin():
-                    set_transaction_limits(connection, self.spec)
-                    return run_batch(connection, shape, self.spec, record_id)
+                    set_transaction_limits(
+                        connection, self.spec.lock_timeout, self.spec.statement_timeout
+                    )
+                    done = run_batch(connection, shape, self.spec, record_id, sizer.size)
+                sizer.took(time.monotonic() - started)
+                return done
             except Exception as error:
                 if attempt >= self.spec.retries or not is_lock_conflict(error):
                     raise self._stopped(connection, record_id, error) from None
                 attempt += 1
-                time.sleep(min(0.1 * 2**attempt, 2.0))
+                sizer.conflict()
+                time.sleep(min(0.05 * 2**attempt, 2.0))
 
     def _stopped(self, connection: Connection, record_id: int, error: Exception) -> Exception:
         from sqlalchemy.exc import SQLAlchemyError
@@ -326,13 +374,18 @@ class Backfill:
 
 
 def run_batch(
-    connection: Connection, shape: TableShape, spec: BackfillSpec, record_id: int
+    connection: Connection,
+    shape: TableShape,
+    spec: BackfillSpec,
+    record_id: int,
+    size: int | None = None,
 ) -> tuple[int, int, bookkeeping.Record]:
-    """One batch, inside the caller's transaction: (rows updated, keys scanned, the record)."""
+    """One batch of `size` keys (spec.batch_size when not given), inside the caller's
+    transaction: (rows updated, keys scanned, the record)."""
     record = bookkeeping.claim(connection, record_id)
     if record.finished:
         return 0, 0, record
-    upper, scanned = shape.batch_end(connection, record.position, spec.batch_size)
+    upper, scanned = shape.batch_end(connection, record.position, size or spec.batch_size)
     if upper is None:
         bookkeeping.finish(connection, record_id)
         record.state = bookkeeping.FINISHED
@@ -511,57 +564,3 @@ class TableShape:
             {**params, **upper_params},
         )
         return int(result.rowcount or 0)
-
-
-def session_limits(connection: Connection, spec: BackfillSpec) -> None:
-    """Limits set once for the backfill's own session (MariaDB/MySQL and SQLite)."""
-    dialect = connection.dialect.name
-    if dialect in {"mysql", "mariadb"}:
-        seconds = max(1, round(spec.lock_timeout))
-        connection.exec_driver_sql(f"SET SESSION innodb_lock_wait_timeout = {seconds}")
-        connection.exec_driver_sql(f"SET SESSION lock_wait_timeout = {seconds}")
-        if getattr(connection.dialect, "is_mariadb", False):
-            connection.exec_driver_sql(
-                f"SET SESSION max_statement_time = {float(spec.statement_timeout):g}"
-            )
-        connection.commit()
-    elif dialect == "sqlite":
-        milliseconds = max(1, round(spec.lock_timeout * 1000))
-        connection.exec_driver_sql(f"PRAGMA busy_timeout = {milliseconds}")
-        connection.commit()
-
-
-def set_transaction_limits(connection: Connection, spec: BackfillSpec) -> None:
-    """PostgreSQL: SET LOCAL, for this batch's transaction only."""
-    if connection.dialect.name != "postgresql":
-        return
-    for setting, seconds in (
-        ("lock_timeout", spec.lock_timeout),
-        ("statement_timeout", spec.statement_timeout),
-    ):
-        milliseconds = max(1, round(seconds * 1000))  # 0 would switch the limit off
-        connection.exec_driver_sql(
-            "SELECT set_config(%(name)s, %(value)s, true)",
-            {"name": setting, "value": f"{milliseconds}ms"},
-        )
-
-
-# PostgreSQL: lock_not_available (lock_timeout), deadlock_detected, serialization_failure,
-# query_canceled (statement_timeout; a stop request raises KeyboardInterrupt instead).
-_PG_RETRY = {"55P03", "40P01", "40001", "57014"}
-# MariaDB/MySQL: lock wait timeout, deadlock, max_statement_time exceeded, max_execution_time.
-_MYSQL_RETRY = {1205, 1213, 1969, 3024}
-
-
-def is_lock_conflict(error: BaseException) -> bool:
-    """Whether a batch failed only because others held what it needed: worth another try."""
-    original = getattr(error, "orig", None)
-    if original is None:
-        return False
-    if getattr(original, "pgcode", None) in _PG_RETRY:
-        return True
-    arguments = getattr(original, "args", ())
-    if arguments and arguments[0] in _MYSQL_RETRY:
-        return True
-    message = str(original).lower()
-    return "database is locked" in message or "database table is locked" in message

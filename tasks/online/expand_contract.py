@@ -68,12 +68,30 @@ class Rename:
 
 class StepsOp(ops.MigrateOperation):
     """Several operations written one after the other under a comment, reported as `original`
-    (the add or drop Alembic wrote) in the task's one-line-per-operation summary."""
+    (the add or drop Alembic wrote) in the task's one-line-per-operation summary.
 
-    def __init__(self, original: ops.MigrateOperation, steps: list[Any], why: str) -> None:
+    With `lock_retries`, the plain steps (not a backfill, not a block of their own) are written
+    inside `with op.get_context().autocommit_block(), op.lock_retries():` so each DDL statement
+    commits alone and waits for its lock only briefly, retried (tasks/online/lock_retries.py):
+    writers never queue behind it for long. `idempotent`: every step can run again after a stop
+    part way; the lock-safe rewriter then declares the revision re-runnable by adding a line
+    to `module_lines` (written at the module's top)."""
+
+    def __init__(
+        self,
+        original: ops.MigrateOperation,
+        steps: list[Any],
+        why: str,
+        *,
+        lock_retries: bool = False,
+        idempotent: bool = False,
+    ) -> None:
         self.original = original
         self.steps = steps
         self.why = why
+        self.lock_retries = lock_retries
+        self.idempotent = idempotent
+        self.module_lines: set[str] = set()
 
     def to_diff_tuple(self) -> Any:
         return self.original.to_diff_tuple()
@@ -82,13 +100,31 @@ class StepsOp(ops.MigrateOperation):
         return self.original.reverse()
 
 
+LOCK_RETRIES_BLOCK = "with op.get_context().autocommit_block(), op.lock_retries():"
+
+
 @renderers.dispatch_for(StepsOp)
 def _render_steps(autogen_context: AutogenContext, op: StepsOp) -> list[str]:
+    autogen_context.imports.update(op.module_lines)  # module-level lines: Alembic's `imports`
     lines = [f"# {line}" for line in op.why.splitlines()]
+    in_block = False
     for step in op.steps:
-        rendered = render_op(autogen_context, step)
-        lines.extend(rendered)
+        plain = op.lock_retries and not _runs_on_its_own(step)
+        if plain and not in_block:
+            lines.append(LOCK_RETRIES_BLOCK)
+        elif in_block and not plain:
+            lines.append("")  # ends the block (Alembic's PythonPrinter dedents on a blank line)
+        in_block = plain
+        lines.extend(render_op(autogen_context, step))
+    if in_block:
+        lines.append("")
     return lines
+
+
+def _runs_on_its_own(step: Any) -> bool:
+    """A backfill (its own connection and transactions) or a block of its own (the lock-safe
+    rewriter's, with a `steps` list): not nested in another autocommit block."""
+    return isinstance(step, BackfillOp) or hasattr(step, "steps")
 
 
 @renderers.dispatch_for(BackfillOp)
@@ -275,12 +311,13 @@ def _expand_upgrade(table_ops: Any, rename: Rename, sql_step: SqlStep, not_null:
     why = (
         f"Expand: {rename.table}.{rename.new.name} takes over from {rename.old.name}. A trigger\n"
         "copies every write of either column into the other, existing rows are backfilled in\n"
-        "batches; the old column goes in the contract revision."
+        "batches; the old column goes in the contract revision. Each DDL statement commits\n"
+        "alone and waits for its lock briefly, retried: writers never queue behind it long."
     )
     kept = []
     for op in table_ops.ops:
         if isinstance(op, ops.AddColumnOp) and op.column is rename.new:
-            kept.append(StepsOp(op, steps, why))
+            kept.append(StepsOp(op, steps, why, lock_retries=True, idempotent=True))
         elif _belongs_to_contract(op, rename):
             continue
         else:

@@ -86,8 +86,9 @@ SAFE_UPGRADES = {
     "not_null": """
         # NOT NULL without a scan under ACCESS EXCLUSIVE: a CHECK added NOT VALID, validated
         # while writers go on, lets SET NOT NULL (PostgreSQL 12+) skip the scan; then dropped.
-        # A failed run leaves the CHECK behind: it is dropped first.
-        with op.get_context().autocommit_block():
+        # A failed run leaves the CHECK behind: it is dropped first. Each step waits for its
+        # lock briefly, retried (op.lock_retries): writers never queue long behind one.
+        with op.get_context().autocommit_block(), op.lock_retries():
             op.execute(
                 "ALTER TABLE projects DROP CONSTRAINT IF EXISTS ck_projects_description_not_null"
             )

@@ -44,7 +44,9 @@ def write_revisions(versions: Path, call: str = "") -> None:
     call = call or (
         'op.backfill("counters", {"n": "n + 1"}, '
         'batch_size=int(os.environ.get("BACKFILL_BATCH", "100")), '
-        'pause=float(os.environ.get("BACKFILL_PAUSE", "0")))'
+        'pause=float(os.environ.get("BACKFILL_PAUSE", "0")), '
+        # Fixed batches unless a test asks for time-sized ones: batch counts are asserted.
+        'batch_seconds=float(os.environ.get("BACKFILL_SECONDS", "0")) or None)'
     )
     (versions / f"{BACKFILL}_backfill.py").write_text(
         f'"""count every row once"""\n'
@@ -108,6 +110,20 @@ def test_backfill_updates_every_row_once_and_is_audited(project: Project, counte
     )[0]
     (audited,) = json.loads(arguments)["backfills"]
     assert (audited["table"], audited["rows"], audited["resumed"]) == ("counters.n", ROWS, False)
+
+
+def test_batches_slower_than_batch_seconds_shrink_and_every_row_is_still_updated_once(
+    project: Project, counters: str
+) -> None:
+    """A target of a microsecond: every batch is slower than that (no timing is asserted), so
+    after the first 100-row batch each one is the sizer's floor of 10 rows."""
+    project.setenv("BACKFILL_SECONDS", "0.000001")
+    result = project.invoke("dev.upgrade")
+    assert_ok(result)
+    assert counts(counters) == {1: ROWS}
+    batches = 1 + (ROWS - 100) // 10
+    assert bookkeeping(counters) == [("applied", ROWS, batches, BACKFILL)]
+    assert f"done, {ROWS:,} rows in {batches:,} batches" in result.stdout
 
 
 def test_a_downgraded_backfill_runs_again_when_reapplied(project: Project, counters: str) -> None:
@@ -204,8 +220,9 @@ def test_the_plan_finds_nothing_to_consent_to(project: Project, counters: str) -
         ('op.backfill("nowhere", {"n": "1"})', 2, "no table 'nowhere'"),
         ('op.backfill("counters", {"n": "n +"})', 1, "c0c0c0c0c0c2 failed: backfill counters.n"),
         ('op.backfill("counters", {"n": "1"}, batch_size=0)', 2, "batch_size must be positive"),
+        ('op.backfill("counters", {"n": "1"}, batch_seconds=0)', 2, "batch_seconds must be"),
     ],
-    ids=["column", "table", "expression", "batch-size"],
+    ids=["column", "table", "expression", "batch-size", "batch-seconds"],
 )
 def test_bad_input_is_one_line_and_changes_nothing(
     project: Project, any_url: str, tmp_path: Path, call: str, code: int, needle: str

@@ -85,6 +85,13 @@ def test_autogenerate_writes_expand_then_contract(renamed: dict) -> None:
     )
     for needle in ("CREATE TRIGGER", "op.backfill("):
         assert needle in source
+    # The column and trigger commit one statement at a time, each under a short lock wait
+    # retried (writers never queue long behind them), before the backfill; every step can run
+    # again, so the revision says so.
+    assert "with op.get_context().autocommit_block(), op.lock_retries():" in source
+    assert source.index("op.lock_retries()") < source.index("CREATE TRIGGER")
+    assert re.search(r"^rerunnable = True", source, re.M)
+    assert getattr(expand, "rerunnable", False) is True
     assert 'op.drop_column("users", "display_name")' not in source
     contract_source = renamed["paths"][1].read_text()
     assert re.search(r"^contract = True$", contract_source, re.M)
