@@ -10,8 +10,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.revision_chains import Chain
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = bool(os.environ.get("CI"))
@@ -135,6 +139,32 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> Iterator
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'test.sqlite3'}"
+
+
+@pytest.fixture
+def existing_sqlite_url(tmp_path: Path) -> str:
+    """An empty SQLite database that exists: reads (plan, history) never create one."""
+    import sqlite3
+
+    path = tmp_path / "test.sqlite3"
+    sqlite3.connect(path).close()
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def users_chain(project: Project) -> Chain:
+    """One revision that creates a table `users` (and drops it), in a throwaway scripts folder."""
+    from tests.revision_chains import empty_chain  # it imports this module
+
+    chain = empty_chain(project.tmp / "scripts", counter=False).use(project)
+    chain.add(
+        "b00000000001",
+        "users",
+        'op.create_table("users", sa.Column("id", sa.Integer, primary_key=True))',
+        'op.drop_table("users")',
+        record=False,
+    )
+    return chain
 
 
 def _server_or_skip(admin_url: str, what: str, *, required_in_ci: bool):

@@ -196,3 +196,41 @@ def terminal(*argv: str):  # -> pexpect.spawn
         timeout=60,
         dimensions=(24, 200),
     )
+
+
+def cli(project, *argv: str):  # type: ignore[no-untyped-def]
+    """The installed `invoke` script, as a user's shell runs it."""
+    return project.run(venv_bin("invoke"), *argv)
+
+
+def outside_code(markdown: str) -> str:
+    """The text GitHub renders as Markdown/HTML: fenced blocks and CommonMark code spans (a run
+    of N backticks closed by the next run of exactly N) removed."""
+    import re
+
+    kept, fence = [], None
+    for line in markdown.splitlines():
+        run = re.match(r"^(`{3,})", line)
+        if fence is None and run:
+            fence = run.group(1)
+            continue
+        if fence is not None:
+            if line.strip() == fence:
+                fence = None
+            continue
+        text, index = "", 0
+        while index < len(line):
+            run = re.match(r"`+", line[index:])
+            if not run:
+                text += line[index]
+                index += 1
+                continue
+            ticks = run.group(0)
+            close = re.search(rf"(?<!`){ticks}(?!`)", line[index + len(ticks) :])
+            if close is None:
+                text += ticks
+                index += len(ticks)
+                continue
+            index += len(ticks) + close.end()
+        kept.append(text)
+    return "\n".join(kept)

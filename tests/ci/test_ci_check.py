@@ -8,7 +8,8 @@ import textwrap
 import pytest
 
 from tasks.core.errors import ExitCode
-from tests.helpers import HEAD, ScriptCopy, assert_ok, copy_scripts
+from tests.helpers import HEAD, ScriptCopy, assert_ok, copy_scripts, outside_code
+from tests.revision_chains import empty_chain
 
 
 @pytest.fixture
@@ -144,3 +145,20 @@ def models_without_archived_at():
     projects = metadata.tables["projects"]
     projects._columns.remove(projects.c.archived_at)
     return metadata
+
+
+@pytest.mark.hostile
+def test_ci_check_markdown_keeps_html_from_errors_out_of_the_comment(project, existing_sqlite_url):
+    chain = empty_chain(project.tmp / "scripts", counter=False).use(project)
+    chain.add(
+        "a00000000001",
+        "hostile table",
+        """op.execute('CREATE TABLE "<img src=https://evil.example/x.png>" (id int)')""",
+        record=False,
+    )
+    project.setenv("DATABASE_URL_DEVELOPMENT", existing_sqlite_url)
+
+    result = project.invoke("ci.check", "--format", "markdown")
+
+    assert "evil.example" in result.stdout, result.output
+    assert "<img" not in outside_code(result.stdout), result.stdout

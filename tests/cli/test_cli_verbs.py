@@ -327,3 +327,24 @@ def test_sql_rendering_needs_no_url(project, linear, argv):
     assert not project.log_records() or all(
         r.get("outcome") in (None, "ok") for r in project.log_records()
     )
+
+
+@pytest.mark.hostile
+def test_show_with_a_relative_revision_is_one_clear_line(project, users_chain):
+    project.monkeypatch.delenv("DATABASE_URL_DEVELOPMENT", raising=False)
+
+    result = project.invoke("dev.show", "--rev", "-1")
+
+    assert "unexpected error" not in result.output, result.output
+    assert result.code in (ExitCode.OK, ExitCode.USAGE), result.output
+
+
+@pytest.mark.hostile
+def test_edit_with_an_unparsable_editor_is_a_configuration_error(project, users_chain):
+    project.setenv("EDITOR", '"unterminated')
+    project.monkeypatch.delenv("VISUAL", raising=False)
+
+    result = project.invoke("dev.edit", "--rev", "head")
+
+    assert "unexpected error" not in result.output, result.output
+    assert_one_line_error(result, ExitCode.USAGE, "EDITOR")

@@ -12,7 +12,7 @@ import pytest
 from tasks.core.errors import ConfigError, ExitCode
 from tasks.core.settings import DEFAULTS, check_known_keys
 from tests.conftest import ROOT
-from tests.helpers import assert_one_line_error
+from tests.helpers import assert_one_line_error, cli
 
 MISSPELLINGS = [
     ("owner: tester@example.com", "migrations.owner", "migrations.owners"),
@@ -158,3 +158,23 @@ def test_readme_table_documents_every_default():
             assert f"`{value}`" in rows[key], f"README's default for {key} is not `{value}`"
     for key in environment_keys:
         assert f"`{key}`" in rows["environments.<name>"], key
+
+
+GARBLED = {
+    "invalid-yaml": b"migrations: {owners: [\n",
+    "not-utf-8": b"\xff\xfe garbage",
+    "list-for-mapping": b"migrations:\n  - a\n",
+    "mapping-for-text": b"migrations:\n  log_file: {a: 1}\n",
+    "top-level-list": b"- 1\n",
+}
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("content", GARBLED.values(), ids=GARBLED.keys())
+def test_garbled_configuration_file_is_one_line(project, content):
+    config = project.tmp / "garbled.yaml"
+    config.write_bytes(content)
+
+    result = cli(project, "-f", str(config), "dev.heads")
+
+    assert_one_line_error(result, ExitCode.USAGE)

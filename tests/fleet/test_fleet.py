@@ -392,3 +392,202 @@ def test_a_bad_schedule_is_refused_before_anything_is_read(fleet):
 
     assert_one_line_error(result, ExitCode.USAGE, "--canary")
     assert result.stdout == ""
+
+
+class ProbedFleet(Fleet):
+    """test_fleet's throwaway databases and fleet file, plus what the probes read back."""
+
+    def create(self, count: int) -> list[str]:
+        return self.create_databases(count)
+
+    def engine(self, database: str) -> sqlalchemy.Engine:
+        return sqlalchemy.create_engine(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}")
+
+    def tables(self, database: str) -> set[tuple[str, str]]:
+        engine = self.engine(database)
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sqlalchemy.text(
+                    "SELECT schemaname, tablename FROM pg_tables "
+                    "WHERE schemaname NOT LIKE 'pg\\_%' AND schemaname <> 'information_schema'"
+                )
+            )
+            found = {(schema, name) for schema, name in rows}
+        engine.dispose()
+        return found
+
+
+@pytest.fixture
+def probed_fleet(project, pg_server) -> Iterator[ProbedFleet]:
+    made = ProbedFleet(project, pg_server)
+    yield made
+    made.drop()
+
+
+@pytest.mark.hostile
+@pytest.mark.postgres
+def test_only_never_migrates_targets_other_than_the_one_named(probed_fleet, users_chain):
+    (database,) = probed_fleet.create(1)
+    probed_fleet.execute(
+        database, 'CREATE SCHEMA "t_a"', 'CREATE SCHEMA "t_b"', 'CREATE SCHEMA "t_a,t_b"'
+    )
+    probed_fleet.project.setenv("H3_SCHEMAS", probed_fleet.url(database))
+    probed_fleet.configure(tenants={"schemas": {"url_variable": "H3_SCHEMAS", "like": "t\\_%"}})
+
+    result = probed_fleet.invoke("fleet.upgrade", "--only", "t_a,t_b")
+
+    tables = probed_fleet.tables(database)
+    assert ("t_a,t_b", "users") in tables or result.code != ExitCode.OK, result.output
+    assert ("t_a", "users") not in tables or result.code != ExitCode.OK, result.output
+
+
+@pytest.mark.hostile
+@pytest.mark.postgres
+@pytest.mark.parametrize("only", ["", ",", " "])
+def test_an_empty_only_selects_nothing_instead_of_everything(probed_fleet, users_chain, only):
+    databases = probed_fleet.create(2)
+    probed_fleet.configure(tenants={"urls": [probed_fleet.url(name) for name in databases]})
+
+    result = probed_fleet.invoke("fleet.upgrade", "--only", only)
+
+    for name in databases:
+        assert ("public", "users") not in probed_fleet.tables(name), result.output
+    assert_one_line_error(result, ExitCode.USAGE, "--only")
+
+
+@pytest.mark.hostile
+@pytest.mark.postgres
+def test_an_empty_shard_is_refused_like_a_blank_one(probed_fleet, users_chain):
+    databases = probed_fleet.create(2)
+    probed_fleet.configure(tenants={"urls": [probed_fleet.url(name) for name in databases]})
+
+    result = probed_fleet.invoke("fleet.upgrade", "--shard", "")
+
+    for name in databases:
+        assert ("public", "users") not in probed_fleet.tables(name), result.output
+    assert_one_line_error(result, ExitCode.USAGE, "--shard")
+
+
+@pytest.mark.hostile
+@pytest.mark.postgres
+def test_a_protected_schema_fleet_upgrade_takes_a_backup(probed_fleet, users_chain):
+    (database,) = probed_fleet.create(1)
+    probed_fleet.execute(database, 'CREATE SCHEMA "t_1"')
+    probed_fleet.project.setenv("H3_SCHEMAS", probed_fleet.url(database))
+    probed_fleet.configure(
+        tenants={"schemas": {"url_variable": "H3_SCHEMAS", "like": "t\\_%"}, "protected": True}
+    )
+
+    result = probed_fleet.invoke("fleet.upgrade", "--yes")
+
+    assert result.code == ExitCode.OK, result.output
+    assert ("t_1", "users") in probed_fleet.tables(database)
+    backups = (
+        list(probed_fleet.project.backup_dir.glob("*"))
+        if probed_fleet.project.backup_dir.exists()
+        else []
+    )
+    assert backups, f"no backup of the protected database was taken:\n{result.output}"
+
+
+@pytest.mark.hostile
+@pytest.mark.postgres
+@pytest.mark.parametrize("case", ["unknown revision", "plan failed"])
+def test_fleet_plan_that_cannot_plan_a_target_does_not_exit_0(probed_fleet, users_chain, case):
+    (database,) = probed_fleet.create(1)
+    if case == "unknown revision":
+        probed_fleet.execute(
+            database,
+            "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)",
+            "INSERT INTO alembic_version VALUES ('deadbeef0000')",
+        )
+    probed_fleet.configure(tenants={"urls": [probed_fleet.url(database)]})
+    argv = ["fleet.plan"] + (["--rev", "-1"] if case == "plan failed" else [])
+
+    result = probed_fleet.invoke(*argv)
+
+    assert case in result.output, result.output
+    assert result.code != ExitCode.OK, result.output
+
+
+@pytest.mark.hostile
+@pytest.mark.postgres
+def test_a_target_another_runner_upgraded_is_not_reported_as_migrated(probed_fleet, users_chain):
+    from tasks.guard.lock import LOCK_NAME, _advisory_key
+    from tests.revision_chains import spawn, wait_until
+
+    (database,) = probed_fleet.create(1)
+    probed_fleet.configure(tenants={"urls": [probed_fleet.url(database)]})
+    engine = probed_fleet.engine(database)
+    other = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    key = _advisory_key(LOCK_NAME)
+    try:
+        other.exec_driver_sql(f"SELECT pg_advisory_lock({key})")  # the other runner's lock
+        runner = spawn("-f", str(probed_fleet.file), "fleet.upgrade", "--json")
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name LIKE '%%fleet.upgrade%%' AND query LIKE '%%pg_locks%%'"
+        )
+
+        def runner_waits() -> object:
+            assert runner.poll() is None, runner.communicate()
+            return other.exec_driver_sql(waiting).scalar()
+
+        wait_until(runner_waits, what="the runner to wait for the lock")
+        # What the other runner's upgrade does before it lets go of the lock.
+        other.exec_driver_sql("CREATE TABLE users (id int PRIMARY KEY)")
+        other.exec_driver_sql("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
+        other.exec_driver_sql(f"INSERT INTO alembic_version VALUES ('{users_chain.head}')")
+        other.exec_driver_sql(f"SELECT pg_advisory_unlock({key})")
+        stdout, stderr = runner.communicate(timeout=120)
+    finally:
+        other.close()
+        engine.dispose()
+
+    assert runner.returncode == 0, stdout + stderr
+    (result,) = json.loads(stdout)["results"]
+    assert result["before"] == [users_chain.head], result
+    assert result["status"] == "at head", result
+
+
+@pytest.mark.hostile
+@pytest.mark.postgres
+def test_fleet_plan_shows_each_dialects_sql(probed_fleet, users_chain, existing_sqlite_url):
+    (database,) = probed_fleet.create(1)
+    users_chain.add(
+        "b00000000002",
+        "retype",
+        'op.alter_column("users", "id", type_=sa.BigInteger, existing_type=sa.Integer)',
+        record=False,
+    )
+    probed_fleet.configure(tenants={"urls": [probed_fleet.url(database), existing_sqlite_url]})
+    sqlite_name = existing_sqlite_url.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+
+    result = probed_fleet.invoke("fleet.plan")
+
+    assert f"tenants:{database}: at base" in result.output, result.output
+    assert f"tenants:{sqlite_name}: at base" in result.output, result.output
+
+
+FORGED = "t_a\n  ok          t_fake  base -> b00000000001 (0.1 s)"
+
+
+@pytest.mark.hostile
+@pytest.mark.postgres
+@pytest.mark.parametrize("task", ["fleet.status", "fleet.upgrade"])
+def test_a_schema_name_cannot_forge_lines_of_the_fleet_report(probed_fleet, users_chain, task):
+    (database,) = probed_fleet.create(1)
+    engine = probed_fleet.engine(database)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f'CREATE SCHEMA "{FORGED}"')
+        connection.exec_driver_sql('CREATE SCHEMA "t_b\x1b[1A\x1b[2K"')
+    engine.dispose()
+    probed_fleet.project.setenv("H3_SCHEMAS", probed_fleet.url(database))
+    probed_fleet.configure(tenants={"schemas": {"url_variable": "H3_SCHEMAS", "like": "t\\_%"}})
+
+    result = probed_fleet.invoke(task)
+
+    assert result.code == ExitCode.OK, result.output
+    lines = result.output.splitlines()
+    assert not any(line.lstrip().startswith("ok          t_fake") for line in lines), lines
+    assert "\x1b" not in result.output, repr(result.output)

@@ -12,11 +12,12 @@ from datetime import datetime
 import pytest
 import sqlalchemy
 
+from tasks.core.errors import ExitCode
 from tasks.core.run_log import RunRecord
 from tasks.guard.audit import AUDIT_TABLE, record_run
 from tests.conftest import ROOT
 from tests.guard.test_lock_concurrency import environment_for
-from tests.helpers import FIRST, HEAD, assert_ok, sqlite_url
+from tests.helpers import FIRST, HEAD, assert_ok, assert_one_line_error, prepare, sqlite_url
 from tests.revision_chains import repository_chain
 
 FIELDS = {
@@ -149,3 +150,14 @@ def test_simultaneous_first_writes_create_the_table_once(pg_url):
 @pytest.fixture
 def dev(dev_on_both: str) -> str:
     return dev_on_both
+
+
+@pytest.mark.hostile
+@pytest.mark.postgres
+def test_audit_limit_out_of_range_is_bad_input(project, pg_url):
+    prepare(project, pg_url)
+    project.setenv("DATABASE_URL_DEVELOPMENT", pg_url)
+
+    result = project.invoke("dev.audit", "--limit", "99999999999999999999999")
+
+    assert_one_line_error(result, ExitCode.USAGE, "--limit")

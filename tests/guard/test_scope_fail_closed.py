@@ -224,3 +224,42 @@ def test_a_local_host_list_of_loopback_names_is_this_machine(project):
 
     assert "allow_remote" not in result.output  # past the guard: port 9 has no server
     assert result.code == ExitCode.FAILED, result.output
+
+
+@pytest.mark.hostile
+@pytest.mark.postgres
+def test_dev_on_a_multi_host_url_that_reaches_production_is_refused(project, pg_url):
+    prepare(project, pg_url)
+    url = sqlalchemy.engine.make_url(pg_url)
+    multi_host = (
+        f"postgresql+psycopg2://{url.username}@nohost.invalid,{url.host}:{url.port}/{url.database}"
+    )
+    project.setenv("DATABASE_URL_PRODUCTION", pg_url)
+    project.setenv("DATABASE_URL_DEVELOPMENT", multi_host)
+
+    result = project.invoke("dev.stamp", "--rev", FIRST, "--yes")
+
+    assert version_rows(schema_snapshot(pg_url)) == [HEAD], result.output
+    assert_one_line_error(result, ExitCode.REFUSED, "DATABASE_URL_PRODUCTION")
+
+
+UNUSABLE_PRODUCTION = {
+    # SQLAlchemy 2.1's own spelling for psycopg 3, not installed here
+    "psycopg3-driver": "postgresql+psycopg",
+    "pg8000-driver": "postgresql+pg8000",
+}
+
+
+@pytest.mark.hostile
+@pytest.mark.postgres
+@pytest.mark.parametrize("driver", UNUSABLE_PRODUCTION.values(), ids=UNUSABLE_PRODUCTION.keys())
+def test_dev_on_production_named_with_another_driver_is_refused(project, pg_url, driver):
+    prepare(project, pg_url)
+    url = sqlalchemy.engine.make_url(pg_url)
+    project.setenv("DATABASE_URL_PRODUCTION", url.set(drivername=driver).render_as_string(False))
+    project.setenv("DATABASE_URL_DEVELOPMENT", pg_url)
+
+    result = project.invoke("dev.stamp", "--rev", FIRST, "--yes")
+
+    assert version_rows(schema_snapshot(pg_url)) == [HEAD], result.output
+    assert_one_line_error(result, ExitCode.REFUSED, "DATABASE_URL_PRODUCTION")

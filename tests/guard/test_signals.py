@@ -9,6 +9,7 @@ the way a user does and fails without the fix.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from tasks.core.errors import ExitCode
 from tests.conftest import Result, schema_snapshot
 from tests.guard.test_lock_concurrency import advisory_locks, audit_rows, backends_running
 from tests.helpers import assert_ok, assert_one_line_error, stderr_lines, version_rows
-from tests.revision_chains import counts, empty_chain, spawn, wait_until
+from tests.revision_chains import counts, empty_chain, kill, scalar, spawn, wait_until
 
 SLOW = "e10000000001"
 SLEEP = "pg_sleep(600)"  # far longer than any wait below: only a cancel ends it in time
@@ -249,3 +250,62 @@ def test_mariadb_statement_is_killed_on_the_server_when_the_task_stops(
     assert SLOW not in counts(mysql_url)
     rows = [row for row in audit_rows(project) if row["task"] == "dev.upgrade"]
     assert (rows[0]["outcome"], rows[0]["error"]) == ("failed", what)
+
+
+@pytest.mark.hostile
+@pytest.mark.mysql
+def test_a_stopped_mariadb_revision_names_the_table_it_left_behind(project, mysql_url):
+    chain = empty_chain(project.tmp / "scripts", counter=False).use(project)
+    chain.add("d00000000001", "base", 'op.execute("CREATE TABLE kept (id int)")', record=False)
+    project.setenv("DATABASE_URL_DEVELOPMENT", mysql_url)
+    assert project.invoke("dev.upgrade").code == ExitCode.OK
+    body = 'op.execute("CREATE TABLE left_over (id int)")\nop.execute("SELECT SLEEP(60)")'
+    chain.add("d00000000002", "slow after ddl", body, record=False)
+
+    runner = spawn("dev.upgrade")
+    try:
+        wait_until(
+            lambda: "left_over" in schema_snapshot(mysql_url), timeout=60, what="the DDL to commit"
+        )
+        runner.send_signal(signal.SIGTERM)
+        stdout, stderr = runner.communicate(timeout=60)
+    finally:
+        if runner.poll() is None:
+            kill(runner)
+
+    assert runner.returncode == 143, stderr
+    assert version_rows(schema_snapshot(mysql_url)) == ["d00000000001"]
+    assert "left_over" in stderr, stderr
+    assert "DROP TABLE `left_over`" in stdout, stdout
+
+
+@pytest.mark.hostile
+@pytest.mark.postgres
+def test_ctrl_c_pressed_repeatedly_still_ends_audited(project, pg_url):
+    chain = empty_chain(project.tmp / "scripts", counter=False).use(project)
+    chain.add("e00000000001", "base", 'op.execute("CREATE TABLE kept (id int)")', record=False)
+    project.setenv("DATABASE_URL_DEVELOPMENT", pg_url)
+    assert project.invoke("dev.upgrade").code == ExitCode.OK
+    chain.add("e00000000002", "slow", 'op.execute("SELECT pg_sleep(60)")', record=False)
+    sleeping = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND query LIKE 'SELECT pg_sleep(60)%'"
+    )
+
+    runner = spawn("dev.upgrade")
+    try:
+        wait_until(lambda: scalar(pg_url, sleeping), timeout=60, what="the revision to run")
+        while runner.poll() is None:  # an impatient user: Ctrl-C, Ctrl-C, Ctrl-C ...
+            runner.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                runner.wait(timeout=0.01)
+        stdout, stderr = runner.communicate(timeout=60)
+    finally:
+        if runner.poll() is None:
+            kill(runner)
+
+    assert runner.returncode == 130, (runner.returncode, stdout, stderr)
+    assert stderr.strip() == "dev.upgrade: interrupted", stderr
+    outcome = "SELECT outcome FROM migration_audit ORDER BY id DESC LIMIT 1"
+    assert scalar(pg_url, outcome) == "failed"
+    assert version_rows(schema_snapshot(pg_url)) == ["e00000000001"]

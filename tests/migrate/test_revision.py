@@ -195,3 +195,15 @@ def test_revision_with_scripts_outside_the_project(project, scripts):
     new = scripts.files() - {path.name for path in (ROOT / "alembic" / "versions").glob("*.py")}
     assert len(new) == 1
     assert Path(created_path(result.stdout)).resolve() == (scripts.versions / new.pop()).resolve()
+
+
+@pytest.mark.hostile
+def test_revision_refuses_the_reserved_id_base(project, users_chain, existing_sqlite_url):
+    project.setenv("DATABASE_URL_DEVELOPMENT", existing_sqlite_url)
+    before = set(users_chain.scripts.versions.glob("*.py"))
+
+    result = project.invoke("dev.revision", "-m", "x", "--empty", "--rev-id", "base")
+
+    assert set(users_chain.scripts.versions.glob("*.py")) == before, result.output
+    assert_one_line_error(result, ExitCode.USAGE, "--rev-id")
+    assert project.invoke("dev.history").code == ExitCode.OK

@@ -10,6 +10,7 @@ import subprocess
 import pexpect
 import pytest
 
+from tasks.core.errors import ExitCode
 from tests.helpers import assert_ok, sqlite_url, terminal
 from tests.revision_chains import create_table, empty_chain
 
@@ -56,3 +57,27 @@ def test_graphviz_reads_a_graph_with_hostile_messages(project):
     edges = {(word[1].strip('"'), word[2].strip('"')) for word in words if word[0] == "edge"}
     assert nodes == {"a80000000001", "a80000000002"}, result.stdout
     assert edges == {("a80000000001", "a80000000002")}, result.stdout
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize(
+    "argv", [("dev.plan",), ("dev.history",), ("dev.heads",), ("dev.show", "--rev", "head")]
+)
+def test_terminal_control_sequences_in_a_message_are_not_printed(
+    project, existing_sqlite_url, argv
+):
+    chain = empty_chain(project.tmp / "scripts", counter=False).use(project)
+    chain.add(
+        "a00000000001",
+        "users",
+        'op.create_table("users", sa.Column("id", sa.Integer, primary_key=True))',
+        record=False,
+    )
+    chain.add("a00000000002", "harmless\x1b[3A\x1b[J", 'op.drop_table("users")', record=False)
+    project.setenv("DATABASE_URL_DEVELOPMENT", existing_sqlite_url)
+
+    result = project.invoke(*argv)
+
+    assert result.code == ExitCode.OK, result.output
+    assert "harmless" in result.output
+    assert "\x1b" not in result.output, repr(result.output)

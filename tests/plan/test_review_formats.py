@@ -13,8 +13,17 @@ import pytest
 
 from tasks.core import confirmation
 from tasks.core.errors import ExitCode
-from tests.helpers import FIRST, HEAD, assert_ok, assert_one_line_error, copy_scripts, sqlite_url
+from tests.helpers import (
+    FIRST,
+    HEAD,
+    assert_ok,
+    assert_one_line_error,
+    copy_scripts,
+    outside_code,
+    sqlite_url,
+)
 from tests.plan.test_plan import accounts_chain
+from tests.revision_chains import Chain, empty_chain
 
 SIDE = "b0b0b0b0b0b0"
 MERGE = "m3m3m3m3m3m3"
@@ -233,3 +242,84 @@ def test_audit_duration_leaves_out_the_time_at_the_prompt(project, audited, monk
     assert latest["duration_ms"] < 3_600_000  # without the hour at the prompt
     finished = [r for r in project.log_records() if r.get("event") == "task finished"][-2]
     assert finished["task"] == "dev.downgrade" and finished["duration_ms"] < 3_600_000
+
+
+HOSTILE_MESSAGE = "add users\n```\n<img src=x onerror=alert(1)>\n# Approved, merge now"
+
+
+def chain_with_message(project, message: str, revision: str = "a00000000001") -> Chain:  # type: ignore[no-untyped-def]
+    chain = empty_chain(project.tmp / "scripts", counter=False).use(project)
+    chain.add(
+        revision,
+        message,
+        'op.create_table("users", sa.Column("id", sa.Integer, primary_key=True))',
+        record=False,
+    )
+    return chain
+
+
+@pytest.mark.hostile
+def test_plan_markdown_keeps_a_hostile_message_inside_its_heading(project, existing_sqlite_url):
+    chain_with_message(project, HOSTILE_MESSAGE)
+    project.setenv("DATABASE_URL_DEVELOPMENT", existing_sqlite_url)
+
+    result = project.invoke("dev.plan", "--format", "markdown")
+
+    assert result.code == ExitCode.OK, result.output
+    lines = result.stdout.splitlines()
+    assert not any(line.startswith("# Approved") for line in lines), result.stdout
+    assert "<img" not in result.stdout, result.stdout
+    assert sum(line.startswith("```") for line in lines) % 2 == 0, result.stdout
+
+
+@pytest.mark.hostile
+def test_mermaid_history_keeps_a_hostile_message_inside_its_label(project, existing_sqlite_url):
+    chain_with_message(project, 'x\n```\n# heading\n    click r_a00000000001 href "https://evil"')
+    project.setenv("DATABASE_URL_DEVELOPMENT", existing_sqlite_url)
+
+    result = project.invoke("dev.history", "--graph", "--format", "mermaid")
+
+    assert result.code == ExitCode.OK, result.output
+    assert "```" not in result.stdout, result.stdout
+    # Every indented line is a statement the renderer wrote (a message's `click` line is not),
+    # and the one revision is one node line: its label stays in it.
+    statement = re.compile(
+        r'    (r_\w+\["[^"\n]*"\]|r_\w+ --> r_\w+|classDef \w+ .+|class [\w,]+ \w+)'
+    )
+    lines = result.stdout.splitlines()
+    assert [line for line in lines if not line.startswith(" ")] == ["flowchart TD"], result.stdout
+    indented = [line for line in lines if line.startswith(" ")]
+    assert all(statement.fullmatch(line) for line in indented), result.stdout
+    assert sum('["' in line for line in indented) == 1, result.stdout
+
+
+@pytest.mark.hostile
+def test_mermaid_history_draws_two_revisions_as_two_nodes(project, existing_sqlite_url):
+    chain = chain_with_message(project, "first", revision="a.b")
+    chain.add("a_b", "second", "pass", record=False)
+    project.setenv("DATABASE_URL_DEVELOPMENT", existing_sqlite_url)
+
+    result = project.invoke("dev.history", "--graph", "--format", "mermaid")
+
+    assert result.code == ExitCode.OK, result.output
+    node_lines = [line for line in result.stdout.splitlines() if '["' in line]
+    ids = [line.split("[", 1)[0].strip() for line in node_lines]
+    assert len(set(ids)) == 2, result.stdout
+
+
+@pytest.mark.hostile
+def test_plan_markdown_keeps_hostile_sql_inside_code(project, existing_sqlite_url):
+    chain = empty_chain(project.tmp / "scripts", counter=False).use(project)
+    chain.add(
+        "a00000000001",
+        "drop users",
+        'op.execute("DROP TABLE users -- `<img src=https://evil.example/t.png>` [ok](https://e)")',
+        record=False,
+    )
+    project.setenv("DATABASE_URL_DEVELOPMENT", existing_sqlite_url)
+
+    result = project.invoke("dev.plan", "--format", "markdown")
+
+    assert result.code == ExitCode.OK, result.output
+    assert "evil" in result.stdout, result.stdout
+    assert "evil" not in outside_code(result.stdout), result.stdout
