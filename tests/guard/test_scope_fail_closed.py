@@ -243,7 +243,7 @@ def test_dev_on_a_multi_host_url_that_reaches_production_is_refused(project, pg_
     assert_one_line_error(result, ExitCode.REFUSED, "DATABASE_URL_PRODUCTION")
 
 
-UNUSABLE_PRODUCTION = {
+OTHER_DRIVERS = {
     # SQLAlchemy 2.1's own spelling for psycopg 3, not installed here
     "psycopg3-driver": "postgresql+psycopg",
     "pg8000-driver": "postgresql+pg8000",
@@ -252,7 +252,7 @@ UNUSABLE_PRODUCTION = {
 
 @pytest.mark.hostile
 @pytest.mark.postgres
-@pytest.mark.parametrize("driver", UNUSABLE_PRODUCTION.values(), ids=UNUSABLE_PRODUCTION.keys())
+@pytest.mark.parametrize("driver", OTHER_DRIVERS.values(), ids=OTHER_DRIVERS.keys())
 def test_dev_on_production_named_with_another_driver_is_refused(project, pg_url, driver):
     prepare(project, pg_url)
     url = sqlalchemy.engine.make_url(pg_url)
