@@ -43,9 +43,7 @@ def _retyped(login_count_type, nickname_type) -> MetaData:  # type: ignore[no-un
     for table in import_all_models().sorted_tables:
         table.to_metadata(metadata)
     users = metadata.tables["users"]
-    login_count = Column(
-        "login_count", login_count_type, nullable=False, server_default=text("0")
-    )
+    login_count = Column("login_count", login_count_type, nullable=False, server_default=text("0"))
     users.append_column(login_count)
     Index("ix_users_login_count", login_count)
     users.append_column(Column("nickname", nickname_type, nullable=True))

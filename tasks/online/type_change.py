@@ -191,10 +191,13 @@ class TypeChange:
 
     def default_sql(self) -> str | None:
         """The model's server default as DDL (None: it has none)."""
-        if self.column.server_default is None:
+        arg = getattr(self.column.server_default, "arg", None)
+        if arg is None:
             return None
-        compiler = postgresql.dialect().ddl_compiler(postgresql.dialect(), None)
-        return compiler.get_column_default_string(self.column)
+        if isinstance(arg, str):
+            return "'" + arg.replace("'", "''") + "'"
+        compiled = arg.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
+        return str(compiled)
 
     def index_op(self, index: Index, suffix: str) -> ops.CreateIndexOp:
         columns = [
@@ -245,7 +248,9 @@ class TypeChange:
         default = self.default_sql()
         if default is not None:
             steps.append(
-                sql_step(f"ALTER TABLE {table}", f"ALTER COLUMN {_quote(shadow)} SET DEFAULT {default}")
+                sql_step(
+                    f"ALTER TABLE {table}", f"ALTER COLUMN {_quote(shadow)} SET DEFAULT {default}"
+                )
             )
         if self.column.nullable is False:
             steps.extend(
@@ -390,7 +395,7 @@ def _model_table(metadata: Any, schema: str | None, table: str) -> Table | None:
     key = f"{schema}.{table}" if schema else table
     for item in metadata if isinstance(metadata, list | tuple) else [metadata]:
         if item is not None and key in item.tables:
-            return item.tables[key]  # type: ignore[no-any-return]
+            return item.tables[key]
     return None
 
 
@@ -404,9 +409,11 @@ def _supported(table: Table, column: Column[Any]) -> list[Index] | None:
     if default is not None and "nextval" in str(getattr(default, "arg", "")):
         return None
     for constraint in table.constraints:
-        if isinstance(constraint, UniqueConstraint | ForeignKeyConstraint | CheckConstraint):
-            if column.name in {c.name for c in getattr(constraint, "columns", [])}:
-                return None
+        kinds = UniqueConstraint | ForeignKeyConstraint | CheckConstraint
+        if isinstance(constraint, kinds) and column.name in {
+            c.name for c in getattr(constraint, "columns", [])
+        }:
+            return None
     for fk_table in table.metadata.tables.values():
         for fk in fk_table.foreign_keys:
             if fk.target_fullname.split(".")[-1] == column.name and fk.references(table):
@@ -416,9 +423,10 @@ def _supported(table: Table, column: Column[Any]) -> list[Index] | None:
         names = {c.name for c in index.columns}
         if column.name not in names:
             continue
-        if len(index.expressions) != len(index.columns) or index.dialect_options["postgresql"].get(
-            "where"
-        ) is not None:
+        if (
+            len(index.expressions) != len(index.columns)
+            or index.dialect_options["postgresql"].get("where") is not None
+        ):
             return None
         indexes.append(index)
     return sorted(indexes, key=lambda ix: str(ix.name))
