@@ -305,8 +305,10 @@ class TypeChange:
             f"ALTER TABLE {table} RENAME COLUMN {_quote(self.name)} TO {_quote(self.shadow)};",
             f"ALTER TABLE {table} RENAME COLUMN {_quote(self.old_shadow)} TO {_quote(self.name)};",
             *renames,
-            " ".join(function) + ";",
-            " ".join(create) + ";",
+            *function[:-1],
+            function[-1] + ";",
+            *create[:-1],
+            create[-1] + ";",
         ]
         return ["DO $do$ BEGIN", *body, "END $do$"]
 

@@ -12,7 +12,7 @@ import sqlalchemy
 
 from tasks.online.type_change import bounded, rewrites_table
 from tests.conftest import ROOT, Project
-from tests.helpers import HEAD, assert_ok, copy_scripts, prepare
+from tests.helpers import HEAD, assert_ok, copy_scripts, prepare, venv_bin
 from tests.online.test_expand_contract import execute, module
 
 pytestmark = pytest.mark.postgres
@@ -89,7 +89,7 @@ def indexes(url: str) -> dict[str, str]:
     return dict(rows)
 
 
-def test_autogenerate_writes_expand_then_contract(retyped: dict) -> None:
+def test_autogenerate_writes_expand_then_contract(project: Project, retyped: dict) -> None:
     expand, contract = retyped["expand"], retyped["contract"]
     assert expand.down_revision == COLUMNS and contract.down_revision == expand.revision
     assert getattr(expand, "contract", False) is False and contract.contract is True
@@ -102,6 +102,11 @@ def test_autogenerate_writes_expand_then_contract(retyped: dict) -> None:
     contract_source = retyped["paths"][1].read_text()
     assert re.search(r"^contract = True$", contract_source, re.M)
     assert "DO $do$ BEGIN" in contract_source and "op.lock_retries()" in contract_source
+    # Both files are ready to commit: they pass the project's formatter and linter as written.
+    for path in retyped["paths"]:
+        for command in (["format", "--check"], ["check"]):
+            checked = project.run(venv_bin("ruff"), *command, str(path))
+            assert checked.code == 0, checked.output
 
 
 def test_a_binary_coercible_change_stays_one_plain_alter_column(
