@@ -32,3 +32,33 @@ def rename_retype() -> MetaData:
     """A new name and a type whose change would rewrite the table (varchar(120) -> text is
     free; to varchar(80) is not)."""
     return _renamed(String(80))
+
+
+def _retyped(login_count_type, nickname_type) -> MetaData:  # type: ignore[no-untyped-def]
+    """users gains login_count (NOT NULL, default 0, indexed) and nickname in the database
+    (tests/online/test_type_change.py adds them by SQL); the model gives them these types."""
+    from sqlalchemy import text
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    for table in import_all_models().sorted_tables:
+        table.to_metadata(metadata)
+    users = metadata.tables["users"]
+    login_count = Column("login_count", login_count_type, nullable=False, server_default=text("0"))
+    users.append_column(login_count)
+    Index("ix_users_login_count", login_count)
+    users.append_column(Column("nickname", nickname_type, nullable=True))
+    return metadata
+
+
+def retype() -> MetaData:
+    """login_count integer -> bigint: a table rewrite on PostgreSQL."""
+    from sqlalchemy import BigInteger
+
+    return _retyped(BigInteger(), String(20))
+
+
+def widen() -> MetaData:
+    """nickname varchar(20) -> varchar(40): binary-coercible, no rewrite."""
+    from sqlalchemy import Integer
+
+    return _retyped(Integer(), String(40))

@@ -26,7 +26,8 @@ waits 50 ms at most and is retried, so writers never queue behind one for long.
 
 Tables created or dropped in the same revision are left alone: an empty new table needs no
 CONCURRENTLY, and a dropped one is going away. Everything else (a volatile default, a type
-change that rewrites the table) is left exactly as Alembic writes it, for the lint to flag: those
+change that rewrites the table on a column the shadow-column split cannot carry: a key, a
+constraint) is left exactly as Alembic writes it, for the lint to flag: those
 really need a human. No Invoke here: `alembic/env.py` wires this in.
 """
 
@@ -194,14 +195,26 @@ def _render_drop_unvalidated(
 def process_revision_directives(context: Any, revision: Any, directives: list[Any]) -> None:
     """Rewrite every script's upgrade and downgrade operations into their lock-safe forms.
 
-    A column renamed in the models (`info={"renamed_from": ...}`) first becomes two scripts,
-    expand and contract (tasks/online/expand_contract.py); both are then made lock-safe.
+    A column renamed in the models (`info={"renamed_from": ...}`), or whose type changes in a
+    way that rewrites the table, first becomes two scripts, expand and contract
+    (tasks/online/expand_contract.py, tasks/online/type_change.py); both are then made
+    lock-safe.
     """
     from tasks.online.expand_contract import split_renames
+    from tasks.online.type_change import split_type_changes
 
     quote = _quoter(context)
+    metadata = getattr(context, "opts", {}).get("target_metadata")
     for script in list(directives):
         contract = split_renames(script, SqlStepOp, lambda op: _checked_not_null(op, quote))
+        contract = split_type_changes(
+            script,
+            metadata,
+            SqlStepOp,
+            lambda op: _checked_not_null(op, quote),
+            _concurrent_index,
+            contract,
+        )
         if contract is not None:
             directives.append(contract)
     for script in directives:
