@@ -20,6 +20,9 @@ or SQLAlchemy name. Each function names the internal it relies on:
   `add_constraint_ddl`.
 - `Script._db_current_indicator` (what `alembic history --indicate-current` sets from inside
   env.py): `history_line`, Alembic's history line with "(current)", without running env.py.
+- `MigrationScript._needs_render` (what autogenerate sets on the scripts it made itself):
+  `render_with_autogenerate`, so a second script added by `process_revision_directives` (the
+  contract half of an expand/contract change) is rendered like the first.
 - `MigrationContext.on_version_apply_callbacks` (the list `on_version_apply` fills):
   `call_when_version_recorded`, the hook `op.backfill` uses to archive its bookkeeping row in
   the revision's own transaction.
@@ -278,3 +281,10 @@ def history_line(script: Any, *, current: bool, verbose: bool) -> str:
             verbose=verbose, include_branches=True, include_doc=True, include_parents=True
         )
     )
+
+
+def render_with_autogenerate(script: Any) -> None:
+    """Have Alembic render `script` (an `ops.MigrationScript` a hook added to the directives)
+    with autogenerate's renderer, as it renders the script it made itself
+    (`MigrationScript._needs_render`, read by `RevisionContext._to_script`)."""
+    script._needs_render = True

@@ -33,6 +33,7 @@ from alembic.autogenerate.api import AutogenContext
 from alembic.autogenerate.render import render_op
 from alembic.operations import ops
 
+from tasks.core.alembic_internals import render_with_autogenerate
 from tasks.online.backfill import BackfillOp, BackfillSpec
 
 RENAMED_FROM = "renamed_from"
@@ -227,16 +228,21 @@ def split_renames(script: Any, sql_step: SqlStep, not_null: NotNull) -> Any | No
         contract_up.append(_contract_upgrade(rename, moved, sql_step))
         contract_down.append(_contract_downgrade(rename, sql_step, not_null))
     _expand_downgrade(script.downgrade_ops, [rename for rename, _ in renames], sql_step)
+    return contract_script(script, contract_up, contract_down)
+
+
+def contract_script(script: Any, up: list[Any], down: list[Any]) -> Any:
+    """The contract revision that follows the expand `script`, rendered like it."""
     contract = ops.MigrationScript(
         rev_id=uuid.uuid4().hex[-12:],
-        upgrade_ops=ops.UpgradeOps(ops=contract_up),
-        downgrade_ops=ops.DowngradeOps(ops=contract_down),
+        upgrade_ops=ops.UpgradeOps(ops=up),
+        downgrade_ops=ops.DowngradeOps(ops=down),
         message=f"{script.message or 'expand/contract'} (contract)",
         imports={CONTRACT_MARKER},
         head=script.rev_id,
         version_path=script.version_path,
     )
-    contract._needs_render = True  # Alembic renders it like the first
+    render_with_autogenerate(contract)
     return contract
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,11 +43,11 @@ from sqlalchemy.dialects import postgresql
 
 from tasks.online.backfill import BackfillOp, BackfillSpec
 from tasks.online.expand_contract import (
-    CONTRACT_MARKER,
     MAX_IDENTIFIER,
     NotNull,
     SqlStep,
     StepsOp,
+    contract_script,
 )
 
 # Makes a CreateIndexOp concurrent, outside a transaction, re-runnable (the lock-safe rewriter's).
@@ -489,17 +488,7 @@ def split_type_changes(
         contract.upgrade_ops.ops.extend(up)
         contract.downgrade_ops.ops[:0] = list(reversed(down))
         return contract
-    contract = ops.MigrationScript(
-        rev_id=uuid.uuid4().hex[-12:],
-        upgrade_ops=ops.UpgradeOps(ops=up),
-        downgrade_ops=ops.DowngradeOps(ops=list(reversed(down))),
-        message=f"{script.message or 'expand/contract'} (contract)",
-        imports={CONTRACT_MARKER},
-        head=script.rev_id,
-        version_path=script.version_path,
-    )
-    contract._needs_render = True  # Alembic renders it like the first
-    return contract
+    return contract_script(script, up, list(reversed(down)))
 
 
 def _replace_downgrade(downgrade_ops: Any, change: TypeChange, sql_step: SqlStep) -> None:
