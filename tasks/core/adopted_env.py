@@ -74,13 +74,15 @@ def require_task_database(
     connection of env.py's own to the task's database is accepted (the `alembic init`
     env.py's `engine_from_config` on `sqlalchemy.url`) and gets the environment's timeouts.
     """
-    from tasks.core.database_identity import same_database
+    from tasks.core.database_identity import identity, same_database
 
     ours = handover.connection
     if ours is connection:
         return
     try:
-        if ours is not None:
+        if handover.database_identity is not None:
+            same = identity(connection) == handover.database_identity
+        elif ours is not None:
             same = same_database(connection, ours)
         else:
             same = _same_as_environment(handover, connection)
