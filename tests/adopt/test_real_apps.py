@@ -16,6 +16,7 @@ that is the starting state here too.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -79,7 +80,7 @@ def app_venvs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {}
 
 
-def app_python(name: str, venvs: dict[str, Path], root: Path) -> Path:
+def app_python(name: str, venvs: dict[str, Path], root: Path, requirement: str = "") -> Path:
     if name in venvs:
         return venvs[name]
     venv = root / f"venv-{name}"
@@ -93,7 +94,7 @@ def app_python(name: str, venvs: dict[str, Path], root: Path) -> Path:
     (site / "_project.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     python = venv / "bin" / "python"
     installed = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", APPS[name].requirement],
+        [str(python), "-m", "pip", "install", "--quiet", requirement or APPS[name].requirement],
         capture_output=True,
         text=True,
         check=False,
@@ -101,7 +102,7 @@ def app_python(name: str, venvs: dict[str, Path], root: Path) -> Path:
     )
     if installed.returncode != 0:
         tail = " ".join(installed.stderr.split()[-30:])
-        pytest.skip(f"pip cannot install {APPS[name].requirement} here: {tail}")
+        pytest.skip(f"pip cannot install {requirement or APPS[name].requirement} here: {tail}")
     venvs[name] = python
     return python
 
@@ -298,3 +299,112 @@ def test_ci_check_with_the_applications_history_trusted(adopted, project, pg_ser
     assert_ok(trusted)
     assert f"older revisions trusted: ci.since {head}" in trusted.stdout
     assert "ok     models: postgresql: models match the migrations" in trusted.stdout
+
+
+# --- issue 17: an async application on PostgreSQL, a sync one on MariaDB --------------------
+# Each installed once per worker and adopted end to end in one test. Versions are pinned: the
+# drift asserted below is these releases' own.
+
+PREFECT = "prefect==3.9.1"
+MLFLOW = "mlflow-skinny==3.18.0"
+
+# Prefect's history creates what its models no longer declare (its real drift, which plain
+# Alembic's compare_metadata reports too): lived with through `migrations.compare.ignore`.
+PREFECT_DRIFT = [
+    "remove_table:deployment_version",
+    "remove_index:*deployment_version__*",
+    "remove_index:ix_deployment__version_id",
+    "remove_column:deployment.version_id",
+    "remove_index:ix_flow_run__schedule_id_scheduler",
+]
+
+# The README's one-line change, for the runs where the tasks migrate a database of their own
+# (autogenerate's and ci.check's throwaway databases): env.py uses the task's connection.
+PREFECT_ONE_LINE = (
+    "    run_async_from_worker_thread(apply_migrations)",
+    "    connection = config.attributes.get('connection', None)\n"
+    "    if connection is None:\n"
+    "        run_async_from_worker_thread(apply_migrations)\n"
+    "    else:\n"
+    "        do_run_migrations(connection)",
+)
+
+
+def _package_dir(python: Path, module: str) -> Path:
+    found = run(python, "-c", f"import {module}, os; print(os.path.dirname({module}.__file__))")
+    return Path(found.stdout.strip().splitlines()[-1])
+
+
+def test_prefect_async_on_postgresql_end_to_end(project, pg_url, pg_server, app_venvs,
+                                                 tmp_path_factory):  # fmt: skip
+    """Prefect's own env.py, unchanged: it builds its own asyncpg engine from
+    PREFECT_API_DATABASE_CONNECTION_URL and calls back into the event loop from an AnyIO worker
+    thread (`run_async_from_worker_thread`), so plain `alembic upgrade` cannot run it; under
+    `migrations.driver: keep` the tasks run it as Prefect does, and the guards attach to its
+    connection. Prefect builds a database by running its history from base: that is the trusted
+    start here."""
+    python = app_python("prefect", app_venvs, tmp_path_factory.getbasetemp(), PREFECT)
+    database = _package_dir(python, "prefect.server.database")
+    url = pg_url.replace("+psycopg2", "+asyncpg")
+    project.setenv("PYTHONPATH", str(ROOT))
+    project.setenv("PREFECT_HOME", str(project.tmp / "prefect-home"))
+    project.setenv("DATABASE_URL_DEVELOPMENT", url)
+    project.setenv("PREFECT_API_DATABASE_CONNECTION_URL", url)
+    project.setenv("INVOKE_MIGRATIONS_DRIVER", "keep")
+    project.setenv("INVOKE_MIGRATIONS_METADATA", "prefect.server.database.orm_models:Base.metadata")
+    project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(database / "alembic.ini"))
+    # Prefect keeps one folder of revisions per dialect; its env.py picks one at run time.
+    project.setenv(
+        "INVOKE_MIGRATIONS_VERSION_LOCATIONS",
+        "prefect:server/database/_migrations/versions/postgresql",
+    )
+    # Prefect's env.py passes no compare_server_default: Alembic's own default, off.
+    project.setenv("INVOKE_MIGRATIONS_COMPARE_COMPARE_SERVER_DEFAULT", "false")
+
+    assert "no revision applied (base)" in invoke(python, "dev.current").stdout
+    plan = invoke(python, "dev.plan")
+    assert_ok(plan)
+    assert "120 revisions" in plan.stdout
+    assert_ok(invoke(python, "dev.upgrade", "--yes"))
+    assert "at head" in invoke(python, "dev.current").stdout
+
+    # Exactly the application's real drift, then nothing once it is lived with.
+    drift = invoke(python, "dev.check")
+    assert drift.code == ExitCode.DIFFERENCES, drift.output
+    assert "9 differences" in drift.output and "remove_table deployment_version" in drift.output
+    project.setenv("INVOKE_MIGRATIONS_COMPARE_IGNORE", ",".join(PREFECT_DRIFT))
+    assert_ok(invoke(python, "dev.check"))
+
+    assert_ok(invoke(python, "dev.downgrade", "--rev", "-1", "--yes"))
+    assert "behind head by 1 revision" in invoke(python, "dev.current").stdout
+    assert_ok(invoke(python, "dev.upgrade"))
+    assert "at head" in invoke(python, "dev.current").stdout
+
+    # Autogenerate and ci.check migrate throwaway databases, which Prefect's own engine does
+    # not reach: the tasks refuse that in one line, and the README's one-line change fixes it.
+    refused = invoke(python, "dev.revision", "--autogenerate", "--message", "probe")
+    assert_one_line_error(refused, ExitCode.FAILED, "does not build", "not the task's")
+    migrations = project.tmp / "prefect_migrations"
+    shutil.copytree(database / "_migrations", migrations)
+    env_py = migrations / "env.py"
+    env_py.write_text(env_py.read_text().replace(*PREFECT_ONE_LINE))
+    (migrations / "alembic.ini").write_text(
+        "[alembic]\nscript_location = %(here)s\n"
+        "version_locations = %(here)s/versions/postgresql\n"
+    )
+    project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(migrations / "alembic.ini"))
+    project.monkeypatch.delenv("INVOKE_MIGRATIONS_VERSION_LOCATIONS")
+    nothing = invoke(python, "dev.revision", "--autogenerate", "--message", "probe")
+    assert_ok(nothing)
+    assert "no revision written" in nothing.stdout
+    assert not list((migrations / "versions" / "postgresql").glob("*probe*"))
+
+    head = invoke(python, "dev.heads").stdout.split()[0]
+    project.setenv("INVOKE_MIGRATIONS_CI_SINCE", head)
+    project.setenv("INVOKE_MIGRATIONS_CI_DIALECTS", "postgresql")
+    project.setenv(
+        "INVOKE_MIGRATIONS_CI_POSTGRES_URL", pg_server.url.render_as_string(hide_password=False)
+    )
+    checked = invoke(python, "ci.check")
+    assert_ok(checked)
+    assert "ok     models: postgresql: models match the migrations" in checked.stdout
