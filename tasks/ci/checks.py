@@ -746,7 +746,7 @@ def _kept_async_url(session: Session, url: Any) -> Any:
         try:
             kept = resolve_environment(session.settings, name).migration_url
         except Exception:  # a name that is no environment, or one whose URL is not set
-            continue
+            kept = None
         if kept is not None and kept.get_backend_name() == url.get_backend_name():
             return url.set(drivername=kept.drivername)
     return None

@@ -389,8 +389,7 @@ def test_prefect_async_on_postgresql_end_to_end(project, pg_url, pg_server, app_
     env_py = migrations / "env.py"
     env_py.write_text(env_py.read_text().replace(*PREFECT_ONE_LINE))
     (migrations / "alembic.ini").write_text(
-        "[alembic]\nscript_location = %(here)s\n"
-        "version_locations = %(here)s/versions/postgresql\n"
+        "[alembic]\nscript_location = %(here)s\nversion_locations = %(here)s/versions/postgresql\n"
     )
     project.setenv("INVOKE_MIGRATIONS_ALEMBIC_INI", str(migrations / "alembic.ini"))
     project.monkeypatch.delenv("INVOKE_MIGRATIONS_VERSION_LOCATIONS")
