@@ -148,6 +148,9 @@ def _comparison(handover: EnvHandover, options: dict[str, Any]) -> dict[str, Any
     from tasks.core.comparison import from_settings, merge_env_options
     from tasks.core.custom_types import with_custom_type_imports
 
+    from tasks.core.alembic_internals import guard_user_default_comparison
+
+    guard_user_default_comparison()
     project = from_settings(handover.settings)
     rules = merge_env_options(project, options) if project.from_env else project
     compared = rules.options(handover.environment.dialect)

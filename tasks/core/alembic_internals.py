@@ -20,6 +20,11 @@ or SQLAlchemy name. Each function names the internal it relies on:
   `add_constraint_ddl`.
 - `Script._db_current_indicator` (what `alembic history --indicate-current` sets from inside
   env.py): `history_line`, Alembic's history line with "(current)", without running env.py.
+- Alembic's comparator registry (`alembic.runtime.plugins._all_plugins`, plugin
+  `alembic.autogenerate.defaults`, its `PriorityDispatcher._registry` entry for
+  `_user_compare_server_default`): `guard_user_default_comparison`, so that a callable
+  `compare_server_default` is never called for a computed or identity column (Alembic reads
+  `.arg.text` of the reflected default unchecked: `'Computed' object has no attribute 'arg'`).
 - `MigrationContext.on_version_apply_callbacks` (the list `on_version_apply` fills):
   `call_when_version_recorded`, the hook `op.backfill` uses to archive its bookkeeping row in
   the revision's own transaction.
@@ -183,6 +188,53 @@ def on_configure(hook: Any) -> None:
 
             EnvironmentContext.configure = configure  # type: ignore[method-assign]
         _configure_hooks.append(hook)
+
+
+# --- a callable compare_server_default and computed / identity columns ----------------------
+
+_DEFAULTS_PLUGIN = "alembic.autogenerate.defaults"
+_USER_DEFAULT_COMPARATOR = "_user_compare_server_default"
+_GUARDED = "_tasks_guarded"
+
+
+def guard_user_default_comparison() -> None:
+    """Keep computed and identity columns away from a callable `compare_server_default`.
+
+    Alembic (checked on 1.20.1) runs the user's callable first for every column with a server
+    default on either side, after reading the reflected default as `conn_col.server_default
+    .arg.text`: a generated column reflects as `Computed` and an identity column as
+    `Identity`, which have no `.arg`, so any callable (the tasks' known-false-positive
+    comparator on SQLite and MariaDB, or a team's own) crashes the whole comparison. Neither is
+    a server default a callable could judge: for them the wrapped step hands over to Alembic's
+    own computed and identity comparators, which come next. Process-wide and idempotent.
+    """
+    import alembic.autogenerate  # noqa: F401  (registers Alembic's comparators)
+    from alembic.runtime.plugins import _all_plugins
+    from alembic.util.langhelpers import PriorityDispatchResult
+    from sqlalchemy.schema import DefaultClause
+
+    with _install_lock:
+        registry = _all_plugins[_DEFAULTS_PLUGIN].autogenerate_comparators._registry
+        for key, entries in registry.items():
+            for position, (fn, subgroup) in enumerate(entries):
+                if fn.__name__ != _USER_DEFAULT_COMPARATOR or getattr(fn, _GUARDED, False):
+                    continue
+
+                def guarded(
+                    autogen_context: Any, alter_column_op: Any, schema: Any, tname: Any,
+                    cname: Any, conn_col: Any, metadata_col: Any, _original: Any = fn,
+                ) -> Any:  # fmt: skip
+                    for default in (conn_col.server_default, metadata_col.server_default):
+                        if default is not None and not isinstance(default, DefaultClause):
+                            return PriorityDispatchResult.CONTINUE
+                    return _original(
+                        autogen_context, alter_column_op, schema, tname, cname, conn_col,
+                        metadata_col,
+                    )  # fmt: skip
+
+                guarded.__name__ = _USER_DEFAULT_COMPARATOR
+                setattr(guarded, _GUARDED, True)
+                entries[position] = (guarded, subgroup)
 
 
 # --- Alembic's dialect comparison, with stand-ins for reflected objects -----------------------

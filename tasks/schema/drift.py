@@ -28,6 +28,9 @@ def compare(
 
     from tasks.core.comparison import Comparison, filter_diffs
 
+    from tasks.core.alembic_internals import guard_user_default_comparison
+
+    guard_user_default_comparison()
     comparison = comparison or Comparison()
     context = MigrationContext.configure(
         connection, opts=comparison.options(connection.dialect.name)

@@ -49,6 +49,7 @@ from sqlalchemy.sql.elements import False_, Null, TextClause, True_
 from sqlalchemy.sql.functions import FunctionElement
 
 from tasks.core.alembic_internals import (
+    guard_user_default_comparison,
     autoincrement_column,
     has_bind_parameters,
     impl_compare_type,
@@ -1065,6 +1066,7 @@ def _alembic_changes(
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
+    guard_user_default_comparison()
     options = context.comparison.options(context.backend)
     if tables is not None:
         options.update(_limited_to(options, schema, set(tables)))
