@@ -145,10 +145,9 @@ def _comparison(handover: EnvHandover, options: dict[str, Any]) -> dict[str, Any
     """env.py's comparison options where it passed them, `migrations.compare` for the rest,
     each wrapped in the tasks' rules (own tables out, ignore rules, dialect false positives);
     with `compare.from_env: false`, `migrations.compare` alone."""
+    from tasks.core.alembic_internals import guard_user_default_comparison
     from tasks.core.comparison import from_settings, merge_env_options
     from tasks.core.custom_types import with_custom_type_imports
-
-    from tasks.core.alembic_internals import guard_user_default_comparison
 
     guard_user_default_comparison()
     project = from_settings(handover.settings)

@@ -215,7 +215,7 @@ def guard_user_default_comparison() -> None:
 
     with _install_lock:
         registry = _all_plugins[_DEFAULTS_PLUGIN].autogenerate_comparators._registry
-        for key, entries in registry.items():
+        for entries in registry.values():
             for position, (fn, subgroup) in enumerate(entries):
                 if fn.__name__ != _USER_DEFAULT_COMPARATOR or getattr(fn, _GUARDED, False):
                     continue

@@ -49,8 +49,8 @@ from sqlalchemy.sql.elements import False_, Null, TextClause, True_
 from sqlalchemy.sql.functions import FunctionElement
 
 from tasks.core.alembic_internals import (
-    guard_user_default_comparison,
     autoincrement_column,
+    guard_user_default_comparison,
     has_bind_parameters,
     impl_compare_type,
     impl_reflect_column,
