@@ -206,7 +206,10 @@ def guard_user_default_comparison() -> None:
     `Identity`, which have no `.arg`, so any callable (the tasks' known-false-positive
     comparator on SQLite and MariaDB, or a team's own) crashes the whole comparison. Neither is
     a server default a callable could judge: for them the wrapped step hands over to Alembic's
-    own computed and identity comparators, which come next. Process-wide and idempotent.
+    own computed and identity comparators, which come next. Only the reflected side is the
+    hazard: a model's `Identity` on a dialect without identity columns (reflected as no
+    default) still reaches the callable, which knows that false positive. Process-wide and
+    idempotent.
     """
     import alembic.autogenerate  # noqa: F401  (registers Alembic's comparators)
     from alembic.runtime.plugins import _all_plugins
@@ -224,9 +227,9 @@ def guard_user_default_comparison() -> None:
                     autogen_context: Any, alter_column_op: Any, schema: Any, tname: Any,
                     cname: Any, conn_col: Any, metadata_col: Any, _original: Any = fn,
                 ) -> Any:  # fmt: skip
-                    for default in (conn_col.server_default, metadata_col.server_default):
-                        if default is not None and not isinstance(default, DefaultClause):
-                            return PriorityDispatchResult.CONTINUE
+                    reflected = conn_col.server_default
+                    if reflected is not None and not isinstance(reflected, DefaultClause):
+                        return PriorityDispatchResult.CONTINUE
                     return _original(
                         autogen_context, alter_column_op, schema, tname, cname, conn_col,
                         metadata_col,

@@ -399,10 +399,24 @@ _MYSQL_NOW = re.compile(
 
 
 def same_default(dialect: str, database: Any, model: Any) -> bool:
-    """MariaDB/MySQL store `now()` and its synonyms as `current_timestamp()`."""
+    """MariaDB/MySQL store `now()` and its synonyms as `current_timestamp()`, and a boolean
+    default (`false()`/`true()`, rendered `false`/`true`) as `0`/`1` (BOOLEAN is TINYINT(1))."""
     if dialect not in MYSQL or not isinstance(database, str) or not isinstance(model, str):
         return False
+    stored = _MYSQL_BOOLEANS.get(_unwrapped(model))
+    if stored is not None and _unwrapped(database).strip("'") == stored:
+        return True
     return _mysql_now(database) is not None and _mysql_now(database) == _mysql_now(model)
+
+
+_MYSQL_BOOLEANS = {"false": "0", "true": "1"}
+
+
+def _unwrapped(text: str) -> str:
+    value = text.strip().lower()
+    while value.startswith("(") and value.endswith(")"):
+        value = value[1:-1].strip()
+    return value
 
 
 def _mysql_now(text: str) -> str | None:

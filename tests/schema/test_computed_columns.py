@@ -10,12 +10,13 @@ default comparison.
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
-from sqlalchemy import Column, Computed, Integer, MetaData, Numeric, String, Table
+from sqlalchemy import Column, Computed, Identity, Integer, MetaData, Numeric, String, Table
 
+from tasks.core.alembic_internals import guard_user_default_comparison
 from tasks.core.comparison import Comparison
 from tasks.core.errors import ExitCode
-from tasks.schema.drift import compare
 from tests.helpers import assert_ok
 
 MODELS = "tests.schema.test_computed_columns:models"
@@ -26,7 +27,7 @@ def models() -> MetaData:
     Table(
         "line_items",
         metadata,
-        Column("id", Integer, primary_key=True),
+        Column("id", Integer, Identity(), primary_key=True),
         Column("sku", String(40), nullable=False, server_default="none"),
         Column("price", Numeric(10, 2), nullable=False),
         Column("quantity", Integer, nullable=False),
@@ -63,15 +64,42 @@ def test_a_computed_column_checks_clean_on_every_dialect(project, any_url):
     assert synced.code == ExitCode.OK, synced.output
 
 
-def test_a_callable_default_comparator_never_sees_a_computed_column(any_url):
-    """With a team's own callable (passed on every dialect), Alembic's comparison still runs."""
+@pytest.mark.parametrize("user", [True, _user_says_no_difference], ids=["tasks", "team-hook"])
+def test_autogenerate_options_compare_computed_and_identity_columns_cleanly(any_url, user):
+    """The options autogenerate runs under (the tasks' comparator on SQLite and MariaDB, or a
+    team's own callable on every dialect): no crash, and neither the computed column nor the
+    identity column (MariaDB and SQLite reflect none) is a server default change."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
     _build(any_url)
+    guard_user_default_comparison()
     engine = sa.create_engine(any_url)
     try:
         with engine.connect() as connection:
-            diffs = compare(
-                connection, models(), Comparison(compare_server_default=_user_says_no_difference)
-            )
+            options = Comparison(compare_server_default=user).options(connection.dialect.name)
+            context = MigrationContext.configure(connection, opts=options)
+            diffs = compare_metadata(context, models())
     finally:
         engine.dispose()
-    assert [d for d in diffs if d[0] == "modify_default"] == [], diffs
+    flat = [d for diff in diffs for d in (diff if isinstance(diff, list) else [diff])]
+    assert [d for d in flat if d[0] == "modify_default"] == [], flat
+
+
+@pytest.mark.parametrize(
+    ("database", "model", "same"),
+    [
+        ("0", "false", True),
+        ("'1'", "true", True),
+        ("(0)", "false", True),
+        ("1", "false", False),
+        ("0", "'0'", False),  # a string default is not a boolean one
+        ("0", "0", False),  # already equal: Alembic itself never reports it
+    ],
+)
+def test_mariadb_stores_a_boolean_default_as_0_or_1(database, model, same):
+    """mlflow's `server_default=sa.false()` reflects as `0` on MariaDB: not a difference."""
+    from tasks.core.comparison import same_default
+
+    assert same_default("mysql", database, model) is same
+    assert same_default("postgresql", database, model) is False
