@@ -25,6 +25,9 @@ or SQLAlchemy name. Each function names the internal it relies on:
   `_user_compare_server_default`): `guard_user_default_comparison`, so that a callable
   `compare_server_default` is never called for a computed or identity column (Alembic reads
   `.arg.text` of the reflected default unchecked: `'Computed' object has no attribute 'arg'`).
+- `ScriptDirectory._generate_template` (Alembic reads `<script directory>/script.py.mako`, with no
+  option to name another): `revision_template_fallback`, Alembic's own generic template for a
+  script directory installed without one (a wheel ships only `env.py` and `versions/`).
 - `MigrationContext.on_version_apply_callbacks` (the list `on_version_apply` fills):
   `call_when_version_recorded`, the hook `op.backfill` uses to archive its bookkeeping row in
   the revision's own transaction.
@@ -43,7 +46,10 @@ A single-threaded run behaves exactly as before; installing is idempotent and pr
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -238,6 +244,50 @@ def guard_user_default_comparison() -> None:
                 guarded.__name__ = _USER_DEFAULT_COMPARATOR
                 setattr(guarded, _GUARDED, True)
                 entries[position] = (guarded, subgroup)
+
+
+# --- a script directory without its revision template ----------------------------------------
+
+REVISION_TEMPLATE = "script.py.mako"
+
+
+def generic_revision_template() -> Path:
+    """Alembic's own `generic` template's script.py.mako (what `alembic init` copies)."""
+    import alembic
+
+    return Path(alembic.__file__).parent / "templates" / "generic" / REVISION_TEMPLATE
+
+
+@contextlib.contextmanager
+def revision_template_fallback(script_dir: str | Path) -> Iterator[bool]:
+    """While open, a revision (or merge) written into `script_dir` without a script.py.mako
+    there is rendered from Alembic's generic template; yields whether the fallback applies.
+
+    Alembic (checked on 1.20.1) renders `Path(ScriptDirectory.dir, "script.py.mako")` and has
+    no option naming another file: `ScriptDirectory._generate_template` is wrapped for the
+    block, for that one missing file only.
+    """
+    from alembic.script import ScriptDirectory
+
+    missing = not (Path(script_dir) / REVISION_TEMPLATE).is_file()
+    if not missing:
+        yield False
+        return
+    original = ScriptDirectory._generate_template
+    wanted = (Path(script_dir) / REVISION_TEMPLATE).resolve()
+
+    def generate(self: Any, src: Path, dest: Path, **kw: Any) -> None:
+        if Path(src).resolve() == wanted and not Path(src).is_file():
+            src = generic_revision_template()
+        original(self, src, dest, **kw)
+
+    with _install_lock:
+        ScriptDirectory._generate_template = generate  # type: ignore[method-assign]
+    try:
+        yield True
+    finally:
+        with _install_lock:
+            ScriptDirectory._generate_template = original  # type: ignore[method-assign]
 
 
 # --- Alembic's dialect comparison, with stand-ins for reflected objects -----------------------
