@@ -340,7 +340,12 @@ def load_schema(
     session: Session, environment: Environment, connection: Connection, path: Path
 ) -> None:
     """Build the trusted start from a schema file: psql runs a pg_dump file as pg_dump meant it
-    (its SET lines, functions, dollar quoting); SQLite takes the script as it is."""
+    (its SET lines, functions, dollar quoting); the mariadb (or mysql) client runs a
+    `mariadb-dump --no-data` file the same way; SQLite takes the script as it is."""
+    if environment.dialect in ("mysql", "mariadb"):
+        connection.commit()
+        _load_mysql_schema(environment, path)
+        return
     if environment.dialect == "sqlite":
         connection.commit()
         driver = connection.connection.driver_connection
@@ -367,6 +372,30 @@ def load_schema(
     if completed.returncode != 0:
         lines = [line for line in completed.stderr.splitlines() if line.strip()]
         raise DatabaseError(f"{path.name}: {lines[0] if lines else 'psql failed'}")
+
+
+def _load_mysql_schema(environment: Environment, path: Path) -> None:
+    import os
+    import subprocess
+
+    from tasks.backup.mysql import mysql_arguments, mysql_connection
+    from tasks.backup.tools import find_tool
+
+    client = find_tool("mariadb", "mysql")
+    login = mysql_connection(environment.url)
+    env = {key: value for key, value in os.environ.items() if key != "MYSQL_PWD"}
+    if login.get("password"):
+        env["MYSQL_PWD"] = login["password"]
+    with path.open("rb") as schema:
+        completed = subprocess.run(
+            [client, *mysql_arguments(environment.url), "--default-character-set=utf8mb4",
+             login.get("database", "")],
+            stdin=schema, env=env, capture_output=True, check=False,
+        )  # fmt: skip
+    if completed.returncode != 0:
+        errors = completed.stderr.decode("utf-8", "replace").splitlines()
+        lines = [line for line in errors if line.strip()]
+        raise DatabaseError(f"{path.name}: {lines[0] if lines else 'the client failed'}")
 
 
 def _trusted(script: ScriptDirectory, since: str | None) -> set[str]:
