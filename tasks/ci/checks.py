@@ -394,7 +394,10 @@ def _load_mysql_schema(environment: Environment, path: Path) -> None:
         )  # fmt: skip
     if completed.returncode != 0:
         errors = completed.stderr.decode("utf-8", "replace").splitlines()
-        lines = [line for line in errors if line.strip()]
+        # The client frames the failing statement in "-----" lines; its ERROR line says why.
+        lines = [line for line in errors if line.startswith("ERROR")] or [
+            line for line in errors if line.strip().strip("-")
+        ]
         raise DatabaseError(f"{path.name}: {lines[0] if lines else 'the client failed'}")
 
 
