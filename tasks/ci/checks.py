@@ -28,7 +28,7 @@ import io
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ from tasks.core import env_comparison
 from tasks.core.alembic_config import alembic_config
 from tasks.core.alembic_internals import planned_upgrade
 from tasks.core.console import plural
+from tasks.core.database_identity import identity
 from tasks.core.errors import CheckFailed, ConfigError, DatabaseError, ExitCode
 from tasks.core.handover import EnvHandover
 from tasks.core.session import Session
@@ -339,7 +340,12 @@ def load_schema(
     session: Session, environment: Environment, connection: Connection, path: Path
 ) -> None:
     """Build the trusted start from a schema file: psql runs a pg_dump file as pg_dump meant it
-    (its SET lines, functions, dollar quoting); SQLite takes the script as it is."""
+    (its SET lines, functions, dollar quoting); the mariadb (or mysql) client runs a
+    `mariadb-dump --no-data` file the same way; SQLite takes the script as it is."""
+    if environment.dialect in ("mysql", "mariadb"):
+        connection.commit()
+        _load_mysql_schema(environment, path)
+        return
     if environment.dialect == "sqlite":
         connection.commit()
         driver = connection.connection.driver_connection
@@ -366,6 +372,33 @@ def load_schema(
     if completed.returncode != 0:
         lines = [line for line in completed.stderr.splitlines() if line.strip()]
         raise DatabaseError(f"{path.name}: {lines[0] if lines else 'psql failed'}")
+
+
+def _load_mysql_schema(environment: Environment, path: Path) -> None:
+    import os
+    import subprocess
+
+    from tasks.backup.mysql import mysql_arguments, mysql_connection
+    from tasks.backup.tools import find_tool
+
+    client = find_tool("mariadb", "mysql")
+    login = mysql_connection(environment.url)
+    env = {key: value for key, value in os.environ.items() if key != "MYSQL_PWD"}
+    if login.get("password"):
+        env["MYSQL_PWD"] = login["password"]
+    with path.open("rb") as schema:
+        completed = subprocess.run(
+            [client, *mysql_arguments(environment.url), "--default-character-set=utf8mb4",
+             login.get("database", "")],
+            stdin=schema, env=env, capture_output=True, check=False,
+        )  # fmt: skip
+    if completed.returncode != 0:
+        errors = completed.stderr.decode("utf-8", "replace").splitlines()
+        # The client frames the failing statement in "-----" lines; its ERROR line says why.
+        lines = [line for line in errors if line.startswith("ERROR")] or [
+            line for line in errors if line.strip().strip("-")
+        ]
+        raise DatabaseError(f"{path.name}: {lines[0] if lines else 'the client failed'}")
 
 
 def _trusted(script: ScriptDirectory, since: str | None) -> set[str]:
@@ -623,6 +656,9 @@ def throwaway_database(
         from tasks.core.engines import create_engine
 
         environment = _throwaway_environment(url, session.settings)
+        kept = _kept_async_url(session, url)
+        if kept is not None:
+            environment = replace(environment, migration_url=kept)
         engine = create_engine(url, session.settings.connect_timeout)
         try:
             with engine.connect() as connection:
@@ -729,6 +765,25 @@ def _environment_for_lint(url: str, settings: Any) -> Environment:
     )
 
 
+def _kept_async_url(session: Session, url: Any) -> Any:
+    """With `migrations.driver: keep`, a throwaway database is migrated on the application's
+    own async driver as well (a revision may rely on it: asyncpg sends a `%` as it is, psycopg2
+    reads it as a parameter), taken from the run's environment or else from the first
+    configured environment of the same backend whose URL names an async driver."""
+    from tasks.core.environments import driver_setting, resolve_environment
+
+    if driver_setting(session.settings.extra.get("driver")) != "keep":
+        return None
+    for name in dict.fromkeys([session.record.environment, *session.settings.environments]):
+        try:
+            kept = resolve_environment(session.settings, name).migration_url
+        except Exception:  # a name that is no environment, or one whose URL is not set
+            kept = None
+        if kept is not None and kept.get_backend_name() == url.get_backend_name():
+            return url.set(drivername=kept.drivername)
+    return None
+
+
 def session_for(session: Session, environment: Environment) -> Session:
     return Session(
         session.settings,
@@ -743,15 +798,30 @@ def session_for(session: Session, environment: Environment) -> Session:
 def runner(
     session: Session, environment: Environment, connection: Connection
 ) -> Callable[..., None]:
-    def run(operation: Callable[..., Any], revision: str) -> None:
+    def migrate(operation: Callable[..., Any], revision: str, on: Connection) -> None:
         handover = EnvHandover(
             environment=environment,
             metadata_path=session.settings.metadata,
-            connection=connection,
+            connection=on,
             metadata=session.metadata(),
         )
+        if on is not connection:  # asked in the event loop the async connection belongs to
+            handover.database_identity = identity(on)
+        operation(alembic_config(session.settings, handover, stdout=io.StringIO()), revision)
+        if on.in_transaction():
+            on.commit()
+
+    def run(operation: Callable[..., Any], revision: str) -> None:
         try:
-            operation(alembic_config(session.settings, handover, stdout=io.StringIO()), revision)
+            if environment.migration_url is None:
+                migrate(operation, revision, connection)
+            else:  # `migrations.driver: keep`: the application's async driver, as upgrade does
+                from tasks.core.async_driver import run_on_async_driver
+
+                connection.commit()  # the checks' own connection waits, holding nothing
+                run_on_async_driver(
+                    environment, session.settings, lambda on: migrate(operation, revision, on)
+                )
             connection.commit()
         except Exception:
             connection.rollback()

@@ -74,13 +74,15 @@ def require_task_database(
     connection of env.py's own to the task's database is accepted (the `alembic init`
     env.py's `engine_from_config` on `sqlalchemy.url`) and gets the environment's timeouts.
     """
-    from tasks.core.database_identity import same_database
+    from tasks.core.database_identity import identity, same_database
 
     ours = handover.connection
     if ours is connection:
         return
     try:
-        if ours is not None:
+        if handover.database_identity is not None:
+            same = identity(connection) == handover.database_identity
+        elif ours is not None:
             same = same_database(connection, ours)
         else:
             same = _same_as_environment(handover, connection)
@@ -143,9 +145,11 @@ def _comparison(handover: EnvHandover, options: dict[str, Any]) -> dict[str, Any
     """env.py's comparison options where it passed them, `migrations.compare` for the rest,
     each wrapped in the tasks' rules (own tables out, ignore rules, dialect false positives);
     with `compare.from_env: false`, `migrations.compare` alone."""
+    from tasks.core.alembic_internals import guard_user_default_comparison
     from tasks.core.comparison import from_settings, merge_env_options
     from tasks.core.custom_types import with_custom_type_imports
 
+    guard_user_default_comparison()
     project = from_settings(handover.settings)
     rules = merge_env_options(project, options) if project.from_env else project
     compared = rules.options(handover.environment.dialect)

@@ -244,6 +244,9 @@ def comparison_options(
 ) -> dict[str, Any]:
     """Options under which models and databases are compared, for autogenerate and checks:
     `migrations.compare` and the known dialect false positives (`tasks.core.comparison`)."""
+    from tasks.core.alembic_internals import guard_user_default_comparison
+
+    guard_user_default_comparison()
     return from_settings(settings).options(dialect)
 
 

@@ -23,6 +23,14 @@ or SQLAlchemy name. Each function names the internal it relies on:
 - `MigrationScript._needs_render` (what autogenerate sets on the scripts it made itself):
   `render_with_autogenerate`, so a second script added by `process_revision_directives` (the
   contract half of an expand/contract change) is rendered like the first.
+- Alembic's comparator registry (`alembic.runtime.plugins._all_plugins`, plugin
+  `alembic.autogenerate.defaults`, its `PriorityDispatcher._registry` entry for
+  `_user_compare_server_default`): `guard_user_default_comparison`, so that a callable
+  `compare_server_default` is never called for a computed or identity column (Alembic reads
+  `.arg.text` of the reflected default unchecked: `'Computed' object has no attribute 'arg'`).
+- `ScriptDirectory._generate_template` (Alembic reads `<script directory>/script.py.mako`, with no
+  option to name another): `revision_template_fallback`, Alembic's own generic template for a
+  script directory installed without one (a wheel ships only `env.py` and `versions/`).
 - `MigrationContext.on_version_apply_callbacks` (the list `on_version_apply` fills):
   `call_when_version_recorded`, the hook `op.backfill` uses to archive its bookkeeping row in
   the revision's own transaction.
@@ -41,7 +49,10 @@ A single-threaded run behaves exactly as before; installing is idempotent and pr
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -186,6 +197,100 @@ def on_configure(hook: Any) -> None:
 
             EnvironmentContext.configure = configure  # type: ignore[method-assign]
         _configure_hooks.append(hook)
+
+
+# --- a callable compare_server_default and computed / identity columns ----------------------
+
+_DEFAULTS_PLUGIN = "alembic.autogenerate.defaults"
+_USER_DEFAULT_COMPARATOR = "_user_compare_server_default"
+_GUARDED = "_tasks_guarded"
+
+
+def guard_user_default_comparison() -> None:
+    """Keep computed and identity columns away from a callable `compare_server_default`.
+
+    Alembic (checked on 1.20.1) runs the user's callable first for every column with a server
+    default on either side, after reading the reflected default as `conn_col.server_default
+    .arg.text`: a generated column reflects as `Computed` and an identity column as
+    `Identity`, which have no `.arg`, so any callable (the tasks' known-false-positive
+    comparator on SQLite and MariaDB, or a team's own) crashes the whole comparison. Neither is
+    a server default a callable could judge: for them the wrapped step hands over to Alembic's
+    own computed and identity comparators, which come next. Only the reflected side is the
+    hazard: a model's `Identity` on a dialect without identity columns (reflected as no
+    default) still reaches the callable, which knows that false positive. Process-wide and
+    idempotent.
+    """
+    import alembic.autogenerate  # noqa: F401  (registers Alembic's comparators)
+    from alembic.runtime.plugins import _all_plugins
+    from alembic.util.langhelpers import PriorityDispatchResult
+    from sqlalchemy.schema import DefaultClause
+
+    with _install_lock:
+        registry = _all_plugins[_DEFAULTS_PLUGIN].autogenerate_comparators._registry
+        for entries in registry.values():
+            for position, (fn, subgroup) in enumerate(entries):
+                if fn.__name__ != _USER_DEFAULT_COMPARATOR or getattr(fn, _GUARDED, False):
+                    continue
+
+                def guarded(
+                    autogen_context: Any, alter_column_op: Any, schema: Any, tname: Any,
+                    cname: Any, conn_col: Any, metadata_col: Any, _original: Any = fn,
+                ) -> Any:  # fmt: skip
+                    reflected = conn_col.server_default
+                    if reflected is not None and not isinstance(reflected, DefaultClause):
+                        return PriorityDispatchResult.CONTINUE
+                    return _original(
+                        autogen_context, alter_column_op, schema, tname, cname, conn_col,
+                        metadata_col,
+                    )  # fmt: skip
+
+                guarded.__name__ = _USER_DEFAULT_COMPARATOR
+                setattr(guarded, _GUARDED, True)
+                entries[position] = (guarded, subgroup)
+
+
+# --- a script directory without its revision template ----------------------------------------
+
+REVISION_TEMPLATE = "script.py.mako"
+
+
+def generic_revision_template() -> Path:
+    """Alembic's own `generic` template's script.py.mako (what `alembic init` copies)."""
+    import alembic
+
+    return Path(alembic.__file__).parent / "templates" / "generic" / REVISION_TEMPLATE
+
+
+@contextlib.contextmanager
+def revision_template_fallback(script_dir: str | Path) -> Iterator[bool]:
+    """While open, a revision (or merge) written into `script_dir` without a script.py.mako
+    there is rendered from Alembic's generic template; yields whether the fallback applies.
+
+    Alembic (checked on 1.20.1) renders `Path(ScriptDirectory.dir, "script.py.mako")` and has
+    no option naming another file: `ScriptDirectory._generate_template` is wrapped for the
+    block, for that one missing file only.
+    """
+    from alembic.script import ScriptDirectory
+
+    missing = not (Path(script_dir) / REVISION_TEMPLATE).is_file()
+    if not missing:
+        yield False
+        return
+    original = ScriptDirectory._generate_template
+    wanted = (Path(script_dir) / REVISION_TEMPLATE).resolve()
+
+    def generate(self: Any, src: Path, dest: Path, **kw: Any) -> None:
+        if Path(src).resolve() == wanted and not Path(src).is_file():
+            src = generic_revision_template()
+        original(self, src, dest, **kw)
+
+    with _install_lock:
+        ScriptDirectory._generate_template = generate  # type: ignore[method-assign]
+    try:
+        yield True
+    finally:
+        with _install_lock:
+            ScriptDirectory._generate_template = original  # type: ignore[method-assign]
 
 
 # --- Alembic's dialect comparison, with stand-ins for reflected objects -----------------------

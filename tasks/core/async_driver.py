@@ -7,6 +7,12 @@ synchronous `Connection` whose statements go through the async driver (SQLAlchem
 bridge). The tasks do exactly that around the migration itself, and hand `fn`'s connection to
 env.py in `config.attributes["connection"]`; the lock, the audit row and the tasks' own reads
 stay on the sync driver, against the same database.
+
+Some applications' env.py runs only where their own code calls Alembic: in a worker thread of an
+event loop, calling back into that loop (`anyio.from_thread.run(...)`, Prefect's
+`run_async_from_worker_thread`), so plain `alembic upgrade` cannot run it either. With AnyIO
+installed, `in_worker_thread` gives such an env.py what its application gives it: the event loop
+waits in the main thread while env.py runs in one of its worker threads.
 """
 
 from __future__ import annotations
@@ -64,7 +70,31 @@ def run_on_async_driver(
         finally:
             await engine.dispose()
 
-    return asyncio.run(main())
+    return in_worker_thread(lambda: asyncio.run(main()))
+
+
+def in_worker_thread(work: Callable[[], T]) -> T:
+    """`work()` in a worker thread of an AnyIO event loop, so an env.py may call back into that
+    loop the way AnyIO applications do (`anyio.from_thread.run`); directly when an event loop
+    already runs in this thread (that is the worker's) or AnyIO is not installed."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        return work()
+    try:
+        import anyio
+        import anyio.to_thread
+    except ImportError:
+        return work()
+
+    async def main() -> T:
+        return await anyio.to_thread.run_sync(work)
+
+    return anyio.run(main)
 
 
 def _async_engine(environment: Environment, connect_timeout: float) -> Any:

@@ -134,9 +134,8 @@ class Comparison:
         """Alembic `context.configure` / `MigrationContext.configure` options for `dialect`.
 
         The false-positive comparators are installed only where a false positive is known
-        (SQLite, MySQL, MariaDB): Alembic hands a user `compare_server_default` the reflected
-        default unchecked and fails on PostgreSQL's identity columns
-        (`'Identity' object has no attribute 'arg'`).
+        (SQLite, MySQL, MariaDB); computed and identity columns never reach them
+        (`tasks.core.alembic_internals.guard_user_default_comparison`).
         """
         quirky = dialect in NO_IDENTITY
         options: dict[str, Any] = {
@@ -399,17 +398,24 @@ _MYSQL_NOW = re.compile(
 
 
 def same_default(dialect: str, database: Any, model: Any) -> bool:
-    """MariaDB/MySQL store `now()` and its synonyms as `current_timestamp()`."""
+    """MariaDB/MySQL store `now()` (and synonyms) as `current_timestamp()`, false/true as 0/1."""
     if dialect not in MYSQL or not isinstance(database, str) or not isinstance(model, str):
         return False
+    stored = {"false": "0", "true": "1"}.get(_unwrapped(model))
+    if stored is not None and _unwrapped(database).strip("'") == stored:
+        return True
     return _mysql_now(database) is not None and _mysql_now(database) == _mysql_now(model)
 
 
-def _mysql_now(text: str) -> str | None:
+def _unwrapped(text: str) -> str:
     value = text.strip().lower()
     while value.startswith("(") and value.endswith(")"):
         value = value[1:-1].strip()
-    match = _MYSQL_NOW.match(value)
+    return value
+
+
+def _mysql_now(text: str) -> str | None:
+    match = _MYSQL_NOW.match(_unwrapped(text))
     if match is None:
         return None
     return f"current_timestamp({match.group(1) or ''})"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.core.alembic_config import alembic_config
+from tasks.core.async_driver import in_worker_thread
 from tasks.core.comparison import Comparison, from_settings, merge_env_options
 from tasks.core.engines import describe_database_error
 from tasks.core.errors import ConfigError
@@ -98,7 +99,10 @@ def options_from_env(session: Any, connection: Any) -> dict[str, Any]:
     try:
         script = ScriptDirectory.from_config(config)
         with EnvironmentContext(config, script, fn=read_options, dont_mutate=True):
-            script.run_env()
+            if session.environment.migration_url is None:
+                script.run_env()
+            else:  # an async application's env.py may run only in its loop's worker thread
+                in_worker_thread(script.run_env)
     except Exception as error:
         raise ConfigError(
             "cannot read the comparison options of env.py "

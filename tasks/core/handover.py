@@ -38,5 +38,9 @@ class EnvHandover:
     revision_directives: list[Any] = field(default_factory=list)
     write_empty_revision: bool = True
     connect_timeout: float = 5
+    # The task's database as `database_identity.identity` names it, read in advance where the
+    # task's connection cannot be asked from env.py's thread (an async driver's connection
+    # belongs to its own event loop; an env.py in a worker thread runs on another one).
+    database_identity: tuple[Any, ...] | None = None
     # The run's settings (`migrations.compare` for the comparison options); set by alembic_config.
     settings: Settings | None = None

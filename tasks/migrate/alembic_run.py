@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.core.alembic_config import alembic_config, without_ini_logging
+from tasks.core.async_driver import in_worker_thread
 from tasks.core.engines import describe_database_error
 from tasks.core.errors import DatabaseError, MigrationsError, Refused, UsageError
 from tasks.core.handover import EnvHandover
@@ -98,7 +99,10 @@ def run_alembic(session: Session, operation: Callable[..., Any], *args: Any, **k
 
     try:
         with without_ini_logging():
-            return operation(*args, **kwargs)
+            if session.environment.migration_url is None:
+                return operation(*args, **kwargs)
+            # An async application's env.py may run only in a worker thread of its event loop.
+            return in_worker_thread(lambda: operation(*args, **kwargs))
     except (CommandError, RevisionError) as error:
         raise UsageError(redact(first_line(error))) from None
     except Refused:

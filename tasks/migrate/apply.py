@@ -17,6 +17,7 @@ from tasks.core import suggestions
 from tasks.core.alembic_config import alembic_config
 from tasks.core.alembic_internals import planned_downgrade, planned_upgrade
 from tasks.core.console import Progress
+from tasks.core.database_identity import identity
 from tasks.core.errors import DatabaseError, LockLost, MigrationsError, Refused, UsageError
 from tasks.core.session import Session
 from tasks.guard import revision_progress, statement_guard
@@ -313,6 +314,9 @@ def _migrate(
 
     def run(migration_connection: Connection) -> None:
         handover = handover_for(session, migration_connection)
+        if session.environment.migration_url is not None:
+            # Asked here, in the thread and event loop the async connection belongs to.
+            handover.database_identity = identity(migration_connection)
         handover.on_revision_applied = on_applied
         if guard is not None:  # env.py's own connection, when it builds one, is guarded too
             handover.on_migration_connection = guard.attach

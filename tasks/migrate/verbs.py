@@ -27,7 +27,7 @@ from tasks.migrate.scripts import (
     upgrade_steps,
     validate_new_rev_id,
 )
-from tasks.migrate.writer import skip_missing_hook_modules
+from tasks.migrate.writer import skip_missing_hook_modules, template_fallback
 
 if TYPE_CHECKING:
     from alembic.script import Script, ScriptDirectory
@@ -330,9 +330,11 @@ def merge(session: Session, message: str, *, rev_id: str = "") -> Path | None:
         return None
     config = alembic_config(session.settings, stdout=io.StringIO())
     skip_missing_hook_modules(session, config)
-    created = run_alembic(
-        session, command.merge, config, "heads", message=message, rev_id=rev_id.strip() or None
-    )
+    with template_fallback(session, script):
+        created = run_alembic(
+            session, command.merge, config, "heads", message=message,
+            rev_id=rev_id.strip() or None,
+        )  # fmt: skip
     path = Path(created.path)
     session.record.details["revision_file"] = str(path)
     session.console.line(f"created {display_path(session, path)}: merges {revision_ids(heads)}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -176,11 +177,27 @@ def _write_revision(
     written_before = _revision_files(script)
     try:
         # Alembic prints "Running post write hook ..." on sys.stdout whatever `quiet` says.
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), template_fallback(session, script):
             return run_alembic(session, command.revision, config, message=message, **kwargs)
     except MigrationsError as error:  # Alembic loads what it wrote: a broken file fails here
         _remove_unloadable(session, _revision_files(script) - written_before, message, error)
         raise
+
+
+@contextlib.contextmanager
+def template_fallback(session: Session, script: ScriptDirectory) -> Iterator[None]:
+    """A script directory without script.py.mako (an application's wheel ships only env.py and
+    versions/) gets its revisions from Alembic's generic template, said once per write; a
+    script.py.mako put there is used instead."""
+    from tasks.core.alembic_internals import revision_template_fallback
+
+    with revision_template_fallback(script.dir) as applies:
+        if applies:
+            session.console.line(
+                f"{display_path(session, Path(script.dir))} has no script.py.mako: "
+                "Alembic's generic template is used (put your own there to change it)"
+            )
+        yield
 
 
 def _report_created(

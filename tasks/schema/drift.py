@@ -26,8 +26,10 @@ def compare(
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
+    from tasks.core.alembic_internals import guard_user_default_comparison
     from tasks.core.comparison import Comparison, filter_diffs
 
+    guard_user_default_comparison()
     comparison = comparison or Comparison()
     context = MigrationContext.configure(
         connection, opts=comparison.options(connection.dialect.name)

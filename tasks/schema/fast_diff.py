@@ -50,6 +50,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from tasks.core.alembic_internals import (
     autoincrement_column,
+    guard_user_default_comparison,
     has_bind_parameters,
     impl_compare_type,
     impl_reflect_column,
@@ -1065,11 +1066,13 @@ def _alembic_changes(
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
+    guard_user_default_comparison()
     options = context.comparison.options(context.backend)
     if tables is not None:
         options.update(_limited_to(options, schema, set(tables)))
     migration = MigrationContext.configure(context.connection, opts=options)
-    return _from_alembic(_flatten(compare_metadata(migration, metadata)), metadata)
+    diffs = _flatten(compare_metadata(migration, metadata))
+    return _from_alembic(diffs, metadata, context.connection.dialect)
 
 
 def _limited_to(options: dict[str, Any], schema: str | None, wanted: set[str]) -> dict[str, Any]:
@@ -1096,7 +1099,9 @@ def _flatten(diffs: Iterable[Any]) -> list[tuple[Any, ...]]:
     return flat
 
 
-def _from_alembic(diffs: list[tuple[Any, ...]], metadata: MetaData | None = None) -> list[Change]:
+def _from_alembic(
+    diffs: list[tuple[Any, ...]], metadata: MetaData | None = None, dialect: Any = None
+) -> list[Change]:
     """Alembic's diff tuples as Changes (same op names, same keys).
 
     A column modification carries only names in Alembic's diff: its model column is looked up
@@ -1106,7 +1111,7 @@ def _from_alembic(diffs: list[tuple[Any, ...]], metadata: MetaData | None = None
     for diff in diffs:
         converter = _ALEMBIC_CONVERTERS.get(diff[0])
         if converter is not None:
-            change = converter(diff)
+            change = _from_modify(diff, dialect) if converter is _from_modify else converter(diff)
             if change.model is None and diff[0].startswith("modify_") and metadata is not None:
                 change = _with_model_column(change, metadata)
             if diff[0] == "add_table" and metadata is not None:
@@ -1149,9 +1154,16 @@ def _from_column(diff: tuple[Any, ...]) -> Change:
     return Change(diff[0], table, column.name, schema, model=column)
 
 
-def _from_modify(diff: tuple[Any, ...]) -> Change:
+def _from_modify(diff: tuple[Any, ...], dialect: Any = None) -> Change:
     op, schema, table, column, _existing, before, after = diff
-    return Change(op, table, column, schema, before=_as_text(before), after=_as_text(after))
+    return Change(
+        op,
+        table,
+        column,
+        schema,
+        before=_as_text(before, dialect),
+        after=_as_text(after, dialect),
+    )
 
 
 def _from_index(diff: tuple[Any, ...]) -> Change:
@@ -1187,15 +1199,27 @@ def _from_fk(diff: tuple[Any, ...]) -> Change:
     )
 
 
-def _as_text(value: Any) -> str | None:
+def _as_text(value: Any, dialect: Any = None) -> str | None:
+    """A modified attribute as text: rendered for the database's dialect, since a construct of
+    the application's own (`@compiles` for one dialect only, such as a UUID default) has no
+    generic rendering; one that renders nowhere is named, never a crash."""
+    from sqlalchemy.exc import CompileError
+    from sqlalchemy.sql.elements import ClauseElement
+
     if isinstance(value, bool):
         return "NULL" if value else "NOT NULL"
     if value is None:
         return None
     argument = getattr(value, "arg", None)
-    if argument is not None:
-        return str(getattr(argument, "text", argument))
-    return str(value)
+    if argument is None:
+        return str(value)
+    argument = getattr(argument, "text", argument)
+    if not isinstance(argument, ClauseElement):
+        return str(argument)
+    try:
+        return str(argument.compile(dialect=dialect)) if dialect is not None else str(argument)
+    except CompileError:
+        return f"<{type(argument).__name__}, which {getattr(dialect, 'name', 'SQL')} cannot render>"
 
 
 _ALEMBIC_CONVERTERS: dict[str, Callable[[tuple[Any, ...]], Change]] = {

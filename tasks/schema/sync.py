@@ -21,6 +21,7 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -828,7 +829,7 @@ def apply_plan(
     _warn_if_not_transactional(session, connection)
     progress = ["sync"]  # what was running when something failed
     try:
-        _execute(connection, plan, progress)
+        _execute(connection, plan, progress, rules)
         after = make_plan(connection, metadata, rules)
         missed = "; ".join(item.detail for item in _unexpected(plan, after)[:5])
         if missed and connection.dialect.name not in _NON_TRANSACTIONAL:
@@ -857,7 +858,9 @@ def _unexpected(before: SyncPlan, after: SyncPlan) -> list[Item]:
     return [item for item in after.items if not set(item.alembic_keys) <= left]
 
 
-def _execute(connection: Connection, plan: SyncPlan, progress: list[str]) -> None:
+def _execute(
+    connection: Connection, plan: SyncPlan, progress: list[str], rules: Comparison | None = None
+) -> None:
     """Run the DDL in an order where everything exists before something refers to it."""
     from sqlalchemy.schema import CreateIndex
 
@@ -874,7 +877,7 @@ def _execute(connection: Connection, plan: SyncPlan, progress: list[str]) -> Non
     tables = [item.changes[0].model for item in by_kind["missing_table"]]
     if tables:  # a failure names its own statement (see _failed_statement), not every table
         progress.append(f"{_CREATING_TABLES}{plural(len(tables), 'table')}")
-        _create_tables(connection, tables)
+        _create_tables(connection, tables, rules)
     for item in by_kind["missing_index"]:
         progress.append(item.detail)
         connection.execute(CreateIndex(item.changes[0].model))
@@ -885,20 +888,69 @@ def _execute(connection: Connection, plan: SyncPlan, progress: list[str]) -> Non
     progress.append("checking the result")
 
 
-def _create_tables(connection: Connection, tables: list[Table]) -> None:
+def _create_tables(
+    connection: Connection, tables: list[Table], rules: Comparison | None = None
+) -> None:
     """Tables in dependency order (a table before those whose foreign keys refer to it).
 
     One MetaData's `create_all` sorts them (and breaks cycles with ALTERs); tables of several
-    (models given as a list of MetaData) are sorted together across them.
+    (models given as a list of MetaData) are sorted together across them. Each table comes with
+    the indexes the comparison knows of (`_indexes_the_comparison_knows`), not every `Index`
+    object the models hold.
     """
     from sqlalchemy.schema import sort_tables
 
-    owners = {id(table.metadata) for table in tables}
-    if len(owners) == 1:
-        tables[0].metadata.create_all(connection, tables=tables, checkfirst=True)
-        return
-    for table in sort_tables(tables):
-        table.create(connection, checkfirst=True)
+    with _only_compared_indexes(tables, rules):
+        owners = {id(table.metadata) for table in tables}
+        if len(owners) == 1:
+            tables[0].metadata.create_all(connection, tables=tables, checkfirst=True)
+            return
+        for table in sort_tables(tables):
+            table.create(connection, checkfirst=True)
+
+
+@contextmanager
+def _only_compared_indexes(tables: list[Table], rules: Comparison | None) -> Iterator[None]:
+    """While open, each table's `indexes` are the ones the comparison knows; restored after."""
+    saved: list[tuple[Table, set[Any]]] = []
+    for table in tables:
+        kept = _indexes_the_comparison_knows(table, rules)
+        if kept != table.indexes:
+            saved.append((table, table.indexes))
+            table.indexes = kept
+    try:
+        yield
+    finally:
+        for table, indexes in saved:
+            table.indexes = indexes
+
+
+def _indexes_the_comparison_knows(table: Table, rules: Comparison | None) -> set[Any]:
+    """A new table's indexes as `check` sees them, so that sync converges with it.
+
+    - Alembic keys the models' indexes by name: a name declared twice (`index=True` under a
+      naming convention, and an explicit `Index` of the same name: Prefect's `ix_artifact__key`)
+      is one index to compare, and is created once (`create_all` emits both and fails).
+      Two different definitions under one name keep the one sorted first by its columns.
+    - An index `compare.ignore` leaves out (`add_index:NAME`) is never reported by check, so
+      sync does not create it either (mlflow's column-less `Index(...)`, which no database
+      accepts, is lived with that way).
+    """
+    by_name: dict[str, Any] = {}
+    unnamed = set()
+    for index in sorted(table.indexes, key=_index_sort_key):
+        name = index.name
+        if name is None:
+            unnamed.add(index)
+        elif rules is not None and rules.ignored("add_index", table.name, str(name)):
+            continue
+        else:
+            by_name.setdefault(str(name), index)
+    return set(by_name.values()) | unnamed
+
+
+def _index_sort_key(index: Any) -> tuple[str, bool, str]:
+    return (str(index.name), bool(index.unique), ", ".join(str(e) for e in index.expressions))
 
 
 def _add_column_ddl(connection: Connection, item: Item, inline_fk: Item | None) -> None:

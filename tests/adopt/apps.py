@@ -286,6 +286,20 @@ else:
     run_migrations_online()
 """,
 }
+# An env.py that runs only in a worker thread of its application's event loop, calling back
+# into it (AnyIO's `from_thread.run`, as Prefect's does): plain `alembic` cannot run it.
+ENV_PY["anyio_worker"] = (
+    ENV_PY["async"]
+    .replace("import asyncio\n", "import anyio.from_thread\n")
+    .replace(
+        """    connectable = config.attributes.get("connection", None)
+    if connectable is None:
+        asyncio.run(run_async_migrations())
+    else:
+        do_run_migrations(connectable)""",
+        "    anyio.from_thread.run(run_async_migrations)",
+    )
+)
 # The README's one-line change: the URL the tasks put in sqlalchemy.url, the application's own
 # setting where the ini has none (plain `alembic`).
 ENV_PY["own_engine_fixed"] = ENV_PY["own_engine"].replace(

@@ -93,3 +93,19 @@ def test_a_bad_driver_setting_is_one_line(project, async_url):
     result = project.invoke_subprocess("dev.current")
 
     assert_one_line_error(result, ExitCode.USAGE, "migrations.driver must be sync or keep")
+
+
+@pytest.mark.postgres
+def test_an_env_py_that_calls_back_into_its_event_loop_runs_under_keep(project, pg_url):
+    """Regression (Prefect's env.py): an env.py that runs only in an AnyIO worker thread and
+    migrates on its own async engine failed with NoEventLoopError; under `driver: keep` the
+    tasks run it in a worker thread of their event loop, on the task's database."""
+    pytest.importorskip("anyio")
+    project.setenv("DATABASE_URL_DEVELOPMENT", pg_url.replace("+psycopg2", "+asyncpg"))
+    project.setenv("INVOKE_MIGRATIONS_DRIVER", "keep")
+    make_shop(project, "anyio_worker")
+
+    assert_ok(project.invoke_subprocess("dev.upgrade"))
+    assert version_rows(schema_snapshot(pg_url)) == ["a3a3a3a3a3a3"]
+    assert_ok(project.invoke_subprocess("dev.downgrade", "--rev", "a2a2a2a2a2a2", "--yes"))
+    assert version_rows(schema_snapshot(pg_url)) == ["a2a2a2a2a2a2"]

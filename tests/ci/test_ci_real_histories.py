@@ -240,3 +240,45 @@ def test_bad_since_schema_is_one_line(project, scripts, tmp_path, since, schema,
     project.setenv("INVOKE_MIGRATIONS_CI_SINCE_SCHEMA", str(tmp_path / schema))
 
     assert_one_line_error(project.invoke("ci.check"), ExitCode.USAGE, needle)
+
+
+@pytest.mark.mysql
+def test_since_schema_on_mariadb_is_loaded_with_the_mariadb_client(
+    project, scripts, tmp_path, mysql_url
+):
+    """A `mariadb-dump --no-data` file as ci.since_schema on the mysql dialect (issue 17: psql
+    was run against port 3306); a file the server refuses is one line naming it."""
+    import subprocess
+
+    import sqlalchemy
+
+    add_revision(
+        scripts, INHERITED, HEAD, 'op.execute("INSERT INTO made_by_hand (id) VALUES (1)")', "pass"
+    )
+    project.setenv("DATABASE_URL_LOCAL", mysql_url)
+    assert_ok(project.invoke("local.sync"))
+    server = sqlalchemy.make_url(mysql_url)
+    schema = tmp_path / "schema.sql"
+    with schema.open("w") as out:
+        dumped = subprocess.run(
+            ["mariadb-dump", f"--host={server.host}", f"--port={server.port or 3306}",
+             f"--user={server.username}", "--no-data", "--skip-comments", str(server.database)],
+            stdout=out, stderr=subprocess.PIPE, text=True, check=False,
+        )  # fmt: skip
+    assert dumped.returncode == 0, dumped.stderr
+    project.setenv("INVOKE_MIGRATIONS_CI_DIALECTS", "mysql")
+    project.setenv(
+        "INVOKE_MIGRATIONS_CI_MYSQL_URL",
+        server.set(drivername="mysql", database="mysql").render_as_string(hide_password=False),
+    )
+    project.setenv("INVOKE_MIGRATIONS_CI_SINCE", INHERITED)
+    project.setenv("INVOKE_MIGRATIONS_CI_SINCE_SCHEMA", str(schema))
+
+    trusted = project.invoke("ci.check")
+
+    assert_ok(trusted)
+    assert "ok     models: mysql: models match the migrations" in trusted.stdout
+    schema.write_text("CREATE TABLE broken (;\n")
+    broken = project.invoke("ci.check")
+    assert broken.code == ExitCode.CI_STAIRWAY, broken.output
+    assert "schema.sql: ERROR 1064" in broken.stdout

@@ -130,3 +130,24 @@ def test_history_lines_mark_current_as_alembic_does() -> None:
     first = script.get_revision("299ef84b3388")
     assert "(current)" in history_line(first, current=True, verbose=False)
     assert "(current)" not in history_line(first, current=False, verbose=False)
+
+
+def test_the_user_default_comparator_is_registered_where_the_guard_wraps_it() -> None:
+    import alembic.autogenerate  # noqa: F401
+    from alembic.runtime.plugins import _all_plugins
+
+    from tasks.core.alembic_internals import guard_user_default_comparison
+
+    guard_user_default_comparison()
+    registry = _all_plugins["alembic.autogenerate.defaults"].autogenerate_comparators._registry
+    wrapped = [
+        fn
+        for entries in registry.values()
+        for fn, _subgroup in entries
+        if fn.__name__ == "_user_compare_server_default"
+    ]
+    assert wrapped and all(getattr(fn, "_tasks_guarded", False) for fn in wrapped)
+    assert parameters(wrapped[0])[:7] == [
+        "autogen_context", "alter_column_op", "schema", "tname", "cname", "conn_col",
+        "metadata_col",
+    ]  # fmt: skip

@@ -12,9 +12,10 @@ import textwrap
 
 import pytest
 import sqlalchemy as sa
+import sqlalchemy.ext.compiler
 from sqlalchemy import Column, DateTime, Index, Integer, MetaData, String, Table, func, text
 
-from tasks.core.comparison import IgnoreRule, parse_ignore
+from tasks.core.comparison import Comparison, IgnoreRule, parse_ignore
 from tasks.core.errors import ConfigError, ExitCode
 from tests.conftest import schema_snapshot
 from tests.helpers import assert_ok, assert_one_line_error, copy_scripts
@@ -338,3 +339,47 @@ def test_include_schemas_compares_every_schema(project, pg_url):
     assert "remove_table junk" in checked.stdout
     assert synced.code == ExitCode.NEEDS_REVISION, synced.output
     assert "scratch.junk" in synced.stdout
+
+
+class _DatabaseUuid(sa.sql.functions.FunctionElement):
+    """An application's own default construct, rendered for PostgreSQL only (Prefect's
+    GenerateUUID): it has no generic rendering."""
+
+    type = sa.String()
+    inherit_cache = True
+    name = "database_uuid"
+
+
+@sa.ext.compiler.compiles(_DatabaseUuid, "postgresql")
+def _render_database_uuid(element, compiler, **kw):
+    return "md5(random()::text)"
+
+
+@pytest.mark.postgres
+def test_a_default_only_its_dialect_renders_is_a_difference_not_a_crash(pg_url):
+    """Regression: describing the modified default compiled it without a dialect, and
+    `dev.check` crashed on Prefect's models instead of reporting the difference."""
+    from tasks.schema import fast_diff
+
+    metadata = MetaData()
+    Table(
+        "tokens",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("token", String(36), server_default=_DatabaseUuid()),
+    )
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                "CREATE TABLE tokens (id integer PRIMARY KEY, token varchar(36) DEFAULT 'x')"
+            )
+        with engine.connect() as connection:
+            # An env.py's include_object (Prefect's) sends the comparison through Alembic's.
+            comparison = Comparison(include_object=lambda *_args: True)
+            changes = fast_diff.compare(connection, metadata, comparison=comparison)
+    finally:
+        engine.dispose()
+
+    described = [(change.op, change.after) for change in changes]
+    assert described == [("modify_default", "md5(random()::text)")], described

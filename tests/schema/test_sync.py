@@ -347,7 +347,8 @@ def test_reset_drops_everything_and_recreates_the_models(project, url):
         assert connection.execute(sa.text("SELECT count(*) FROM parent")).scalar() == 0
     engine.dispose()
     assert len(list(project.backup_dir.iterdir())) == 1
-    assert project.invoke("local.sync", "--check").code == (5 if "mysql" in url else 0)
+    # MariaDB's `true()` stored as 1 is a known false positive, normalised (issue 17)
+    assert project.invoke("local.sync", "--check").code == 0
 
 
 def test_listing_tasks_imports_no_database_library():
