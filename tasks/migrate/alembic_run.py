@@ -99,7 +99,7 @@ def run_alembic(session: Session, operation: Callable[..., Any], *args: Any, **k
 
     try:
         with without_ini_logging():
-            if session.environment.migration_url is None:
+            if not _on_kept_async_driver(session):
                 return operation(*args, **kwargs)
             # An async application's env.py may run only in a worker thread of its event loop.
             return in_worker_thread(lambda: operation(*args, **kwargs))
@@ -179,3 +179,13 @@ def as_database_error(session: Session, error: Exception) -> Exception:
     return DatabaseError(
         f"{session.environment.name}: {type(error).__name__}: {redact(str(error))}"
     )
+
+
+def _on_kept_async_driver(session: Session) -> bool:
+    """Whether env.py migrates on the URL's own async driver (`migrations.driver: keep`); a
+    command that needs no database (merge, an offline revision) has no URL to ask about."""
+    from tasks.core.environments import url_is_set
+
+    if not url_is_set(session.settings, session.record.environment):
+        return False
+    return session.environment.migration_url is not None
