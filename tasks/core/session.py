@@ -54,6 +54,15 @@ class Session:
             self.record.database = self._environment.masked_url
         return self._environment
 
+    @property
+    def names_a_database(self) -> bool:
+        """Whether the run has a database: given (a fleet's target), resolved, or configured."""
+        from tasks.core.environments import url_is_set
+
+        if self._environment is not None:
+            return True
+        return url_is_set(self.settings, self.record.environment)
+
     @contextmanager
     def connect(self) -> Iterator[Connection]:
         from tasks.core.engines import connect

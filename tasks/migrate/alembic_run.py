@@ -184,8 +184,4 @@ def as_database_error(session: Session, error: Exception) -> Exception:
 def _on_kept_async_driver(session: Session) -> bool:
     """Whether env.py migrates on the URL's own async driver (`migrations.driver: keep`); a
     command that needs no database (merge, an offline revision) has no URL to ask about."""
-    from tasks.core.environments import url_is_set
-
-    if not url_is_set(session.settings, session.record.environment):
-        return False
-    return session.environment.migration_url is not None
+    return session.names_a_database and session.environment.migration_url is not None

@@ -49,9 +49,7 @@ DEFAULT_OFFLINE_DIALECT = "postgresql"
 
 def database_configured(session: Session) -> bool:
     """Whether the environment has a URL (a variable, a `.env` file or a default)."""
-    from tasks.core.environments import url_is_set
-
-    return url_is_set(session.settings, session.record.environment)
+    return session.names_a_database
 
 
 def current_if_configured(session: Session) -> tuple[str, ...] | None:

@@ -593,6 +593,15 @@ def test_mlflow_on_mariadb_end_to_end(project, mysql_url, app_venvs, tmp_path_fa
         assert "applied" not in second.stdout and "in sync with the models" in second.stdout
     finally:
         _create_mysql_database(mysql_url, local_name, drop=True)
+    # ...and on a SQLite file, mlflow's own default database.
+    project.setenv("DATABASE_URL_LOCAL", f"sqlite:///{project.tmp / 'mlflow-local.sqlite3'}")
+    first = invoke_local(python, "local.sync")
+    assert_ok(first)
+    assert "in sync with the models" in first.stdout
+    assert_ok(invoke_local(python, "local.sync", "--check"))
+    second = invoke_local(python, "local.sync")
+    assert_ok(second)
+    assert "applied" not in second.stdout and "in sync with the models" in second.stdout
 
     # ci.check with the README's settings: mlflow's history does not build from an empty
     # database (its first revision alters the initial tables), said in one line naming the
