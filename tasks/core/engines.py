@@ -53,6 +53,10 @@ def make_sqlite_transactional(engine: Engine) -> None:
     def _begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN")
 
+    # An env.py that opens its own connection from this engine (`connection.engine.connect()`,
+    # mlflow's) must not get a second BEGIN listener from the recipe below.
+    engine._tasks_transactional = True  # type: ignore[attr-defined]
+
 
 def make_sqlite_connection_transactional(connection: Connection) -> None:
     """The same recipe for a connection someone else opened (an adopted env.py's own engine),

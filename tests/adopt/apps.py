@@ -306,6 +306,20 @@ ENV_PY["own_engine_fixed"] = ENV_PY["own_engine"].replace(
     "create_engine(DATABASE_URL)",
     'create_engine(config.get_main_option("sqlalchemy.url", DATABASE_URL))',
 )
+# mlflow's: a new connection from the engine of the connection the caller shares.
+ENV_PY["shared_engine"] = ENV_PY["sync"].replace(
+    """    connectable = engine_from_config(
+        config.get_section(config.config_ini_section, {{}}),
+        prefix="sqlalchemy.",
+        poolclass=pool.NullPool,
+    )""",
+    """    shared = config.attributes.get("connection")
+    connectable = shared.engine if shared is not None else engine_from_config(
+        config.get_section(config.config_ini_section, {{}}),
+        prefix="sqlalchemy.",
+        poolclass=pool.NullPool,
+    )""",
+)
 
 MAKO = '''\
 """${message}

@@ -193,3 +193,19 @@ def test_sync_through_the_adopted_env_py_creates_tables_in_key_order(project, lo
     second = project.invoke_subprocess("local.sync")
     assert_ok(second)
     assert "in sync" in second.stdout
+
+
+def test_env_py_opening_its_own_connection_from_the_shared_engine(project, dev_url):
+    """mlflow's env.py: `config.attributes["connection"].engine.connect()`, a second connection
+    from the task's engine (on SQLite it was given a second BEGIN: "cannot start a transaction
+    within a transaction"). Upgrade, check and a sync through it work, on its connection."""
+    shop = make_shop(project, "shared_engine")
+    assert "shared.engine" in (shop.folder / "migrations" / "env.py").read_text()
+
+    assert_ok(project.invoke_subprocess("dev.upgrade"))
+    assert version_rows(schema_snapshot(dev_url)) == ["a3a3a3a3a3a3"]
+    assert_ok(project.invoke_subprocess("dev.check"))
+    project.setenv("DATABASE_URL_LOCAL", sqlite_url(project.tmp / "local.sqlite3"))
+    project.monkeypatch.delenv("DATABASE_URL_DEVELOPMENT")
+    assert_ok(project.invoke_subprocess("local.sync"))
+    assert_ok(project.invoke_subprocess("local.sync", "--check"))
