@@ -62,3 +62,10 @@ def widen() -> MetaData:
     from sqlalchemy import Integer
 
     return _retyped(Integer(), String(40))
+
+
+def uncastable() -> MetaData:
+    """nickname varchar(20) -> integer, while every stored nickname is text ('n1', ...)."""
+    from sqlalchemy import Integer
+
+    return _retyped(Integer(), Integer())

@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -231,6 +232,9 @@ class TypeChange:
         function, create = self.trigger_sql(trigger, self.name, shadow, target_sql)
         cast = f"CAST({_quote(self.name)} AS {target_sql})"
         steps: list[Any] = [
+            # Every stored value must cast before the trigger exists: a value that does not would
+            # make the trigger fail every later write of its row, whatever column it changes.
+            sql_step(f"SELECT count({cast}) FROM {table}"),  # noqa: S608 - quoted identifiers
             ops.AddColumnOp(self.table, added, schema=self.schema, if_not_exists=True),
             *[sql_step(clause) for clause in self.drop_trigger_sql(trigger)],  # a leftover
             sql_step(*function),
@@ -266,6 +270,30 @@ class TypeChange:
             )
         steps.extend(concurrent_index(self.index_op(index, suffix)) for index in self.indexes)
         return steps
+
+    def verify_sql(self, shadow: str, target_sql: str) -> list[str]:
+        """Before a swap: the shadow holds the cast of every row's value. A write that bypassed
+        the trigger (`session_replication_role = replica`, a disabled trigger, a restore) would
+        otherwise be lost without a word when the old column is dropped."""
+        table = self.qualified(self.table)
+        cast = f"CAST({_quote(self.name)} AS {target_sql})"
+        differs = f"{_quote(shadow)} IS DISTINCT FROM {cast}"
+        fix = f"UPDATE {table} SET {_quote(shadow)} = {cast} WHERE {differs}"  # noqa: S608
+        message = (
+            f"% rows of {self.table}.{shadow} differ from {self.name} (a write bypassed the "
+            f"trigger); nothing was swapped: run {fix}, then this revision again"
+        )
+        literal = message.replace("%", "%%").replace("%% rows", "% rows", 1).replace("'", "''")
+        statement = " ".join(
+            [
+                "DO $do$ DECLARE differing bigint; BEGIN",
+                f"SELECT count(*) INTO differing FROM {table} WHERE {differs};",  # noqa: S608
+                f"IF differing > 0 THEN RAISE EXCEPTION '{literal}', differing;",
+                "END IF; END $do$",
+            ]
+        )
+        # Clauses short enough for the revision file's line length (joined by one space).
+        return textwrap.wrap(statement, 72, break_long_words=False, break_on_hyphens=False)
 
     def swap_sql(self) -> list[str]:
         """The contract: one `DO` statement (one transaction), catalog changes only."""
@@ -354,7 +382,8 @@ class TypeChange:
             "transaction (a single DO statement) under a brief lock wait, retried: the trigger\n"
             "goes, the old column goes, the shadow and its indexes take the model's names."
         )
-        step = StepsOp(original, [sql_step(*self.swap_sql())], why, lock_retries=True)
+        steps = [sql_step(*self.verify_sql(self.shadow, self.new_sql)), sql_step(*self.swap_sql())]
+        step = StepsOp(original, steps, why, lock_retries=True)
         return ops.ModifyTableOps(self.table, [step], schema=self.schema)
 
     def contract_downgrade(
@@ -378,6 +407,7 @@ class TypeChange:
             not_null=not_null,
             concurrent_index=concurrent_index,
         )
+        steps.append(sql_step(*self.verify_sql(self.old_shadow, self.old_sql)))
         steps.append(sql_step(*self.swap_back_sql()))
         why = (
             f"Back to the expanded state, online too: a shadow {self.old_shadow} of the old type\n"
@@ -405,6 +435,8 @@ def _supported(table: Table, column: Column[Any]) -> list[Index] | None:
     from sqlalchemy import CheckConstraint, ForeignKeyConstraint, UniqueConstraint
 
     if column.primary_key or column.foreign_keys or column.identity is not None:
+        return None
+    if not table.primary_key.columns:  # op.backfill walks the primary key
         return None
     default = column.server_default
     if default is not None and "nextval" in str(getattr(default, "arg", "")):

@@ -227,3 +227,48 @@ def test_long_names_stay_within_63_characters() -> None:
     assert len(bounded(long, "__new")) == 63 and bounded(long, "__new").endswith("__new")
     assert bounded(long, "__new") != bounded("c" * 69 + "d", "__new")
     assert bounded("login_count", "__new") == "login_count__new"
+
+
+def test_values_that_do_not_cast_stop_the_expand_before_anything_changes(
+    project: Project, pg_url: str
+) -> None:
+    """Every stored value must cast before the trigger exists: a trigger that cannot cast a
+    row's value would fail every later write of that row, whatever column it changes."""
+    paths = generate(project, pg_url, "uncastable")
+    assert len(paths) == 2, paths
+
+    result = project.invoke("dev.upgrade")
+
+    assert result.code != 0
+    assert "invalid input syntax for type integer" in result.stderr
+    assert column_type(pg_url, "nickname__new") is None
+    assert execute(pg_url, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%retype%'") == [(0,)]
+    execute(
+        pg_url, "UPDATE users SET display_name = 'still writable' WHERE email = 'u7@example.org'"
+    )
+
+
+def test_a_write_that_bypassed_the_trigger_stops_the_contract(
+    project: Project, retyped: dict
+) -> None:
+    url = retyped["url"]
+    assert_ok(project.invoke("dev.upgrade"))
+    bypass = (
+        "SET session_replication_role = replica; "
+        "UPDATE users SET login_count = 999 WHERE email = 'u1@example.org'"
+    )
+    execute(url, bypass)
+
+    refused = project.invoke("dev.upgrade", "--contract")
+
+    assert refused.code != 0
+    assert "1 rows of users.login_count__new differ from login_count" in refused.stderr
+    assert column_type(url, "login_count") == "integer"  # nothing swapped
+    execute(
+        url, "UPDATE users SET login_count__new = login_count WHERE login_count__new <> login_count"
+    )
+    # The refused DO statement is recorded as possibly committed (fail closed): say it was not.
+    contract = retyped["contract"].revision
+    assert_ok(project.invoke("dev.repair", "-r", contract, "--reverted", "--yes"))
+    assert_ok(project.invoke("dev.upgrade", "--contract"))
+    assert execute(url, "SELECT login_count FROM users WHERE email = 'u1@example.org'") == [(999,)]
