@@ -333,6 +333,7 @@ class RevisionWatch:
     stopped: LockLost | None = None  # the lock was found lost: nothing more may run
     sent: list[str] = field(default_factory=list)
     committed: list[str] = field(default_factory=list)
+    done: int = 0  # how many of `sent` the server ran (after_cursor_execute)
     finished_rows: list[int] = field(default_factory=list)
 
     @property
@@ -350,6 +351,7 @@ class RevisionWatch:
         self.applied = False
         self.sent = []
         self.committed = []
+        self.done = 0
 
     def mark_resumable(self) -> None:
         """An operation that resumes where it stopped (`op.backfill`) begins: when the revision
@@ -416,6 +418,10 @@ class RevisionWatch:
         self.committed = list(self.sent)
         self._record()
 
+    def after_statement(self) -> None:
+        """SQLAlchemy's after_cursor_execute: what was sent has run (an error skips this)."""
+        self.done = len(self.sent)
+
     def before_commit(self) -> None:
         """A commit inside a revision before Alembic's own (`autocommit_block()` commits the
         revision's transaction so far): checked and recorded like a committing statement."""
@@ -453,12 +459,17 @@ class RevisionWatch:
         def commit(_conn: Connection) -> None:
             self.before_commit()
 
+        def after(*_args: Any) -> None:
+            self.after_statement()
+
         event.listen(connection, "before_cursor_execute", before)
+        event.listen(connection, "after_cursor_execute", after)
         event.listen(connection, "commit", commit)
         try:
             yield
         finally:
             event.remove(connection, "before_cursor_execute", before)
+            event.remove(connection, "after_cursor_execute", after)
             event.remove(connection, "commit", commit)
 
     def _record(self) -> None:
@@ -515,6 +526,11 @@ class RevisionWatch:
             return ""
         if self.row_id is None:
             return ""  # nothing committed on its own: the revision's transaction rolls back
+        if self._last_committing_statement_failed():
+            self.committed = self.committed[:-1]
+            if not self.committed:
+                self._forget_finished()  # its row goes: the revision changed nothing
+                return ""
         self._mark_failed(error, residue or {})
         collection = self.session.record.task.rsplit(".", 1)[0]
         count = len(self.committed)
@@ -523,6 +539,12 @@ class RevisionWatch:
             f"on their own (listed in the run log), so it stays failed until "
             f"{repair_hint(collection, revision)}"
         )
+
+    def _last_committing_statement_failed(self) -> bool:
+        """PostgreSQL and SQLite run a statement sent outside a transaction atomically: one that
+        raised (or was cancelled on the server) committed nothing. MySQL/MariaDB commit what
+        came before a DDL statement even when it fails: there nothing is taken back."""
+        return self.dialect in {"postgresql", "sqlite"} and self.done < len(self.committed)
 
     def _mark_failed(self, error: str, residue: dict[str, list[str]]) -> None:
         """Through the lock's connection, or a new one when that one is gone (a lost lock):
@@ -539,7 +561,12 @@ class RevisionWatch:
         update = (
             table.update()
             .where(table.c.id == self.row_id)
-            .values(state="failed", error=redact(error)[:2000], residue=json.dumps(residue))
+            .values(
+                state="failed",
+                error=redact(error)[:2000],
+                residue=json.dumps(residue),
+                statements=json.dumps([redact(s) for s in self.committed]),
+            )
         )
         lock_connection = held_lock_connection()
         with suppress(Exception):

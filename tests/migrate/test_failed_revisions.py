@@ -313,3 +313,44 @@ def test_postgresql_rerunnable_revision_runs_again_after_the_data_is_fixed(proje
     assert_ok(again)
     assert "re-runnable: running it again" in again.stdout
     assert scalar(pg_url, "SELECT version_num FROM alembic_version") == REVISION
+
+
+@pytest.mark.postgres
+def test_postgresql_a_statement_that_raised_committed_nothing(project, pg_url):
+    """In an autocommit block a statement that fails is rolled back by the server: when it is the
+    only one, the revision changed nothing and runs again with no repair; when an earlier one
+    committed, only that one is listed as left behind."""
+    project.setenv("DATABASE_URL_DEVELOPMENT", pg_url)
+    chain = empty_chain(project.tmp / "scripts").use(project)
+    assert_ok(project.invoke("dev.upgrade"))
+    chain.add(
+        REVISION,
+        "fails first",
+        """
+        with op.get_context().autocommit_block():
+            op.execute("CREATE INDEX CONCURRENTLY ix_missing ON missing_table (id)")
+        """,
+        record=False,
+    )
+
+    failed = project.invoke("dev.upgrade")
+
+    line = assert_one_line_error(failed, ExitCode.FAILED, REVISION, "missing_table")
+    assert "dev.repair" not in line and "stopped part way" not in line
+    execute(pg_url, "CREATE TABLE missing_table (id integer)")
+    assert_ok(project.invoke("dev.upgrade"))
+    assert scalar(pg_url, "SELECT version_num FROM alembic_version") == REVISION
+
+    chain.add(
+        "f17000000000",
+        "fails second",
+        """
+        with op.get_context().autocommit_block():
+            op.execute("CREATE TABLE kept_half (id integer)")
+            op.execute("CREATE INDEX CONCURRENTLY ix_gone ON gone_table (id)")
+        """,
+        record=False,
+    )
+    second = project.invoke("dev.upgrade")
+    line = assert_one_line_error(second, ExitCode.FAILED, "f17000000000", "1 of its statements")
+    assert_one_line_error(project.invoke("dev.upgrade"), ExitCode.REVISION_NOT_FINISHED, "f170")
