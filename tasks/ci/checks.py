@@ -680,35 +680,26 @@ def _throwaway_sqlite(options: dict[str, Any]) -> Iterator[Any]:
 
 @contextmanager
 def throwaway_postgres(options: dict[str, Any]) -> Iterator[Any]:
-    from sqlalchemy import text
-
-    from tasks.core.engines import create_engine, describe_database_error
-    from tasks.core.environments import normalize_url
-    from tasks.core.errors import DatabaseError
-    from tasks.core.settings import PROJECT_ROOT
-
-    admin_url = normalize_url(options["postgres_url"], "migrations.ci.postgres_url", PROJECT_ROOT)
-    name = f"{options.get('database_prefix', DEFAULT_PREFIX)}{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as error:
-        admin.dispose()
-        raise DatabaseError(
-            f"ci.postgres_url: cannot create a throwaway database: {describe_database_error(error)}"
-        ) from None
-    try:
-        yield admin_url.set(database=name)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    """A database of its own on `ci.postgres_url`'s PostgreSQL server, dropped afterwards."""
+    with _throwaway_database(
+        options, "postgres_url", quote='"', drop_suffix=" WITH (FORCE)", autocommit=True
+    ) as url:
+        yield url
 
 
 @contextmanager
 def throwaway_mysql(options: dict[str, Any]) -> Iterator[Any]:
     """A database of its own on `ci.mysql_url`'s MariaDB/MySQL server, dropped afterwards."""
+    with _throwaway_database(
+        options, "mysql_url", quote="`", drop_suffix="", autocommit=False
+    ) as url:
+        yield url
+
+
+@contextmanager
+def _throwaway_database(
+    options: dict[str, Any], key: str, *, quote: str, drop_suffix: str, autocommit: bool
+) -> Iterator[Any]:
     from sqlalchemy import text
 
     from tasks.core.engines import create_engine, describe_database_error
@@ -716,22 +707,24 @@ def throwaway_mysql(options: dict[str, Any]) -> Iterator[Any]:
     from tasks.core.errors import DatabaseError
     from tasks.core.settings import PROJECT_ROOT
 
-    admin_url = normalize_url(options["mysql_url"], "migrations.ci.mysql_url", PROJECT_ROOT)
-    name = f"{options['database_prefix']}{uuid.uuid4().hex[:12]}"
+    admin_url = normalize_url(options[key], f"migrations.ci.{key}", PROJECT_ROOT)
+    name = f"{options.get('database_prefix', DEFAULT_PREFIX)}{uuid.uuid4().hex[:12]}"
     admin = create_engine(admin_url)
+    if autocommit:
+        admin = admin.execution_options(isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
-            connection.execute(text(f"CREATE DATABASE `{name}`"))
+            connection.execute(text(f"CREATE DATABASE {quote}{name}{quote}"))
     except Exception as error:
         admin.dispose()
         raise DatabaseError(
-            f"ci.mysql_url: cannot create a throwaway database: {describe_database_error(error)}"
+            f"ci.{key}: cannot create a throwaway database: {describe_database_error(error)}"
         ) from None
     try:
         yield admin_url.set(database=name)
     finally:
         with admin.connect() as connection:
-            connection.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+            connection.execute(text(f"DROP DATABASE IF EXISTS {quote}{name}{quote}{drop_suffix}"))
         admin.dispose()
 
 
