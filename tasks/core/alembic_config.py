@@ -161,23 +161,42 @@ def _rejoined_resources(items: list[str]) -> list[str]:
 
 
 def _resource_folder(location: str) -> Path | None:
-    from alembic.util import coerce_resource_to_filename
-
     try:
-        path = Path(coerce_resource_to_filename(location))
+        path = _resource_path(location)
     except Exception:
         return None
     return path if path.is_dir() else None
 
 
-def _existing(location: str, ini_dir: Path, key: str) -> str:
-    """`location` as a path that exists: as given, package resource, or relative to the ini."""
+def _resource_path(location: str) -> Path:
+    """The folder a `package:folder` location names, found without running the package.
+
+    Alembic's `coerce_resource_to_filename` imports the package to ask it for its files: for an
+    application such as Prefect that is seconds of imports on every command, `current`
+    included, only to learn a folder's path. The import system's finder says where an
+    installed top-level package lives without executing it; a dotted package, a package in a
+    zip file or a folder the finder does not show go to Alembic's own lookup.
+    """
+    import importlib.util
+
     from alembic.util import coerce_resource_to_filename
 
+    package, *parts = location.split(":")  # Alembic's split: every colon joins a path part
+    if "." not in package and package not in sys.modules:
+        spec = importlib.util.find_spec(package)
+        for root in (spec.submodule_search_locations or []) if spec else []:
+            candidate = Path(root).joinpath(*parts)
+            if candidate.is_dir():
+                return candidate
+    return Path(coerce_resource_to_filename(location))
+
+
+def _existing(location: str, ini_dir: Path, key: str) -> str:
+    """`location` as a path that exists: as given, package resource, or relative to the ini."""
     candidates: list[Path] = []
     if ":" in location and not Path(location).is_absolute():
         with contextlib.suppress(Exception):  # "package:folder", Alembic's resource form
-            candidates.append(Path(coerce_resource_to_filename(location)))
+            candidates.append(_resource_path(location))
     path = Path(location).expanduser()
     candidates.append(path)
     if not path.is_absolute():

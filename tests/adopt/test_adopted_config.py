@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from tests.adopt.apps import make_shop
@@ -42,6 +44,20 @@ def test_package_resource_in_migrations_version_locations(project, dev_url):
 
     assert_ok(project.invoke_subprocess("dev.upgrade"))
     assert version_rows(schema_snapshot(dev_url)) == ["a3a3a3a3a3a3"]
+
+
+def test_a_package_resource_is_found_without_running_the_package(project, dev_url):
+    """Finding `pkg:migrations` must not import `pkg`: an application's package can take
+    seconds to import (Prefect's does), paid by every command only to learn a folder's path.
+    Reads that run no env.py (history, heads, current) leave the package unimported."""
+    shop = make_shop(project, "cookbook", package_location=True)
+    imported = project.tmp / "imported"
+    (shop.folder / "__init__.py").write_text(f"open({str(imported)!r}, 'w').close()\n")
+    sqlite3.connect(project.tmp / "dev.sqlite3").close()  # a read never creates the database
+
+    for argv in (("dev.history",), ("dev.heads",), ("dev.current",)):
+        assert_ok(project.invoke_subprocess(*argv))
+        assert not imported.exists(), f"{argv[0]} imported the package to find its folder"
 
 
 def test_package_resource_with_path_separator_os(project, dev_url):

@@ -58,7 +58,7 @@ def assert_matches_schema(document: dict) -> None:
     ids=lambda argv: argv[0],
 )
 def test_every_task_prints_one_document_of_the_one_shape(project, argv):
-    assert project.invoke_subprocess("local.upgrade").code == 0
+    assert project.invoke("local.upgrade").code == 0
 
     result = project.invoke_subprocess(*argv, "--json")
 
@@ -80,20 +80,20 @@ def test_ci_check_json(project, monkeypatch):
 
 
 def test_current_check_says_whether_anything_is_pending(project):
-    assert project.invoke_subprocess("local.upgrade", "-r", FIRST).code == 0
+    assert project.invoke("local.upgrade", "-r", FIRST).code == 0
 
     behind = project.invoke_subprocess("local.current", "--check", "--json")
     document = json.loads(behind.stdout)
     assert behind.code == ExitCode.DIFFERENCES
     assert document["details"]["pending"] == [HEAD] and document["details"]["at_head"] is False
 
-    assert project.invoke_subprocess("local.upgrade").code == 0
+    assert project.invoke("local.upgrade").code == 0
     assert project.invoke_subprocess("local.current", "-c").code == 0
 
 
 def test_audit_times_are_iso_8601(project, tmp_path):
     project.setenv("DATABASE_URL_DEVELOPMENT", f"sqlite:///{tmp_path / 'dev.sqlite3'}")
-    assert project.invoke_subprocess("dev.upgrade").code == 0
+    assert project.invoke("dev.upgrade").code == 0
 
     rows = json.loads(project.invoke_subprocess("dev.audit", "--json").stdout)
 

@@ -56,7 +56,7 @@ def test_show_past_base_is_one_line(project):
 
 
 def test_heads_marks_the_current_revision(project):
-    assert_ok(project.invoke_subprocess("local.upgrade"))
+    assert_ok(project.invoke("local.upgrade"))
 
     result = project.invoke_subprocess("local.heads")
 
@@ -65,7 +65,7 @@ def test_heads_marks_the_current_revision(project):
 
 
 def test_heads_names_a_current_revision_that_is_not_a_head(project):
-    assert_ok(project.invoke_subprocess("local.upgrade", "-r", FIRST))
+    assert_ok(project.invoke("local.upgrade", "-r", FIRST))
 
     result = project.invoke_subprocess("local.heads")
 

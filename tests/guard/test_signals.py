@@ -183,7 +183,9 @@ def test_a_log_disk_that_fills_mid_line_leaves_no_half_line(project, dev):
 MYSQL_WAIT = "UPDATE gate SET id = 1"  # queues behind the test's row lock for up to 10 minutes
 
 
-def mysql_statements_running(fragment: str) -> int:
+def mysql_statements_running(fragment: str, url: str) -> int:
+    """Statements containing `fragment` on the database of `url` only: the process list is
+    server-wide, and another worker may run the same test's statement at the same moment."""
     import sqlalchemy
 
     from tests.conftest import MYSQL_ADMIN_URL
@@ -194,9 +196,9 @@ def mysql_statements_running(fragment: str) -> int:
             return connection.execute(
                 sqlalchemy.text(
                     "SELECT count(*) FROM information_schema.PROCESSLIST "
-                    "WHERE INFO LIKE :pattern AND ID <> CONNECTION_ID()"
+                    "WHERE INFO LIKE :pattern AND DB = :database AND ID <> CONNECTION_ID()"
                 ),
-                {"pattern": f"%{fragment}%"},
+                {"pattern": f"%{fragment}%", "database": sqlalchemy.make_url(url).database},
             ).scalar()
     finally:
         engine.dispose()
@@ -234,7 +236,9 @@ def test_mariadb_statement_is_killed_on_the_server_when_the_task_stops(
         holder.execute(sqlalchemy.text("SELECT id FROM gate WHERE id = 1 FOR UPDATE"))
         runner = spawn("dev.upgrade")
         try:
-            wait_until(lambda: mysql_statements_running(MYSQL_WAIT), what="the waiting revision")
+            wait_until(
+                lambda: mysql_statements_running(MYSQL_WAIT, mysql_url), what="the waiting revision"
+            )
             runner.send_signal(signum)
             stdout, stderr = runner.communicate(timeout=60)
         finally:
@@ -242,7 +246,9 @@ def test_mariadb_statement_is_killed_on_the_server_when_the_task_stops(
                 runner.kill()
                 runner.communicate()
         # KILL QUERY: the server stops the statement now, while the row is still locked.
-        wait_until(lambda: mysql_statements_running(MYSQL_WAIT) == 0, timeout=15, what="KILL")
+        wait_until(
+            lambda: mysql_statements_running(MYSQL_WAIT, mysql_url) == 0, timeout=15, what="KILL"
+        )
         holder.rollback()
     engine.dispose()
 
