@@ -73,7 +73,8 @@ def alembic_tasks(collection: str, *, with_revision: bool) -> list[Task]:
 
     @flag_task(
         help={
-            "check": "exit 4 when the database is not at head (0 at head): anything pending?",
+            "check": "exit 4 when the database is not at head (0 at head): anything pending? "
+            "8 when an earlier run left a revision unfinished",
             "json": JSON_HELP,
         }
     )

@@ -246,6 +246,31 @@ def require_finished(
     _delete(session.environment, connection, schema, stale)
 
 
+def unfinished_now(
+    session: Session, connection: Connection, script: Any, heads: tuple[str, ...]
+) -> list[Unfinished]:
+    """The rows the next upgrade would stop at or run again, read only: what `current`
+    reports. Rows the version table proves finished are left for the next run to remove."""
+    try:
+        rows = read_unfinished(connection, session.environment.schema)
+    finally:
+        connection.rollback()
+    applied = applied_revisions(script, heads)
+    return [row for row in rows if not row.finished_according_to(applied)]
+
+
+def will_run_again(connection: Connection, session: Session, row: Unfinished) -> bool:
+    """The next upgrade runs this revision again by itself (require_finished's rule)."""
+    return row.rerunnable and not _still_running(connection, session, row)
+
+
+def unfinished_refusal(
+    session: Session, row: Unfinished, connection: Connection
+) -> RevisionNotFinished:
+    """The refusal the next upgrade would give, for a reader that asks before upgrading."""
+    return _refusal(session, row, connection)
+
+
 def _still_running(connection: Connection, session: Session, row: Unfinished) -> bool:
     """Whether the server session that ran the revision is still there (a runner that lost its
     lock may still be in its last statement). Unknown counts as running."""

@@ -10,6 +10,7 @@ not inferred.
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -57,7 +58,21 @@ def assert_refused_until_repair(project, url: str) -> str:  # type: ignore[no-un
     assert counts(url) == before
     down = project.invoke("dev.downgrade", "--rev", "-1", "--yes", "--no-backup")
     assert_one_line_error(down, ExitCode.REVISION_NOT_FINISHED, REVISION)
+    assert_current_reports_it(project)
     return line
+
+
+def assert_current_reports_it(project) -> None:  # type: ignore[no-untyped-def]
+    """`current` does not call a database with an unfinished revision settled: it names the
+    revision and the repair, and `--check` exits 8 as the next upgrade would."""
+    current = project.invoke("dev.current")
+    assert_ok(current)
+    assert f"revision {REVISION} did not finish" in current.stdout
+    assert "dev.repair" in current.stdout
+    checked = project.invoke("dev.current", "--check")
+    assert_one_line_error(
+        checked, ExitCode.REVISION_NOT_FINISHED, f"revision {REVISION} did not finish", "repair"
+    )
 
 
 def assert_repair_audited(project, how: str) -> None:  # type: ignore[no-untyped-def]
@@ -167,6 +182,31 @@ def test_mariadb_failure_part_way_refuses_then_reverted_runs_it_again(
     assert_repair_audited(project, "reverted")
     assert_ok(project.invoke("dev.upgrade"))
     assert counts(mysql_url) == {REVISION: 1}
+
+
+@pytest.mark.mysql
+def test_mariadb_downgrade_failing_part_way_is_not_reported_at_head(
+    project, mysql_url, mariadb_chain
+):
+    """A downgrade that committed DDL and then failed leaves the version table at head: by
+    that table alone `current --check` said "at head" and exited 0, while every upgrade and
+    downgrade refused."""
+    mariadb_chain.add(
+        REVISION,
+        "downgrade fails after ddl",
+        'op.create_table("kept", sa.Column("id", sa.Integer))',
+        'op.drop_table("kept")\nop.execute("SELECT * FROM no_such_table")',
+    )
+    assert_ok(project.invoke("dev.upgrade"))
+    failed = project.invoke("dev.downgrade", "--rev", "-1", "--yes")
+    assert_one_line_error(failed, ExitCode.FAILED, f"revision {REVISION} failed")
+    assert scalar(mysql_url, "SELECT version_num FROM alembic_version") == REVISION
+
+    assert_current_reports_it(project)
+    document = json.loads(project.invoke("dev.current", "--json").stdout)
+    assert document["details"]["unfinished"] == [
+        {"revision": REVISION, "direction": "downgrade", "runs_again": False}
+    ]
 
 
 @pytest.mark.mysql
@@ -308,6 +348,10 @@ def test_postgresql_rerunnable_revision_runs_again_after_the_data_is_fixed(proje
     path = next(chain.scripts.versions.glob(f"{REVISION}_*.py"))
     path.write_text(path.read_text() + "\n\nrerunnable = True\n")
     assert_one_line_error(project.invoke("dev.upgrade"), ExitCode.FAILED, REVISION)
+    behind = project.invoke("dev.current", "--check")
+    assert behind.code == ExitCode.DIFFERENCES, behind.output
+    assert f"revision {REVISION} did not finish" in behind.stdout
+    assert "the next upgrade runs it again" in behind.stdout
     execute(pg_url, "UPDATE people SET email = 'b' WHERE id = 2")
     again = project.invoke("dev.upgrade")
     assert_ok(again)
