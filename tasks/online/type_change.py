@@ -41,6 +41,7 @@ from typing import Any
 from alembic.operations import ops
 from sqlalchemy import Column, Index, Table
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.schema import conv
 
 from tasks.online.backfill import BackfillOp, BackfillSpec
 from tasks.online.expand_contract import (
@@ -65,6 +66,21 @@ def bounded(name: str, suffix: str) -> str:
         return name + suffix
     digest = hashlib.sha1(name.encode()).hexdigest()[:8]  # noqa: S324 (a name, not a secret)
     return f"{name[: MAX_IDENTIFIER - len(suffix) - 9]}_{digest}{suffix}"
+
+
+def stored_index_name(index: Index) -> str:
+    """The name PostgreSQL holds for the model's index. SQLAlchemy creates a naming
+    convention's name over 63 characters cut to 55 and four hex digits of its MD5
+    (`ix_..._740c`); PostgreSQL cuts any other name to 63. Renaming an index to the model's
+    full name would leave it under PostgreSQL's cut, which the models' check sees as a
+    different index."""
+    name = str(index.name)
+    if len(name) <= MAX_IDENTIFIER:
+        return name
+    if isinstance(index.name, conv):
+        digest = hashlib.md5(name.encode()).hexdigest()[-4:]  # noqa: S324 (SQLAlchemy's rule)
+        return f"{name[: MAX_IDENTIFIER - 8]}_{digest}"
+    return name.encode()[:MAX_IDENTIFIER].decode(errors="ignore")
 
 
 def type_sql(type_: Any) -> str:
@@ -304,7 +320,7 @@ class TypeChange:
             f"ALTER TABLE {table} RENAME COLUMN {_quote(self.shadow)} TO {_quote(self.name)};",
             *[
                 f"ALTER INDEX {self.qualified(bounded(str(ix.name), '__new'))} "
-                f"RENAME TO {_quote(str(ix.name))};"
+                f"RENAME TO {_quote(stored_index_name(ix))};"
                 for ix in self.indexes
             ],
         ]
@@ -318,14 +334,14 @@ class TypeChange:
         function, create = self.trigger_sql(self.trigger, self.name, self.shadow, self.new_sql)
         renames = []
         for ix in self.indexes:
-            name = str(ix.name)
+            name, stored = str(ix.name), stored_index_name(ix)
             renames.append(
-                f"ALTER INDEX {self.qualified(name)} RENAME TO {_quote(bounded(name, '__new'))};"
+                f"ALTER INDEX {self.qualified(stored)} RENAME TO {_quote(bounded(name, '__new'))};"
             )
         for ix in self.indexes:
-            name = str(ix.name)
+            name, stored = str(ix.name), stored_index_name(ix)
             renames.append(
-                f"ALTER INDEX {self.qualified(bounded(name, '__old'))} RENAME TO {_quote(name)};"
+                f"ALTER INDEX {self.qualified(bounded(name, '__old'))} RENAME TO {_quote(stored)};"
             )
         body = [
             *self.drop_trigger_sql(self.back_trigger),

@@ -10,7 +10,7 @@ import re
 import pytest
 import sqlalchemy
 
-from tasks.online.type_change import bounded, rewrites_table
+from tasks.online.type_change import TypeChange, bounded, rewrites_table, stored_index_name
 from tests.conftest import ROOT, Project
 from tests.helpers import HEAD, assert_ok, copy_scripts, prepare, venv_bin
 from tests.online.test_expand_contract import execute, module
@@ -227,6 +227,34 @@ def test_long_names_stay_within_63_characters() -> None:
     assert len(bounded(long, "__new")) == 63 and bounded(long, "__new").endswith("__new")
     assert bounded(long, "__new") != bounded("c" * 69 + "d", "__new")
     assert bounded("login_count", "__new") == "login_count__new"
+
+
+def test_the_contract_renames_a_long_index_to_the_name_sqlalchemy_gave_it() -> None:
+    """A naming convention's index name over 63 characters is stored under SQLAlchemy's cut
+    (55 characters and a hash); the contract renamed the new index to the full name, which
+    PostgreSQL cut otherwise, and `dev.check` then saw one index removed and another added."""
+    from sqlalchemy.dialects import postgresql
+
+    metadata = sqlalchemy.MetaData(naming_convention={"ix": "ix_%(table_name)s_%(column_0_name)s"})
+    table = sqlalchemy.Table(
+        "subscription_renewal_attempts_by_region",
+        metadata,
+        sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True),
+        sqlalchemy.Column("attempted_renewal_counter", sqlalchemy.BigInteger, index=True),
+    )
+    index = next(iter(table.indexes))
+    assert len(str(index.name)) > 63
+    created = postgresql.dialect().identifier_preparer.format_index(index)
+    assert stored_index_name(index) == created.strip('"')
+
+    change = TypeChange(None, table.name, table.c.attempted_renewal_counter,
+                        sqlalchemy.Integer(), [index])  # fmt: skip
+    swap = " ".join(change.swap_sql())
+    assert f'RENAME TO "{created}";' in swap and f'"{index.name}"' not in swap
+    back = " ".join(change.swap_back_sql())
+    assert f'ALTER INDEX "{created}" RENAME TO' in back
+    assert f'RENAME TO "{created}";' in back and f'"{index.name}"' not in back
+    assert stored_index_name(sqlalchemy.Index("ix_short", table.c.id)) == "ix_short"
 
 
 def test_values_that_do_not_cast_stop_the_expand_before_anything_changes(
