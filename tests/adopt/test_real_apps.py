@@ -86,7 +86,10 @@ def app_python(name: str, venvs: dict[str, Path], root: Path, requirement: str =
         return venvs[name]
     venv = root / f"venv-{name}"
     created = subprocess.run(
-        [sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if created.returncode != 0:
         pytest.skip(f"cannot create a virtualenv for {name}: {created.stderr.strip()[-200:]}")
@@ -94,8 +97,9 @@ def app_python(name: str, venvs: dict[str, Path], root: Path, requirement: str =
     # This project's packages (tasks' dependencies, SQLAlchemy, Alembic, pytest) stay visible.
     (site / "_project.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     python = venv / "bin" / "python"
+    wanted = requirement or APPS[name].requirement
     installed = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", requirement or APPS[name].requirement],
+        install_command(python, wanted, root / f"constraints-{name}.txt"),
         capture_output=True,
         text=True,
         check=False,
@@ -103,9 +107,28 @@ def app_python(name: str, venvs: dict[str, Path], root: Path, requirement: str =
     )
     if installed.returncode != 0:
         tail = " ".join(installed.stderr.split()[-30:])
-        pytest.skip(f"pip cannot install {requirement or APPS[name].requirement} here: {tail}")
+        pytest.skip(f"cannot install {wanted} here: {tail}")
     venvs[name] = python
     return python
+
+
+def install_command(python: Path, requirement: str, constraints: Path) -> list[str]:
+    """uv when the test environment has it (requirements-dev.txt), pip otherwise.
+
+    uv does not count the packages the `.pth` file shows, so it installs the application's
+    shared dependencies into its virtualenv as well: pinned to the versions this project runs
+    on (SQLAlchemy and Alembic above all), so the application is tested on the same ones.
+    """
+    from importlib.metadata import distributions
+
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent))
+    if uv is None:
+        return [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
+                requirement]  # fmt: skip
+    pins = sorted({f"{d.metadata['Name']}=={d.version}" for d in distributions() if d.metadata})
+    constraints.write_text("\n".join(pins) + "\n")
+    return [uv, "pip", "install", "--quiet", "--python", str(python), "-c", str(constraints),
+            requirement]  # fmt: skip
 
 
 @pytest.fixture(params=sorted(APPS))
