@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from tasks.core.errors import ExitCode, LockLost, MigrationsError, UsageError
+from tasks.core.errors import DifferencesFound, ExitCode, LockLost, MigrationsError, UsageError
 from tasks.core.redaction import redact
 
 if TYPE_CHECKING:
@@ -246,29 +246,37 @@ def require_finished(
     _delete(session.environment, connection, schema, stale)
 
 
-def unfinished_now(
-    session: Session, connection: Connection, script: Any, heads: tuple[str, ...]
-) -> list[Unfinished]:
-    """The rows the next upgrade would stop at or run again, read only: what `current`
-    reports. Rows the version table proves finished are left for the next run to remove."""
+def report_unfinished(
+    session: Session, connection: Connection, script: Any, heads: tuple[str, ...], *, check: bool
+) -> None:
+    """`current`: a revision an earlier run left unfinished. The version table alone would say
+    "at head" while the next upgrade refuses (exit 8) or runs the revision again; this says
+    which, and with `check` exits as that upgrade would: 8 when it would refuse, 4 when it
+    would run it again. Read only: rows the version table proves finished stay for the next
+    run to remove."""
     try:
         rows = read_unfinished(connection, session.environment.schema)
     finally:
         connection.rollback()
     applied = applied_revisions(script, heads)
-    return [row for row in rows if not row.finished_according_to(applied)]
-
-
-def will_run_again(connection: Connection, session: Session, row: Unfinished) -> bool:
-    """The next upgrade runs this revision again by itself (require_finished's rule)."""
-    return row.rerunnable and not _still_running(connection, session, row)
-
-
-def unfinished_refusal(
-    session: Session, row: Unfinished, connection: Connection
-) -> RevisionNotFinished:
-    """The refusal the next upgrade would give, for a reader that asks before upgrading."""
-    return _refusal(session, row, connection)
+    name = session.environment.name
+    for row in (row for row in rows if not row.finished_according_to(applied)):
+        again = row.rerunnable and not _still_running(connection, session, row)
+        session.record.details.setdefault("unfinished", []).append(
+            {"revision": row.revision, "direction": row.direction, "runs_again": again}
+        )
+        if again:
+            session.console.line(
+                f"{name}: revision {row.revision} did not finish ({row.direction}); it declares "
+                "itself re-runnable: the next upgrade runs it again"
+            )
+            if check:
+                raise DifferencesFound(f"{name}: revision {row.revision} did not finish")
+            continue
+        refusal = _refusal(session, row, connection)
+        if check:
+            raise refusal
+        session.console.line(f"{name}: {refusal}")
 
 
 def _still_running(connection: Connection, session: Session, row: Unfinished) -> bool:

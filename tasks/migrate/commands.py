@@ -27,12 +27,7 @@ from tasks.core.errors import (
 )
 from tasks.core.session import Session
 from tasks.guard import statement_guard
-from tasks.guard.revision_progress import (
-    require_finished,
-    unfinished_now,
-    unfinished_refusal,
-    will_run_again,
-)
+from tasks.guard.revision_progress import report_unfinished, require_finished
 from tasks.history import checksums
 from tasks.migrate.alembic_run import (
     as_database_error,
@@ -82,7 +77,7 @@ def current(session: Session, *, check: bool = False) -> list[str]:
     with session.connect() as connection:
         heads = database_heads(connection, session)
         unrecorded = [] if heads else _tables_without_history(connection)
-        _report_unfinished(session, connection, script, heads, check=check)
+        report_unfinished(session, connection, script, heads, check=check)
     script_heads = set(script.get_heads())
     name = session.environment.name
     if not script_heads:
@@ -120,32 +115,6 @@ def current(session: Session, *, check: bool = False) -> list[str]:
     if check and pending:
         raise DifferencesFound(f"{name}: not at head, {plural(len(pending), 'revision')} pending")
     return list(heads)
-
-
-def _report_unfinished(
-    session: Session, connection: Connection, script: Any, heads: tuple[str, ...], *, check: bool
-) -> None:
-    """A revision an earlier run left unfinished: the version table alone would say "at head"
-    while the next upgrade refuses (exit 8) or runs the revision again. `current` says which,
-    and `--check` exits as that upgrade would: 8 when it would refuse, 4 when it would run."""
-    name = session.environment.name
-    for row in unfinished_now(session, connection, script, heads):
-        again = will_run_again(connection, session, row)
-        session.record.details.setdefault("unfinished", []).append(
-            {"revision": row.revision, "direction": row.direction, "runs_again": again}
-        )
-        if again:
-            session.console.line(
-                f"{name}: revision {row.revision} did not finish ({row.direction}); it declares "
-                "itself re-runnable: the next upgrade runs it again"
-            )
-            if check:
-                raise DifferencesFound(f"{name}: revision {row.revision} did not finish")
-            continue
-        refusal = unfinished_refusal(session, row, connection)
-        if check:
-            raise refusal
-        session.console.line(f"{name}: {refusal}")
 
 
 def _tables_without_history(connection: Connection) -> list[str]:
