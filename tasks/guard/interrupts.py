@@ -51,6 +51,39 @@ def stop_requests() -> Iterator[None]:
 
 
 @contextmanager
+def stops_first() -> Iterator[None]:
+    """An error raised while a stop request was unwinding is not what stopped the run.
+
+    A SIGTERM that lands inside SQLAlchemy invalidates the connection mid-transaction; the
+    rollback on the way out then raises "Can't reconnect until invalid transaction is rolled
+    back", and that error, not the stop, reached the top: exit 1 and a database error where
+    the operator asked for exit 143. The stop request behind such an error is raised instead.
+    """
+    try:
+        yield
+    except Exception as error:
+        stop = interrupt_behind(error)
+        if stop is None:
+            raise
+        raise stop from None
+
+
+def interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or stop signal an exception was raised while handling, if any."""
+    pending: list[BaseException] = [error]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        pending.extend(link for link in (current.__cause__, current.__context__) if link)
+    return None
+
+
+@contextmanager
 def stop_signals() -> Iterator[None]:
     """SIGTERM and SIGHUP raise Terminated in the main thread, nothing else: for a command whose
     statements run in worker threads (a fleet), where the statement-cancelling hooks, which

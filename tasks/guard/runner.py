@@ -29,7 +29,7 @@ from tasks.core.redaction import redact
 from tasks.core.run_log import RunLog, RunRecord
 from tasks.core.session import Session
 from tasks.core.settings import Settings, settings_from_mapping
-from tasks.guard.interrupts import EXIT_INTERRUPTED, Terminated, stop_requests
+from tasks.guard.interrupts import EXIT_INTERRUPTED, Terminated, stop_requests, stops_first
 from tasks.guard.ownership import current_operator, policy_applies, require_owner
 
 if TYPE_CHECKING:
@@ -187,12 +187,13 @@ class GuardedRun:
         self, raw_settings: Any, operation: Callable[[Session], Any], held: contextlib.ExitStack
     ) -> RunOutcome:
         try:
-            session = self._prepare(raw_settings)
-            if self.spec.changes_database and self.spec.task in ASK_BEFORE_LOCK:
-                session.lock_taker = lambda: held.enter_context(self._lock())
-            elif self.spec.changes_database:
-                held.enter_context(self._lock())
-            value = operation(session)
+            with stops_first():
+                session = self._prepare(raw_settings)
+                if self.spec.changes_database and self.spec.task in ASK_BEFORE_LOCK:
+                    session.lock_taker = lambda: held.enter_context(self._lock())
+                elif self.spec.changes_database:
+                    held.enter_context(self._lock())
+                value = operation(session)
         except MigrationsError as error:
             message = _located(self.record, error, str(error))
             self._finish(error.outcome, message)

@@ -20,7 +20,7 @@ from tasks.core.console import Progress
 from tasks.core.database_identity import identity
 from tasks.core.errors import DatabaseError, LockLost, MigrationsError, Refused, UsageError
 from tasks.core.session import Session
-from tasks.guard import revision_progress, statement_guard
+from tasks.guard import interrupts, revision_progress, statement_guard
 from tasks.history import checksums
 from tasks.lint import residue as ddl_residue
 from tasks.migrate.alembic_run import (
@@ -243,9 +243,10 @@ def apply_steps(
         if names:
             progress.start(names[0])
         try:
-            with backfill_progress(session, progress):
-                _migrate(session, connection, on_applied, operation, revision, watch, guard)
-            watch.run_finished()
+            with interrupts.stops_first():
+                with backfill_progress(session, progress):
+                    _migrate(session, connection, on_applied, operation, revision, watch, guard)
+                watch.run_finished()
         except DatabaseError as error:
             if getattr(error, "in_env_py", False):
                 where = env_py_path(session)

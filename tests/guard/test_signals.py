@@ -89,6 +89,33 @@ def test_ctrl_c_cancels_the_long_statement_on_the_server(project, pg_server, pg_
     assert_stopped_cleanly(project, pg_server, pg_url, slow_dev, "interrupted")
 
 
+@pytest.mark.postgres
+def test_an_error_raised_while_the_stop_unwinds_does_not_replace_it(project, pg_server, pg_url):
+    """A revision whose `finally` uses the connection the stop invalidated: SQLAlchemy raises
+    "Can't reconnect until invalid transaction is rolled back" there, and that error used to
+    reach the top (exit 1, a database error) in place of the stop the operator asked for (the
+    same happened under load inside op.backfill's batch transaction)."""
+    project.setenv("DATABASE_URL_DEVELOPMENT", pg_url)
+    chain = empty_chain(project.tmp / "scripts").use(project)
+    assert_ok(project.invoke("dev.upgrade"))
+    chain.add(
+        SLOW,
+        "cleans up after itself",
+        f"""
+        try:
+            op.execute("SELECT {SLEEP}")
+        finally:
+            op.execute("SELECT 1")
+        """,
+    )
+
+    result = stop_during_the_slow_revision(pg_server, pg_url, signal.SIGTERM)
+
+    assert_one_line_error(result, 143, "terminated (SIGTERM)")
+    assert "reconnect" not in result.output
+    assert_stopped_cleanly(project, pg_server, pg_url, chain, "terminated (SIGTERM)")
+
+
 # --- a full log disk --------------------------------------------------------------------------
 
 
