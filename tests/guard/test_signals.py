@@ -26,12 +26,18 @@ SLOW = "e10000000001"
 SLEEP = "pg_sleep(600)"  # far longer than any wait below: only a cancel ends it in time
 
 
+def chain_at_counter(project, url: str):  # type: ignore[no-untyped-def]
+    """The development database at `url`, upgraded to a fresh chain's counter revision."""
+    project.setenv("DATABASE_URL_DEVELOPMENT", url)
+    chain = empty_chain(project.tmp / "scripts").use(project)
+    assert_ok(project.invoke("dev.upgrade"))
+    return chain
+
+
 @pytest.fixture
 def slow_dev(project, pg_url):
     """A development database at the counter revision, with a 10-minute revision pending."""
-    project.setenv("DATABASE_URL_DEVELOPMENT", pg_url)
-    chain = empty_chain(project.tmp / "scripts").use(project)
-    assert_ok(project.invoke("dev.upgrade"))
+    chain = chain_at_counter(project, pg_url)
     chain.add(SLOW, "slow", f'op.execute("SELECT {SLEEP}")')
     return chain
 
@@ -95,9 +101,7 @@ def test_an_error_raised_while_the_stop_unwinds_does_not_replace_it(project, pg_
     "Can't reconnect until invalid transaction is rolled back" there, and that error used to
     reach the top (exit 1, a database error) in place of the stop the operator asked for (the
     same happened under load inside op.backfill's batch transaction)."""
-    project.setenv("DATABASE_URL_DEVELOPMENT", pg_url)
-    chain = empty_chain(project.tmp / "scripts").use(project)
-    assert_ok(project.invoke("dev.upgrade"))
+    chain = chain_at_counter(project, pg_url)
     chain.add(
         SLOW,
         "cleans up after itself",
@@ -242,9 +246,7 @@ def test_mariadb_statement_is_killed_on_the_server_when_the_task_stops(
 ):
     import sqlalchemy
 
-    project.setenv("DATABASE_URL_DEVELOPMENT", mysql_url)
-    chain = empty_chain(project.tmp / "scripts").use(project)
-    assert_ok(project.invoke("dev.upgrade"))
+    chain = chain_at_counter(project, mysql_url)
     chain.add(
         SLOW,
         "waits for a row lock",
