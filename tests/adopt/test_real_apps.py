@@ -184,6 +184,18 @@ def invoke_local(python: Path, *argv: str) -> Result:
             os.environ["DATABASE_URL_DEVELOPMENT"] = saved
 
 
+def assert_local_sync_converges(python: Path) -> None:
+    """`local.sync` brings DATABASE_URL_LOCAL to the models, `--check` then agrees, and a
+    second sync applies nothing."""
+    first = invoke_local(python, "local.sync")
+    assert_ok(first)
+    assert "in sync with the models" in first.stdout
+    assert_ok(invoke_local(python, "local.sync", "--check"))
+    second = invoke_local(python, "local.sync")
+    assert_ok(second)
+    assert "applied" not in second.stdout and "in sync with the models" in second.stdout
+
+
 # Run in the application's Python: its models, this project's helpers.
 BUILD_WITH_OWN_TOOLING = """
 import os, sqlalchemy
@@ -453,13 +465,7 @@ def test_prefect_async_on_postgresql_end_to_end(project, pg_url, pg_server, app_
         project.setenv(
             "INVOKE_MIGRATIONS_COMPARE_IGNORE", ",".join([*PREFECT_DRIFT, "add_index:trgm_ix_*"])
         )
-        first = invoke_local(python, "local.sync")
-        assert_ok(first)
-        assert "in sync with the models" in first.stdout
-        assert_ok(invoke_local(python, "local.sync", "--check"))
-        second = invoke_local(python, "local.sync")
-        assert_ok(second)
-        assert "applied" not in second.stdout and "in sync with the models" in second.stdout
+        assert_local_sync_converges(python)
     finally:
         drop_pg_database(pg_server, local_name)
 
@@ -609,24 +615,12 @@ def test_mlflow_on_mariadb_end_to_end(project, mysql_url, app_venvs, tmp_path_fa
     local = _create_mysql_database(mysql_url, local_name)
     try:
         project.setenv("DATABASE_URL_LOCAL", local)
-        first = invoke_local(python, "local.sync")
-        assert_ok(first)
-        assert "in sync with the models" in first.stdout
-        assert_ok(invoke_local(python, "local.sync", "--check"))
-        second = invoke_local(python, "local.sync")
-        assert_ok(second)
-        assert "applied" not in second.stdout and "in sync with the models" in second.stdout
+        assert_local_sync_converges(python)
     finally:
         _create_mysql_database(mysql_url, local_name, drop=True)
     # ...and on a SQLite file, mlflow's own default database.
     project.setenv("DATABASE_URL_LOCAL", f"sqlite:///{project.tmp / 'mlflow-local.sqlite3'}")
-    first = invoke_local(python, "local.sync")
-    assert_ok(first)
-    assert "in sync with the models" in first.stdout
-    assert_ok(invoke_local(python, "local.sync", "--check"))
-    second = invoke_local(python, "local.sync")
-    assert_ok(second)
-    assert "applied" not in second.stdout and "in sync with the models" in second.stdout
+    assert_local_sync_converges(python)
 
     # ci.check with the README's settings: mlflow's history does not build from an empty
     # database (its first revision alters the initial tables), said in one line naming the
