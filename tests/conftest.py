@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.fork_server import LIBRARIES, ForkServer
+
 if TYPE_CHECKING:
     from tests.revision_chains import Chain
 
@@ -157,7 +159,9 @@ class Project:
         return Result(completed.returncode, completed.stdout, completed.stderr)
 
     def invoke_subprocess(self, *argv: str, input: str | None = None) -> Result:
-        return self.run(sys.executable, "-m", "invoke", *argv, input=input)
+        """`invoke ARGV...` in a process of its own (forked from one that has imported the
+        libraries, see tests/fork_server.py), with this environment."""
+        return python_command(sys.executable, "-m", "invoke", *argv, input=input or "")
 
     def log_records(self) -> list[dict]:
         import json
@@ -165,6 +169,31 @@ class Project:
         if not self.log_file.exists():
             return []
         return [json.loads(line) for line in self.log_file.read_text().splitlines() if line]
+
+
+_fork_servers: dict[tuple[str, tuple[str, ...]], ForkServer] = {}
+
+
+def python_command(
+    python: str | Path, *argv: str, modules: tuple[str, ...] = (), input: str = "",
+    timeout: float = 600,
+) -> Result:  # fmt: skip
+    """`PYTHON ARGV...` (-m or -c) from the repository root with this process's environment, in
+    a process forked from a server that imported the libraries and MODULES beforehand; a real
+    subprocess when the environment changes what the interpreter's start-up decides."""
+    env = dict(os.environ)
+    key = (str(python), modules)
+    if key not in _fork_servers:
+        _fork_servers[key] = ForkServer(str(python), (*LIBRARIES, *modules))
+    server = _fork_servers[key]
+    if not server.accepts(env):
+        completed = subprocess.run(
+            [str(python), *argv], cwd=ROOT, env=env, input=input,
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+        return Result(completed.returncode, completed.stdout, completed.stderr)
+    code, stdout, stderr = server.run(argv, cwd=str(ROOT), env=env, input=input, timeout=timeout)
+    return Result(code, stdout, stderr)
 
 
 @pytest.fixture
@@ -364,7 +393,7 @@ _mysql_drops: _MySQLDrops | None = None
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    for background in (_made_ahead, _mysql_drops):
+    for background in (_made_ahead, _mysql_drops, *_fork_servers.values()):
         if background is not None:
             background.close()
 

@@ -28,7 +28,13 @@ import pytest
 
 from tasks.core.comparison import TOOL_TABLES
 from tasks.core.errors import ExitCode
-from tests.conftest import ROOT, Result, create_pg_database, drop_pg_database
+from tests.conftest import (
+    ROOT,
+    Result,
+    create_pg_database,
+    drop_pg_database,
+    python_command,
+)
 from tests.helpers import assert_ok, assert_one_line_error
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -46,6 +52,9 @@ class App:
     # The application's own downgrade of its head fails on PostgreSQL: the task must then say
     # so in one line naming the revision, and leave the database where it was.
     upstream_downgrade_bug: str = ""
+    # Its modules that every command imports (models, what its revisions import), imported
+    # once by the fork server its commands run from (tests/fork_server.py).
+    preload: tuple[str, ...] = ()
 
 
 APPS = {
@@ -57,6 +66,7 @@ APPS = {
         # 067's downgrade drops `codebases` before `codebase_commits`, whose foreign key
         # needs it (buildbot tests its downgrades on SQLite, which does not enforce that).
         upstream_downgrade_bug="cannot drop table codebases because other objects depend on it",
+        preload=("buildbot.db.model",),
     ),
     "dagster": App(
         requirement="dagster",
@@ -72,6 +82,12 @@ APPS = {
             "STORAGES = [RunStorageSqlMetadata, SqlEventLogStorageMetadata, "
             "ScheduleStorageSqlMetadata]\n"
         ),
+        preload=(
+            "dagster._core.storage.event_log.schema",
+            "dagster._core.storage.runs.schema",
+            "dagster._core.storage.schedules.schema",
+            "dagster._core.storage.migration.utils",
+        ),
     ),
 }
 
@@ -82,7 +98,14 @@ def app_venvs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {}
 
 
-def app_python(name: str, venvs: dict[str, Path], root: Path, requirement: str = "") -> Path:
+# The application modules each virtualenv's Python preloads in its fork server.
+PRELOADS: dict[Path, tuple[str, ...]] = {}
+
+
+def app_python(
+    name: str, venvs: dict[str, Path], root: Path, requirement: str = "",
+    preload: tuple[str, ...] = (),
+) -> Path:  # fmt: skip
     if name in venvs:
         return venvs[name]
     venv = root / f"venv-{name}"
@@ -110,6 +133,7 @@ def app_python(name: str, venvs: dict[str, Path], root: Path, requirement: str =
         tail = " ".join(installed.stderr.split()[-30:])
         pytest.skip(f"cannot install {wanted} here: {tail}")
     venvs[name] = python
+    PRELOADS[python] = preload or (APPS[name].preload if name in APPS else ())
     return python
 
 
@@ -152,19 +176,9 @@ def adopted(request, project, pg_url, app_venvs, tmp_path_factory):
 
 
 def run(python: Path, *argv: str) -> Result:
-    import os
-
-    completed = subprocess.run(
-        [str(python), *argv],
-        cwd=ROOT,
-        env=dict(os.environ),
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    return Result(completed.returncode, completed.stdout, completed.stderr)
+    """`PYTHON -c|-m ...` in a process of its own, forked from one that has imported the
+    application (each Prefect command would otherwise spend 4.5 s importing Prefect)."""
+    return python_command(python, *argv, modules=PRELOADS.get(python, ()))
 
 
 def invoke(python: Path, *argv: str) -> Result:
@@ -340,6 +354,13 @@ def test_ci_check_with_the_applications_history_trusted(adopted, project, pg_ser
 
 PREFECT = "prefect==3.9.1"
 MLFLOW = "mlflow-skinny==3.18.0"
+PREFECT_PRELOAD = ("prefect.server.database.orm_models", "prefect.server.utilities.database")
+MLFLOW_PRELOAD = (
+    "mlflow.store.model_registry.dbmodels.models",
+    "mlflow.store.tracking.dbmodels.models",
+    "mlflow.store.workspace.dbmodels.models",
+    "mlflow.store.tracking.dbmodels.initial_models",
+)
 
 # Prefect's history creates what its models no longer declare (its real drift, which plain
 # Alembic's compare_metadata reports too): lived with through `migrations.compare.ignore`.
@@ -368,8 +389,11 @@ def _package_dir(python: Path, module: str) -> Path:
     mlflow takes seconds, and the test only needs the folder."""
     top, *rest = module.split(".")
     where = f"importlib.util.find_spec({top!r}).submodule_search_locations[0]"
-    found = run(python, "-c", f"import importlib.util; print({where})")
-    assert found.code == 0, found.output
+    # A process of its own: the fork server would import the application first, with the
+    # environment of the moment (Prefect's settings), before the test has set it.
+    found = subprocess.run([str(python), "-c", f"import importlib.util; print({where})"],
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    assert found.returncode == 0, found.stderr
     return Path(found.stdout.strip().splitlines()[-1]).joinpath(*rest)
 
 
@@ -383,7 +407,9 @@ def test_prefect_async_on_postgresql_end_to_end(project, pg_url, pg_server, app_
     start here."""
     import sqlalchemy
 
-    python = app_python("prefect", app_venvs, tmp_path_factory.getbasetemp(), PREFECT)
+    python = app_python(
+        "prefect", app_venvs, tmp_path_factory.getbasetemp(), PREFECT, PREFECT_PRELOAD
+    )
     database = _package_dir(python, "prefect.server.database")
     url = pg_url.replace("+psycopg2", "+asyncpg")
     project.setenv("PYTHONPATH", str(ROOT))
@@ -549,7 +575,7 @@ def test_mlflow_on_mariadb_end_to_end(project, mysql_url, app_venvs, tmp_path_fa
     `local.sync` honours too)."""
     import sqlalchemy
 
-    python = app_python("mlflow", app_venvs, tmp_path_factory.getbasetemp(), MLFLOW)
+    python = app_python("mlflow", app_venvs, tmp_path_factory.getbasetemp(), MLFLOW, MLFLOW_PRELOAD)
     package = _package_dir(python, "mlflow")
     versions = package / "store" / "db_migrations" / "versions"
     shims = project.tmp / "shims"
