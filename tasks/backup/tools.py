@@ -6,6 +6,7 @@ into one masked line, and their lives tied to the task's (a SIGKILLed task takes
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import subprocess
@@ -183,15 +184,12 @@ def die_with_task() -> Callable[[], None] | None:
     committing a restore, after the migration lock was released. Linux's parent-death signal
     closes that gap. Elsewhere (no prctl) None: the group is all we have.
     """
-    import ctypes
-    import ctypes.util
     import signal
     import sys
 
     if not sys.platform.startswith("linux"):
         return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    prctl = libc.prctl  # looked up here: the child between fork and exec does as little as it can
+    prctl = _prctl()  # looked up here: the child between fork and exec does as little as it can
     parent = os.getpid()
 
     def in_child() -> None:
@@ -203,3 +201,12 @@ def die_with_task() -> Callable[[], None] | None:
 
 
 _PR_SET_PDEATHSIG = 1
+
+
+@functools.cache
+def _prctl() -> Callable[..., int]:
+    """libc's prctl, from the symbols this process already has loaded (`ctypes.util.find_library`
+    would run `ldconfig -p` for every dump and restore)."""
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True).prctl
