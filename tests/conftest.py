@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.fork_server import LIBRARIES, ForkServer
+from tests.pg_databases import PgDatabases
 
 if TYPE_CHECKING:
     from tests.revision_chains import Chain
@@ -264,72 +265,6 @@ def _server_or_skip(admin_url: str, what: str, *, required_in_ci: bool):
     return engine
 
 
-class _PgDatabases:
-    """Fresh PostgreSQL databases made ahead of time, in a thread, while tests run.
-
-    CREATE DATABASE copies template1 through the WAL (about 0.2 s each, a third of a typical
-    PostgreSQL test's time here) and DROP DATABASE waits for the server too; neither needs the
-    test's attention. Each test still gets a database nobody has used: made empty in the
-    background, renamed to its module's name when taken, dropped in the background after.
-    """
-
-    READY = 2
-
-    def __init__(self, admin_url: str) -> None:
-        import queue
-        import threading
-
-        import sqlalchemy
-
-        self._engine = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        self._ready: queue.Queue[str] = queue.Queue()
-        self._work: queue.Queue[tuple[str, str] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._serve, name="pg-databases", daemon=True)
-        self._thread.start()
-        for _ in range(self.READY):
-            self._work.put(("create", _pool_name()))
-
-    def take(self, name: str) -> str:
-        """A new empty database called NAME."""
-        import queue
-
-        try:
-            made = self._ready.get(timeout=10)
-        except queue.Empty:
-            made = _pool_name()
-            self._execute(f'CREATE DATABASE "{made}"')
-        self._work.put(("create", _pool_name()))
-        self._execute(f'ALTER DATABASE "{made}" RENAME TO "{name}"')
-        return name
-
-    def release(self, name: str) -> None:
-        self._work.put(("drop", name))
-
-    def close(self) -> None:
-        """Drop what was made and not taken, and wait for every drop."""
-        self._work.put(None)
-        self._thread.join(timeout=120)
-        while not self._ready.empty():
-            self._execute(f'DROP DATABASE IF EXISTS "{self._ready.get()}"')
-        self._engine.dispose()
-
-    def _serve(self) -> None:
-        while (job := self._work.get()) is not None:
-            verb, name = job
-            try:
-                if verb == "create":
-                    self._execute(f'CREATE DATABASE "{name}"')
-                    self._ready.put(name)
-                else:
-                    self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            except Exception:  # noqa: S112 - a failed creation is made again by take()
-                continue
-
-    def _execute(self, statement: str) -> None:
-        with self._engine.connect() as connection:
-            connection.exec_driver_sql(statement)
-
-
 class _MySQLDrops:
     """MariaDB's DROP DATABASE waits for every table's files and metadata locks; a test need
     not wait for it. Each test's database is dropped in a thread, all of them before the end."""
@@ -362,10 +297,6 @@ class _MySQLDrops:
                 continue
 
 
-def _pool_name() -> str:
-    return f"t_pool_{uuid.uuid4().hex[:12]}"
-
-
 def _throwaway_name(request: pytest.FixtureRequest) -> str:
     module = request.module.__name__.rsplit(".", 1)[-1]
     return f"t_{module}_{uuid.uuid4().hex[:8]}".lower()
@@ -379,13 +310,13 @@ def pg_server():
     engine.dispose()
 
 
-_made_ahead: _PgDatabases | None = None
+_made_ahead: PgDatabases | None = None
 
 
-def _databases() -> _PgDatabases:
+def _databases() -> PgDatabases:
     global _made_ahead
     if _made_ahead is None:
-        _made_ahead = _PgDatabases(POSTGRES_ADMIN_URL)
+        _made_ahead = PgDatabases(POSTGRES_ADMIN_URL)
     return _made_ahead
 
 
@@ -399,13 +330,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def create_pg_database(pg_server, name: str) -> str:
-    """A new empty database NAME on the server (made ahead of time, see _PgDatabases)."""
+    """A new empty database NAME on the server (made ahead or recycled, see tests/pg_databases)."""
     _databases().take(name)
     return pg_server.url.set(database=name).render_as_string(hide_password=False)
 
 
 def drop_pg_database(pg_server, name: str) -> None:
-    """Dropped in the background; the name is never used again (a fresh suffix each time)."""
+    """Recycled or dropped in the background; the name is never used again (a fresh suffix
+    each time)."""
     _databases().release(name)
 
 
