@@ -161,12 +161,19 @@ def _connect_blocking(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> A
         return None  # SQLAlchemy connects as usual
     from psycopg2 import extensions
 
-    callback = extensions.get_wait_callback()
-    extensions.set_wait_callback(None)
-    try:
-        return dialect.loaded_dbapi.connect(*cargs, **cparams)
-    finally:
-        extensions.set_wait_callback(callback)
+    # The callback is process-wide: a fleet's threads connecting at once would otherwise
+    # restore each other's None, or one would connect asynchronously while another has
+    # removed the callback it needs ("wait callback not available", a crash inside psycopg2).
+    with _CALLBACK_SWAP:
+        callback = extensions.get_wait_callback()
+        extensions.set_wait_callback(None)
+        try:
+            return dialect.loaded_dbapi.connect(*cargs, **cparams)
+        finally:
+            extensions.set_wait_callback(callback)
+
+
+_CALLBACK_SWAP = threading.Lock()
 
 
 def _wait_cancelling(connection: Any) -> None:
