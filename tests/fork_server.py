@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -130,7 +131,8 @@ class ForkServer:
                 try:
                     finished = _receive(connection)
                 except TimeoutError:
-                    os.kill(started["pid"], 9) if started else None
+                    if started:
+                        os.kill(started["pid"], signal.SIGKILL)
                     raise subprocess.TimeoutExpired(list(argv), timeout) from None
             if started is None or finished is None:
                 raise RuntimeError(f"the fork server lost the command {list(argv)}")
@@ -155,7 +157,6 @@ def _serve(path: str, modules: list[str]) -> None:
     import gc
     import importlib
     import selectors
-    import signal
 
     for module in modules:
         try:
@@ -188,7 +189,6 @@ def _serve(path: str, modules: list[str]) -> None:
 
 def _wait_for_command(connection: socket.socket, base_path: list[str]) -> None:
     """The waiter: forks the command's process, reports its pid, then its exit status."""
-    import signal
 
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     request = _receive(connection)
@@ -205,7 +205,8 @@ def _wait_for_command(connection: socket.socket, base_path: list[str]) -> None:
     os.close(stdin_write)
     _send(connection, {"pid": pid})
     _, status = os.waitpid(pid, 0)
-    _send(connection, {"code": os.waitstatus_to_exitcode(status)})
+    with contextlib.suppress(OSError):  # the test gave up waiting (a timeout) and hung up
+        _send(connection, {"code": os.waitstatus_to_exitcode(status)})
     os._exit(0)
 
 
@@ -215,24 +216,19 @@ def _exit_as_python_would(request: dict, stdin: int, base_path: list[str]) -> No
     uncaught exception (its traceback on stderr), non-daemon threads joined, atexit handlers
     run, the standard streams flushed."""
     import atexit
-    import signal
     import threading
-    import traceback
 
     code = 0
     try:
         _become_command(request, stdin, base_path)
     except SystemExit as exit_:
         code = _exit_status(exit_.code)
-    except KeyboardInterrupt:
-        traceback.print_exc()
-        code = -signal.SIGINT
     except BaseException as error:  # reported as Python reports it, from the command's frames
         trace = error.__traceback__
         while trace is not None and trace.tb_frame.f_code.co_filename == __file__:
             trace = trace.tb_next
         sys.excepthook(type(error), error.with_traceback(trace), trace)
-        code = 1
+        code = -signal.SIGINT if isinstance(error, KeyboardInterrupt) else 1
     for thread in threading.enumerate():
         if thread is not threading.main_thread() and not thread.daemon:
             thread.join()

@@ -28,6 +28,10 @@ PROGRAMS = {
         "threading.Thread(target=lambda: (time.sleep(0.2), print('thread done'))).start()\n"
     ),
     "unflushed output": "import sys; sys.stdout.write('no newline')",
+    "killed by a signal": (
+        "import os, signal; print('dying', flush=True); os.kill(os.getpid(), signal.SIGKILL)"
+    ),
+    "interrupted": "raise KeyboardInterrupt",
     "a module as __main__": None,  # -m json.tool
 }
 
@@ -57,3 +61,11 @@ def test_a_forked_command_is_what_a_fresh_python_gives(server, tmp_path: Path, n
 def test_a_start_up_variable_sends_the_command_to_a_real_subprocess(server):
     assert server.accepts(dict(os.environ))
     assert not server.accepts({**os.environ, "PYTHONIOENCODING": "latin-1"})
+
+
+def test_a_command_past_its_timeout_is_killed(server):
+    with pytest.raises(subprocess.TimeoutExpired):
+        server.run(["-c", "import time; time.sleep(60)"], cwd="/", env=dict(os.environ),
+                   input="", timeout=1)  # fmt: skip
+    assert server.run(["-c", "print('next')"], cwd="/", env=dict(os.environ), input="",
+                      timeout=30) == (0, "next\n", "")  # fmt: skip
