@@ -1,5 +1,7 @@
-"""Shared fixtures: throwaway databases on the real servers, an isolated project environment,
-and a way to run tasks the way users do (Invoke's Program in-process, or a subprocess)."""
+"""Shared fixtures: throwaway databases on the real servers (tests/pg_databases.py), an isolated
+project environment, and ways to run tasks the way users do: Invoke's Program in-process, a
+process of its own forked from a server that has the libraries imported (tests/fork_server.py),
+or a real subprocess."""
 
 from __future__ import annotations
 
