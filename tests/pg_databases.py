@@ -102,6 +102,8 @@ class PgDatabases:
             stdout=subprocess.PIPE,
             text=True,
             bufsize=1,
+            # Started during some test: libpq variables that test set are not the pool's.
+            env={name: value for name, value in os.environ.items() if not name.startswith("PG")},
         )
 
     def take(self, name: str) -> str:
