@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -149,17 +149,7 @@ class Project:
 
     def run(self, *argv: str, input: str | None = None, timeout: float = 300) -> Result:
         """Run a command in a subprocess from the repository root with this environment."""
-        completed = subprocess.run(
-            argv,
-            cwd=ROOT,
-            env=dict(os.environ),
-            input=input if input is not None else "",
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        return Result(completed.returncode, completed.stdout, completed.stderr)
+        return subprocess_result(argv, dict(os.environ), input or "", timeout)
 
     def invoke_subprocess(self, *argv: str, input: str | None = None) -> Result:
         """`invoke ARGV...` in a process of its own (forked from one that has imported the
@@ -172,6 +162,15 @@ class Project:
         if not self.log_file.exists():
             return []
         return [json.loads(line) for line in self.log_file.read_text().splitlines() if line]
+
+
+def subprocess_result(
+    argv: Sequence[str], env: dict[str, str], input: str, timeout: float
+) -> Result:
+    """ARGV in a real subprocess from the repository root."""
+    completed = subprocess.run(list(argv), cwd=ROOT, env=env, input=input, capture_output=True,
+                               text=True, timeout=timeout, check=False)  # fmt: skip
+    return Result(completed.returncode, completed.stdout, completed.stderr)
 
 
 _fork_servers: dict[tuple[str, tuple[str, ...]], ForkServer] = {}
@@ -190,11 +189,7 @@ def python_command(
         _fork_servers[key] = ForkServer(str(python), (*LIBRARIES, *modules))
     server = _fork_servers[key]
     if not server.accepts(env):
-        completed = subprocess.run(
-            [str(python), *argv], cwd=ROOT, env=env, input=input,
-            capture_output=True, text=True, timeout=timeout, check=False,
-        )  # fmt: skip
-        return Result(completed.returncode, completed.stdout, completed.stderr)
+        return subprocess_result([str(python), *argv], env, input, timeout)
     code, stdout, stderr = server.run(argv, cwd=str(ROOT), env=env, input=input, timeout=timeout)
     return Result(code, stdout, stderr)
 

@@ -59,8 +59,6 @@ LEFTOVERS = " + ".join(
         "WHERE c.classoid = 'pg_database'::regclass AND d.datname = current_database())",
         "(SELECT count(*) FROM pg_shseclabel c JOIN pg_database d ON d.oid = c.objoid "
         "WHERE c.classoid = 'pg_database'::regclass AND d.datname = current_database())",
-        "(SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND pid <> pg_backend_pid())",
     ]
 )
 
@@ -142,8 +140,10 @@ class _Pool:
     """Made-ahead databases, recycled ones, and the jobs that make them, in one process."""
 
     def __init__(self, admin_url: str) -> None:
-        self._admin_url = admin_url
-        self._admin = self._connect(admin_url)
+        from sqlalchemy.engine import make_url
+
+        self._server = make_url(admin_url).set(drivername="postgresql")  # libpq's spelling
+        self._admin = self._connect(self._server.database or "postgres")
         self.ready: deque[str] = deque()
         self.jobs: deque[tuple[str, str]] = deque(("create", _pool_name()) for _ in range(READY))
         self._new_shape: tuple | None = None
@@ -182,7 +182,7 @@ class _Pool:
     def _create(self, name: str) -> str:
         self._execute(f'CREATE DATABASE "{name}"')
         if self._new_shape is None:
-            with contextlib.closing(self._connect(self._url_of(name))) as connection:
+            with contextlib.closing(self._connect(name)) as connection:
                 self._new_shape = _one(connection, SHAPE)
         return name
 
@@ -191,7 +191,7 @@ class _Pool:
 
     def _made_as_new(self, name: str) -> bool:
         """Empty NAME as a new database is, and say whether it now provably is one."""
-        with contextlib.closing(self._connect(self._url_of(name))) as connection:
+        with contextlib.closing(self._connect(name)) as connection:
             if _one(connection, OTHER_SESSIONS) != (0,):
                 return False
             with connection.cursor() as cursor:  # no parameters: `%I` is SQL's
@@ -201,19 +201,11 @@ class _Pool:
             shape = _one(connection, SHAPE)
         return leftovers == (0,) and shape == self._new_shape
 
-    def _url_of(self, name: str) -> str:
-        from sqlalchemy.engine import make_url
-
-        url = make_url(self._admin_url).set(drivername="postgresql", database=name)
-        return url.render_as_string(hide_password=False)
-
-    @staticmethod
-    def _connect(url: str):  # -> psycopg2 connection
+    def _connect(self, database: str):  # -> psycopg2 connection
         import psycopg2
-        from sqlalchemy.engine import make_url
 
-        libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-        connection = psycopg2.connect(libpq)
+        url = self._server.set(database=database).render_as_string(hide_password=False)
+        connection = psycopg2.connect(url)
         connection.autocommit = True
         return connection
 
